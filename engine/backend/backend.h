@@ -1,0 +1,154 @@
+#pragma once
+// Backend: the ops the model is made of. The model never touches tensor data itself; it calls
+// these, so the CPU implementation (backend/cpu) and the CUDA one (gpu/) are interchangeable.
+//
+// Conventions (all ops):
+// - Row-major, fp32. Pointers are to the backend's memory (host for the CPU backend).
+// - Every *_backward op ACCUMULATES (+=) into all of its gradient outputs, activation and
+//   parameter gradients alike; callers zero buffers that start a gradient.
+// - Results are deterministic for a given thread count: no atomics, fixed reduction order.
+// - Shapes are in the comments; T is tokens per sequence, B sequences, n = B*T token rows.
+#include <cstdint>
+
+namespace moe {
+
+enum class ScoringFunc { Sigmoid, Softmax };
+
+// The router's settings for one MoE layer (spec section 3).
+struct GateParams {
+    int64_t n_experts = 0;          // E
+    int64_t top_k = 0;              // K
+    int64_t n_group = 1;
+    int64_t topk_group = 1;
+    ScoringFunc scoring = ScoringFunc::Sigmoid;
+    bool norm_topk_prob = true;
+    float routed_scaling_factor = 1.0f;
+    const float* bias = nullptr;    // e_score_correction_bias [E], selection only; null = none
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual const char* name() const = 0;
+    virtual void set_threads(int threads) = 0;
+    virtual int threads() const = 0;
+
+    // C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C. transA: A is stored [K,M];
+    // transB: B is stored [N,K] (the y = x W^T case). Leading dimensions are row strides.
+    virtual void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                      float* C, int64_t ldc) = 0;
+
+    // --- elementwise and copies ---
+    // dst[r, 0:cols] (=|+=) src[r, 0:cols] for r < rows, with row strides (views into wider rows).
+    virtual void copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                         int64_t rows, int64_t cols) = 0;
+    virtual void add_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                        int64_t rows, int64_t cols) = 0;
+    virtual void zero(float* x, int64_t n) = 0;
+    virtual void scale(float* x, float alpha, int64_t n) = 0;
+    // Sum in double with a fixed order, for losses.
+    virtual double sum(const float* x, int64_t n) = 0;
+
+    // --- embedding: out[t] = table[tokens[t]] ([n, dim]); backward dtable[tokens[t]] += dout[t]
+    virtual void embedding_forward(const int32_t* tokens, int64_t n, const float* table,
+                                   int64_t vocab, int64_t dim, float* out) = 0;
+    virtual void embedding_backward(const int32_t* tokens, int64_t n, const float* dout,
+                                    int64_t vocab, int64_t dim, float* dtable) = 0;
+
+    // --- RMSNorm over each row: y = w * x * rstd, rstd = 1 / sqrt(mean(x^2) + eps).
+    // rstd [rows] is saved for the backward pass. Strides allow normalizing a column slice.
+    virtual void rmsnorm_forward(const float* x, int64_t x_stride, const float* w, int64_t rows,
+                                 int64_t dim, float eps, float* y, int64_t y_stride,
+                                 float* rstd) = 0;
+    virtual void rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x,
+                                  int64_t x_stride, const float* w, const float* rstd,
+                                  int64_t rows, int64_t dim, float* dx, int64_t dx_stride,
+                                  float* dw) = 0;
+
+    // --- Rotary embedding, in place, DeepSeek's interleaved convention: pair i is
+    // (x[2i], x[2i+1]) rotated by angle pos * theta^(-2i/rope_dim). Applied to `heads` slices of
+    // rope_dim values starting at column `offset` of each head; head h of row r starts at
+    // x + r*row_stride + h*head_stride; positions [rows]. inverse rotates by -angle, which is the
+    // backward pass (apply it to the gradient).
+    virtual void rope(float* x, int64_t rows, int64_t row_stride, int64_t heads,
+                      int64_t head_stride, int64_t offset, int64_t rope_dim,
+                      const int32_t* positions, float theta, bool inverse) = 0;
+
+    // --- Causal softmax attention, B sequences of T tokens, H heads.
+    // q, k: [n, H, dk]; v: [n, H, dv]; out: [n, H, dv]; probs: [B, H, T, T] saved for backward
+    // (entries above the diagonal are 0). scores = q.k * scale, masked causally, softmax in fp32.
+    virtual void attention_forward(const float* q, const float* k, const float* v, int64_t B,
+                                   int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
+                                   float* probs, float* out) = 0;
+    virtual void attention_backward(const float* dout, const float* q, const float* k,
+                                    const float* v, const float* probs, int64_t B, int64_t T,
+                                    int64_t H, int64_t dk, int64_t dv, float scale, float* dq,
+                                    float* dk_, float* dv_) = 0;
+
+    // --- SwiGLU: out = silu(g) * u over n values (g, u are the gate_proj and up_proj outputs).
+    virtual void swiglu_forward(const float* g, const float* u, int64_t n, float* out) = 0;
+    virtual void swiglu_backward(const float* dout, const float* g, const float* u, int64_t n,
+                                 float* dg, float* du) = 0;
+
+    // --- Cross-entropy, targets < 0 are ignored (loss 0, gradient 0).
+    // losses[t] = logsumexp(logits[t]) - logits[t, targets[t]].
+    virtual void cross_entropy_forward(const float* logits, const int32_t* targets, int64_t n,
+                                       int64_t vocab, float* losses) = 0;
+    // dlogits[t] += scale * (softmax(logits[t]) - onehot(targets[t])).
+    virtual void cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n,
+                                        int64_t vocab, float scale, float* dlogits) = 0;
+
+    // --- MoE router (spec section 3), per token row of logits [n, E]:
+    //   scores = sigmoid(logits) or softmax(logits)                       -> scores [n, E]
+    //   sel = scores + bias
+    //   n_group > 1: a group's score is the sum of its top-2 sel when bias is set, else its max;
+    //     only the topk_group best groups stay eligible (ties: lower group index first)
+    //   topk_idx [n, K]: the K eligible experts with the largest sel, in descending order of sel
+    //     (ties: lower expert index first)
+    //   topk_weight [n, K] = scores at those experts (unbiased); if norm_topk_prob they are
+    //     divided by their sum (+1e-20); then multiplied by routed_scaling_factor.
+    virtual void moe_gate_forward(const float* logits, int64_t n, const GateParams& p,
+                                  float* scores, int32_t* topk_idx, float* topk_weight) = 0;
+    // Gradient through the weights and scores into the logits (the choice of experts itself is
+    // not differentiable). d_scores_extra [n, E] (may be null) is an additional gradient with
+    // respect to scores, from the balance loss. dlogits [n, E] += result.
+    virtual void moe_gate_backward(const float* d_topk_weight, const float* d_scores_extra,
+                                   const float* scores, const int32_t* topk_idx,
+                                   const float* topk_weight, int64_t n, const GateParams& p,
+                                   float* dlogits) = 0;
+
+    // Complementary sequence-wise balance loss (spec section 4), averaged over the B sequences:
+    //   per sequence: f_i = E / (K*T) * #{t : i in topk_t}, P_i = mean_t s_{i,t} / sum_j s_{j,t}
+    //   loss = alpha / B * sum_b sum_i f_i * P_i.   scores [B*T, E], topk_idx [B*T, K].
+    virtual double seq_aux_loss_forward(const float* scores, const int32_t* topk_idx, int64_t B,
+                                        int64_t T, int64_t E, int64_t K, float alpha) = 0;
+    // d_scores [B*T, E] += dloss * d loss / d scores (gradient flows through P only).
+    virtual void seq_aux_loss_backward(const float* scores, const int32_t* topk_idx, int64_t B,
+                                       int64_t T, int64_t E, int64_t K, float alpha, float dloss,
+                                       float* d_scores) = 0;
+
+    // --- Token dispatch by expert (dropless). A "routed row" is one (token, slot) pair; there
+    // are n*K of them. The plan groups them by expert, tokens ascending within an expert:
+    //   offsets [E+1]: routed rows of expert e are [offsets[e], offsets[e+1])
+    //   row_token [n*K]: the token of each routed row
+    //   slot_row [n*K]: for token t and slot k, the routed row at index t*K + k
+    // The plan is written to host memory (the model reads offsets to size the expert GEMMs).
+    virtual void moe_route_plan(const int32_t* topk_idx, int64_t n, int64_t K, int64_t E,
+                                int64_t* offsets, int32_t* row_token, int32_t* slot_row) = 0;
+    // xp[r] = x[row_token[r]] for r < rows; x [n, dim], xp [n*K, dim].
+    virtual void moe_permute(const float* x, const int32_t* row_token, int64_t rows, int64_t dim,
+                             float* xp) = 0;
+    // dx[t] += sum_k dxp[slot_row[t*K + k]].
+    virtual void moe_permute_backward(const float* dxp, const int32_t* slot_row, int64_t n,
+                                      int64_t K, int64_t dim, float* dx) = 0;
+    // y[t] += sum_k w[t, k] * yp[slot_row[t*K + k]].
+    virtual void moe_unpermute(const float* yp, const float* w, const int32_t* slot_row,
+                               int64_t n, int64_t K, int64_t dim, float* y) = 0;
+    // dyp[slot_row[t*K+k]] += w[t,k] * dy[t];  dw[t,k] += dot(dy[t], yp[slot_row[t*K+k]]).
+    virtual void moe_unpermute_backward(const float* dy, const float* yp, const float* w,
+                                        const int32_t* slot_row, int64_t n, int64_t K,
+                                        int64_t dim, float* dyp, float* dw) = 0;
+};
+
+}  // namespace moe

@@ -1,0 +1,70 @@
+#pragma once
+// ModelConfig: the model's shape, with the field names of HuggingFace's DeepseekV3Config so a
+// `config.json` from HF tooling or DeepSeek's release reads and writes unchanged.
+// See docs/model-config.md for every field, its meaning and its valid range.
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace moe {
+
+struct ModelConfig {
+    std::string model_type = "deepseek_v3";
+    int64_t vocab_size = 256;
+    int64_t hidden_size = 128;
+    int64_t intermediate_size = 256;      // dense FFN width (first_k_dense_replace layers)
+    int64_t moe_intermediate_size = 64;   // width of one routed or shared expert
+    int64_t num_hidden_layers = 4;
+    int64_t first_k_dense_replace = 1;    // layers [0, k) use a dense FFN, the rest MoE
+    int64_t moe_layer_freq = 1;           // only 1 is supported (every layer after k is MoE)
+    int64_t num_attention_heads = 4;
+    int64_t num_key_value_heads = 4;      // MLA has no GQA; must equal num_attention_heads
+    int64_t n_routed_experts = 16;
+    int64_t n_shared_experts = 1;
+    int64_t num_experts_per_tok = 4;      // top-k
+    int64_t n_group = 4;                  // expert groups for group-limited routing
+    int64_t topk_group = 2;               // groups kept per token
+    double routed_scaling_factor = 2.5;
+    bool norm_topk_prob = true;           // renormalize the chosen weights to sum 1
+    std::string scoring_func = "sigmoid"; // "sigmoid" (V3) or "softmax" (V2)
+    std::string topk_method = "noaux_tc"; // "noaux_tc" (bias-corrected, V3), "greedy",
+                                          // "group_limited_greedy" (no bias)
+    double aux_loss_alpha = 0.0;          // complementary sequence-wise balance loss weight
+    bool seq_aux = true;                  // aux loss per sequence (true) or per batch (false)
+    int64_t q_lora_rank = 64;             // 0: plain q_proj
+    int64_t kv_lora_rank = 32;
+    int64_t qk_nope_head_dim = 16;
+    int64_t qk_rope_head_dim = 16;
+    int64_t v_head_dim = 16;
+    int64_t num_nextn_predict_layers = 0; // MTP depth D
+    int64_t max_position_embeddings = 1024;
+    double rope_theta = 10000.0;
+    double rms_norm_eps = 1e-6;
+    double initializer_range = 0.02;
+    std::string hidden_act = "silu";
+    bool tie_word_embeddings = false;
+
+    // Derived quantities used throughout the engine.
+    int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+    bool is_moe_layer(int64_t layer) const {
+        return n_routed_experts > 0 && layer >= first_k_dense_replace;
+    }
+    int64_t num_moe_layers() const;        // main layers only, MTP layers excluded
+    bool has_selection_bias() const { return topk_method == "noaux_tc"; }
+    double attention_scale() const;        // 1/sqrt(qk_head_dim)
+
+    // Throws ConfigError naming the first invalid field and its value.
+    void validate() const;
+
+    // JSON with HF field names. from_json rejects unknown fields (naming them) but accepts the
+    // HF/DeepSeek bookkeeping fields (architectures, torch_dtype, quantization_config, ...).
+    static ModelConfig from_json(const nlohmann::json& j);
+    nlohmann::json to_json() const;
+
+    // config.json files; errors name the path.
+    static ModelConfig load(const std::string& path);
+    void save(const std::string& path) const;
+};
+
+}  // namespace moe

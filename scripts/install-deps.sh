@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every Debian package MoE Workbench needs to build, run and test.
+# Idempotent: packages already present are skipped; uses sudo when not root.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake ninja-build pkg-config git
+  # engine
+  libhdf5-dev libspdlog-dev libfmt-dev libopenblas-dev nlohmann-json3-dev libcli11-dev
+  # GUI
+  qt6-base-dev qt6-base-dev-tools libqcustomplot-dev libgl-dev
+  # tests: PyTorch reference, h5py readers, headless GUI
+  python3 python3-numpy python3-torch python3-h5py xvfb xauth
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
