@@ -1,0 +1,150 @@
+#include "model/mla_attention.h"
+
+#include "model/linear.h"
+
+namespace moe {
+
+MlaAttention::MlaAttention(ParameterStore& store, const std::string& prefix,
+                           const ModelConfig& cfg)
+    : D_(cfg.hidden_size),
+      H_(cfg.num_attention_heads),
+      dn_(cfg.qk_nope_head_dim),
+      dr_(cfg.qk_rope_head_dim),
+      dv_(cfg.v_head_dim),
+      qr_(cfg.q_lora_rank),
+      kr_(cfg.kv_lora_rank),
+      eps_(static_cast<float>(cfg.rms_norm_eps)),
+      theta_(static_cast<float>(cfg.rope_theta)),
+      scale_(static_cast<float>(cfg.attention_scale())) {
+    const int64_t dqk = dn_ + dr_;
+    if (qr_ > 0) {
+        q_a_proj_ = &store.add(prefix + ".q_a_proj.weight", {qr_, D_});
+        q_a_norm_ = &store.add(prefix + ".q_a_layernorm.weight", {qr_});
+        q_b_proj_ = &store.add(prefix + ".q_b_proj.weight", {H_ * dqk, qr_});
+    } else {
+        q_proj_ = &store.add(prefix + ".q_proj.weight", {H_ * dqk, D_});
+    }
+    kv_a_proj_ = &store.add(prefix + ".kv_a_proj_with_mqa.weight", {kr_ + dr_, D_});
+    kv_a_norm_ = &store.add(prefix + ".kv_a_layernorm.weight", {kr_});
+    kv_b_proj_ = &store.add(prefix + ".kv_b_proj.weight", {H_ * (dn_ + dv_), kr_});
+    o_proj_ = &store.add(prefix + ".o_proj.weight", {D_, H_ * dv_});
+}
+
+void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
+                           const int32_t* positions, float* out) {
+    const int64_t n = B * T, dqk = dn_ + dr_, kvw = kr_ + dr_, kvb = dn_ + dv_;
+    h_ = h;
+    positions_ = positions;
+    B_ = B;
+    T_ = T;
+
+    // Queries [n, H*dqk].
+    q_.resize({n, H_ * dqk});
+    if (qr_ > 0) {
+        qa_.resize({n, qr_});
+        qa_n_.resize({n, qr_});
+        q_rstd_.resize({n});
+        linear_forward(be, h, n, D_, q_a_proj_->value.data(), qr_, qa_.data());
+        be.rmsnorm_forward(qa_.data(), qr_, q_a_norm_->value.data(), n, qr_, eps_, qa_n_.data(),
+                           qr_, q_rstd_.data());
+        linear_forward(be, qa_n_.data(), n, qr_, q_b_proj_->value.data(), H_ * dqk, q_.data());
+    } else {
+        linear_forward(be, h, n, D_, q_proj_->value.data(), H_ * dqk, q_.data());
+    }
+
+    // Compressed latent and the shared rotary key: kva = [c | k_pe], [n, kr + dr].
+    kva_.resize({n, kvw});
+    linear_forward(be, h, n, D_, kv_a_proj_->value.data(), kvw, kva_.data());
+    c_n_.resize({n, kr_});
+    kv_rstd_.resize({n});
+    be.rmsnorm_forward(kva_.data(), kvw, kv_a_norm_->value.data(), n, kr_, eps_, c_n_.data(), kr_,
+                       kv_rstd_.data());
+    kv_.resize({n, H_ * kvb});
+    linear_forward(be, c_n_.data(), n, kr_, kv_b_proj_->value.data(), H_ * kvb, kv_.data());
+
+    // RoPE on every head's q_pe (in place) and on the one k_pe.
+    be.rope(q_.data(), n, H_ * dqk, H_, dqk, dn_, dr_, positions, theta_, false);
+    kpe_.resize({n, dr_});
+    be.copy_2d(kva_.data() + kr_, kvw, kpe_.data(), dr_, n, dr_);
+    be.rope(kpe_.data(), n, dr_, 1, dr_, 0, dr_, positions, theta_, false);
+
+    // Per-head keys [n, H, dqk] = [k_nope_h | k_pe] and values [n, H, dv].
+    k_.resize({n, H_ * dqk});
+    v_.resize({n, H_ * dv_});
+    for (int64_t hd = 0; hd < H_; ++hd) {
+        be.copy_2d(kv_.data() + hd * kvb, H_ * kvb, k_.data() + hd * dqk, H_ * dqk, n, dn_);
+        be.copy_2d(kpe_.data(), dr_, k_.data() + hd * dqk + dn_, H_ * dqk, n, dr_);
+        be.copy_2d(kv_.data() + hd * kvb + dn_, H_ * kvb, v_.data() + hd * dv_, H_ * dv_, n, dv_);
+    }
+
+    probs_.resize({B, H_, T, T});
+    o_.resize({n, H_ * dv_});
+    be.attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_,
+                         probs_.data(), o_.data());
+    linear_forward(be, o_.data(), n, H_ * dv_, o_proj_->value.data(), D_, out);
+}
+
+void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
+    const int64_t n = B_ * T_, dqk = dn_ + dr_, kvw = kr_ + dr_, kvb = dn_ + dv_;
+
+    d_o_.resize({n, H_ * dv_});
+    d_o_.zero();
+    linear_backward(be, dout, o_.data(), n, H_ * dv_, o_proj_->value.data(), D_, d_o_.data(),
+                    o_proj_->grad.data());
+
+    d_q_.resize({n, H_ * dqk});
+    d_k_.resize({n, H_ * dqk});
+    d_v_.resize({n, H_ * dv_});
+    d_q_.zero();
+    d_k_.zero();
+    d_v_.zero();
+    be.attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), probs_.data(), B_, T_, H_,
+                          dqk, dv_, scale_, d_q_.data(), d_k_.data(), d_v_.data());
+
+    // Split the per-head key/value gradients back into kv_b's output and the shared k_pe.
+    d_kv_.resize({n, H_ * kvb});
+    d_kpe_.resize({n, dr_});
+    d_kv_.zero();
+    d_kpe_.zero();
+    for (int64_t hd = 0; hd < H_; ++hd) {
+        be.add_2d(d_k_.data() + hd * dqk, H_ * dqk, d_kv_.data() + hd * kvb, H_ * kvb, n, dn_);
+        be.add_2d(d_k_.data() + hd * dqk + dn_, H_ * dqk, d_kpe_.data(), dr_, n, dr_);
+        be.add_2d(d_v_.data() + hd * dv_, H_ * dv_, d_kv_.data() + hd * kvb + dn_, H_ * kvb, n,
+                  dv_);
+    }
+    // RoPE is a rotation: its backward rotates the gradient back.
+    be.rope(d_kpe_.data(), n, dr_, 1, dr_, 0, dr_, positions_, theta_, true);
+    be.rope(d_q_.data(), n, H_ * dqk, H_, dqk, dn_, dr_, positions_, theta_, true);
+
+    // kv path.
+    d_cn_.resize({n, kr_});
+    d_cn_.zero();
+    linear_backward(be, d_kv_.data(), c_n_.data(), n, kr_, kv_b_proj_->value.data(), H_ * kvb,
+                    d_cn_.data(), kv_b_proj_->grad.data());
+    d_kva_.resize({n, kvw});
+    d_kva_.zero();
+    be.rmsnorm_backward(d_cn_.data(), kr_, kva_.data(), kvw, kv_a_norm_->value.data(),
+                        kv_rstd_.data(), n, kr_, d_kva_.data(), kvw, kv_a_norm_->grad.data());
+    be.add_2d(d_kpe_.data(), dr_, d_kva_.data() + kr_, kvw, n, dr_);
+    linear_backward(be, d_kva_.data(), h_, n, D_, kv_a_proj_->value.data(), kvw, dh,
+                    kv_a_proj_->grad.data());
+
+    // q path.
+    if (qr_ > 0) {
+        d_qan_.resize({n, qr_});
+        d_qan_.zero();
+        linear_backward(be, d_q_.data(), qa_n_.data(), n, qr_, q_b_proj_->value.data(), H_ * dqk,
+                        d_qan_.data(), q_b_proj_->grad.data());
+        d_qa_.resize({n, qr_});
+        d_qa_.zero();
+        be.rmsnorm_backward(d_qan_.data(), qr_, qa_.data(), qr_, q_a_norm_->value.data(),
+                            q_rstd_.data(), n, qr_, d_qa_.data(), qr_, q_a_norm_->grad.data());
+        linear_backward(be, d_qa_.data(), h_, n, D_, q_a_proj_->value.data(), qr_, dh,
+                        q_a_proj_->grad.data());
+    } else {
+        linear_backward(be, d_q_.data(), h_, n, D_, q_proj_->value.data(), H_ * dqk, dh,
+                        q_proj_->grad.data());
+    }
+}
+
+}  // namespace moe

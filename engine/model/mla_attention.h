@@ -1,0 +1,53 @@
+#pragma once
+// Multi-head Latent Attention (spec section 2), in the naive (training) form:
+//   q  = q_b_proj(q_a_layernorm(q_a_proj(h)))        or q_proj(h) when q_lora_rank == 0
+//   [c | k_pe] = kv_a_proj_with_mqa(h);  kv = kv_b_proj(kv_a_layernorm(c))
+//   per head: q = [q_nope | q_pe], k = [k_nope | k_pe (shared by all heads)], v
+//   RoPE (interleaved pairs) on q_pe and k_pe; causal softmax(q.k * scale) v; o_proj.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/parameters.h"
+
+namespace moe {
+
+class MlaAttention {
+public:
+    MlaAttention(ParameterStore& store, const std::string& prefix, const ModelConfig& cfg);
+
+    // h [B*T, D] (kept by pointer until backward) -> out [B*T, D] (overwritten).
+    // positions [B*T]: each token's position in its sequence.
+    void forward(Backend& be, const float* h, int64_t B, int64_t T, const int32_t* positions,
+                 float* out);
+    // dh [B*T, D] += d/dh given dout.
+    void backward(Backend& be, const float* dout, float* dh);
+
+    // Attention weights of the last forward, [B, H, T, T] (for the sparsity views).
+    const Tensor& probs() const { return probs_; }
+
+private:
+    int64_t D_, H_, dn_, dr_, dv_, qr_, kr_;
+    float eps_, theta_, scale_;
+    Parameter* q_proj_ = nullptr;  // q_lora_rank == 0
+    Parameter* q_a_proj_ = nullptr;
+    Parameter* q_a_norm_ = nullptr;
+    Parameter* q_b_proj_ = nullptr;
+    Parameter* kv_a_proj_ = nullptr;
+    Parameter* kv_a_norm_ = nullptr;
+    Parameter* kv_b_proj_ = nullptr;
+    Parameter* o_proj_ = nullptr;
+
+    // Forward state.
+    const float* h_ = nullptr;
+    const int32_t* positions_ = nullptr;
+    int64_t B_ = 0, T_ = 0;
+    Tensor qa_, qa_n_, q_rstd_, q_, kva_, c_n_, kv_rstd_, kv_, kpe_, k_, v_, probs_, o_;
+    // Backward scratch.
+    Tensor d_o_, d_q_, d_k_, d_v_, d_kv_, d_kpe_, d_kva_, d_cn_, d_qan_, d_qa_;
+};
+
+}  // namespace moe

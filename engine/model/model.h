@@ -1,0 +1,103 @@
+#pragma once
+// The DeepSeek-V3 model: embedding, decoder layers (MLA + dense FFN or DeepSeekMoE), final norm,
+// untied output head, and D Multi-Token Prediction modules sharing the embedding and the head.
+// Forward and backward are written out layer by layer; all data work goes through a Backend.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/mtp_module.h"
+#include "model/parameters.h"
+#include "model/routing_probe.h"
+#include "model/transformer_block.h"
+
+namespace moe {
+
+// B sequences of T+1 tokens t_0..t_T: inputs t_0..t_{T-1}, next-token targets t_1..t_T.
+// MTP module k predicts t_{i+k+1} at position i, so the extra tokens are used by it too.
+struct Batch {
+    int64_t batch = 0;
+    int64_t seq_len = 0;          // T
+    std::vector<int32_t> tokens;  // [batch, seq_len + 1]
+};
+
+struct ForwardOptions {
+    double mtp_lambda = 0.3;      // weight of the MTP loss (spec: 0.3 early, 0.1 late)
+    bool probe_routing = false;   // record every MoE layer's routing decisions
+};
+
+struct LossReport {
+    double loss = 0.0;       // main next-token cross-entropy, mean over positions
+    double mtp_loss = 0.0;   // mtp_lambda / D * sum_k CE_k
+    double aux_loss = 0.0;   // sum over MoE layers of the sequence-wise balance loss
+    double total = 0.0;      // loss + mtp_loss + aux_loss: what backward differentiates
+    std::vector<double> mtp_losses;  // CE_k per depth, unweighted
+};
+
+class Model {
+public:
+    Model(const ModelConfig& cfg, Backend& backend);
+
+    const ModelConfig& config() const { return cfg_; }
+    ParameterStore& parameters() { return params_; }
+    const ParameterStore& parameters() const { return params_; }
+    Backend& backend() { return be_; }
+
+    // Normal(0, initializer_range) for matrices, 1 for norm weights, 0 for the gate bias.
+    // Each parameter draws from its own counter-based stream, so the result does not depend on
+    // thread count or creation order.
+    void init_weights(uint64_t seed);
+
+    // Training forward: losses for the batch; activations are kept for backward().
+    LossReport forward(const Batch& batch, const ForwardOptions& options = {});
+    // Gradients of the last forward's total loss, accumulated into each parameter's grad
+    // (call parameters().zero_grads() first for a fresh step).
+    void backward();
+
+    // Inference forward of B sequences of T tokens (no targets, no MTP): logits() [B*T, V].
+    void forward_logits(const int32_t* tokens, int64_t B, int64_t T, bool probe_routing = false);
+    const Tensor& logits() const { return logits_; }
+    // Routing decisions of every MoE layer (main, then MTP) of the last forward, if probed.
+    const std::vector<RoutingRecord>& routing() const { return routing_; }
+
+    std::vector<MoeLayer*> moe_layers();  // main layers first, then MTP layers
+    // Tensors the HF layout stores as copies of a shared parameter: (alias, source) pairs, the
+    // MTP layers' embed_tokens and shared_head.head.
+    std::vector<std::pair<std::string, std::string>> checkpoint_aliases() const;
+
+private:
+    // Embedding + main blocks over inputs [B*T]; returns the summed balance loss.
+    double run_trunk(const int32_t* inputs, int64_t B, int64_t T, bool probe);
+    void run_head(const float* h, int64_t n);  // final norm + lm_head -> logits_
+
+    ModelConfig cfg_;
+    Backend& be_;
+    ParameterStore params_;
+    Parameter* embed_ = nullptr;
+    std::vector<std::unique_ptr<TransformerBlock>> blocks_;
+    Parameter* norm_ = nullptr;
+    Parameter* head_ = nullptr;
+    std::vector<std::unique_ptr<MtpModule>> mtp_;
+
+    // Forward state.
+    int64_t B_ = 0, T_ = 0;
+    double mtp_lambda_ = 0.0;
+    bool has_forward_ = false;
+    std::vector<int32_t> inputs_, targets_, positions_;
+    std::vector<std::vector<int32_t>> mtp_inputs_, mtp_targets_;  // per depth [B*T]
+    std::vector<int64_t> mtp_valid_;                              // valid targets per depth
+    int64_t main_valid_ = 0;
+    Tensor x0_, normed_, norm_rstd_, logits_, losses_;
+    std::vector<Tensor> mtp_emb_, mtp_logits_;
+    std::vector<RoutingRecord> routing_;
+    // Backward scratch.
+    Tensor d_logits_, d_normed_, d_a_, d_b_, d_emb_;
+    std::vector<Tensor> d_h_;  // gradient w.r.t. h^k, k = 0..D (h^0 = trunk output)
+};
+
+}  // namespace moe

@@ -1,0 +1,155 @@
+#include "model/moe_layer.h"
+
+#include "model/linear.h"
+
+namespace moe {
+
+MoeLayer::MoeLayer(ParameterStore& store, const std::string& prefix, int64_t layer_index,
+                   const ModelConfig& cfg)
+    : layer_(layer_index),
+      D_(cfg.hidden_size),
+      E_(cfg.n_routed_experts),
+      K_(cfg.num_experts_per_tok),
+      F_(cfg.moe_intermediate_size),
+      cfg_(cfg) {
+    gate_ = &store.add(prefix + ".gate.weight", {E_, D_});
+    if (cfg.has_selection_bias())
+        bias_ = &store.add(prefix + ".gate.e_score_correction_bias", {E_}, /*trainable=*/false);
+    experts_.reserve(static_cast<size_t>(E_));
+    for (int64_t e = 0; e < E_; ++e)
+        experts_.push_back(
+            SwiGluWeights::create(store, prefix + ".experts." + std::to_string(e), D_, F_));
+    if (cfg.n_shared_experts > 0)
+        shared_ = std::make_unique<SwiGluFfn>(store, prefix + ".shared_experts", D_,
+                                              cfg.n_shared_experts * F_);
+    counts_.assign(static_cast<size_t>(E_), 0);
+    offsets_.assign(static_cast<size_t>(E_ + 1), 0);
+}
+
+GateParams MoeLayer::gate_params() const {
+    GateParams p;
+    p.n_experts = E_;
+    p.top_k = K_;
+    p.n_group = cfg_.n_group;
+    p.topk_group = cfg_.topk_group;
+    p.scoring = cfg_.scoring_func == "softmax" ? ScoringFunc::Softmax : ScoringFunc::Sigmoid;
+    p.norm_topk_prob = cfg_.norm_topk_prob;
+    p.routed_scaling_factor = static_cast<float>(cfg_.routed_scaling_factor);
+    p.bias = bias_ ? bias_->value.data() : nullptr;
+    return p;
+}
+
+double MoeLayer::forward(Backend& be, const float* h, int64_t B, int64_t T, RoutingRecord* probe,
+                         float* y) {
+    const int64_t n = B * T, rows = n * K_;
+    h_ = h;
+    B_ = B;
+    T_ = T;
+    const GateParams gp = gate_params();
+
+    // Router: fp32 logits, scores, top-k choice and weights.
+    logits_.resize({n, E_});
+    scores_.resize({n, E_});
+    weights_.resize({n, K_});
+    topk_idx_.resize(static_cast<size_t>(rows));
+    linear_forward(be, h, n, D_, gate_->value.data(), E_, logits_.data());
+    be.moe_gate_forward(logits_.data(), n, gp, scores_.data(), topk_idx_.data(), weights_.data());
+
+    if (probe) {
+        probe->layer = layer_;
+        probe->tokens = n;
+        probe->top_k = K_;
+        probe->n_experts = E_;
+        probe->topk_idx.assign(topk_idx_.begin(), topk_idx_.end());
+        probe->topk_weight.assign(weights_.data(), weights_.data() + n * K_);
+        probe->scores.assign(scores_.data(), scores_.data() + n * E_);
+        probe->selection_scores = probe->scores;
+        if (bias_)
+            for (int64_t t = 0; t < n; ++t)
+                for (int64_t e = 0; e < E_; ++e)
+                    probe->selection_scores[static_cast<size_t>(t * E_ + e)] += bias_->value[e];
+    }
+
+    // Dispatch: group the (token, slot) pairs by expert and gather their inputs.
+    row_token_.resize(static_cast<size_t>(rows));
+    slot_row_.resize(static_cast<size_t>(rows));
+    be.moe_route_plan(topk_idx_.data(), n, K_, E_, offsets_.data(), row_token_.data(),
+                      slot_row_.data());
+    for (int64_t e = 0; e < E_; ++e) counts_[e] = offsets_[e + 1] - offsets_[e];
+    xp_.resize({rows, D_});
+    be.moe_permute(h, row_token_.data(), rows, D_, xp_.data());
+
+    // Each expert on its own tokens only.
+    g_.resize({rows, F_});
+    u_.resize({rows, F_});
+    a_.resize({rows, F_});
+    yp_.resize({rows, D_});
+    for (int64_t e = 0; e < E_; ++e) {
+        const int64_t r0 = offsets_[e], m = counts_[e];
+        if (m == 0) continue;
+        swiglu_ffn_forward(be, experts_[e], xp_.data() + r0 * D_, m,
+                           {g_.data() + r0 * F_, u_.data() + r0 * F_, a_.data() + r0 * F_},
+                           yp_.data() + r0 * D_);
+    }
+
+    // Combine: shared experts, then the weighted routed outputs.
+    if (shared_)
+        shared_->forward(be, h, n, y);
+    else
+        be.zero(y, n * D_);
+    be.moe_unpermute(yp_.data(), weights_.data(), slot_row_.data(), n, K_, D_, y);
+
+    aux_on_ = cfg_.aux_loss_alpha > 0.0;
+    if (!aux_on_) return 0.0;
+    return be.seq_aux_loss_forward(scores_.data(), topk_idx_.data(), B, T, E_, K_,
+                                   static_cast<float>(cfg_.aux_loss_alpha));
+}
+
+void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
+    const int64_t n = B_ * T_, rows = n * K_;
+    const GateParams gp = gate_params();
+
+    if (shared_) shared_->backward(be, dy, dh);
+
+    // Through the weighted combine: gradients for each routed row and for each weight.
+    d_yp_.resize({rows, D_});
+    d_weights_.resize({n, K_});
+    d_yp_.zero();
+    d_weights_.zero();
+    be.moe_unpermute_backward(dy, yp_.data(), weights_.data(), slot_row_.data(), n, K_, D_,
+                              d_yp_.data(), d_weights_.data());
+
+    // Each expert's backward on its own rows.
+    d_xp_.resize({rows, D_});
+    d_xp_.zero();
+    d_g_.resize({rows, F_});
+    d_u_.resize({rows, F_});
+    d_a_.resize({rows, F_});
+    for (int64_t e = 0; e < E_; ++e) {
+        const int64_t r0 = offsets_[e], m = counts_[e];
+        if (m == 0) continue;
+        swiglu_ffn_backward(be, experts_[e], xp_.data() + r0 * D_, m,
+                            {g_.data() + r0 * F_, u_.data() + r0 * F_, a_.data() + r0 * F_},
+                            d_yp_.data() + r0 * D_, d_xp_.data() + r0 * D_,
+                            {d_g_.data() + r0 * F_, d_u_.data() + r0 * F_, d_a_.data() + r0 * F_});
+    }
+    be.moe_permute_backward(d_xp_.data(), slot_row_.data(), n, K_, D_, dh);
+
+    // Router: weights (and the balance loss through the scores) back to the gate logits.
+    const float* d_scores_extra = nullptr;
+    if (aux_on_) {
+        d_scores_.resize({n, E_});
+        d_scores_.zero();
+        be.seq_aux_loss_backward(scores_.data(), topk_idx_.data(), B_, T_, E_, K_,
+                                 static_cast<float>(cfg_.aux_loss_alpha), 1.0f, d_scores_.data());
+        d_scores_extra = d_scores_.data();
+    }
+    d_logits_.resize({n, E_});
+    d_logits_.zero();
+    be.moe_gate_backward(d_weights_.data(), d_scores_extra, scores_.data(), topk_idx_.data(),
+                         weights_.data(), n, gp, d_logits_.data());
+    linear_backward(be, d_logits_.data(), h_, n, D_, gate_->value.data(), E_, dh,
+                    gate_->grad.data());
+}
+
+}  // namespace moe

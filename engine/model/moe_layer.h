@@ -1,0 +1,60 @@
+#pragma once
+// DeepSeekMoE (spec section 3): shared experts that see every token plus routed experts chosen
+// per token by a sigmoid (or softmax) gate with group-limited top-k and a selection-only bias.
+// Dropless: each routed expert runs one GEMM chain over exactly the tokens sent to it, after the
+// tokens are permuted so each expert's tokens are contiguous.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/parameters.h"
+#include "model/routing_probe.h"
+#include "model/swiglu_ffn.h"
+
+namespace moe {
+
+class MoeLayer {
+public:
+    MoeLayer(ParameterStore& store, const std::string& prefix, int64_t layer_index,
+             const ModelConfig& cfg);
+
+    // h [B*T, D] (kept by pointer until backward) -> y [B*T, D] (overwritten). Returns this
+    // layer's balance loss (0 when aux_loss_alpha == 0). probe: when non-null, filled with the
+    // routing decisions of this pass.
+    double forward(Backend& be, const float* h, int64_t B, int64_t T, RoutingRecord* probe,
+                   float* y);
+    // dh += d/dh given dy; the balance loss enters with weight 1.
+    void backward(Backend& be, const float* dy, float* dh);
+
+    // Tokens routed to each expert in the last forward [E] (counts over all B*T tokens).
+    const std::vector<int64_t>& expert_counts() const { return counts_; }
+    Parameter& bias() { return *bias_; }
+    int64_t layer_index() const { return layer_; }
+    int64_t n_experts() const { return E_; }
+
+private:
+    GateParams gate_params() const;
+
+    int64_t layer_, D_, E_, K_, F_;
+    ModelConfig cfg_;
+    Parameter* gate_ = nullptr;   // mlp.gate.weight [E, D]
+    Parameter* bias_ = nullptr;   // mlp.gate.e_score_correction_bias [E] (noaux_tc only)
+    std::vector<SwiGluWeights> experts_;
+    std::unique_ptr<SwiGluFfn> shared_;
+
+    // Forward state.
+    const float* h_ = nullptr;
+    int64_t B_ = 0, T_ = 0;
+    bool aux_on_ = false;
+    Tensor logits_, scores_, weights_, xp_, g_, u_, a_, yp_;
+    std::vector<int32_t> topk_idx_, row_token_, slot_row_;
+    std::vector<int64_t> offsets_, counts_;
+    // Backward scratch.
+    Tensor d_weights_, d_yp_, d_xp_, d_g_, d_u_, d_a_, d_scores_, d_logits_;
+};
+
+}  // namespace moe
