@@ -13,10 +13,6 @@ namespace {
 
 std::string layer_prefix(int64_t index) { return "model.layers." + std::to_string(index); }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 void check_tokens(const int32_t* tokens, int64_t count, int64_t vocab, const char* what) {
     for (int64_t i = 0; i < count; ++i)
         if (tokens[i] < 0 || tokens[i] >= vocab)
@@ -44,7 +40,7 @@ void Model::init_weights(uint64_t seed) {
     const double std_dev = cfg_.initializer_range;
     for (Parameter* p : params_.all()) {
         Tensor& v = p->value;
-        if (ends_with(p->name, "e_score_correction_bias")) {
+        if (p->name.ends_with("e_score_correction_bias")) {
             v.zero();
         } else if (v.rank() == 1) {  // every other vector is a norm weight
             v.fill(1.0f);
