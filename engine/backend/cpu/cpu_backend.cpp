@@ -1,0 +1,222 @@
+// CpuBackend: construction, threads, GEMM (OpenBLAS), copies, elementwise ops, sum, embedding,
+// SwiGLU and cross-entropy.
+#include "backend/cpu/cpu_backend.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "backend/cpu/cpu_math.h"
+#include "core/error.h"
+
+namespace moe {
+
+using cpu::sigmoid;
+
+CpuBackend::CpuBackend(int threads) { set_threads(threads); }
+
+void CpuBackend::set_threads(int threads) {
+    threads_ = threads > 0 ? threads : std::max(1, omp_get_num_procs());
+    openblas_set_num_threads(threads_);
+}
+
+// C[M,N] = alpha * op(A) op(B) + beta * C, row-major.
+void CpuBackend::gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                      float* C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        // Empty product: only the beta scaling remains (beta == 0 overwrites, as in BLAS).
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j)
+                C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    // The OpenBLAS thread count is process-global; another instance may have changed it.
+    if (openblas_get_num_threads() != threads_) openblas_set_num_threads(threads_);
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                transB ? CblasTrans : CblasNoTrans, static_cast<blasint>(M),
+                static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
+                static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
+                static_cast<blasint>(ldc));
+}
+
+void CpuBackend::copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                         int64_t rows, int64_t cols) {
+    const int nt = team(rows * cols);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(float) * cols);
+}
+
+void CpuBackend::add_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                        int64_t rows, int64_t cols) {
+    const int nt = team(rows * cols);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* s = src + r * src_stride;
+        float* d = dst + r * dst_stride;
+        for (int64_t c = 0; c < cols; ++c) d[c] += s[c];
+    }
+}
+
+void CpuBackend::zero(float* x, int64_t n) {
+    if (n <= 0) return;
+    const int nt = team(n);
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t b, e;
+        cpu::chunk(n, omp_get_num_threads(), omp_get_thread_num(), b, e);
+        if (e > b) std::memset(x + b, 0, sizeof(float) * (e - b));
+    }
+}
+
+void CpuBackend::scale(float* x, float alpha, int64_t n) {
+    const int nt = team(n);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t i = 0; i < n; ++i) x[i] *= alpha;
+}
+
+// Fixed blocks summed in double, then the block sums in block order: the result does not even
+// depend on the thread count.
+double CpuBackend::sum(const float* x, int64_t n) {
+    constexpr int64_t kBlock = 4096;
+    if (n <= 0) return 0.0;
+    const int64_t nb = (n + kBlock - 1) / kBlock;
+    double* part = grow(blocks_, static_cast<size_t>(nb));
+    const int nt = team(n);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t b = 0; b < nb; ++b) {
+        const int64_t end = std::min(n, (b + 1) * kBlock);
+        double s = 0.0;
+        for (int64_t i = b * kBlock; i < end; ++i) s += x[i];
+        part[b] = s;
+    }
+    double total = 0.0;
+    for (int64_t b = 0; b < nb; ++b) total += part[b];
+    return total;
+}
+
+// --- embedding ---
+
+static void check_tokens(const int32_t* tokens, int64_t n, int64_t vocab, const char* op) {
+    for (int64_t t = 0; t < n; ++t)
+        if (tokens[t] < 0 || tokens[t] >= vocab)
+            throw Error(std::string(op) + ": token " + std::to_string(tokens[t]) + " at row " +
+                        std::to_string(t) + " is outside the vocabulary [0, " +
+                        std::to_string(vocab) + ")");
+}
+
+// out [n, dim] = table [vocab, dim] rows at tokens [n]
+void CpuBackend::embedding_forward(const int32_t* tokens, int64_t n, const float* table,
+                                   int64_t vocab, int64_t dim, float* out) {
+    check_tokens(tokens, n, vocab, "embedding_forward");
+    const int nt = team(n * dim);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t t = 0; t < n; ++t)
+        std::memcpy(out + t * dim, table + static_cast<int64_t>(tokens[t]) * dim,
+                    sizeof(float) * dim);
+}
+
+// dtable [vocab, dim] += dout [n, dim] scattered by tokens. Tokens repeat, so threads split the
+// columns and each walks all tokens in order: no two threads touch the same element, and each
+// element's sum order is the token order whatever the thread count.
+void CpuBackend::embedding_backward(const int32_t* tokens, int64_t n, const float* dout,
+                                    int64_t vocab, int64_t dim, float* dtable) {
+    check_tokens(tokens, n, vocab, "embedding_backward");
+    const int nt = std::min<int64_t>(team(n * dim), std::max<int64_t>(1, dim / 16));
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t c0, c1;
+        cpu::chunk(dim, omp_get_num_threads(), omp_get_thread_num(), c0, c1);
+        for (int64_t t = 0; t < n; ++t) {
+            const float* src = dout + t * dim;
+            float* dst = dtable + static_cast<int64_t>(tokens[t]) * dim;
+            for (int64_t c = c0; c < c1; ++c) dst[c] += src[c];
+        }
+    }
+}
+
+// --- SwiGLU: out = silu(g) * u, silu(g) = g * sigmoid(g) ---
+
+void CpuBackend::swiglu_forward(const float* g, const float* u, int64_t n, float* out) {
+    const int nt = team(n * 8);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t i = 0; i < n; ++i) out[i] = g[i] * sigmoid(g[i]) * u[i];
+}
+
+// d silu(g)/dg = s * (1 + g * (1 - s)), s = sigmoid(g).
+void CpuBackend::swiglu_backward(const float* dout, const float* g, const float* u, int64_t n,
+                                 float* dg, float* du) {
+    const int nt = team(n * 8);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t i = 0; i < n; ++i) {
+        const float s = sigmoid(g[i]);
+        const float silu = g[i] * s;
+        dg[i] += dout[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        du[i] += dout[i] * silu;
+    }
+}
+
+// --- cross-entropy ---
+
+static void check_targets(const int32_t* targets, int64_t n, int64_t vocab, const char* op) {
+    for (int64_t t = 0; t < n; ++t)
+        if (targets[t] >= vocab)
+            throw Error(std::string(op) + ": target " + std::to_string(targets[t]) +
+                        " at row " + std::to_string(t) + " is outside the vocabulary [0, " +
+                        std::to_string(vocab) + ")");
+}
+
+// Row max and sum of exp(x - max) in double: logsumexp = max + log(sum).
+static void row_max_sumexp(const float* x, int64_t v, float& mx, double& se) {
+    mx = x[0];
+    for (int64_t j = 1; j < v; ++j) mx = std::max(mx, x[j]);
+    se = 0.0;
+    for (int64_t j = 0; j < v; ++j) se += std::exp(static_cast<double>(x[j] - mx));
+}
+
+// logits [n, vocab], targets [n], losses [n]
+void CpuBackend::cross_entropy_forward(const float* logits, const int32_t* targets, int64_t n,
+                                       int64_t vocab, float* losses) {
+    check_targets(targets, n, vocab, "cross_entropy_forward");
+    const int nt = team(n * vocab * 4);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t t = 0; t < n; ++t) {
+        if (targets[t] < 0) {
+            losses[t] = 0.0f;
+            continue;
+        }
+        const float* x = logits + t * vocab;
+        float mx;
+        double se;
+        row_max_sumexp(x, vocab, mx, se);
+        const double lse = mx + std::log(se);
+        losses[t] = static_cast<float>(lse - x[targets[t]]);
+    }
+}
+
+void CpuBackend::cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n,
+                                        int64_t vocab, float scale, float* dlogits) {
+    check_targets(targets, n, vocab, "cross_entropy_backward");
+    const int nt = team(n * vocab * 4);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t t = 0; t < n; ++t) {
+        if (targets[t] < 0) continue;
+        const float* x = logits + t * vocab;
+        float* d = dlogits + t * vocab;
+        float mx;
+        double se;
+        row_max_sumexp(x, vocab, mx, se);
+        const double inv = 1.0 / se;
+        for (int64_t j = 0; j < vocab; ++j)
+            d[j] += scale * static_cast<float>(std::exp(static_cast<double>(x[j] - mx)) * inv);
+        d[targets[t]] -= scale;
+    }
+}
+
+}  // namespace moe

@@ -1,0 +1,121 @@
+#pragma once
+// CpuBackend: the reference implementation of Backend on the host. GEMMs go to OpenBLAS; every
+// other op is a plain loop parallelized with OpenMP over rows, tokens or (sequence, head) pairs.
+//
+// Determinism: each output element is written by exactly one thread, in a fixed order. The only
+// cross-row reductions (rmsnorm dw, sum) use per-thread or per-block partials combined in index
+// order, so a fixed thread count gives bitwise identical results run to run.
+//
+// Allocation: scratch (partials, per-thread rows) lives in member buffers that grow only when a
+// call needs more than before, so a training step in the steady state allocates nothing.
+// Not thread-safe: one caller at a time per instance.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace moe {
+
+class CpuBackend final : public Backend {
+public:
+    explicit CpuBackend(int threads = 0);  // 0 = all cores
+
+    const char* name() const override { return "cpu"; }
+    void set_threads(int threads) override;
+    int threads() const override { return threads_; }
+
+    void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+              const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+              int64_t ldc) override;
+
+    void copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                 int64_t rows, int64_t cols) override;
+    void add_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                int64_t rows, int64_t cols) override;
+    void zero(float* x, int64_t n) override;
+    void scale(float* x, float alpha, int64_t n) override;
+    double sum(const float* x, int64_t n) override;
+
+    void embedding_forward(const int32_t* tokens, int64_t n, const float* table, int64_t vocab,
+                           int64_t dim, float* out) override;
+    void embedding_backward(const int32_t* tokens, int64_t n, const float* dout, int64_t vocab,
+                            int64_t dim, float* dtable) override;
+
+    void rmsnorm_forward(const float* x, int64_t x_stride, const float* w, int64_t rows,
+                         int64_t dim, float eps, float* y, int64_t y_stride,
+                         float* rstd) override;
+    void rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x, int64_t x_stride,
+                          const float* w, const float* rstd, int64_t rows, int64_t dim,
+                          float* dx, int64_t dx_stride, float* dw) override;
+
+    void rope(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_stride,
+              int64_t offset, int64_t rope_dim, const int32_t* positions, float theta,
+              bool inverse) override;
+
+    void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T,
+                           int64_t H, int64_t dk, int64_t dv, float scale, float* probs,
+                           float* out) override;
+    void attention_backward(const float* dout, const float* q, const float* k, const float* v,
+                            const float* probs, int64_t B, int64_t T, int64_t H, int64_t dk,
+                            int64_t dv, float scale, float* dq, float* dk_,
+                            float* dv_) override;
+
+    void swiglu_forward(const float* g, const float* u, int64_t n, float* out) override;
+    void swiglu_backward(const float* dout, const float* g, const float* u, int64_t n, float* dg,
+                         float* du) override;
+
+    void cross_entropy_forward(const float* logits, const int32_t* targets, int64_t n,
+                               int64_t vocab, float* losses) override;
+    void cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n,
+                                int64_t vocab, float scale, float* dlogits) override;
+
+    void moe_gate_forward(const float* logits, int64_t n, const GateParams& p, float* scores,
+                          int32_t* topk_idx, float* topk_weight) override;
+    void moe_gate_backward(const float* d_topk_weight, const float* d_scores_extra,
+                           const float* scores, const int32_t* topk_idx,
+                           const float* topk_weight, int64_t n, const GateParams& p,
+                           float* dlogits) override;
+
+    double seq_aux_loss_forward(const float* scores, const int32_t* topk_idx, int64_t B,
+                                int64_t T, int64_t E, int64_t K, float alpha) override;
+    void seq_aux_loss_backward(const float* scores, const int32_t* topk_idx, int64_t B,
+                               int64_t T, int64_t E, int64_t K, float alpha, float dloss,
+                               float* d_scores) override;
+
+    void moe_route_plan(const int32_t* topk_idx, int64_t n, int64_t K, int64_t E,
+                        int64_t* offsets, int32_t* row_token, int32_t* slot_row) override;
+    void moe_permute(const float* x, const int32_t* row_token, int64_t rows, int64_t dim,
+                     float* xp) override;
+    void moe_permute_backward(const float* dxp, const int32_t* slot_row, int64_t n, int64_t K,
+                              int64_t dim, float* dx) override;
+    void moe_unpermute(const float* yp, const float* w, const int32_t* slot_row, int64_t n,
+                       int64_t K, int64_t dim, float* y) override;
+    void moe_unpermute_backward(const float* dy, const float* yp, const float* w,
+                                const int32_t* slot_row, int64_t n, int64_t K, int64_t dim,
+                                float* dyp, float* dw) override;
+
+private:
+    // Below this many scalar operations a parallel region costs more than it saves. Per-row ops
+    // give the same bits either way; reductions depend only on (threads_, size).
+    static constexpr int64_t kMinParallelWork = 1 << 14;
+
+    // Thread count for a region doing `work` scalar operations.
+    int team(int64_t work) const { return work >= kMinParallelWork ? threads_ : 1; }
+
+    template <class T>
+    static T* grow(std::vector<T>& v, size_t n) {
+        if (v.size() < n) v.resize(n);
+        return v.data();
+    }
+
+    int threads_ = 1;
+    std::vector<float> partial_;       // per-thread partial reductions (rmsnorm dw)
+    std::vector<double> blocks_;       // per-block partial sums (sum, seq aux loss)
+    std::vector<float> row_scratch_;   // per-thread rows (attention dP, gate work space)
+    std::vector<uint8_t> flags_;       // per-thread flags (gate eligibility)
+    std::vector<int64_t> cursor_;      // route plan fill positions [E]
+    std::vector<float> seq_f_;         // seq aux loss f_i per sequence [B, E]
+};
+
+}  // namespace moe
