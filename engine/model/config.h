@@ -3,11 +3,28 @@
 // `config.json` from HF tooling or DeepSeek's release reads and writes unchanged.
 // See docs/model-config.md for every field, its meaning and its valid range.
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "core/error.h"
+
 namespace moe {
+
+// A ConfigError found in a file: what() starts with the file's path, field() stays the bare
+// field name so callers (the GUI's editor) can still point at the field.
+class ConfigFileError : public ConfigError {
+public:
+    ConfigFileError(std::string path, const ConfigError& error)
+        : ConfigError(error), path_(std::move(path)), message_(path_ + ": " + error.what()) {}
+    const char* what() const noexcept override { return message_.c_str(); }
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+    std::string message_;
+};
 
 struct ModelConfig {
     std::string model_type = "deepseek_v3";
@@ -45,6 +62,13 @@ struct ModelConfig {
     std::string hidden_act = "silu";
     bool tie_word_embeddings = false;
 
+    // HF/DeepSeek bookkeeping fields that the engine accepts but does not use (architectures,
+    // torch_dtype, quantization_config, ...): name -> their JSON text, written back by to_json so
+    // a checkpoint's config.json round-trips with its fields.
+    std::map<std::string, std::string> passthrough;
+
+    bool operator==(const ModelConfig&) const = default;
+
     // Derived quantities used throughout the engine.
     int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
     bool is_moe_layer(int64_t layer) const {
@@ -59,10 +83,13 @@ struct ModelConfig {
 
     // JSON with HF field names. from_json rejects unknown fields (naming them) but accepts the
     // HF/DeepSeek bookkeeping fields (architectures, torch_dtype, quantization_config, ...).
+    // from_json checks types, not ranges: call validate() (load does both).
     static ModelConfig from_json(const nlohmann::json& j);
     nlohmann::json to_json() const;
 
-    // config.json files; errors name the path.
+    // config.json files; errors name the path. load parses and validates (FileError for an
+    // unreadable file or invalid JSON, ConfigFileError for bad fields); save writes pretty JSON
+    // atomically (temporary file + rename) and does not validate, so drafts can be kept.
     static ModelConfig load(const std::string& path);
     void save(const std::string& path) const;
 };

@@ -1,0 +1,79 @@
+#pragma once
+// ModelSummary: parameter counts, FLOPs and memory of a ModelConfig, computed from the tensor
+// shapes of docs/deepseek-v3-spec.md section 7 (no model is built).
+//
+// Conventions:
+// - Parameters are every tensor of the HF checkpoint, the e_score_correction_bias buffers
+//   included (listed separately as gate_bias; they are not trained by gradient).
+// - total_params: the main model (embedding, layers, final norm, head); MTP excluded.
+// - mtp_params: the MTP modules' own tensors (enorm, hnorm, eh_proj, the block,
+//   shared_head.norm). Their embedding and output head are the main model's (shared), so they are
+//   not counted again (HF checkpoints store copies of them; we count unique parameters).
+// - active_params: per token, all non-expert parameters + the top-k routed experts + the shared
+//   experts of every MoE layer; MTP excluded. It includes the embedding and the head, like the
+//   published "37B active"; active_matmul_params drops what is not a matmul (the embedding row
+//   lookup, norm weights, the bias buffers).
+// - FLOPs per token: forward = 2 * active_matmul_params + causal attention over an average
+//   context of (seq_len + 1) / 2: 2 * H * (qk_head_dim + v_head_dim) * avg_ctx per layer.
+//   Training step = 3 x forward (backward = 2 x forward), MTP modules included.
+// - Memory: weights (all parameters, MTP included) in fp32 and bf16; fp32 gradients and two fp32
+//   AdamW moments for the trainable parameters (buffers excluded). Activations are not counted.
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+
+namespace moe {
+
+struct ParameterBreakdown {
+    int64_t embedding = 0;            // model.embed_tokens [V, D]
+    int64_t attention_per_layer = 0;  // MLA projections + q_a/kv_a layernorms, one layer
+    int64_t attention = 0;            // all main layers
+    int64_t dense_ffn = 0;            // SwiGLU of the first_k_dense_replace layers
+    int64_t routed_experts = 0;       // all routed experts of all MoE layers
+    int64_t shared_experts = 0;
+    int64_t gates = 0;                // router weights [N_r, D] per MoE layer
+    int64_t gate_bias = 0;            // e_score_correction_bias buffers (noaux_tc)
+    int64_t norms = 0;                // input/post_attention layernorms + final norm
+    int64_t head = 0;                 // lm_head [V, D]
+    int64_t mtp = 0;                  // MTP modules' own tensors (= ModelSummary::mtp_params)
+};
+
+struct ModelSummary {
+    int64_t seq_len = 0;
+    int64_t dense_layers = 0;
+    int64_t moe_layers = 0;
+
+    ParameterBreakdown params;
+    int64_t total_params = 0;          // main model, MTP excluded
+    int64_t mtp_params = 0;
+    int64_t trainable_params = 0;      // main + MTP, bias buffers excluded
+    int64_t active_params = 0;         // per token, MTP excluded
+    int64_t active_routed_experts = 0; // the top-k share of routed_experts
+    int64_t active_matmul_params = 0;  // active_params minus embedding, norms and bias buffers
+    int64_t mtp_active_matmul_params = 0;
+
+    double attention_flops_per_token = 0;  // score + value FLOPs, all main layers
+    double forward_flops_per_token = 0;    // main model
+    double mtp_forward_flops_per_token = 0;
+    double train_flops_per_token = 0;      // 3 x (forward + MTP forward)
+
+    double weights_fp32_bytes = 0;         // main + MTP
+    double weights_bf16_bytes = 0;
+    double gradients_fp32_bytes = 0;
+    double adamw_state_bytes = 0;          // two fp32 moments
+    double training_bytes = 0;             // weights + gradients + AdamW (fp32), no activations
+};
+
+// seq_len sets the attention FLOPs (average causal context). The config should be valid.
+ModelSummary summarize(const ModelConfig& config, int64_t seq_len);
+
+// A readable multi-line table with human units (K/M/B parameters, GFLOP, GiB).
+std::string format_summary(const ModelSummary& summary);
+
+// Human units, also used by the GUI: 1.23B, 456.7M, 12.0K; 83.5 GFLOP; 1.25 TiB / 3.4 GiB.
+std::string format_count(double count);
+std::string format_flops(double flops);
+std::string format_bytes(double bytes);
+
+}  // namespace moe

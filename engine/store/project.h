@@ -1,0 +1,56 @@
+#pragma once
+// Project: what the workbench opens and saves, `projects/NAME.json`:
+//   {"name": str, "description": str, "model": {HF config.json fields},
+//    "training": {"batch_size", "seq_len", "seed", "threads", "mtp_lambda", "data"}}
+// A bare HF config.json also loads as a project (with default training settings), so a
+// checkpoint's config can be opened directly. See docs/model-config.md.
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "model/config.h"
+
+namespace moe {
+
+struct TrainingSettings {
+    int64_t batch_size = 8;         // sequences per step
+    int64_t seq_len = 128;          // tokens per sequence
+    int64_t seed = 0;               // initialization and data order
+    int64_t threads = 0;            // CPU threads; 0 = all cores
+    double mtp_lambda = 0.3;        // weight of the MTP loss (spec section 5)
+    std::string data = "synthetic"; // "synthetic" or a path to a training corpus
+
+    bool operator==(const TrainingSettings&) const = default;
+
+    // Field names are prefixed "training." in errors. seq_len is checked against the model
+    // separately (Project::validate).
+    void validate() const;
+    static TrainingSettings from_json(const nlohmann::json& j);
+    nlohmann::json to_json() const;
+};
+
+struct Project {
+    std::string name;
+    std::string description;
+    ModelConfig model;
+    TrainingSettings training;
+
+    bool operator==(const Project&) const = default;
+
+    // model.validate(), training.validate(), and training.seq_len <= max_position_embeddings.
+    void validate() const;
+
+    // Rejects unknown fields like ModelConfig::from_json. A JSON object with "model_type" at the
+    // top level is read as a bare HF config (name "", description "", default training).
+    static Project from_json(const nlohmann::json& j);
+    nlohmann::json to_json() const;
+
+    // load: parses and validates; FileError for unreadable files or invalid JSON,
+    // ConfigFileError (what() starts with the path) for bad fields. A missing or empty name
+    // becomes the file's stem. save: pretty JSON, atomic, not validated.
+    static Project load(const std::string& path);
+    void save(const std::string& path) const;
+};
+
+}  // namespace moe
