@@ -1,0 +1,45 @@
+#pragma once
+// Checkpoint weights in the HuggingFace layout: a directory with config.json and either
+// model.safetensors or shards model-0000K-of-0000N.safetensors listed by
+// model.safetensors.index.json ("weight_map": tensor name -> shard file). Tensor names are the
+// ParameterStore's names, so no translation happens here. config.json is the caller's business
+// (ModelConfig::load/save); these functions touch only the weights.
+#include <map>
+#include <string>
+#include <vector>
+
+#include "model/parameters.h"
+
+namespace moe {
+
+// A tensor the HF layout stores as a copy of another parameter: the MTP layer's
+// model.layers.{L}.embed_tokens.weight and model.layers.{L}.shared_head.head.weight are copies of
+// model.embed_tokens.weight and lm_head.weight. The model supplies the list.
+struct CheckpointAlias {
+    std::string alias;
+    std::string source;
+};
+
+inline constexpr const char* kCheckpointWeightsFile = "model.safetensors";
+inline constexpr const char* kCheckpointIndexFile = "model.safetensors.index.json";
+
+// Creates `dir` if needed and writes dir/model.safetensors (atomically) with every parameter of
+// the store in creation order, buffers included, then each alias as a copy of its source.
+// Metadata: {"format": "pt"} (what transformers expects) plus `metadata` (which may override it).
+// Throws Error for an alias whose source is not a parameter or whose name is one; FileError for
+// I/O problems.
+void save_checkpoint_weights(const std::string& dir, const ParameterStore& params,
+                             const std::vector<CheckpointAlias>& aliases,
+                             const std::map<std::string, std::string>& metadata = {});
+
+// Fills every parameter of the store from the checkpoint in `dir` (single file or sharded),
+// converting BF16/F16/F64 to fp32. The whole checkpoint is checked before any parameter is
+// written (names, shapes, dtypes, FP8), so a rejected checkpoint leaves the store unchanged;
+// only an I/O error in the middle of reading can leave it partly loaded.
+// Alias tensors in the file are shape-checked against their source and otherwise ignored.
+// FileErrors name the checkpoint file and the tensor: missing parameters, unexpected tensors,
+// shape mismatches, FP8 block scales (*.weight_scale_inv; not supported yet), corrupt files.
+void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
+                             const std::vector<CheckpointAlias>& aliases);
+
+}  // namespace moe

@@ -1,0 +1,107 @@
+#pragma once
+// Safetensors files: an 8-byte little-endian header length N, N bytes of JSON header
+// {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the data
+// buffer (offsets are relative to its start). This is the format of HuggingFace checkpoints, so
+// files written here load in PyTorch/transformers and theirs load here.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace moe {
+
+// One tensor as the header describes it. begin/end are byte offsets into the data buffer.
+struct SafetensorsEntry {
+    std::string name;
+    std::string dtype;  // as in the file: "F32", "BF16", "I64", "F8_E4M3", ...
+    Shape shape;
+    uint64_t begin = 0;
+    uint64_t end = 0;
+    int64_t numel() const { return shape_numel(shape); }
+};
+
+// Bytes per element of a safetensors dtype string; 0 when the dtype is unknown.
+size_t safetensors_dtype_size(const std::string& dtype);
+
+// Opens a file and validates its whole header up front (sizes, offsets, contiguity, truncation),
+// so a later read can only fail on an I/O error or an unsupported conversion. The file stays open
+// (reads use pread, so a const reader may be shared between threads). Errors are FileErrors that
+// name the path and the tensor.
+class SafetensorsReader {
+public:
+    static constexpr uint64_t kMaxHeaderBytes = 100ull * 1000 * 1000;
+
+    explicit SafetensorsReader(const std::string& path);
+    ~SafetensorsReader();
+    SafetensorsReader(SafetensorsReader&& other) noexcept;
+    SafetensorsReader& operator=(SafetensorsReader&& other) noexcept;
+    SafetensorsReader(const SafetensorsReader&) = delete;
+    SafetensorsReader& operator=(const SafetensorsReader&) = delete;
+
+    const std::string& path() const { return path_; }
+    // In data-buffer order (ascending offsets), which for files written here is insertion order.
+    const std::vector<SafetensorsEntry>& tensors() const { return entries_; }
+    const SafetensorsEntry* find(const std::string& name) const;
+    bool contains(const std::string& name) const { return find(name) != nullptr; }
+    const SafetensorsEntry& entry(const std::string& name) const;  // FileError if absent
+    const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+    // F32, F64, BF16 and F16 convert to fp32; any other dtype is a FileError naming it.
+    Tensor read_f32(const std::string& name) const;
+    // Same, into caller memory of exactly `count` elements (loads parameters without a copy).
+    void read_f32_into(const std::string& name, float* dst, int64_t count) const;
+    // I32 and I64 (an I64 value outside the int32 range is a FileError naming it).
+    std::vector<int32_t> read_i32(const std::string& name) const;
+
+    uint64_t file_size() const { return file_size_; }
+    uint64_t data_start() const { return data_start_; }  // 8 + header length
+
+private:
+    void parse_header(const std::string& header);
+    void read_bytes(const SafetensorsEntry& e, void* dst) const;
+
+    std::string path_;
+    int fd_ = -1;
+    uint64_t file_size_ = 0;
+    uint64_t data_start_ = 0;
+    std::vector<SafetensorsEntry> entries_;
+    std::map<std::string, size_t> index_;
+    std::map<std::string, std::string> metadata_;
+};
+
+// Collects tensors and metadata, then writes one file atomically. fp32 data is NOT copied: the
+// Tensor or pointer passed to add_f32 must stay alive and unchanged until write() returns (a
+// model's parameters are saved without doubling memory). int32 data is copied.
+class SafetensorsWriter {
+public:
+    void add_f32(const std::string& name, const Tensor& tensor);
+    void add_f32(const std::string& name, const float* data, const Shape& shape);
+    // Shape defaults to 1-D [values.size()]; otherwise its element count must match.
+    void add_i32(const std::string& name, std::vector<int32_t> values, Shape shape = {});
+    void set_metadata(const std::string& key, const std::string& value);
+
+    size_t size() const { return items_.size(); }
+    bool contains(const std::string& name) const;
+
+    // Writes `path + ".tmp"`, fsyncs it and renames it onto `path`, so `path` is either the old
+    // file or the complete new one, never a partial file. Errors are FileErrors naming `path`.
+    void write(const std::string& path) const;
+
+private:
+    struct Item {
+        std::string name;
+        std::string dtype;
+        Shape shape;
+        const void* data = nullptr;  // points into the caller's memory or into ints
+        uint64_t bytes = 0;
+        std::vector<int32_t> ints;
+    };
+    void check_new_name(const std::string& name) const;
+
+    std::vector<Item> items_;
+    std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace moe
