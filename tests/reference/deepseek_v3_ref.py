@@ -47,6 +47,11 @@ class Config:
         self.raw = dict(d)
         assert self.scoring_func in ("sigmoid", "softmax"), self.scoring_func
         assert self.topk_method in ("noaux_tc", "greedy", "group_limited_greedy"), self.topk_method
+        if self.n_routed_experts > 0:
+            E, G = self.n_routed_experts, max(1, self.n_group)
+            assert E % G == 0, "n_routed_experts must be a multiple of n_group"
+            kept = E if G == 1 else self.topk_group * (E // G)
+            assert self.num_experts_per_tok <= kept, "top-k larger than the experts of the kept groups"
 
     @staticmethod
     def load(path):

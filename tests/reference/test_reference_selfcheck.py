@@ -294,6 +294,75 @@ def check_causality(d):
     report("causal: changing token 6 leaves logits 0..5 unchanged", ok)
 
 
+def check_moe_per_token(d):
+    """Re-derive one MoE layer token by token with plain Python lists for the gate."""
+    cfg, tensors = R.load_checkpoint(d)
+    p = R.to_params(cfg, tensors, torch.float64, requires_grad=False)
+    pre = "model.layers.1.mlp."
+    x = torch.from_numpy(np.random.default_rng(12).standard_normal((1, 5, cfg.hidden_size)))
+    with torch.no_grad():
+        y, rt = R.moe_ffn(p, pre, cfg, x)
+    E, K, G = cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.n_group
+    gsize = E // G
+    bias = p[pre + "gate.e_score_correction_bias"].tolist()
+    worst = 0.0
+    same_idx = True
+    for t in range(5):
+        xt = x[0, t]
+        logit = [float(p[pre + "gate.weight"][e] @ xt) for e in range(E)]
+        s = [1.0 / (1.0 + np.exp(-v)) for v in logit]
+        sel = [s[e] + bias[e] for e in range(E)]
+        gs = [sum(sorted(sel[g * gsize:(g + 1) * gsize], reverse=True)[:2]) for g in range(G)]
+        keep = sorted(range(G), key=lambda g: -gs[g])[:cfg.topk_group]
+        cand = [e for e in range(E) if e // gsize in keep]
+        chosen = sorted(cand, key=lambda e: -sel[e])[:K]
+        wsum = sum(s[e] for e in chosen)
+        out = torch.zeros(cfg.hidden_size, dtype=torch.float64)
+        for e in chosen:
+            out += cfg.routed_scaling_factor * s[e] / wsum * R.swiglu(p, pre + f"experts.{e}.", xt)
+        out += R.swiglu(p, pre + "shared_experts.", xt)
+        same_idx &= chosen == rt["topk_idx"][t].tolist()
+        worst = max(worst, float((out - y[0, t]).abs().max()))
+    report("MoE layer == per-token loop implementation", same_idx and worst < 1e-12,
+           f"same experts {same_idx}, max |diff| {worst:.1e}")
+
+
+def check_mtp_inputs(d):
+    """MTP module 1 at position i sees token t_{i+1} (pad 0 past the end) and predicts t_{i+2}."""
+    cfg, tensors = R.load_checkpoint(d)
+    p = R.to_params(cfg, tensors, torch.float64, requires_grad=False)
+    seqs = torch.from_numpy(np.random.default_rng(13).integers(1, 32, size=(1, 7)))   # T = 6
+    with torch.no_grad():
+        base = R.forward_loss(p, cfg, seqs, 1.0)
+        # by hand: rebuild the MTP logits and CE
+        routing = {}
+        h = R.main_trunk(p, cfg, seqs[:, :6], routing)
+        emb = seqs[:, 1:7]                                                             # t_1..t_6
+        pre = "model.layers.2."
+        e = R.rms_norm(p["model.embed_tokens.weight"][emb], p[pre + "enorm.weight"], cfg.rms_norm_eps)
+        hn = R.rms_norm(h, p[pre + "hnorm.weight"], cfg.rms_norm_eps)
+        hk = R.block(p, 2, cfg, torch.cat([e, hn], -1) @ p[pre + "eh_proj.weight"].t(), routing)
+        lk = R.lm_logits(p, cfg, hk, pre + "shared_head.norm.weight")
+        ce = torch.nn.functional.cross_entropy(lk[0, :5], seqs[0, 2:7])                # targets t_2..t_6
+    diff = abs(float(ce) - float(base["mtp_loss"]))
+    report("MTP depth 1: inputs t_{i+1}, targets t_{i+2}, last position dropped", diff < 1e-12,
+           f"mtp CE {float(ce):.6f}, |diff| {diff:.1e}")
+
+
+def check_mtp_depth2(tmp):
+    """Depth 2: module 2 at the last position reads the pad token 0; MoE rule covers both MTP layers."""
+    d = make_ckpt(tmp, "depth2", dict(FULL, num_nextn_predict_layers=2), seed=14)
+    batch = os.path.join(tmp, "depth2_batch.txt")
+    cli("make-batch", "--vocab", 32, "--batch", 2, "--seq", 5, "--seed", 15, "--out", batch)
+    out = os.path.join(tmp, "depth2_out.safetensors")
+    line = cli("forward", "--checkpoint", d, "--batch", batch, "--out", out).strip()
+    o, _ = st.load(out)
+    ok = (sorted(k for k in o if k.endswith("topk_idx")) == [f"routing.{l}.topk_idx" for l in (1, 2, 3)]
+          and o["mtp_loss"][0] > 0 and "grad.model.layers.3.eh_proj.weight" in o
+          and np.any(o["grad.model.layers.3.eh_proj.weight"]))
+    report("MTP depth 2 runs (layers 2 and 3, padded embedding input)", ok, line)
+
+
 def main():
     torch.set_num_threads(4)
     with tempfile.TemporaryDirectory() as tmp:
@@ -304,6 +373,9 @@ def main():
         check_roundtrip_variant(tmp)
         check_full_cli(tmp, d)
         check_causality(d)
+        check_moe_per_token(d)
+        check_mtp_inputs(d)
+        check_mtp_depth2(tmp)
     print(f"{'FAILED: ' + ', '.join(FAILED) if FAILED else 'all checks passed'}")
     return 1 if FAILED else 0
 
