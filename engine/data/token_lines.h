@@ -1,0 +1,21 @@
+#pragma once
+// Token sequences in a text file, one sequence per line as whitespace-separated integer ids
+// (the format of `moe-train --logits --tokens FILE` and of the reference tests' batches).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+struct TokenLines {
+    int64_t rows = 0;
+    int64_t length = 0;          // tokens per line (all lines must agree)
+    std::vector<int32_t> ids;    // [rows, length]
+};
+
+// Blank lines are skipped. Errors (FileError) name the path, the line and the bad text: a
+// non-integer, an id outside [0, vocab), lines of different lengths, an empty file.
+TokenLines read_token_lines(const std::string& path, int64_t vocab);
+void write_token_lines(const std::string& path, const TokenLines& lines);
+
+}  // namespace moe
