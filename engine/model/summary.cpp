@@ -139,6 +139,7 @@ std::string format_flops(double f) {
     if (f >= 1e12) return printf_string("%.2f %s", f / 1e12, "TFLOP");
     if (f >= 1e9) return printf_string("%.2f %s", f / 1e9, "GFLOP");
     if (f >= 1e6) return printf_string("%.2f %s", f / 1e6, "MFLOP");
+    if (f >= 1e3) return printf_string("%.2f %s", f / 1e3, "KFLOP");
     return printf_string("%.0f %s", f, "FLOP");
 }
 

@@ -1,0 +1,514 @@
+// ModelConfig (JSON I/O and every validation rule) and Project files, presets included.
+#include <QtTest>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/json_fields.h"
+#include "model/config.h"
+#include "store/project.h"
+#include "test_support.h"
+
+using nlohmann::json;
+using namespace moe;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+    return haystack.find(needle) != std::string::npos;
+}
+
+// The published DeepSeek-V3 config.json, except rope_scaling (YaRN is not supported yet) and
+// max_position_embeddings (the pre-YaRN window).
+const char* kDeepSeekV3Config = R"({
+  "architectures": ["DeepseekV3ForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "auto_map": {
+    "AutoConfig": "configuration_deepseek.DeepseekV3Config",
+    "AutoModel": "modeling_deepseek.DeepseekV3Model",
+    "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM"
+  },
+  "aux_loss_alpha": 0.001,
+  "bos_token_id": 0,
+  "eos_token_id": 1,
+  "ep_size": 1,
+  "first_k_dense_replace": 3,
+  "hidden_act": "silu",
+  "hidden_size": 7168,
+  "initializer_range": 0.02,
+  "intermediate_size": 18432,
+  "kv_lora_rank": 512,
+  "max_position_embeddings": 4096,
+  "model_type": "deepseek_v3",
+  "moe_intermediate_size": 2048,
+  "moe_layer_freq": 1,
+  "n_group": 8,
+  "n_routed_experts": 256,
+  "n_shared_experts": 1,
+  "norm_topk_prob": true,
+  "num_attention_heads": 128,
+  "num_experts_per_tok": 8,
+  "num_hidden_layers": 61,
+  "num_key_value_heads": 128,
+  "num_nextn_predict_layers": 1,
+  "pretraining_tp": 1,
+  "q_lora_rank": 1536,
+  "qk_nope_head_dim": 128,
+  "qk_rope_head_dim": 64,
+  "quantization_config": {
+    "activation_scheme": "dynamic",
+    "fmt": "e4m3",
+    "quant_method": "fp8",
+    "weight_block_size": [128, 128]
+  },
+  "rms_norm_eps": 1e-06,
+  "rope_scaling": null,
+  "rope_theta": 10000,
+  "routed_scaling_factor": 2.5,
+  "scoring_func": "sigmoid",
+  "seq_aux": true,
+  "tie_word_embeddings": false,
+  "topk_group": 4,
+  "topk_method": "noaux_tc",
+  "torch_dtype": "bfloat16",
+  "transformers_version": "4.33.1",
+  "use_cache": true,
+  "v_head_dim": 128,
+  "vocab_size": 129280
+})";
+
+// Runs `f`, expecting a ConfigError whose field() is `field` and whose message names the field
+// and contains every string of `parts` (the offending value at least).
+template <typename F>
+QString expect_config_error(F&& f, const std::string& field, const std::vector<std::string>& parts) {
+    try {
+        f();
+    } catch (const ConfigError& e) {
+        const std::string what = e.what();
+        if (e.field() != field)
+            return QString::fromStdString("field() is \"" + e.field() + "\", expected \"" + field +
+                                          "\": " + what);
+        if (!contains(what, field))
+            return QString::fromStdString("message lacks the field name: " + what);
+        for (const auto& part : parts)
+            if (!contains(what, part))
+                return QString::fromStdString("message lacks \"" + part + "\": " + what);
+        return {};
+    } catch (const std::exception& e) {
+        return QString("wrong exception type: ") + e.what();
+    }
+    return "no exception";
+}
+
+struct Rule {
+    const char* description;
+    std::function<void(ModelConfig&)> mutate;
+    std::string field;
+    std::vector<std::string> parts;  // the value, and key words of the explanation
+};
+
+}  // namespace
+
+class TestConfig : public QObject {
+    Q_OBJECT
+
+private slots:
+    void defaults_are_valid() {
+        ModelConfig c;
+        c.validate();
+        QCOMPARE(c.qk_head_dim(), int64_t(32));
+        QCOMPARE(c.num_moe_layers(), int64_t(3));
+        QVERIFY(std::fabs(c.attention_scale() - 1.0 / std::sqrt(32.0)) < 1e-15);
+        c.n_routed_experts = 0;
+        QCOMPARE(c.num_moe_layers(), int64_t(0));
+        QVERIFY(!c.is_moe_layer(3));
+    }
+
+    void every_validation_rule_rejects() {
+        const std::vector<Rule> rules = {
+            {"model_type", [](ModelConfig& c) { c.model_type = "deepseek_v2"; }, "model_type",
+             {"\"deepseek_v2\"", "deepseek_v3"}},
+            {"vocab_size", [](ModelConfig& c) { c.vocab_size = 0; }, "vocab_size", {"> 0", "got 0"}},
+            {"hidden_size", [](ModelConfig& c) { c.hidden_size = -1; }, "hidden_size", {"got -1"}},
+            {"num_hidden_layers", [](ModelConfig& c) { c.num_hidden_layers = 0; },
+             "num_hidden_layers", {"got 0"}},
+            {"num_attention_heads",
+             [](ModelConfig& c) { c.num_attention_heads = c.num_key_value_heads = 0; },
+             "num_attention_heads", {"got 0"}},
+            {"num_key_value_heads", [](ModelConfig& c) { c.num_key_value_heads = 2; },
+             "num_key_value_heads", {"got 2", "num_attention_heads"}},
+            {"q_lora_rank", [](ModelConfig& c) { c.q_lora_rank = -1; }, "q_lora_rank", {"got -1"}},
+            {"kv_lora_rank", [](ModelConfig& c) { c.kv_lora_rank = 0; }, "kv_lora_rank",
+             {"must be > 0, got 0"}},
+            {"qk_nope_head_dim", [](ModelConfig& c) { c.qk_nope_head_dim = -3; },
+             "qk_nope_head_dim", {"got -3"}},
+            {"qk_rope_head_dim zero", [](ModelConfig& c) { c.qk_rope_head_dim = 0; },
+             "qk_rope_head_dim", {"got 0", "even"}},
+            {"qk_rope_head_dim odd", [](ModelConfig& c) { c.qk_rope_head_dim = 15; },
+             "qk_rope_head_dim", {"got 15", "even"}},
+            {"v_head_dim", [](ModelConfig& c) { c.v_head_dim = 0; }, "v_head_dim", {"got 0"}},
+            {"max_position_embeddings", [](ModelConfig& c) { c.max_position_embeddings = 0; },
+             "max_position_embeddings", {"got 0"}},
+            {"first_k_dense_replace negative", [](ModelConfig& c) { c.first_k_dense_replace = -1; },
+             "first_k_dense_replace", {"got -1", "num_hidden_layers"}},
+            {"first_k_dense_replace too large", [](ModelConfig& c) { c.first_k_dense_replace = 5; },
+             "first_k_dense_replace", {"got 5", "[0, num_hidden_layers = 4]"}},
+            {"moe_layer_freq", [](ModelConfig& c) { c.moe_layer_freq = 2; }, "moe_layer_freq",
+             {"got 2", "only 1"}},
+            {"n_routed_experts", [](ModelConfig& c) { c.n_routed_experts = -4; },
+             "n_routed_experts", {"got -4"}},
+            {"n_shared_experts", [](ModelConfig& c) { c.n_shared_experts = -1; },
+             "n_shared_experts", {"got -1"}},
+            {"intermediate_size with a dense layer", [](ModelConfig& c) { c.intermediate_size = 0; },
+             "intermediate_size", {"got 0", "dense"}},
+            {"moe_intermediate_size with experts",
+             [](ModelConfig& c) { c.moe_intermediate_size = 0; }, "moe_intermediate_size",
+             {"got 0", "experts"}},
+            {"num_nextn_predict_layers", [](ModelConfig& c) { c.num_nextn_predict_layers = -1; },
+             "num_nextn_predict_layers", {"got -1"}},
+            {"scoring_func", [](ModelConfig& c) { c.scoring_func = "relu"; }, "scoring_func",
+             {"\"relu\"", "sigmoid", "softmax"}},
+            {"topk_method", [](ModelConfig& c) { c.topk_method = "aux"; }, "topk_method",
+             {"\"aux\"", "noaux_tc", "greedy", "group_limited_greedy"}},
+            {"noaux_tc needs sigmoid", [](ModelConfig& c) { c.scoring_func = "softmax"; },
+             "topk_method", {"\"noaux_tc\"", "sigmoid", "\"softmax\""}},
+            {"n_group zero", [](ModelConfig& c) { c.n_group = 0; }, "n_group", {"got 0", ">= 1"}},
+            {"n_group divides", [](ModelConfig& c) { c.n_group = 3; }, "n_group",
+             {"got 3", "divide", "16"}},
+            {"topk_group zero", [](ModelConfig& c) { c.topk_group = 0; }, "topk_group",
+             {"got 0", "[1, n_group = 4]"}},
+            {"topk_group above n_group", [](ModelConfig& c) { c.topk_group = 5; }, "topk_group",
+             {"got 5"}},
+            {"top-k zero", [](ModelConfig& c) { c.num_experts_per_tok = 0; },
+             "num_experts_per_tok", {"got 0", "[1, n_routed_experts = 16]"}},
+            {"top-k above experts", [](ModelConfig& c) { c.num_experts_per_tok = 17; },
+             "num_experts_per_tok", {"got 17"}},
+            {"top-k above group limit", [](ModelConfig& c) { c.num_experts_per_tok = 9; },
+             "num_experts_per_tok",
+             {"got 9", "top-k larger than the experts allowed by topk_group", "= 8"}},
+            {"noaux_tc groups need 2 experts",
+             [](ModelConfig& c) {
+                 c.n_group = 16;
+                 c.topk_group = 8;
+             },
+             "n_group", {"got 16", "top-2", "1 expert"}},
+            {"routed_scaling_factor zero", [](ModelConfig& c) { c.routed_scaling_factor = 0; },
+             "routed_scaling_factor", {"got 0"}},
+            {"routed_scaling_factor nan", [](ModelConfig& c) { c.routed_scaling_factor = NAN; },
+             "routed_scaling_factor", {"got nan"}},
+            {"aux_loss_alpha", [](ModelConfig& c) { c.aux_loss_alpha = -0.1; }, "aux_loss_alpha",
+             {"got -0.1", ">= 0"}},
+            {"rms_norm_eps", [](ModelConfig& c) { c.rms_norm_eps = 0; }, "rms_norm_eps",
+             {"got 0"}},
+            {"rope_theta", [](ModelConfig& c) { c.rope_theta = -1; }, "rope_theta", {"got -1"}},
+            {"initializer_range", [](ModelConfig& c) { c.initializer_range = 0; },
+             "initializer_range", {"got 0"}},
+            {"hidden_act", [](ModelConfig& c) { c.hidden_act = "gelu"; }, "hidden_act",
+             {"\"gelu\"", "silu"}},
+            {"tie_word_embeddings", [](ModelConfig& c) { c.tie_word_embeddings = true; },
+             "tie_word_embeddings", {"got true", "untied"}},
+        };
+        for (const Rule& rule : rules) {
+            ModelConfig c;
+            rule.mutate(c);
+            const QString failure =
+                expect_config_error([&] { c.validate(); }, rule.field, rule.parts);
+            QVERIFY2(failure.isEmpty(),
+                     qPrintable(QString(rule.description) + ": " + failure));
+        }
+    }
+
+    void conditional_rules_accept() {
+        // No dense layer: intermediate_size is unused.
+        ModelConfig a;
+        a.first_k_dense_replace = 0;
+        a.intermediate_size = 0;
+        a.validate();
+        // No experts: the MoE sizes are unused (a dense model).
+        ModelConfig b;
+        b.n_routed_experts = 0;
+        b.moe_intermediate_size = 0;
+        b.num_experts_per_tok = 0;
+        b.validate();
+        QCOMPARE(b.num_moe_layers(), int64_t(0));
+        // One expert per group is fine without the bias (group score = max).
+        ModelConfig d;
+        d.scoring_func = "softmax";
+        d.topk_method = "group_limited_greedy";
+        d.n_group = 16;
+        d.topk_group = 8;
+        d.validate();
+        // All layers dense but experts configured (only the MTP block would be MoE).
+        ModelConfig e;
+        e.first_k_dense_replace = e.num_hidden_layers;
+        e.validate();
+        QCOMPARE(e.num_moe_layers(), int64_t(0));
+        // q_lora_rank 0 is the plain q projection; qk_nope_head_dim 0 is allowed.
+        ModelConfig f;
+        f.q_lora_rank = 0;
+        f.qk_nope_head_dim = 0;
+        f.validate();
+    }
+
+    void from_json_keeps_defaults_for_missing_fields() {
+        QVERIFY(ModelConfig::from_json(json::object()) == ModelConfig{});
+        const ModelConfig c = ModelConfig::from_json(json{{"vocab_size", 512}});
+        QCOMPARE(c.vocab_size, int64_t(512));
+        QCOMPARE(c.hidden_size, ModelConfig{}.hidden_size);
+        // An integer where a real is expected is fine.
+        QCOMPARE(ModelConfig::from_json(json{{"rope_theta", 50000}}).rope_theta, 50000.0);
+    }
+
+    void from_json_rejects_wrong_types() {
+        struct Case {
+            json j;
+            std::string field;
+            std::vector<std::string> parts;
+        };
+        const std::vector<Case> cases = {
+            {{{"vocab_size", "256"}}, "vocab_size", {"expected an integer", "string \"256\""}},
+            {{{"vocab_size", 1.5}}, "vocab_size", {"expected an integer", "number 1.5"}},
+            {{{"norm_topk_prob", 1}}, "norm_topk_prob", {"expected true or false", "integer 1"}},
+            {{{"rope_theta", "1e4"}}, "rope_theta", {"expected a number", "string"}},
+            {{{"scoring_func", json::array({"sigmoid"})}}, "scoring_func",
+             {"expected a string", "array"}},
+            {{{"hidden_size", nullptr}}, "hidden_size", {"expected an integer", "null"}},
+        };
+        for (const auto& c : cases) {
+            const QString failure =
+                expect_config_error([&] { ModelConfig::from_json(c.j); }, c.field, c.parts);
+            QVERIFY2(failure.isEmpty(), qPrintable(QString::fromStdString(c.j.dump()) + ": " + failure));
+        }
+        QString failure = expect_config_error([] { ModelConfig::from_json(json::array()); },
+                                              "model config", {"expected a JSON object"});
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+    }
+
+    void from_json_rejects_unknown_fields_with_suggestion() {
+        QString failure = expect_config_error(
+            [] { ModelConfig::from_json(json{{"vocab_sise", 5}}); }, "vocab_sise",
+            {"unknown field", "did you mean \"vocab_size\"?"});
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        failure = expect_config_error([] { ModelConfig::from_json(json{{"num_experts_per_token", 4}}); },
+                                      "num_experts_per_token",
+                                      {"did you mean \"num_experts_per_tok\"?"});
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        try {
+            ModelConfig::from_json(json{{"learning_rate", 1e-3}});
+            QFAIL("unknown field accepted");
+        } catch (const ConfigError& e) {
+            QCOMPARE(e.field(), std::string("learning_rate"));
+            QVERIFY2(!contains(e.what(), "did you mean"), e.what());
+        }
+        QCOMPARE(json_fields::edit_distance("kitten", "sitting"), size_t(3));
+    }
+
+    void bookkeeping_fields_round_trip() {
+        const json original = json::parse(kDeepSeekV3Config);
+        const ModelConfig c = ModelConfig::from_json(original);
+        c.validate();
+        QCOMPARE(c.num_hidden_layers, int64_t(61));
+        QCOMPARE(c.q_lora_rank, int64_t(1536));
+        QVERIFY(c.passthrough.count("quantization_config") == 1);
+        const json written = c.to_json();
+        QVERIFY2(written == original, written.dump(2).c_str());
+        QVERIFY(ModelConfig::from_json(written) == c);
+    }
+
+    void bookkeeping_fields_are_checked() {
+        QString failure = expect_config_error(
+            [] { ModelConfig::from_json(json{{"attention_dropout", 0.1}}); }, "attention_dropout",
+            {"0.1", "must be 0"});
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        failure = expect_config_error([] { ModelConfig::from_json(json{{"attention_bias", true}}); },
+                                      "attention_bias", {"true", "false"});
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        const json yarn = {{"rope_scaling",
+                            {{"type", "yarn"}, {"factor", 40}, {"original_max_position_embeddings", 4096}}}};
+        failure = expect_config_error([&] { ModelConfig::from_json(yarn); }, "rope_scaling",
+                                      {"YaRN rope scaling is not supported yet", "\"yarn\""});
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        // transformers' derived fields: accepted when consistent.
+        ModelConfig::from_json(json{{"qk_head_dim", 32}, {"head_dim", 16}});
+        failure = expect_config_error([] { ModelConfig::from_json(json{{"qk_head_dim", 48}}); },
+                                      "qk_head_dim", {"48", "32"});
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+    }
+
+    void q_lora_rank_null_is_plain_projection() {
+        const ModelConfig c = ModelConfig::from_json(json{{"q_lora_rank", nullptr}});
+        QCOMPARE(c.q_lora_rank, int64_t(0));
+        QVERIFY(c.to_json()["q_lora_rank"].is_null());
+        QVERIFY(ModelConfig::from_json(c.to_json()) == c);
+    }
+
+    void round_trip_to_json_from_json() {
+        ModelConfig c;
+        c.vocab_size = 1000;
+        c.scoring_func = "softmax";
+        c.topk_method = "greedy";
+        c.norm_topk_prob = false;
+        c.routed_scaling_factor = 1.0;
+        c.rms_norm_eps = 1e-5;
+        c.aux_loss_alpha = 0.003;
+        c.seq_aux = false;
+        c.num_nextn_predict_layers = 2;
+        c.validate();
+        const ModelConfig back = ModelConfig::from_json(c.to_json());
+        QVERIFY(back == c);
+        QVERIFY(ModelConfig::from_json(ModelConfig{}.to_json()) == ModelConfig{});
+    }
+
+    void save_and_load() {
+        QTemporaryDir dir;
+        QVERIFY(dir.isValid());
+        const std::string path = dir.path().toStdString() + "/sub/config.json";
+        ModelConfig c = ModelConfig::from_json(json::parse(kDeepSeekV3Config));
+        c.save(path);
+        QVERIFY(!std::filesystem::exists(path + ".tmp"));
+        QVERIFY(ModelConfig::load(path) == c);
+        // Pretty JSON with indent 2.
+        std::ifstream in(path);
+        std::string first, second;
+        std::getline(in, first);
+        std::getline(in, second);
+        QCOMPARE(first, std::string("{"));
+        QVERIFY2(second.rfind("  \"", 0) == 0, second.c_str());
+    }
+
+    void load_errors_name_the_path() {
+        QTemporaryDir dir;
+        const std::string missing = dir.path().toStdString() + "/missing.json";
+        try {
+            ModelConfig::load(missing);
+            QFAIL("missing file loaded");
+        } catch (const FileError& e) {
+            QCOMPARE(e.path(), missing);
+            QVERIFY(contains(e.what(), missing));
+        }
+        const std::string broken = dir.path().toStdString() + "/broken.json";
+        {
+            std::ofstream out(broken);
+            out << "{\n  \"vocab_size\": 256,\n  \"hidden_size\": \n}\n";
+        }
+        try {
+            ModelConfig::load(broken);
+            QFAIL("invalid JSON loaded");
+        } catch (const FileError& e) {
+            QVERIFY2(contains(e.what(), broken) && contains(e.what(), "line 4"), e.what());
+        }
+        const std::string bad = dir.path().toStdString() + "/bad.json";
+        {
+            std::ofstream out(bad);
+            out << R"({"kv_lora_rank": 0})";
+        }
+        try {
+            ModelConfig::load(bad);
+            QFAIL("invalid config loaded");
+        } catch (const ConfigError& e) {
+            QCOMPARE(e.field(), std::string("kv_lora_rank"));
+            QCOMPARE(std::string(e.what()), bad + ": kv_lora_rank: must be > 0, got 0");
+        }
+    }
+
+    void presets_load_and_validate() {
+        const std::vector<std::string> names = {"tiny", "d512", "deepseek-v3-671b",
+                                                "deepseek-v2-lite-16b"};
+        for (const auto& name : names) {
+            const std::string path = moe::test::source_path("projects/" + name + ".json");
+            Project p;
+            try {
+                p = Project::load(path);
+            } catch (const std::exception& e) {
+                QFAIL(e.what());
+            }
+            QCOMPARE(p.name, name);
+            QVERIFY2(!p.description.empty(), name.c_str());
+            // Saving and loading again keeps everything.
+            QTemporaryDir dir;
+            const std::string copy = dir.path().toStdString() + "/" + name + ".json";
+            p.save(copy);
+            QVERIFY(Project::load(copy) == p);
+        }
+        const Project tiny = Project::load(moe::test::source_path("projects/tiny.json"));
+        QCOMPARE(tiny.model.num_nextn_predict_layers, int64_t(1));
+        QCOMPARE(tiny.model.hidden_size, int64_t(128));
+        QCOMPARE(tiny.training.batch_size, int64_t(8));
+        QCOMPARE(tiny.training.seq_len, int64_t(128));
+        const Project v3 = Project::load(moe::test::source_path("projects/deepseek-v3-671b.json"));
+        QCOMPARE(v3.model.vocab_size, int64_t(129280));
+        QCOMPARE(v3.training.seq_len, int64_t(4096));
+        const Project v2 = Project::load(moe::test::source_path("projects/deepseek-v2-lite-16b.json"));
+        QCOMPARE(v2.model.q_lora_rank, int64_t(0));
+        QCOMPARE(v2.model.scoring_func, std::string("softmax"));
+    }
+
+    void project_accepts_bare_hf_config() {
+        QTemporaryDir dir;
+        const std::string path = dir.path().toStdString() + "/my-model.json";
+        ModelConfig c;
+        c.vocab_size = 300;
+        c.save(path);
+        const Project p = Project::load(path);
+        QCOMPARE(p.name, std::string("my-model"));
+        QVERIFY(p.model == c);
+        QVERIFY(p.training == TrainingSettings{});
+    }
+
+    void project_validation() {
+        auto project_json = [] {
+            Project p;
+            p.name = "x";
+            return p.to_json();
+        };
+        struct Case {
+            std::function<void(json&)> mutate;
+            std::string field;
+            std::vector<std::string> parts;
+        };
+        const std::vector<Case> cases = {
+            {[](json& j) { j["trainng"] = json::object(); }, "trainng",
+             {"unknown field", "did you mean \"training\"?"}},
+            {[](json& j) { j["training"]["batchsize"] = 4; }, "batchsize",
+             {"did you mean \"batch_size\"?"}},
+            {[](json& j) { j["training"]["batch_size"] = 0; }, "training.batch_size", {"got 0"}},
+            {[](json& j) { j["training"]["seq_len"] = -5; }, "training.seq_len", {"got -5"}},
+            {[](json& j) { j["training"]["seq_len"] = 2048; }, "training.seq_len",
+             {"got 2048", "max_position_embeddings (1024)"}},
+            {[](json& j) { j["training"]["mtp_lambda"] = -0.5; }, "training.mtp_lambda",
+             {"got -0.5"}},
+            {[](json& j) { j["training"]["threads"] = -1; }, "training.threads", {"got -1"}},
+            {[](json& j) { j["training"]["seed"] = "abc"; }, "training.seed",
+             {"expected an integer"}},
+            {[](json& j) { j["model"]["kv_lora_rank"] = 0; }, "kv_lora_rank", {"got 0"}},
+            {[](json& j) { j["name"] = 3; }, "name", {"expected a string"}},
+        };
+        for (const auto& c : cases) {
+            json j = project_json();
+            c.mutate(j);
+            const QString failure = expect_config_error(
+                [&] { Project::from_json(j).validate(); }, c.field, c.parts);
+            QVERIFY2(failure.isEmpty(), qPrintable(QString::fromStdString(j.dump()) + ": " + failure));
+        }
+        // A valid project round-trips through JSON.
+        Project p;
+        p.name = "demo";
+        p.description = "d";
+        p.training.mtp_lambda = 0.1;
+        p.training.threads = 2;
+        p.training.data = "corpus.txt";
+        p.validate();
+        QVERIFY(Project::from_json(p.to_json()) == p);
+    }
+};
+
+QTEST_APPLESS_MAIN(TestConfig)
+#include "tst_config.moc"
