@@ -110,7 +110,7 @@ private:
     }
 
     int threads_ = 1;
-    std::vector<float> partial_;       // per-thread partial reductions (rmsnorm dw)
+    std::vector<double> partial_;      // per-thread partial reductions (rmsnorm dw)
     std::vector<double> blocks_;       // per-block partial sums (sum, seq aux loss)
     std::vector<float> row_scratch_;   // per-thread rows (attention dP, gate work space)
     std::vector<uint8_t> flags_;       // per-thread flags (gate eligibility)

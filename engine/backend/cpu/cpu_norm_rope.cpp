@@ -29,21 +29,22 @@ void CpuBackend::rmsnorm_forward(const float* x, int64_t x_stride, const float* 
 
 // With g = w * dy:  dx = rstd * g - rstd^3 / dim * x * dot(g, x);  dw += dy * x * rstd.
 // dw is a reduction over rows: each thread sums a contiguous block of rows into its own
-// partial, and the partials are added to dw in thread order.
+// partial (double, so the split between threads barely shows), and the partials are added to
+// dw in thread order.
 void CpuBackend::rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x,
                                   int64_t x_stride, const float* w, const float* rstd,
                                   int64_t rows, int64_t dim, float* dx, int64_t dx_stride,
                                   float* dw) {
     if (rows <= 0 || dim <= 0) return;
     const int nt = team(rows * dim * 4);
-    float* part = grow(partial_, static_cast<size_t>(nt) * dim);
-    std::memset(part, 0, sizeof(float) * nt * dim);
+    double* part = grow(partial_, static_cast<size_t>(nt) * dim);
+    std::fill(part, part + static_cast<int64_t>(nt) * dim, 0.0);
 #pragma omp parallel num_threads(nt)
     {
         const int tid = omp_get_thread_num();
         int64_t r0, r1;
         cpu::chunk(rows, omp_get_num_threads(), tid, r0, r1);
-        float* pw = part + static_cast<int64_t>(tid) * dim;
+        double* pw = part + static_cast<int64_t>(tid) * dim;
         for (int64_t r = r0; r < r1; ++r) {
             const float* dyr = dy + r * dy_stride;
             const float* xr = x + r * x_stride;
@@ -61,9 +62,9 @@ void CpuBackend::rmsnorm_backward(const float* dy, int64_t dy_stride, const floa
     // Combine in thread order; columns are independent, so this loop may run in parallel.
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t j = 0; j < dim; ++j) {
-        float s = 0.0f;
+        double s = 0.0;
         for (int t = 0; t < nt; ++t) s += part[static_cast<int64_t>(t) * dim + j];
-        dw[j] += s;
+        dw[j] += static_cast<float>(s);
     }
 }
 
