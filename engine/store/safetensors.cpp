@@ -115,7 +115,7 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
             throw FileError(path, "header length " + std::to_string(header_len) +
                                       " bytes is larger than the file: expected at least " +
                                       std::to_string(8 + header_len) + " bytes, file has " +
-                                      std::to_string(file_size_) + " (truncated file?)");
+                                      std::to_string(file_size_) + " bytes (truncated file?)");
         std::string header(static_cast<size_t>(header_len), '\0');
         if (header_len > 0 &&
             ::pread(fd_, header.data(), header.size(), 8) != static_cast<ssize_t>(header_len))
@@ -275,7 +275,7 @@ void SafetensorsReader::parse_header(const std::string& header) {
                                        range_string(e.begin, e.end) + " reach past the end; the " +
                                        "header needs at least " +
                                        std::to_string(data_start_ + max_end) +
-                                       " bytes, the file has " + std::to_string(file_size_));
+                                       " bytes, the file has " + std::to_string(file_size_) + " bytes");
         expected = e.end;
         prev = &e;
     }
@@ -284,7 +284,8 @@ void SafetensorsReader::parse_header(const std::string& header) {
                                    " bytes after the last tensor" +
                                    (prev ? " " + in_quotes(prev->name) : std::string()) +
                                    ": expected " + std::to_string(data_start_ + expected) +
-                                   " bytes in total, the file has " + std::to_string(file_size_));
+                                   " bytes in total, the file has " + std::to_string(file_size_) +
+                                   " bytes");
     for (size_t i = 0; i < entries_.size(); ++i) index_[entries_[i].name] = i;
 }
 
