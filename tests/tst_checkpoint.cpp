@@ -179,7 +179,8 @@ private slots:
         save_checkpoint_weights(dir, small, {});
         ParameterStore big;
         build_store(big, 8);
-        for (int i = 0; i < 12; ++i) big.add("model.layers.9.extra" + std::to_string(i) + ".weight", {2});
+        for (int i = 0; i < 12; ++i)
+            big.add("model.layers.9.extra" + std::to_string(i) + ".weight", {2});
         const QString msg = error_of([&] { load_checkpoint_weights(dir, big, {}); });
         QVERIFY2(msg.contains(q(dir + "/model.safetensors")), qPrintable(msg));
         QVERIFY2(msg.contains("12 parameter(s) missing"), qPrintable(msg));
@@ -341,7 +342,8 @@ private slots:
         weight_map[kAliases[1].alias] = shard2;
         w1.write(dir + "/" + shard1);
         w2.write(dir + "/" + shard2);
-        const nlohmann::json index = {{"metadata", {{"total_size", 1234}}}, {"weight_map", weight_map}};
+        const nlohmann::json index = {{"metadata", {{"total_size", 1234}}},
+                                      {"weight_map", weight_map}};
         std::ofstream(dir + "/model.safetensors.index.json") << index.dump(2);
 
         ParameterStore loaded;

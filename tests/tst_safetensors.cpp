@@ -472,7 +472,8 @@ print("OK")
         QProcess py;
         py.start("/usr/bin/python3", {"-c", script, QString::fromStdString(p)});
         QVERIFY(py.waitForFinished(60000));
-        const QString out = QString::fromUtf8(py.readAllStandardOutput() + py.readAllStandardError());
+        const QString out =
+            QString::fromUtf8(py.readAllStandardOutput() + py.readAllStandardError());
         QVERIFY2(py.exitCode() == 0 && out.contains("OK"), qPrintable(out));
     }
 

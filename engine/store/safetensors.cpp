@@ -271,11 +271,13 @@ void SafetensorsReader::parse_header(const std::string& header) {
                                              : std::string("the start of the data buffer")) +
                                        " (ranges must be contiguous)");
         if (e.end > buffer_size)
-            throw FileError(path_, "truncated file: tensor " + in_quotes(e.name) + " data_offsets " +
+            throw FileError(path_, "truncated file: tensor " + in_quotes(e.name) +
+                                       " data_offsets " +
                                        range_string(e.begin, e.end) + " reach past the end; the " +
                                        "header needs at least " +
                                        std::to_string(data_start_ + max_end) +
-                                       " bytes, the file has " + std::to_string(file_size_) + " bytes");
+                                       " bytes, the file has " + std::to_string(file_size_) +
+                                       " bytes");
         expected = e.end;
         prev = &e;
     }
@@ -462,7 +464,8 @@ void SafetensorsWriter::write(const std::string& path) const {
     auto fail = [&](const std::string& what, int err) {
         ::close(fd);
         ::unlink(tmp.c_str());
-        return FileError(path, what + ": " + errno_text(err) + " (nothing written under this name)");
+        return FileError(path,
+                         what + ": " + errno_text(err) + " (nothing written under this name)");
     };
     if (int err = write_all(fd, len_bytes, 8)) throw fail("writing the header length", err);
     if (int err = write_all(fd, text.data(), text.size())) throw fail("writing the header", err);
