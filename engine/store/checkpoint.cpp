@@ -18,7 +18,8 @@ namespace {
 namespace fs = std::filesystem;
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Every tensor of a checkpoint, wherever it lives (one file or several shards).
@@ -73,7 +74,8 @@ CheckpointTensors open_sharded(const std::string& dir, const std::string& index_
                                             "' names shard '" + file +
                                             "'; shards must be relative to the checkpoint");
         if (!shards.count(file)) {
-            ct.readers.push_back(std::make_unique<SafetensorsReader>((fs::path(dir) / file).string()));
+            const std::string shard_path = (fs::path(dir) / file).string();
+            ct.readers.push_back(std::make_unique<SafetensorsReader>(shard_path));
             shards[file] = ct.readers.back().get();
         }
         const SafetensorsReader* reader = shards[file];

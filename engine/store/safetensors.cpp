@@ -115,7 +115,7 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
             throw FileError(path, "header length " + std::to_string(header_len) +
                                       " bytes is larger than the file: expected at least " +
                                       std::to_string(8 + header_len) + " bytes, file has " +
-                                      std::to_string(file_size_) + " (truncated file?)");
+                                      std::to_string(file_size_) + " bytes (truncated file?)");
         std::string header(static_cast<size_t>(header_len), '\0');
         if (header_len > 0 &&
             ::pread(fd_, header.data(), header.size(), 8) != static_cast<ssize_t>(header_len))
@@ -271,11 +271,13 @@ void SafetensorsReader::parse_header(const std::string& header) {
                                              : std::string("the start of the data buffer")) +
                                        " (ranges must be contiguous)");
         if (e.end > buffer_size)
-            throw FileError(path_, "truncated file: tensor " + in_quotes(e.name) + " data_offsets " +
+            throw FileError(path_, "truncated file: tensor " + in_quotes(e.name) +
+                                       " data_offsets " +
                                        range_string(e.begin, e.end) + " reach past the end; the " +
                                        "header needs at least " +
                                        std::to_string(data_start_ + max_end) +
-                                       " bytes, the file has " + std::to_string(file_size_));
+                                       " bytes, the file has " + std::to_string(file_size_) +
+                                       " bytes");
         expected = e.end;
         prev = &e;
     }
@@ -284,7 +286,8 @@ void SafetensorsReader::parse_header(const std::string& header) {
                                    " bytes after the last tensor" +
                                    (prev ? " " + in_quotes(prev->name) : std::string()) +
                                    ": expected " + std::to_string(data_start_ + expected) +
-                                   " bytes in total, the file has " + std::to_string(file_size_));
+                                   " bytes in total, the file has " + std::to_string(file_size_) +
+                                   " bytes");
     for (size_t i = 0; i < entries_.size(); ++i) index_[entries_[i].name] = i;
 }
 
@@ -461,7 +464,8 @@ void SafetensorsWriter::write(const std::string& path) const {
     auto fail = [&](const std::string& what, int err) {
         ::close(fd);
         ::unlink(tmp.c_str());
-        return FileError(path, what + ": " + errno_text(err) + " (nothing written under this name)");
+        return FileError(path,
+                         what + ": " + errno_text(err) + " (nothing written under this name)");
     };
     if (int err = write_all(fd, len_bytes, 8)) throw fail("writing the header length", err);
     if (int err = write_all(fd, text.data(), text.size())) throw fail("writing the header", err);
