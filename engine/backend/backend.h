@@ -149,6 +149,22 @@ public:
     virtual void moe_unpermute_backward(const float* dy, const float* yp, const float* w,
                                         const int32_t* slot_row, int64_t n, int64_t K,
                                         int64_t dim, float* dyp, float* dw) = 0;
+
+    // --- optimizer and load balancing
+    // sum(x^2) in double with a fixed order (global gradient norm for clipping).
+    virtual double sum_squares(const float* x, int64_t n) = 0;
+    // AdamW with decoupled weight decay, fp32 moments. g' = grad_scale * g (clipping and
+    // gradient accumulation folded into one factor); with bc1 = 1 - beta1^step,
+    // bc2 = 1 - beta2^step (step counts from 1):
+    //   m = beta1 m + (1 - beta1) g';  v = beta2 v + (1 - beta2) g'^2
+    //   p -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + weight_decay * p)
+    virtual void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr,
+                              float beta1, float beta2, float eps, float weight_decay,
+                              float grad_scale, int64_t step) = 0;
+    // Auxiliary-loss-free balancing (spec section 4): with c the tokens each expert received
+    // (host memory) and c_mean their mean, bias[i] += gamma * sign(c_mean - c[i]).
+    virtual void balance_bias_update(float* bias, const int64_t* counts, int64_t n_experts,
+                                     float gamma) = 0;
 };
 
 }  // namespace moe
