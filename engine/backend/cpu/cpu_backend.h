@@ -95,6 +95,13 @@ public:
                                 const int32_t* slot_row, int64_t n, int64_t K, int64_t dim,
                                 float* dyp, float* dw) override;
 
+    double sum_squares(const float* x, int64_t n) override;
+    void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr,
+                      float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                      int64_t step) override;
+    void balance_bias_update(float* bias, const int64_t* counts, int64_t n_experts,
+                             float gamma) override;
+
 private:
     // Below this many scalar operations a parallel region costs more than it saves. Per-row ops
     // give the same bits either way; reductions depend only on (threads_, size).

@@ -1,0 +1,55 @@
+// Optimizer and load-balancing ops of the CPU backend.
+#include <cmath>
+
+#include "backend/cpu/cpu_backend.h"
+
+namespace moe {
+
+double CpuBackend::sum_squares(const float* x, int64_t n) {
+    constexpr int64_t kBlock = 4096;  // fixed blocks: the result does not depend on threads
+    if (n <= 0) return 0.0;
+    const int64_t nb = (n + kBlock - 1) / kBlock;
+    double* part = grow(blocks_, static_cast<size_t>(nb));
+    const int nt = team(n);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t b = 0; b < nb; ++b) {
+        const int64_t end = std::min(n, (b + 1) * kBlock);
+        double s = 0.0;
+        for (int64_t i = b * kBlock; i < end; ++i) s += double(x[i]) * x[i];
+        part[b] = s;
+    }
+    double total = 0.0;
+    for (int64_t b = 0; b < nb; ++b) total += part[b];
+    return total;
+}
+
+void CpuBackend::adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr,
+                              float beta1, float beta2, float eps, float weight_decay,
+                              float grad_scale, int64_t step) {
+    const float bc1 = 1.0f - static_cast<float>(std::pow(double(beta1), double(step)));
+    const float bc2 = 1.0f - static_cast<float>(std::pow(double(beta2), double(step)));
+    const int nt = team(n * 8);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t i = 0; i < n; ++i) {
+        const float gi = g[i] * grad_scale;
+        m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        const float update = (m[i] / bc1) / (std::sqrt(v[i] / bc2) + eps);
+        p[i] -= lr * (update + weight_decay * p[i]);
+    }
+}
+
+void CpuBackend::balance_bias_update(float* bias, const int64_t* counts, int64_t n_experts,
+                                     float gamma) {
+    if (n_experts <= 0) return;
+    double mean = 0.0;
+    for (int64_t i = 0; i < n_experts; ++i) mean += double(counts[i]);
+    mean /= double(n_experts);
+    for (int64_t i = 0; i < n_experts; ++i) {
+        const double c = double(counts[i]);
+        const float sign = c < mean ? 1.0f : (c > mean ? -1.0f : 0.0f);
+        bias[i] += gamma * sign;
+    }
+}
+
+}  // namespace moe
