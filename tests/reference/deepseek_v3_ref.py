@@ -37,13 +37,15 @@ class Config:
         norm_topk_prob=True, scoring_func="sigmoid", topk_method="noaux_tc",
         aux_loss_alpha=0.0, q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
         qk_rope_head_dim=64, v_head_dim=128, num_nextn_predict_layers=0,
-        rope_theta=10000.0, rms_norm_eps=1e-6,
+        rope_theta=10000.0, rms_norm_eps=1e-6, seq_aux=True,
     )
+    # HF writes `q_lora_rank: null` for "no low-rank q path"; null elsewhere means the default.
+    NULL_MEANS = dict(q_lora_rank=0)
 
     def __init__(self, d):
         for k, v in self.DEFAULTS.items():
             val = d.get(k, v)
-            setattr(self, k, v if val is None else val)  # HF writes q_lora_rank: null for "off"
+            setattr(self, k, self.NULL_MEANS.get(k, v) if val is None else val)
         self.raw = dict(d)
         assert self.scoring_func in ("sigmoid", "softmax"), self.scoring_func
         assert self.topk_method in ("noaux_tc", "greedy", "group_limited_greedy"), self.topk_method
@@ -300,8 +302,11 @@ def moe_ffn(p, pre, cfg, x):
 
 
 def balance_loss(cfg, routing, B, T):
-    """Sequence-wise balance loss of one MoE layer: alpha / B * sum_b sum_i f_i P_i."""
+    """Sequence-wise balance loss of one MoE layer: alpha / B * sum_b sum_i f_i P_i.
+    With seq_aux false, the batch-wise variant: the whole batch counts as one sequence."""
     E, K = cfg.n_routed_experts, cfg.num_experts_per_tok
+    if not cfg.seq_aux:
+        B, T = 1, B * T
     scores = routing["scores"].view(B, T, E)
     p_i = (scores / scores.sum(-1, keepdim=True)).mean(1)                         # [B, E]
     counts = F.one_hot(routing["topk_idx"].view(B, T * K), E).sum(1)              # [B, E]
