@@ -4,6 +4,10 @@
 
 #include <QTemporaryDir>
 
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -18,6 +22,18 @@
 
 using namespace moe;
 using namespace moe::test;
+
+// Heap use is counted so the steady-state test can show a training step allocates (almost)
+// nothing: every buffer is sized on the first step and reused.
+static std::atomic<int64_t> g_alloc_count{0}, g_alloc_bytes{0};
+void* operator new(std::size_t n) {
+    g_alloc_count.fetch_add(1, std::memory_order_relaxed);
+    g_alloc_bytes.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+    if (void* p = std::malloc(n)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 class TestModel : public QObject {
     Q_OBJECT
@@ -57,6 +73,29 @@ private slots:
         QVERIFY(std::memcmp(&losses[0], &losses[1], sizeof(double)) == 0);
         QCOMPARE(grads[0].size(), grads[1].size());
         QVERIFY(std::memcmp(grads[0].data(), grads[1].data(), grads[0].size() * sizeof(float)) == 0);
+    }
+
+    // After the first step sized every buffer, a training step (forward + backward) allocates
+    // only the small LossReport it returns.
+    void noAllocationInSteadyState() {
+        CpuBackend be(2);
+        const ModelConfig cfg = tiny_full_config();
+        Model m(cfg, be);
+        m.init_weights(8);
+        const Batch batch = random_batch(cfg.vocab_size, 4, 16, 3);
+        for (int i = 0; i < 2; ++i) {
+            m.parameters().zero_grads();
+            m.forward(batch);
+            m.backward();
+        }
+        const int64_t count0 = g_alloc_count.load(), bytes0 = g_alloc_bytes.load();
+        m.parameters().zero_grads();
+        const LossReport r = m.forward(batch);
+        m.backward();
+        const int64_t count = g_alloc_count.load() - count0, bytes = g_alloc_bytes.load() - bytes0;
+        qInfo("steady-state step: %lld allocations, %lld bytes (loss %.4f)", (long long)count,
+              (long long)bytes, r.total);
+        QVERIFY2(count <= 1 && bytes <= 64, "a training step allocates in the steady state");
     }
 
     void differentSeedsDiffer() {

@@ -44,9 +44,17 @@ Tensor& Tensor::operator=(const Tensor& other) {
     return *this;
 }
 
-void Tensor::resize(const Shape& shape) {
-    const int64_t n = shape_numel(shape);
-    shape_ = shape;
+void Tensor::resize(const Shape& shape) { resize_to(shape.data(), shape.size()); }
+
+void Tensor::resize(std::initializer_list<int64_t> dims) { resize_to(dims.begin(), dims.size()); }
+
+void Tensor::resize_to(const int64_t* dims, size_t rank) {
+    int64_t n = 1;
+    for (size_t i = 0; i < rank; ++i) {
+        if (dims[i] < 0) throw Error("negative tensor dimension in shape " + shape_to_string(Shape(dims, dims + rank)));
+        n *= dims[i];
+    }
+    shape_.assign(dims, dims + rank);  // reuses the vector's capacity
     numel_ = n;
     if (n > capacity_) {
         const size_t bytes = ((sizeof(float) * static_cast<size_t>(n) + 63) / 64) * 64;

@@ -39,10 +39,13 @@ public:
     // Reallocates only when the new shape needs more elements than are allocated, so a buffer
     // resized to the same or smaller shape every step costs nothing (no per-step allocation).
     void resize(const Shape& shape);
+    // Same, without building a temporary Shape (resize({n, d}) in a step allocates nothing).
+    void resize(std::initializer_list<int64_t> dims);
     void zero();
     void fill(float value);
 
 private:
+    void resize_to(const int64_t* dims, size_t rank);
     struct FreeDeleter {
         void operator()(float* p) const;
     };

@@ -44,18 +44,16 @@ SwiGluFfn::SwiGluFfn(ParameterStore& store, const std::string& prefix, int64_t d
 void SwiGluFfn::forward(Backend& be, const float* x, int64_t rows, float* y) {
     x_ = x;
     rows_ = rows;
-    const Shape s{rows, w_.width};
-    g_.resize(s);
-    u_.resize(s);
-    a_.resize(s);
+    g_.resize({rows, w_.width});
+    u_.resize({rows, w_.width});
+    a_.resize({rows, w_.width});
     swiglu_ffn_forward(be, w_, x, rows, {g_.data(), u_.data(), a_.data()}, y);
 }
 
 void SwiGluFfn::backward(Backend& be, const float* dy, float* dx) {
-    const Shape s{rows_, w_.width};
-    dg_.resize(s);
-    du_.resize(s);
-    da_.resize(s);
+    dg_.resize({rows_, w_.width});
+    du_.resize({rows_, w_.width});
+    da_.resize({rows_, w_.width});
     swiglu_ffn_backward(be, w_, x_, rows_, {g_.data(), u_.data(), a_.data()}, dy, dx,
                         {dg_.data(), du_.data(), da_.data()});
 }
