@@ -3,7 +3,8 @@
 // load-balancing mode (spec section 4) and the MTP loss weight schedule (spec section 5).
 // Each reads and writes JSON strictly: unknown fields are rejected by name, values are checked
 // and errors name the full path of the field ("training.optimizer.lr") and the bad value.
-// Fields missing from the JSON keep their defaults.
+// Fields missing from the JSON keep their defaults. The schedule is nested in the optimizer's
+// object: {"lr": 3e-3, ..., "schedule": {"kind": "cosine", "warmup_steps": 100, ...}}.
 #include <cstdint>
 #include <string>
 
