@@ -162,7 +162,7 @@ double LrSchedule::lr_at(int64_t step, double peak) const {
     }
     if (kind == "wsd") {
         // The decay never eats into the warmup: with a short run it is shortened instead.
-        const auto decay_steps = static_cast<int64_t>(std::llround(decay_fraction * double(total_steps)));
+        const int64_t decay_steps = std::llround(decay_fraction * double(total_steps));
         const int64_t decay_start = std::max(warmup_steps, total_steps - decay_steps);
         if (step < decay_start) return peak;
         const int64_t span = total_steps - decay_start;
