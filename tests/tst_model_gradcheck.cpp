@@ -186,6 +186,15 @@ private slots:
 
     void moeSigmoidGroupLimited() { moe_layer(tiny_full_config()); }
     void moeSoftmax() { moe_layer(tiny_softmax_config()); }
+    // seq_aux = false: the balance loss over the whole batch as one sequence. A large alpha
+    // makes the loss's gradient a visible part of the gate weight's: a backward using the
+    // per-sequence shape against the batch-wise forward measures 2e-1 here, not < 2e-2.
+    void moeBatchWiseAux() {
+        ModelConfig cfg = tiny_full_config();
+        cfg.seq_aux = false;
+        cfg.aux_loss_alpha = 20.0;
+        moe_layer(cfg);
+    }
 
     void moe_layer(const ModelConfig& cfg) {
         ParameterStore store;
@@ -194,7 +203,10 @@ private slots:
         for (Parameter* p : store.all()) fill_uniform(p->value.data(), p->value.numel(), s++, 0.5f);
         if (cfg.has_selection_bias()) fill_uniform(layer.bias().value.data(), cfg.n_routed_experts, 99, 0.05f);
         RoutingRecord rec;
-        check_layer(cfg.scoring_func == "sigmoid" ? "MoE (sigmoid, groups, bias, aux loss)" : "MoE (softmax)",
+        const char* what = cfg.scoring_func != "sigmoid" ? "MoE (softmax)"
+                           : cfg.seq_aux ? "MoE (sigmoid, groups, bias, aux loss)"
+                                         : "MoE (sigmoid, groups, bias, batch-wise aux loss)";
+        check_layer(what,
                     store, cfg.hidden_size, cfg.hidden_size,
                     [&](const float* x, float* y) { return layer.forward(be_, x, B_, T_, &rec, y); },
                     [&](const float* dy, float* dx) { layer.backward(be_, dy, dx); },

@@ -34,7 +34,7 @@ struct ForwardOptions {
 struct LossReport {
     double loss = 0.0;       // main next-token cross-entropy, mean over positions
     double mtp_loss = 0.0;   // mtp_lambda / D * sum_k CE_k
-    double aux_loss = 0.0;   // sum over MoE layers of the sequence-wise balance loss
+    double aux_loss = 0.0;   // sum over MoE layers of the balance loss (per sequence or per batch)
     double total = 0.0;      // loss + mtp_loss + aux_loss: what backward differentiates
     std::vector<double> mtp_losses;  // CE_k per depth, unweighted
 };

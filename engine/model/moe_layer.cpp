@@ -39,6 +39,10 @@ GateParams MoeLayer::gate_params() const {
     return p;
 }
 
+std::pair<int64_t, int64_t> MoeLayer::aux_shape() const {
+    return cfg_.seq_aux ? std::pair{B_, T_} : std::pair{int64_t{1}, B_ * T_};
+}
+
 double MoeLayer::forward(Backend& be, const float* h, int64_t B, int64_t T, RoutingRecord* probe,
                          float* y) {
     const int64_t n = B * T, rows = n * K_;
@@ -101,7 +105,10 @@ double MoeLayer::forward(Backend& be, const float* h, int64_t B, int64_t T, Rout
 
     aux_on_ = cfg_.aux_loss_alpha > 0.0;
     if (!aux_on_) return 0.0;
-    return be.seq_aux_loss_forward(scores_.data(), topk_idx_.data(), B, T, E_, K_,
+    // seq_aux == false: the batch-wise loss is the same formula with the whole batch as one
+    // sequence of B*T tokens.
+    const auto [aux_b, aux_t] = aux_shape();
+    return be.seq_aux_loss_forward(scores_.data(), topk_idx_.data(), aux_b, aux_t, E_, K_,
                                    static_cast<float>(cfg_.aux_loss_alpha));
 }
 
@@ -140,7 +147,8 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
     if (aux_on_) {
         d_scores_.resize({n, E_});
         d_scores_.zero();
-        be.seq_aux_loss_backward(scores_.data(), topk_idx_.data(), B_, T_, E_, K_,
+        const auto [aux_b, aux_t] = aux_shape();  // (1, B*T) for the batch-wise loss
+        be.seq_aux_loss_backward(scores_.data(), topk_idx_.data(), aux_b, aux_t, E_, K_,
                                  static_cast<float>(cfg_.aux_loss_alpha), 1.0f, d_scores_.data());
         d_scores_extra = d_scores_.data();
     }

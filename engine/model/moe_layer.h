@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -32,12 +33,16 @@ public:
 
     // Tokens routed to each expert in the last forward [E] (counts over all B*T tokens).
     const std::vector<int64_t>& expert_counts() const { return counts_; }
-    Parameter& bias() { return *bias_; }
+    Parameter& bias() { return *bias_; }  // only when has_bias()
+    bool has_bias() const { return bias_ != nullptr; }  // topk_method "noaux_tc"
     int64_t layer_index() const { return layer_; }
     int64_t n_experts() const { return E_; }
 
 private:
     GateParams gate_params() const;
+    // (sequences, tokens per sequence) the balance loss is computed over: (B, T) when
+    // cfg.seq_aux, else (1, B*T), the batch-wise loss.
+    std::pair<int64_t, int64_t> aux_shape() const;
 
     int64_t layer_, D_, E_, K_, F_;
     ModelConfig cfg_;

@@ -1,0 +1,103 @@
+#pragma once
+// Training hyper-parameters (spec section 8): AdamW and its learning-rate schedule, the
+// load-balancing mode (spec section 4) and the MTP loss weight schedule (spec section 5).
+// Each reads and writes JSON strictly: unknown fields are rejected by name, values are checked
+// and errors name the full path of the field ("training.optimizer.lr") and the bad value.
+// Fields missing from the JSON keep their defaults. The schedule is nested in the optimizer's
+// object: {"lr": 3e-3, ..., "schedule": {"kind": "cosine", "warmup_steps": 100, ...}}.
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace moe {
+
+struct ModelConfig;
+
+// The learning rate as a function of the step (counted from 0):
+//   constant         peak at every step (warmup_steps is ignored)
+//   warmup_constant  linear warmup, then peak
+//   cosine           linear warmup, then cosine decay from peak to min_lr_ratio * peak over
+//                    [warmup_steps, total_steps]
+//   wsd              warmup-stable-decay: linear warmup, peak, then a LINEAR decay to
+//                    min_lr_ratio * peak over the final decay_fraction of total_steps
+// Warmup is linear from peak / warmup_steps (step 0) to peak (step warmup_steps - 1), so no
+// step runs at lr 0. The decays reach their minimum at step == total_steps (one past the last
+// step of a run of total_steps steps) and stay there beyond it.
+struct LrSchedule {
+    std::string kind = "cosine";
+    int64_t warmup_steps = 100;
+    int64_t total_steps = 1000;  // the run's optimizer steps; the trainer normally sets it
+    double min_lr_ratio = 0.1;
+    double decay_fraction = 0.2;  // wsd only
+
+    double lr_at(int64_t step, double peak) const;
+
+    // Throws ConfigError("<prefix>.<field>", ...) naming the first invalid field and its value.
+    void validate(const std::string& prefix = "training.optimizer.schedule") const;
+    static LrSchedule from_json(const nlohmann::json& j,
+                                const std::string& prefix = "training.optimizer.schedule");
+    nlohmann::json to_json() const;
+    bool operator==(const LrSchedule&) const = default;
+};
+
+struct OptimizerSettings {
+    double lr = 3e-3;  // peak learning rate
+    double beta1 = 0.9;
+    double beta2 = 0.95;
+    double eps = 1e-8;
+    double weight_decay = 0.1;  // matrices only (see AdamW)
+    double grad_clip = 1.0;     // max global gradient norm; 0 = off
+    int64_t grad_accum = 1;     // micro-batches per optimizer step
+    LrSchedule schedule;
+
+    void validate(const std::string& prefix = "training.optimizer") const;
+    static OptimizerSettings from_json(const nlohmann::json& j,
+                                       const std::string& prefix = "training.optimizer");
+    nlohmann::json to_json() const;
+    bool operator==(const OptimizerSettings&) const = default;
+};
+
+// How expert load is balanced. Mapping onto the model config (apply_balance_mode) and the
+// trainer:
+//   aux_free   aux_loss_alpha = 0; after every optimizer step the selection bias moves by gamma
+//              (BiasBalancer). Needs topk_method "noaux_tc", the only routing with a bias.
+//   seq_aux    aux_loss_alpha = alpha, seq_aux = true (per-sequence loss); no bias updates
+//   batch_aux  aux_loss_alpha = alpha, seq_aux = false (whole-batch loss); no bias updates
+//   none       aux_loss_alpha = 0; no bias updates (a baseline that shows the collapse)
+struct BalanceSettings {
+    std::string mode = "aux_free";
+    double gamma = 0.001;  // bias update speed (V3: 0.001)
+    double alpha = 1e-4;   // balance loss weight (V3: 1e-4 for the complementary loss)
+
+    bool bias_updates() const { return mode == "aux_free"; }
+
+    void validate(const std::string& prefix = "training.balance") const;
+    static BalanceSettings from_json(const nlohmann::json& j,
+                                     const std::string& prefix = "training.balance");
+    nlohmann::json to_json() const;
+    bool operator==(const BalanceSettings&) const = default;
+};
+
+// Sets cfg.aux_loss_alpha and cfg.seq_aux for the mode (table above). Throws ConfigError
+// ("training.balance.mode") for aux_free on a model whose routing has no selection bias.
+void apply_balance_mode(const BalanceSettings& balance, ModelConfig& cfg);
+
+// Weight of the MTP loss: lambda for the first switch_fraction of the run, late_lambda after
+// (V3: 0.3 for the first 10T tokens, 0.1 for the last 4.8T, i.e. a switch at ~0.7).
+struct MtpSchedule {
+    double lambda = 0.3;
+    double late_lambda = 0.1;
+    double switch_fraction = 0.7;
+
+    // step counts from 0; total <= 0 (unknown length) keeps lambda.
+    double lambda_at(int64_t step, int64_t total) const;
+
+    void validate(const std::string& prefix = "training.mtp") const;
+    static MtpSchedule from_json(const nlohmann::json& j,
+                                 const std::string& prefix = "training.mtp");
+    nlohmann::json to_json() const;
+    bool operator==(const MtpSchedule&) const = default;
+};
+
+}  // namespace moe
