@@ -41,6 +41,9 @@ inline std::string error_stack_text() {
     auto walk = [](unsigned, const H5E_error2_t* err, void* data) -> herr_t {
         auto* out = static_cast<std::vector<std::string>*>(data);
         std::string line = err->desc ? err->desc : "";
+        // HDF5 puts ctime() text, with its newline, into write errors.
+        for (char& ch : line)
+            if (ch == '\n') ch = ' ';
         char minor[256] = {0};
         if (H5Eget_msg(err->min_num, nullptr, minor, sizeof(minor)) > 0 && line.find(minor) == std::string::npos)
             line += line.empty() ? std::string(minor) : " (" + std::string(minor) + ")";
@@ -49,14 +52,19 @@ inline std::string error_stack_text() {
     };
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &lines);
     H5Eclear2(H5E_DEFAULT);
+    // The stack is 5-15 entries deep; a user needs the outermost (what failed) and the innermost
+    // or the one with errno text ("errno = 28, error message = 'No space left on device'").
     std::string text;
-    for (const auto& l : lines) {
-        if (!text.empty()) text += "; ";
-        text += l;
+    if (!lines.empty()) {
+        text = lines.front();
+        std::string cause = lines.back();
+        for (const auto& l : lines)
+            if (l.find("errno") != std::string::npos) {
+                cause = l;
+                break;
+            }
+        if (lines.size() > 1) text += "; ...; " + cause;
     }
-    // The innermost entries carry errno text ("No space left on device"); keep the message
-    // readable but complete enough to act on.
-    if (text.size() > 1500) text = text.substr(0, 1500) + "...";
     return text.empty() ? std::string("HDF5 call failed") : text;
 }
 

@@ -217,16 +217,18 @@ RunReader::RunReader(const std::string& path) : path_(path), impl_(std::make_uni
     if (f >= 0) {
         live_ = true;
     } else {
-        const std::string swmr_error = h5::error_stack_text();
+        H5Eclear2(H5E_DEFAULT);
         f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-        if (f < 0)
-            throw FileError(path, "cannot open the run file (truncated or damaged?): " + h5::error_stack_text() +
-                                      " [SWMR read: " + swmr_error + "]");
+        // Both opens fail for the same reason on a damaged file; the plain one's message is clearer.
+        if (f < 0) h5::fail(path, "cannot open the run file (truncated or damaged?)");
     }
     impl_->file = h5::File(f);
 
     // Header: "/" attributes first, so a foreign HDF5 file is rejected before any dataset lookup.
     RunHeader& h = header_;
+    if (h5::check(H5Aexists(f, "format"), path, "attribute format on /") == 0)
+        throw FileError(path, "attribute format on / is missing: not a MoE Workbench run file (expected format = \"" +
+                                  std::string(kRunFormat) + "\")");
     h.format = read_string_attr(f, "format", path, "/");
     if (h.format != kRunFormat)
         throw FileError(path, "attribute format on /: expected \"" + std::string(kRunFormat) + "\", got \"" +
