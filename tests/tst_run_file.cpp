@@ -427,7 +427,25 @@ private slots:
         }
         close(fds[1]);
         int64_t flushed = 0, v = 0;
-        while (flushed < 60 && read(fds[0], &v, sizeof(v)) == sizeof(v)) flushed = v;
+        auto wait_for = [&](int64_t rows) {
+            while (flushed < rows && read(fds[0], &v, sizeof(v)) == sizeof(v)) flushed = v;
+        };
+        // Live reading from another process (the in-process test shares the writer's HDF5 file
+        // object; this one goes through the file on disk, as the GUI of a remote worker does).
+        wait_for(20);
+        {
+            RunReader live(p);
+            QVERIFY(live.live());
+            const int64_t seen = live.metrics_count();
+            QVERIFY2(seen >= 20, qPrintable(QString::number(seen)));
+            wait_for(seen + 30);
+            QVERIFY(live.refresh());
+            QVERIFY(live.metrics_count() >= seen + 30);
+            const MetricsColumns m = live.metrics_since(seen);
+            for (int64_t i = 0; i < m.size(); ++i) QVERIFY(same(m.row(i), metrics_row(seen + i)));
+            QVERIFY(same(live.routing(seen + 29), routing_row(seen + 29, 2, 5, 2, 8)));
+        }
+        wait_for(flushed + 20);
         QCOMPARE(kill(pid, SIGKILL), 0);
         int status = 0;
         waitpid(pid, &status, 0);
