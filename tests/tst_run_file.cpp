@@ -219,7 +219,13 @@ private:
     }
 
 private slots:
-    void initTestCase() { QVERIFY(tmp_.isValid()); }
+    void initTestCase() {
+        QVERIFY(tmp_.isValid());
+        if (qEnvironmentVariableIsSet("MOE_KEEP_TEST_FILES")) {  // to look at them with h5py/h5dump
+            tmp_.setAutoRemove(false);
+            qInfo("test files kept in %s", qPrintable(tmp_.path()));
+        }
+    }
 
     void roundTripIsExact() {
         const std::string p = path("roundtrip.h5");
@@ -322,6 +328,27 @@ private slots:
         QCOMPARE(r.metrics_count(), int64_t(300));
         RunReader after(p);
         QCOMPARE(after.metrics_count(), int64_t(300));
+    }
+
+    void emptyLabelsAndProbe() {
+        // Zero-sized inner dimensions (no labels, no probe) still give every dataset.
+        RunHeader h = make_header(1, 4, 1, 0);
+        h.label_names.clear();
+        const std::string p = path("empty_dims.h5");
+        {
+            RunWriter w(p, h);
+            for (int64_t i = 0; i < 3; ++i) append_all(w, i);
+        }
+        RunReader r(p);
+        QVERIFY(r.header().label_names.empty());
+        QVERIFY(r.header().probe_tokens.empty());
+        QCOMPARE(r.eval_count(), int64_t(3));
+        QCOMPARE(r.eval()[2].step, int64_t(200));
+        QVERIFY(r.eval()[2].label_loss.empty());
+        QCOMPARE(r.routing_count(), int64_t(3));
+        QCOMPARE(r.routing(1).step, int64_t(50));
+        QVERIFY(r.routing(1).scores.empty());
+        QVERIFY(same(r.experts(2), experts_row(2, 1, 4)));
     }
 
     void appendChecksSizes() {
