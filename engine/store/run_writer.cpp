@@ -1,6 +1,7 @@
 #include "store/run_writer.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -176,70 +177,78 @@ RunWriter::RunWriter(const std::string& path, const RunHeader& header, bool over
         H5Fcreate(path.c_str(), overwrite ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()), path,
         "cannot create the run file");
     const hid_t f = impl_->file.get();
+    // A file that failed half-way through its layout is removed, so a retry is not refused as
+    // "already exists".
+    try {
+        write_string_attr(f, "format", header_.format, path, "/");
+        write_int64s_attr(f, "format_version", {header_.format_version}, true, path, "/");
+        write_string_attr(f, "created", header_.created, path, "/");
+        write_string_attr(f, "engine_version", header_.engine_version, path, "/");
+        write_string_attr(f, "name", header_.name, path, "/");
+        write_string_attr(f, "device", header_.device, path, "/");
+        write_string_attr(f, "project", header_.project_json, path, "/");
+        write_string_attr(f, "config", header_.config_json, path, "/");
+        write_int64s_attr(f, "n_experts", {header_.n_experts}, true, path, "/");
+        write_int64s_attr(f, "top_k", {header_.top_k}, true, path, "/");
+        write_strings_attr(f, "label_names", header_.label_names, path, "/");
 
-    write_string_attr(f, "format", header_.format, path, "/");
-    write_int64s_attr(f, "format_version", {header_.format_version}, true, path, "/");
-    write_string_attr(f, "created", header_.created, path, "/");
-    write_string_attr(f, "engine_version", header_.engine_version, path, "/");
-    write_string_attr(f, "name", header_.name, path, "/");
-    write_string_attr(f, "device", header_.device, path, "/");
-    write_string_attr(f, "project", header_.project_json, path, "/");
-    write_string_attr(f, "config", header_.config_json, path, "/");
-    write_int64s_attr(f, "n_experts", {header_.n_experts}, true, path, "/");
-    write_int64s_attr(f, "top_k", {header_.top_k}, true, path, "/");
-    write_strings_attr(f, "label_names", header_.label_names, path, "/");
+        // Raw-data chunk cache off: each H5Dwrite goes straight to the file, so row data reaches
+        // the OS before the metadata (extent, chunk index) that points at it, which is only written
+        // at flush. A killed writer then never leaves a visible row whose data was still cached.
+        h5::PropList dapl = h5::make<h5::PropList>(H5Pcreate(H5P_DATASET_ACCESS), path, "dataset access list");
+        h5::check(H5Pset_chunk_cache(dapl.get(), H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT),
+                  path, "disabling the chunk cache");
 
-    // Raw-data chunk cache off: each H5Dwrite goes straight to the file, so row data reaches
-    // the OS before the metadata (extent, chunk index) that points at it, which is only written
-    // at flush. A killed writer then never leaves a visible row whose data was still cached.
-    h5::PropList dapl = h5::make<h5::PropList>(H5Pcreate(H5P_DATASET_ACCESS), path, "dataset access list");
-    h5::check(H5Pset_chunk_cache(dapl.get(), H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT),
-              path, "disabling the chunk cache");
-
-    for (const auto& group : run_row_groups()) {
-        h5::Group g = h5::make<h5::Group>(
-            H5Gcreate2(f, group.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), path, "creating group /" + group);
-        if (group == "experts")
-            write_int64s_attr(g.get(), "layer_indices", header_.moe_layer_indices, false, path, "/experts");
-        if (group == "routing") {
-            write_int64s_attr(g.get(), "layer_indices", header_.moe_layer_indices, false, path, "/routing");
-            write_string_attr(g.get(), "probe_text", header_.probe_text, path, "/routing");
-            write_fixed_int32s(g.get(), "probe_tokens", header_.probe_tokens, path, "/routing/probe_tokens");
-            write_fixed_int32s(g.get(), "probe_labels", header_.probe_labels, path, "/routing/probe_labels");
-        }
-        auto& columns = impl_->groups[group];
-        impl_->rows[group] = 0;
-        for (auto& spec : run_group_datasets(group, header_)) {
-            const std::string what = "creating dataset " + spec.path();
-            const int rank = 1 + static_cast<int>(spec.inner.size());
-            std::vector<hsize_t> dims(rank, 0), maxdims(rank), chunk(rank);
-            maxdims[0] = H5S_UNLIMITED;
-            chunk[0] = static_cast<hsize_t>(spec.chunk_rows);
-            for (size_t i = 0; i < spec.inner.size(); ++i) {
-                const auto d = static_cast<hsize_t>(spec.inner[i]);
-                dims[i + 1] = d;
-                // A zero inner dimension (no labels, empty probe) cannot be chunked as fixed;
-                // make it extendible so the dataset still exists with the documented rank.
-                maxdims[i + 1] = d == 0 ? H5S_UNLIMITED : d;
-                chunk[i + 1] = d == 0 ? 1 : d;
+        for (const auto& group : run_row_groups()) {
+            h5::Group g = h5::make<h5::Group>(
+                H5Gcreate2(f, group.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), path, "creating group /" + group);
+            if (group == "experts")
+                write_int64s_attr(g.get(), "layer_indices", header_.moe_layer_indices, false, path, "/experts");
+            if (group == "routing") {
+                write_int64s_attr(g.get(), "layer_indices", header_.moe_layer_indices, false, path, "/routing");
+                write_string_attr(g.get(), "probe_text", header_.probe_text, path, "/routing");
+                write_fixed_int32s(g.get(), "probe_tokens", header_.probe_tokens, path, "/routing/probe_tokens");
+                write_fixed_int32s(g.get(), "probe_labels", header_.probe_labels, path, "/routing/probe_labels");
             }
-            h5::Dataspace space = h5::make<h5::Dataspace>(
-                H5Screate_simple(rank, dims.data(), maxdims.data()), path, what);
-            h5::PropList dcpl = h5::make<h5::PropList>(H5Pcreate(H5P_DATASET_CREATE), path, what);
-            h5::check(H5Pset_chunk(dcpl.get(), rank, chunk.data()), path, what + " (chunk layout)");
-            // No compression filter: with SWMR in HDF5 1.10 a filtered chunk changes size on every
-            // rewrite, so it moves in the file and readers can catch a stale chunk address;
-            // unfiltered chunks are rewritten in place. Run files are small anyway (float32 rows).
-            h5::Dataset ds = h5::make<h5::Dataset>(
-                H5Dcreate2(g.get(), spec.name.c_str(), file_type(spec.dtype), space.get(), H5P_DEFAULT,
-                           dcpl.get(), dapl.get()),
-                path, what);
-            columns.push_back(Column{std::move(spec), std::move(ds)});
+            auto& columns = impl_->groups[group];
+            impl_->rows[group] = 0;
+            for (auto& spec : run_group_datasets(group, header_)) {
+                const std::string what = "creating dataset " + spec.path();
+                const int rank = 1 + static_cast<int>(spec.inner.size());
+                std::vector<hsize_t> dims(rank, 0), maxdims(rank), chunk(rank);
+                maxdims[0] = H5S_UNLIMITED;
+                chunk[0] = static_cast<hsize_t>(spec.chunk_rows);
+                for (size_t i = 0; i < spec.inner.size(); ++i) {
+                    const auto d = static_cast<hsize_t>(spec.inner[i]);
+                    dims[i + 1] = d;
+                    // A zero inner dimension (no labels, empty probe) cannot be chunked as fixed;
+                    // make it extendible so the dataset still exists with the documented rank.
+                    maxdims[i + 1] = d == 0 ? H5S_UNLIMITED : d;
+                    chunk[i + 1] = d == 0 ? 1 : d;
+                }
+                h5::Dataspace space = h5::make<h5::Dataspace>(
+                    H5Screate_simple(rank, dims.data(), maxdims.data()), path, what);
+                h5::PropList dcpl = h5::make<h5::PropList>(H5Pcreate(H5P_DATASET_CREATE), path, what);
+                h5::check(H5Pset_chunk(dcpl.get(), rank, chunk.data()), path, what + " (chunk layout)");
+                // No compression filter: with SWMR in HDF5 1.10 a filtered chunk changes size on every
+                // rewrite, so it moves in the file and readers can catch a stale chunk address;
+                // unfiltered chunks are rewritten in place. Run files are small anyway (float32 rows).
+                h5::Dataset ds = h5::make<h5::Dataset>(
+                    H5Dcreate2(g.get(), spec.name.c_str(), file_type(spec.dtype), space.get(), H5P_DEFAULT,
+                               dcpl.get(), dapl.get()),
+                    path, what);
+                columns.push_back(Column{std::move(spec), std::move(ds)});
+            }
         }
-    }
 
-    // From here on, only dataset extents and row data change.
-    h5::check(H5Fstart_swmr_write(f), path, "starting SWMR writing");
+        // From here on, only dataset extents and row data change.
+        h5::check(H5Fstart_swmr_write(f), path, "starting SWMR writing");
+    } catch (...) {
+        impl_->groups.clear();
+        impl_->file.reset();
+        ::unlink(path.c_str());
+        throw;
+    }
 }
 
 RunWriter::~RunWriter() {
