@@ -7,7 +7,7 @@ packages=(
   # build
   build-essential cmake ninja-build pkg-config git
   # engine
-  libhdf5-dev libspdlog-dev libfmt-dev libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev
+  libhdf5-dev hdf5-tools libspdlog-dev libfmt-dev libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev
   # GUI
   qt6-base-dev qt6-base-dev-tools libqcustomplot-dev libgl-dev
   # tests: PyTorch reference, h5py readers, headless GUI
