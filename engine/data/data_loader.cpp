@@ -290,18 +290,26 @@ double DataLoader::unigram_baseline_loss(int64_t sample_tokens) {
         throw ConfigError("sample_tokens", "must be >= 1, got " + std::to_string(sample_tokens));
     if (spec_.validation_fraction <= 0 || (!synthetic() && val_ids_.empty()))
         throw Error("unigram baseline: no validation data (training.data.validation_fraction is 0)");
-    // Whole documents, one pass at most, in natural order: independent of the training position.
+    // Whole documents, independent of the training position. Synthetic documents are i.i.d., so
+    // the first ones do; corpora are grouped by label, so take every k-th document instead, with
+    // k chosen so the sample spans the whole split (all labels) at about `sample_tokens`.
     const auto visit = [&](bool validation, auto&& on_token) {
-        Stream s;
-        s.validation = validation;
-        int64_t seen = 0;
-        while (seen < sample_tokens && s.epoch == 0) {
-            const Document& d = current(s);
+        const auto on_document = [&](const Document& d) {
             for (unsigned char c : d.text) on_token(c);
             on_token(ByteTokenizer::kSeparator);
-            seen += static_cast<int64_t>(d.text.size()) + 1;
-            advance(s);
+            return static_cast<int64_t>(d.text.size()) + 1;
+        };
+        if (synthetic()) {
+            Stream s;
+            s.validation = validation;
+            for (int64_t seen = 0; seen < sample_tokens; advance(s)) seen += on_document(current(s));
+            return;
         }
+        const std::vector<int64_t>& ids = validation ? val_ids_ : train_ids_;
+        int64_t total = 0;
+        for (int64_t id : ids) total += static_cast<int64_t>(corpus_.documents[id].text.size()) + 1;
+        const auto stride = static_cast<size_t>(std::max<int64_t>(1, total / sample_tokens));
+        for (size_t i = 0; i < ids.size(); i += stride) on_document(corpus_.documents[ids[i]]);
     };
     std::array<double, ByteTokenizer::kVocabSize> counts{};
     double total = 0;

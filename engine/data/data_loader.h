@@ -70,9 +70,9 @@ public:
     // documents (validation documents first) and cut at the share's end. Fixed for a spec.
     ProbeBatch probe_batch(int64_t tokens);
 
-    // Cross-entropy in nats/token of a byte-frequency model (add-one smoothed) fitted on up to
-    // `sample_tokens` training tokens and measured on up to as many validation tokens, separators
-    // included. A floor any trained model should beat. Error without validation data.
+    // Cross-entropy in nats/token of a byte-frequency model (add-one smoothed) fitted on about
+    // `sample_tokens` training tokens and measured on about as many validation tokens, separators
+    // included (finite corpora: every k-th document, so every label is sampled). A floor any trained model should beat. Error without validation data.
     double unigram_baseline_loss(int64_t sample_tokens);
 
     int64_t batches_served() const { return batches_; }
