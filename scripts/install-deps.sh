@@ -12,6 +12,11 @@ packages=(
   qt6-base-dev qt6-base-dev-tools libqcustomplot-dev libgl-dev
   # tests: PyTorch reference, h5py readers, headless GUI
   python3 python3-numpy python3-torch python3-h5py xvfb xauth
+  # data: Debian's fortune files, the multilingual corpus of engine/data/fortunes_corpus.h
+  # (en: fortunes-min + fortunes, pt: fortunes-br, zh: fortunes-zh, the rest by language code;
+  # Debian 12 has no French set)
+  fortunes-min fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-zh fortunes-pl
+  fortunes-br fortunes-cs fortunes-bg fortunes-eo fortunes-ga
 )
 
 missing=()

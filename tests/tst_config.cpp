@@ -504,7 +504,7 @@ private slots:
         p.description = "d";
         p.training.mtp_lambda = 0.1;
         p.training.threads = 2;
-        p.training.data = "corpus.txt";
+        p.training.data = DataSpec::from_json("corpus.txt");
         p.validate();
         QVERIFY(Project::from_json(p.to_json()) == p);
     }

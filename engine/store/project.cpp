@@ -32,8 +32,7 @@ void TrainingSettings::validate() const {
     if (!(std::isfinite(mtp_lambda) && mtp_lambda >= 0))
         throw ConfigError("training.mtp_lambda",
                           "must be >= 0, got " + json_fields::format_number(mtp_lambda));
-    if (data.empty())
-        throw ConfigError("training.data", "must be \"synthetic\" or a corpus path, got \"\"");
+    data.validate();
 }
 
 TrainingSettings TrainingSettings::from_json(const json& j) {
@@ -46,7 +45,7 @@ TrainingSettings TrainingSettings::from_json(const json& j) {
         else if (key == "seed") t.seed = json_fields::get_int(value, field);
         else if (key == "threads") t.threads = json_fields::get_int(value, field);
         else if (key == "mtp_lambda") t.mtp_lambda = json_fields::get_double(value, field);
-        else if (key == "data") t.data = json_fields::get_string(value, field);
+        else if (key == "data") t.data = DataSpec::from_json(value);
         else json_fields::reject_unknown(key, kTrainingFields, "\"training\"");
     }
     return t;
@@ -54,7 +53,7 @@ TrainingSettings TrainingSettings::from_json(const json& j) {
 
 json TrainingSettings::to_json() const {
     return json{{"batch_size", batch_size}, {"seq_len", seq_len},       {"seed", seed},
-                {"threads", threads},       {"mtp_lambda", mtp_lambda}, {"data", data}};
+                {"threads", threads},       {"mtp_lambda", mtp_lambda}, {"data", data.to_json()}};
 }
 
 void Project::validate() const {

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "data/data_spec.h"
 #include "model/config.h"
 
 namespace moe {
@@ -19,7 +20,7 @@ struct TrainingSettings {
     int64_t seed = 0;               // initialization and data order
     int64_t threads = 0;            // CPU threads; 0 = all cores
     double mtp_lambda = 0.3;        // weight of the MTP loss (spec section 5)
-    std::string data = "synthetic"; // "synthetic" or a path to a training corpus
+    DataSpec data;                  // where training text comes from (data/data_spec.h)
 
     bool operator==(const TrainingSettings&) const = default;
 
