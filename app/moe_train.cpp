@@ -49,7 +49,7 @@ void print_step(const moe::Project& project, int threads) {
     const moe::Batch batch = random_batch(project.model.vocab_size, tr.batch_size, tr.seq_len,
                                           static_cast<uint64_t>(tr.seed) + 1);
     moe::ForwardOptions options;
-    options.mtp_lambda = tr.mtp_lambda;
+    options.mtp_lambda = tr.mtp.lambda_at(0, tr.steps);
 
     std::printf("\nOne training step on a random batch (%lld x %lld tokens, %d threads):\n",
                 static_cast<long long>(tr.batch_size), static_cast<long long>(tr.seq_len),

@@ -483,7 +483,7 @@ private slots:
             {[](json& j) { j["training"]["seq_len"] = -5; }, "training.seq_len", {"got -5"}},
             {[](json& j) { j["training"]["seq_len"] = 2048; }, "training.seq_len",
              {"got 2048", "max_position_embeddings (1024)"}},
-            {[](json& j) { j["training"]["mtp_lambda"] = -0.5; }, "training.mtp_lambda",
+            {[](json& j) { j["training"]["mtp"] = {{"lambda", -0.5}}; }, "training.mtp.lambda",
              {"got -0.5"}},
             {[](json& j) { j["training"]["threads"] = -1; }, "training.threads", {"got -1"}},
             {[](json& j) { j["training"]["seed"] = "abc"; }, "training.seed",
@@ -502,7 +502,7 @@ private slots:
         Project p;
         p.name = "demo";
         p.description = "d";
-        p.training.mtp_lambda = 0.1;
+        p.training.mtp.lambda = 0.1;
         p.training.threads = 2;
         p.training.data = DataSpec::from_json("corpus.txt");
         p.validate();

@@ -15,8 +15,11 @@ namespace {
 
 using json = nlohmann::json;
 
-const std::vector<std::string> kTrainingFields = {"batch_size", "seq_len", "seed",
-                                                  "threads",    "mtp_lambda", "data"};
+const std::vector<std::string> kTrainingFields = {
+    "batch_size",    "seq_len",      "seed",          "threads",      "steps",
+    "data",          "optimizer",    "balance",       "mtp",          "log_every",
+    "eval_every",    "eval_batches", "routing_every", "probe_tokens", "checkpoint_every",
+    "keep_checkpoints", "max_bad_steps"};
 const std::vector<std::string> kProjectFields = {"name", "description", "model", "training"};
 
 }  // namespace
@@ -29,10 +32,22 @@ void TrainingSettings::validate() const {
     if (threads < 0)
         throw ConfigError("training.threads",
                           "must be >= 0 (0 = all cores), got " + std::to_string(threads));
-    if (!(std::isfinite(mtp_lambda) && mtp_lambda >= 0))
-        throw ConfigError("training.mtp_lambda",
-                          "must be >= 0, got " + json_fields::format_number(mtp_lambda));
+    if (steps <= 0)
+        throw ConfigError("training.steps", "must be > 0, got " + std::to_string(steps));
+    const std::pair<const char*, int64_t> intervals[] = {
+        {"training.log_every", log_every},           {"training.eval_every", eval_every},
+        {"training.eval_batches", eval_batches},     {"training.routing_every", routing_every},
+        {"training.checkpoint_every", checkpoint_every},
+        {"training.keep_checkpoints", keep_checkpoints}, {"training.max_bad_steps", max_bad_steps}};
+    for (const auto& [field, value] : intervals)
+        if (value < 0)
+            throw ConfigError(field, "must be >= 0 (0 = off), got " + std::to_string(value));
+    if (probe_tokens < 2)
+        throw ConfigError("training.probe_tokens", "must be >= 2, got " + std::to_string(probe_tokens));
     data.validate();
+    optimizer.validate();
+    balance.validate();
+    mtp.validate();
 }
 
 TrainingSettings TrainingSettings::from_json(const json& j) {
@@ -44,21 +59,55 @@ TrainingSettings TrainingSettings::from_json(const json& j) {
         else if (key == "seq_len") t.seq_len = json_fields::get_int(value, field);
         else if (key == "seed") t.seed = json_fields::get_int(value, field);
         else if (key == "threads") t.threads = json_fields::get_int(value, field);
-        else if (key == "mtp_lambda") t.mtp_lambda = json_fields::get_double(value, field);
+        else if (key == "steps") t.steps = json_fields::get_int(value, field);
         else if (key == "data") t.data = DataSpec::from_json(value);
+        else if (key == "optimizer") t.optimizer = OptimizerSettings::from_json(value);
+        else if (key == "balance") t.balance = BalanceSettings::from_json(value);
+        else if (key == "mtp") t.mtp = MtpSchedule::from_json(value);
+        else if (key == "log_every") t.log_every = json_fields::get_int(value, field);
+        else if (key == "eval_every") t.eval_every = json_fields::get_int(value, field);
+        else if (key == "eval_batches") t.eval_batches = json_fields::get_int(value, field);
+        else if (key == "routing_every") t.routing_every = json_fields::get_int(value, field);
+        else if (key == "probe_tokens") t.probe_tokens = json_fields::get_int(value, field);
+        else if (key == "checkpoint_every") t.checkpoint_every = json_fields::get_int(value, field);
+        else if (key == "keep_checkpoints") t.keep_checkpoints = json_fields::get_int(value, field);
+        else if (key == "max_bad_steps") t.max_bad_steps = json_fields::get_int(value, field);
         else json_fields::reject_unknown(key, kTrainingFields, "\"training\"");
     }
+    // The LR schedule spans the run unless the file sets its own length.
+    const bool schedule_has_length = j.contains("optimizer") && j["optimizer"].is_object() &&
+                                     j["optimizer"].contains("schedule") &&
+                                     j["optimizer"]["schedule"].is_object() &&
+                                     j["optimizer"]["schedule"].contains("total_steps");
+    if (!schedule_has_length) t.optimizer.schedule.total_steps = t.steps;
     return t;
 }
 
 json TrainingSettings::to_json() const {
-    return json{{"batch_size", batch_size}, {"seq_len", seq_len},       {"seed", seed},
-                {"threads", threads},       {"mtp_lambda", mtp_lambda}, {"data", data.to_json()}};
+    return json{{"batch_size", batch_size},
+                {"seq_len", seq_len},
+                {"seed", seed},
+                {"threads", threads},
+                {"steps", steps},
+                {"data", data.to_json()},
+                {"optimizer", optimizer.to_json()},
+                {"balance", balance.to_json()},
+                {"mtp", mtp.to_json()},
+                {"log_every", log_every},
+                {"eval_every", eval_every},
+                {"eval_batches", eval_batches},
+                {"routing_every", routing_every},
+                {"probe_tokens", probe_tokens},
+                {"checkpoint_every", checkpoint_every},
+                {"keep_checkpoints", keep_checkpoints},
+                {"max_bad_steps", max_bad_steps}};
 }
 
 void Project::validate() const {
     model.validate();
     training.validate();
+    ModelConfig balanced = model;  // checks the balancing mode fits the model (bias present)
+    apply_balance_mode(training.balance, balanced);
     if (training.seq_len > model.max_position_embeddings)
         throw ConfigError("training.seq_len",
                           "must be <= max_position_embeddings (" +
@@ -69,8 +118,14 @@ void Project::validate() const {
 Project Project::from_json(const json& j) {
     json_fields::require_object(j, "project");
     Project p;
+    // Without a selection bias there is nothing for aux-loss-free balancing to update, so a
+    // project that does not choose a balancing mode gets none.
+    auto default_balance = [&p](bool chosen) {
+        if (!chosen && !p.model.has_selection_bias()) p.training.balance.mode = "none";
+    };
     if (j.contains("model_type")) {  // a bare HF config.json
         p.model = ModelConfig::from_json(j);
+        default_balance(false);
         return p;
     }
     for (const auto& [key, value] : j.items()) {
@@ -80,6 +135,8 @@ Project Project::from_json(const json& j) {
         else if (key == "training") p.training = TrainingSettings::from_json(value);
         else json_fields::reject_unknown(key, kProjectFields, "the project file");
     }
+    default_balance(j.contains("training") && j["training"].is_object() &&
+                    j["training"].contains("balance"));
     return p;
 }
 

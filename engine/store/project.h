@@ -11,16 +11,30 @@
 
 #include "data/data_spec.h"
 #include "model/config.h"
+#include "train/optimizer_settings.h"
 
 namespace moe {
 
 struct TrainingSettings {
-    int64_t batch_size = 8;         // sequences per step
+    int64_t batch_size = 8;         // sequences per step (per micro-batch)
     int64_t seq_len = 128;          // tokens per sequence
     int64_t seed = 0;               // initialization and data order
     int64_t threads = 0;            // CPU threads; 0 = all cores
-    double mtp_lambda = 0.3;        // weight of the MTP loss (spec section 5)
+    int64_t steps = 1000;           // optimizer steps of a full run (the LR schedule's length)
     DataSpec data;                  // where training text comes from (data/data_spec.h)
+    OptimizerSettings optimizer;    // AdamW, LR schedule, clipping, accumulation
+    BalanceSettings balance;        // aux_free | seq_aux | batch_aux | none
+    MtpSchedule mtp;                // MTP loss weight over training
+
+    // Bookkeeping intervals, in optimizer steps (0 turns the item off).
+    int64_t log_every = 10;         // metrics and expert load rows in the run file
+    int64_t eval_every = 100;       // validation loss, per label
+    int64_t eval_batches = 8;       // validation batches per evaluation
+    int64_t routing_every = 100;    // routing snapshot of the probe text
+    int64_t probe_tokens = 256;     // length of the probe text
+    int64_t checkpoint_every = 500; // checkpoint directories
+    int64_t keep_checkpoints = 3;   // the newest K are kept
+    int64_t max_bad_steps = 5;      // consecutive NaN/Inf steps before the run stops
 
     bool operator==(const TrainingSettings&) const = default;
 
