@@ -1,10 +1,17 @@
 // moe-train: the headless command line of MoE Workbench.
+//   moe-train PROJECT.json [--steps N] [--out RUN.h5] [--threads N]   train (the default)
+//   moe-train --resume CHECKPOINT_DIR [--steps N] [--out RUN.h5]      continue a run exactly
 //   moe-train PROJECT.json --summary             model size, active parameters, FLOPs, memory
 //   moe-train PROJECT.json --step                one forward/backward pass on a random batch
 //   moe-train PROJECT.json --save-init DIR        the initialized model as an HF checkpoint
 //   moe-train --logits CKPT_DIR --tokens FILE --out OUT.safetensors
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -20,6 +27,7 @@
 #include "store/model_checkpoint.h"
 #include "store/project.h"
 #include "store/safetensors.h"
+#include "train/trainer.h"
 
 namespace {
 
@@ -116,21 +124,109 @@ int write_logits(const std::string& ckpt, const std::string& tokens_path, const 
     return 0;
 }
 
+std::atomic<int> g_interrupts{0};
+
+extern "C" void on_sigint(int) {
+    // First Ctrl-C: stop after the current step. Second: give up at once.
+    if (g_interrupts.fetch_add(1) >= 1) {
+        std::signal(SIGINT, SIG_DFL);
+        std::raise(SIGINT);
+    }
+}
+
+std::string format_duration(double s) {
+    if (!std::isfinite(s) || s < 0) return "?";
+    const long t = static_cast<long>(s + 0.5);
+    char buf[32];
+    if (t >= 3600)
+        std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else
+        std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+    return buf;
+}
+
+std::string default_run_path(const std::string& name) {
+    const std::time_t now = std::time(nullptr);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+    return "runs/" + (name.empty() ? std::string("run") : name) + "-" + stamp + ".h5";
+}
+
+// Checkpoints of RUN.h5 go to RUN.ckpt/step-NNNNNNNN.
+std::string checkpoint_root_for(const std::string& run_path) {
+    std::filesystem::path p(run_path);
+    p.replace_extension(".ckpt");
+    return p.string();
+}
+
+int train(moe::Trainer& trainer) {
+    const bool tty = ::isatty(STDOUT_FILENO);
+    const moe::TrainingSettings& tr = trainer.project().training;
+    trainer.on_eval = [&](const moe::EvalReport& e) {
+        std::printf("%seval  step %lld  loss %.4f", tty ? "\r\033[K" : "",
+                    static_cast<long long>(e.step), e.loss);
+        for (size_t i = 0; i < e.labels.size(); ++i)
+            std::printf("  %s %.3f/%.0f%%", e.labels[i].c_str(), e.label_loss[i],
+                        100.0 * e.label_accuracy[i]);
+        std::printf("\n");
+        std::fflush(stdout);
+    };
+    trainer.on_checkpoint = [&](const std::string& dir) {
+        std::printf("%scheckpoint %s\n", tty ? "\r\033[K" : "", dir.c_str());
+        std::fflush(stdout);
+    };
+    std::signal(SIGINT, on_sigint);
+    std::printf("training %s: %lld steps of %lld x %lld tokens -> %s\n",
+                trainer.project().name.c_str(), static_cast<long long>(tr.steps),
+                static_cast<long long>(tr.batch_size * tr.optimizer.grad_accum),
+                static_cast<long long>(tr.seq_len), trainer.run_file().c_str());
+    const int64_t print_every = tr.log_every > 0 ? tr.log_every : 10;
+    while (!trainer.finished()) {
+        if (g_interrupts.load() > 0) {
+            std::printf("%sinterrupted at step %lld: saving a checkpoint\n", tty ? "\r\033[K" : "",
+                        static_cast<long long>(trainer.steps_done()));
+            trainer.save_checkpoint();
+            break;
+        }
+        const moe::StepReport r = trainer.step();
+        if (tty || r.step % print_every == 0 || r.step == r.total_steps || r.skipped) {
+            std::printf("%sstep %lld/%lld  loss %.4f  mtp %.4f  aux %.5f  lr %.2e  |g| %.3f  "
+                        "%.0f tok/s  ETA %s%s%s",
+                        tty ? "\r\033[K" : "", static_cast<long long>(r.step),
+                        static_cast<long long>(r.total_steps), r.loss, r.mtp_loss, r.aux_loss,
+                        r.lr, r.grad_norm, r.tokens_per_s, format_duration(r.eta_s).c_str(),
+                        r.skipped ? "  SKIPPED (NaN/Inf)" : "", tty ? "" : "\n");
+            std::fflush(stdout);
+        }
+    }
+    trainer.close();
+    std::printf("%srun file %s\n", tty ? "\n" : "", trainer.run_file().c_str());
+    if (!trainer.last_checkpoint().empty())
+        std::printf("last checkpoint %s\n", trainer.last_checkpoint().c_str());
+    std::signal(SIGINT, SIG_DFL);
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"moe-train: train, inspect and evaluate DeepSeek-V3-style MoE models (headless)"};
-    std::string project_path, logits_ckpt, tokens_path, out_path, save_init;
+    std::string project_path, logits_ckpt, tokens_path, out_path, save_init, resume_path;
     bool summary = false, step = false;
     int threads = 0;
-    int64_t chunk = 8;
+    int64_t chunk = 8, steps = 0;
     app.add_option("project", project_path, "Project file (projects/*.json) or an HF config.json");
     app.add_flag("--summary", summary, "Print parameters, active parameters, FLOPs and memory");
+    app.add_option("--steps", steps, "Training steps (default: the project's training.steps)")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--resume", resume_path, "Continue the run saved in this checkpoint directory");
     app.add_flag("--step", step, "Run one forward/backward pass on a random batch and report it");
     app.add_option("--save-init", save_init, "Write the initialized model as a checkpoint directory");
     app.add_option("--logits", logits_ckpt, "Checkpoint directory (config.json + safetensors) to evaluate");
     app.add_option("--tokens", tokens_path, "Token file for --logits: one sequence of ids per line");
-    app.add_option("--out", out_path, "Output file for --logits (safetensors, tensor 'logits')");
+    app.add_option("--out", out_path,
+                   "Run file to write when training (default runs/NAME-TIME.h5; checkpoints go to "
+                   "NAME-TIME.ckpt/), or the safetensors file for --logits");
     app.add_option("--threads", threads, "CPU threads (0 = all cores; default: the project's)");
     app.add_option("--batch-rows", chunk, "Sequences evaluated at once by --logits")->check(CLI::PositiveNumber);
     CLI11_PARSE(app, argc, argv);
@@ -141,13 +237,38 @@ int main(int argc, char** argv) {
                 throw moe::Error("--logits needs --tokens FILE and --out OUT.safetensors");
             return write_logits(logits_ckpt, tokens_path, out_path, threads, chunk);
         }
+        if (!resume_path.empty()) {
+            const moe::TrainingState st = moe::load_training_state(resume_path);
+            const std::string run = out_path.empty() ? default_run_path(st.project.name) : out_path;
+            auto trainer = moe::Trainer::resume(resume_path, {run, checkpoint_root_for(run)},
+                                                threads, steps);
+            std::printf("resuming %s from step %lld\n", resume_path.c_str(),
+                        static_cast<long long>(st.step));
+            return train(*trainer);
+        }
         if (project_path.empty()) {
             std::fprintf(stderr, "%s", app.help().c_str());
             return 2;
         }
-        const moe::Project project = moe::Project::load(project_path);
+        moe::Project project = moe::Project::load(project_path);
         const int run_threads = threads ? threads : static_cast<int>(project.training.threads);
-        if (!summary && !step && save_init.empty()) summary = step = true;
+        if (!summary && !step && save_init.empty()) {
+            if (steps > 0) {  // a shorter or longer run gets its LR schedule fitted to it
+                project.training.steps = steps;
+                auto& sched = project.training.optimizer.schedule;
+                sched.total_steps = steps;
+                if (sched.warmup_steps > steps / 2) {
+                    const int64_t w = std::max<int64_t>(1, steps / 10);
+                    std::printf("note: warmup shortened from %lld to %lld steps for a %lld-step run\n",
+                                static_cast<long long>(sched.warmup_steps), static_cast<long long>(w),
+                                static_cast<long long>(steps));
+                    sched.warmup_steps = w;
+                }
+            }
+            const std::string run = out_path.empty() ? default_run_path(project.name) : out_path;
+            moe::Trainer trainer(project, {run, checkpoint_root_for(run)}, threads);
+            return train(trainer);
+        }
         std::printf("Project %s: %s\n", project.name.c_str(), project.description.c_str());
         if (summary) {
             const moe::ModelSummary s = moe::summarize(project.model, project.training.seq_len);

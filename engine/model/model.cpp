@@ -159,8 +159,10 @@ LossReport Model::forward(const Batch& batch, const ForwardOptions& options) {
         lg.resize({n, V});
         linear_forward(be_, m.normed().data(), n, cfg_.hidden_size, head_->value.data(), V,
                        lg.data());
-        be_.cross_entropy_forward(lg.data(), tg.data(), n, V, losses_.data());
-        if (valid > 0) report.mtp_losses[k - 1] = be_.sum(losses_.data(), n) / double(valid);
+        mtp_token_losses_.resize({n});
+        be_.cross_entropy_forward(lg.data(), tg.data(), n, V, mtp_token_losses_.data());
+        if (valid > 0)
+            report.mtp_losses[k - 1] = be_.sum(mtp_token_losses_.data(), n) / double(valid);
         h_prev = m.output().data();
     }
     if (depth > 0) {

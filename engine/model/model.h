@@ -62,6 +62,9 @@ public:
     // Inference forward of B sequences of T tokens (no targets, no MTP): logits() [B*T, V].
     void forward_logits(const int32_t* tokens, int64_t B, int64_t T, bool probe_routing = false);
     const Tensor& logits() const { return logits_; }
+    // Main-head cross-entropy of each position of the last training forward [B*T] (0 where
+    // the target is ignored); with logits() this gives per-label losses and accuracies.
+    const Tensor& token_losses() const { return losses_; }
     // Routing decisions of every MoE layer (main, then MTP) of the last forward, if probed.
     const std::vector<RoutingRecord>& routing() const { return routing_; }
 
@@ -92,7 +95,7 @@ private:
     std::vector<std::vector<int32_t>> mtp_inputs_, mtp_targets_;  // per depth [B*T]
     std::vector<int64_t> mtp_valid_;                              // valid targets per depth
     int64_t main_valid_ = 0;
-    Tensor x0_, normed_, norm_rstd_, logits_, losses_;
+    Tensor x0_, normed_, norm_rstd_, logits_, losses_, mtp_token_losses_;
     std::vector<Tensor> mtp_emb_, mtp_logits_;
     std::vector<RoutingRecord> routing_;
     // Backward scratch.

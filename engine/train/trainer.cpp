@@ -1,0 +1,251 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+#include "train/evaluator.h"
+#include "train/grad_clip.h"
+
+namespace moe {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void make_parent_dirs(const std::string& path) {
+    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty()) {
+        std::error_code ec;
+        std::filesystem::create_directories(parent, ec);
+        if (ec) throw FileError(parent.string(), "cannot create folder: " + ec.message());
+    }
+}
+
+}  // namespace
+
+Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads)
+    : Trainer(project, paths, threads, true) {}
+
+Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads, bool fresh)
+    : project_(project), paths_(paths) {
+    project_.validate();
+    // The balancing mode decides which balance loss the model computes (see apply_balance_mode).
+    apply_balance_mode(project_.training.balance, project_.model);
+    const TrainingSettings& tr = project_.training;
+    backend_ = std::make_unique<CpuBackend>(threads > 0 ? threads : static_cast<int>(tr.threads));
+    model_ = std::make_unique<Model>(project_.model, *backend_);
+    model_->init_weights(static_cast<uint64_t>(tr.seed));
+    data_ = std::make_unique<DataLoader>(tr.data, static_cast<uint64_t>(tr.seed), tr.batch_size,
+                                         tr.seq_len);
+    optimizer_ = std::make_unique<AdamW>(model_->parameters(), *backend_, tr.optimizer);
+    balancer_ = std::make_unique<BiasBalancer>(tr.balance.bias_updates() ? tr.balance.gamma : 0.0);
+    moe_layers_ = model_->moe_layers();
+    probe_ = data_->probe_batch(tr.probe_tokens);
+    if (fresh) {
+        open_run_file("cpu (" + std::to_string(backend_->threads()) + " threads)");
+        write_routing_snapshot();  // step 0: routing of the untrained model
+    }
+}
+
+Trainer::~Trainer() = default;
+
+std::unique_ptr<Trainer> Trainer::resume(const std::string& checkpoint_dir,
+                                         const TrainerPaths& paths, int threads,
+                                         int64_t total_steps) {
+    const TrainingState st = load_training_state(checkpoint_dir);
+    Project project = st.project;
+    if (total_steps > 0) project.training.steps = total_steps;
+    std::unique_ptr<Trainer> t(new Trainer(project, paths, threads, false));
+    load_training_tensors(checkpoint_dir, *t->model_, *t->optimizer_);
+    t->optimizer_->set_step_count(st.optimizer_step);
+    t->data_->restore(st.data);
+    t->step_ = st.step;
+    t->tokens_ = st.tokens;
+    t->wall_s_ = st.wall_s;
+    t->bad_steps_ = st.bad_steps;
+    t->last_checkpoint_ = checkpoint_dir;
+    t->open_run_file("cpu (" + std::to_string(t->backend_->threads()) + " threads)");
+    return t;
+}
+
+void Trainer::open_run_file(const std::string& device) {
+    RunHeader h;
+    h.project_json = project_.to_json().dump();
+    h.config_json = project_.model.to_json().dump();
+    h.name = project_.name;
+    h.device = device;
+    for (MoeLayer* l : moe_layers_) h.moe_layer_indices.push_back(l->layer_index());
+    h.n_experts = project_.model.n_routed_experts;
+    h.top_k = project_.model.num_experts_per_tok;
+    h.label_names = data_->label_names();
+    // The probe's inputs: its routing is recorded for these T_p tokens.
+    const int64_t tp = probe_.batch.seq_len;
+    h.probe_tokens.assign(probe_.batch.tokens.begin(), probe_.batch.tokens.begin() + tp);
+    h.probe_text = probe_.text.substr(0, static_cast<size_t>(tp));
+    h.probe_labels.assign(probe_.labels.begin(), probe_.labels.begin() + tp);
+    make_parent_dirs(paths_.run_file);
+    run_ = std::make_unique<RunWriter>(paths_.run_file, h);
+}
+
+void Trainer::write_routing_snapshot() {
+    if (moe_layers_.empty()) return;
+    ForwardOptions opt;
+    opt.probe_routing = true;
+    model_->forward(probe_.batch, opt);
+    RoutingRow row;
+    row.step = step_;
+    for (const RoutingRecord& r : model_->routing()) {
+        row.topk.insert(row.topk.end(), r.topk_idx.begin(), r.topk_idx.end());
+        row.weights.insert(row.weights.end(), r.topk_weight.begin(), r.topk_weight.end());
+        row.scores.insert(row.scores.end(), r.scores.begin(), r.scores.end());
+    }
+    run_->append(row);
+}
+
+TrainingState Trainer::state() const {
+    TrainingState s;
+    s.step = step_;
+    s.tokens = tokens_;
+    s.wall_s = wall_s_;
+    s.bad_steps = bad_steps_;
+    s.optimizer_step = optimizer_->step_count();
+    s.data = data_->state();
+    s.project = project_;
+    s.run_file = paths_.run_file;
+    return s;
+}
+
+StepReport Trainer::step() {
+    if (finished()) throw Error("the run has already done its " +
+                                std::to_string(project_.training.steps) + " steps");
+    const auto t0 = Clock::now();
+    const TrainingSettings& tr = project_.training;
+    const int64_t accum = tr.optimizer.grad_accum;
+    ForwardOptions opt;
+    opt.mtp_lambda = tr.mtp.lambda_at(step_, tr.steps);
+
+    model_->parameters().zero_grads();
+    StepReport r;
+    for (int64_t a = 0; a < accum; ++a) {
+        data_->next_train_batch(batch_);
+        const LossReport lr = model_->forward(batch_, opt);
+        model_->backward();
+        balancer_->accumulate(moe_layers_);
+        r.loss += lr.loss / double(accum);
+        r.mtp_loss += lr.mtp_loss / double(accum);
+        r.aux_loss += lr.aux_loss / double(accum);
+    }
+    const GradNorm gn = global_grad_norm(model_->parameters(), *backend_, tr.optimizer.grad_clip,
+                                         1.0 / double(accum));
+    r.grad_norm = gn.norm;
+    r.lr = tr.optimizer.schedule.lr_at(step_, tr.optimizer.lr);
+    const bool finite = gn.finite && std::isfinite(r.loss + r.mtp_loss + r.aux_loss);
+    if (finite) {
+        optimizer_->step(r.lr, gn.factor / double(accum));
+        balancer_->update(moe_layers_, *backend_);
+        bad_steps_ = 0;
+        for (const auto& c : balancer_->last_counts()) r.maxvio.push_back(max_violation(c));
+    } else {
+        balancer_->reset();
+        ++bad_steps_;
+        r.skipped = true;
+    }
+
+    ++step_;
+    tokens_ += accum * tr.batch_size * tr.seq_len;
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    wall_s_ += dt;
+    recent_rate_ = recent_rate_ == 0 ? dt : 0.9 * recent_rate_ + 0.1 * dt;
+    r.step = step_;
+    r.total_steps = tr.steps;
+    r.tokens = tokens_;
+    r.tokens_per_s = double(accum * tr.batch_size * tr.seq_len) / dt;
+    r.wall_s = wall_s_;
+    r.eta_s = recent_rate_ * double(tr.steps - step_);
+
+    MetricsRow m;
+    m.step = step_;
+    m.tokens = tokens_;
+    m.wall_s = wall_s_;
+    m.loss = r.loss;
+    m.mtp_loss = r.mtp_loss;
+    m.aux_loss = r.aux_loss;
+    m.lr = r.lr;
+    m.grad_norm = r.grad_norm;
+    m.tokens_per_s = r.tokens_per_s;
+    m.loss_scale = 1.0;  // fp32: no loss scaling
+    m.skipped = r.skipped ? 1 : 0;
+    run_->append(m);
+
+    if (!r.skipped && ((tr.log_every && step_ % tr.log_every == 0) || finished())) {
+        ExpertsRow e;
+        e.step = step_;
+        for (size_t l = 0; l < moe_layers_.size(); ++l) {
+            const auto& counts = balancer_->last_counts()[l];
+            e.load.insert(e.load.end(), counts.begin(), counts.end());
+            const Tensor* bias = moe_layers_[l]->has_bias() ? &moe_layers_[l]->bias().value : nullptr;
+            for (int64_t i = 0; i < moe_layers_[l]->n_experts(); ++i)
+                e.bias.push_back(bias ? (*bias)[i] : 0.0f);
+            e.maxvio.push_back(static_cast<float>(r.maxvio[l]));
+        }
+        if (!moe_layers_.empty()) run_->append(e);
+        run_->flush();
+    }
+    if ((tr.eval_every && step_ % tr.eval_every == 0) || finished()) evaluate();
+    if ((tr.routing_every && step_ % tr.routing_every == 0) || finished()) {
+        write_routing_snapshot();
+        run_->flush();
+    }
+    const bool scheduled = tr.checkpoint_every && step_ % tr.checkpoint_every == 0;
+    if (scheduled || finished()) save_checkpoint();
+
+    if (bad_steps_ > 0 && tr.max_bad_steps > 0 && bad_steps_ >= tr.max_bad_steps) {
+        // The weights are those of the last good step: skipped steps changed nothing.
+        const std::string dir = save_checkpoint();
+        run_->flush();
+        throw Error("training stopped at step " + std::to_string(step_) + ": the loss or the " +
+                    "gradient was NaN/Inf for " + std::to_string(bad_steps_) +
+                    " steps in a row (lower training.optimizer.lr or raise grad_clip)" +
+                    (dir.empty() ? std::string() : "; last good weights saved in " + dir));
+    }
+    return r;
+}
+
+EvalReport Trainer::evaluate() {
+    const TrainingSettings& tr = project_.training;
+    EvalReport rep = moe::evaluate(*model_, *data_, tr.eval_batches, tr.mtp.lambda_at(step_, tr.steps));
+    rep.step = step_;
+    EvalRow row;
+    row.step = step_;
+    row.loss = rep.loss;
+    row.label_loss = rep.label_loss;
+    row.label_accuracy = rep.label_accuracy;
+    run_->append(row);
+    run_->flush();
+    if (on_eval) on_eval(rep);
+    return rep;
+}
+
+std::string Trainer::save_checkpoint() {
+    if (paths_.checkpoint_root.empty()) return {};
+    const std::string dir = checkpoint_dir_name(paths_.checkpoint_root, step_);
+    if (dir == last_checkpoint_) return dir;  // this step is saved already
+    save_training_checkpoint(dir, *model_, *optimizer_, state());
+    prune_checkpoints(paths_.checkpoint_root, project_.training.keep_checkpoints);
+    last_checkpoint_ = dir;
+    if (run_) run_->flush();
+    if (on_checkpoint) on_checkpoint(dir);
+    return dir;
+}
+
+void Trainer::close() {
+    if (run_) {
+        run_->close();
+        run_.reset();
+    }
+}
+
+}  // namespace moe

@@ -1,0 +1,86 @@
+#pragma once
+// Trainer: runs a project's training, one optimizer step at a time, and records everything the
+// workbench shows in the run file: per-step metrics, expert load and bias, evaluations, routing
+// snapshots of a fixed probe text. Checkpoints every N steps; resumes bit-exactly.
+//
+// One step = grad_accum micro-batches (forward, backward) -> NaN/Inf guard -> global-norm
+// clipping -> AdamW -> aux-loss-free bias update (counts over the whole global batch).
+// The driver (moe-train, a GUI session) calls step() in a loop on its own thread and decides
+// when to stop; the trainer itself never blocks on anything but its own computation and I/O.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "data/data_loader.h"
+#include "model/model.h"
+#include "store/project.h"
+#include "store/run_writer.h"
+#include "train/adamw.h"
+#include "train/bias_balancer.h"
+#include "train/train_reports.h"
+#include "train/training_checkpoint.h"
+
+namespace moe {
+
+struct TrainerPaths {
+    std::string run_file;         // HDF5 run file to create (must not exist)
+    std::string checkpoint_root;  // checkpoints go to <root>/step-NNNNNNNN (empty: no checkpoints)
+};
+
+class Trainer {
+public:
+    // A new run. `threads` overrides the project's thread count when > 0.
+    Trainer(const Project& project, const TrainerPaths& paths, int threads = 0);
+    // Continues the run saved in `checkpoint_dir` (a TrainingState directory) into a new run
+    // file; the project is the checkpoint's, with `steps` raised to total_steps when > 0.
+    static std::unique_ptr<Trainer> resume(const std::string& checkpoint_dir,
+                                           const TrainerPaths& paths, int threads = 0,
+                                           int64_t total_steps = 0);
+    ~Trainer();
+
+    // One optimizer step plus its bookkeeping (run-file rows, evaluation, routing snapshot,
+    // checkpoint as scheduled). Throws Error when the run must stop (repeated NaN/Inf steps:
+    // a checkpoint of the last good weights is written first, and the message names it).
+    StepReport step();
+    bool finished() const { return step_ >= project_.training.steps; }
+
+    EvalReport evaluate();                 // also appended to the run file
+    std::string save_checkpoint();         // returns the directory ("" without a root)
+    void close();                          // flushes and closes the run file
+
+    const Project& project() const { return project_; }
+    int64_t steps_done() const { return step_; }
+    Model& model() { return *model_; }
+    DataLoader& data() { return *data_; }
+    const std::string& run_file() const { return paths_.run_file; }
+    const std::string& last_checkpoint() const { return last_checkpoint_; }
+    // Called on the trainer's thread when an evaluation or checkpoint finishes.
+    std::function<void(const EvalReport&)> on_eval;
+    std::function<void(const std::string&)> on_checkpoint;
+
+private:
+    Trainer(const Project& project, const TrainerPaths& paths, int threads, bool fresh);
+    void open_run_file(const std::string& device);
+    void write_routing_snapshot();
+    TrainingState state() const;
+
+    Project project_;
+    TrainerPaths paths_;
+    std::unique_ptr<Backend> backend_;
+    std::unique_ptr<Model> model_;
+    std::unique_ptr<DataLoader> data_;
+    std::unique_ptr<AdamW> optimizer_;
+    std::unique_ptr<BiasBalancer> balancer_;
+    std::unique_ptr<RunWriter> run_;
+    ProbeBatch probe_;
+    Batch batch_;
+    std::vector<MoeLayer*> moe_layers_;
+
+    int64_t step_ = 0, tokens_ = 0, bad_steps_ = 0;
+    double wall_s_ = 0, recent_rate_ = 0;
+    std::string last_checkpoint_;
+};
+
+}  // namespace moe
