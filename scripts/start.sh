@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake --preset default
 cmake --build build
-exec build/app/moe-train projects/tiny.json "$@"
+exec build/app/moe-train projects/tiny-tasks.json "$@"

@@ -223,7 +223,7 @@ private slots:
     }
 
     void tiny_preset_summary() {
-        const Project p = Project::load(moe::test::source_path("projects/tiny.json"));
+        const Project p = Project::load(moe::test::source_path("projects/tiny-tasks.json"));
         const ModelSummary s = summarize(p.model, p.training.seq_len);
         qInfo().noquote() << QString::fromStdString("\nTiny preset summary:\n" + format_summary(s));
         QCOMPARE(s.total_params, int64_t(1564208));
