@@ -26,6 +26,7 @@
 #include "model/summary.h"
 #include "store/model_checkpoint.h"
 #include "store/project.h"
+#include "store/run_reader.h"
 #include "store/safetensors.h"
 #include "train/trainer.h"
 
@@ -124,6 +125,52 @@ int write_logits(const std::string& ckpt, const std::string& tokens_path, const 
     return 0;
 }
 
+// A run file's outcome in a few lines: final losses, the last evaluation per label, and load
+// balance (MaxVio and dead experts averaged over the last quarter of the logged steps).
+int report_run(const std::string& path) {
+    moe::RunReader r(path);
+    const moe::RunHeader& h = r.header();
+    const moe::MetricsColumns m = r.metrics();
+    std::printf("run %s (%s): %lld steps logged\n", h.name.c_str(), path.c_str(),
+                static_cast<long long>(m.size()));
+    if (m.size() > 0) {
+        const int64_t last = m.size() - 1;
+        std::printf("  last step %lld: loss %.4f  mtp %.4f  aux %.6f  tokens %lld  wall %.0f s\n",
+                    static_cast<long long>(m.step[last]), m.loss[last], m.mtp_loss[last],
+                    m.aux_loss[last], static_cast<long long>(m.tokens[last]), m.wall_s[last]);
+    }
+    const std::vector<moe::EvalRow> ev = r.eval();
+    if (!ev.empty()) {
+        const moe::EvalRow& e = ev.back();
+        std::printf("  eval at step %lld: loss %.4f\n", static_cast<long long>(e.step), e.loss);
+        for (size_t i = 0; i < h.label_names.size() && i < e.label_loss.size(); ++i)
+            std::printf("    %-12s loss %.4f  accuracy %5.1f%%\n", h.label_names[i].c_str(),
+                        e.label_loss[i], 100.0 * e.label_accuracy[i]);
+    }
+    const int64_t S = r.experts_count();
+    if (S > 0) {
+        const int64_t from = S - std::max<int64_t>(1, S / 4);
+        std::printf("  load balance over logged steps %lld..%lld (MaxVio = max load / mean - 1):\n",
+                    static_cast<long long>(r.experts(from).step),
+                    static_cast<long long>(r.experts(S - 1).step));
+        double all = 0.0;
+        for (int64_t l = 0; l < h.n_layers(); ++l) {
+            double vio = 0.0, dead = 0.0;
+            for (int64_t s = from; s < S; ++s) {
+                const moe::ExpertsRow e = r.experts(s);
+                vio += e.maxvio[l];
+                for (int64_t x = 0; x < h.n_experts; ++x) dead += e.load[l * h.n_experts + x] == 0.0f;
+            }
+            const double n = double(S - from);
+            all += vio / n;
+            std::printf("    layer %2lld  MaxVio %.3f  dead experts %.2f\n",
+                        static_cast<long long>(h.moe_layer_indices[l]), vio / n, dead / n);
+        }
+        std::printf("    mean MaxVio %.3f\n", all / double(h.n_layers()));
+    }
+    return 0;
+}
+
 std::atomic<int> g_interrupts{0};
 
 extern "C" void on_sigint(int) {
@@ -176,6 +223,8 @@ int train(moe::Trainer& trainer) {
         std::fflush(stdout);
     };
     std::signal(SIGINT, on_sigint);
+    std::printf("unigram (byte-frequency) baseline on this data: %.4f nats/token\n",
+                trainer.data().unigram_baseline_loss(100000));
     std::printf("training %s: %lld steps of %lld x %lld tokens -> %s\n",
                 trainer.project().name.c_str(), static_cast<long long>(tr.steps),
                 static_cast<long long>(tr.batch_size * tr.optimizer.grad_accum),
@@ -211,7 +260,7 @@ int train(moe::Trainer& trainer) {
 
 int main(int argc, char** argv) {
     CLI::App app{"moe-train: train, inspect and evaluate DeepSeek-V3-style MoE models (headless)"};
-    std::string project_path, logits_ckpt, tokens_path, out_path, save_init, resume_path;
+    std::string project_path, logits_ckpt, tokens_path, out_path, save_init, resume_path, report;
     bool summary = false, step = false;
     int threads = 0;
     int64_t chunk = 8, steps = 0;
@@ -219,6 +268,7 @@ int main(int argc, char** argv) {
     app.add_flag("--summary", summary, "Print parameters, active parameters, FLOPs and memory");
     app.add_option("--steps", steps, "Training steps (default: the project's training.steps)")
         ->check(CLI::PositiveNumber);
+    app.add_option("--report", report, "Summarize a run file: losses, evaluation, load balance");
     app.add_option("--resume", resume_path, "Continue the run saved in this checkpoint directory");
     app.add_flag("--step", step, "Run one forward/backward pass on a random batch and report it");
     app.add_option("--save-init", save_init, "Write the initialized model as a checkpoint directory");
@@ -237,6 +287,7 @@ int main(int argc, char** argv) {
                 throw moe::Error("--logits needs --tokens FILE and --out OUT.safetensors");
             return write_logits(logits_ckpt, tokens_path, out_path, threads, chunk);
         }
+        if (!report.empty()) return report_run(report);
         if (!resume_path.empty()) {
             const moe::TrainingState st = moe::load_training_state(resume_path);
             const std::string run = out_path.empty() ? default_run_path(st.project.name) : out_path;
