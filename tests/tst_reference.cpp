@@ -176,12 +176,13 @@ private slots:
         compare(model, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
     }
 
-    // The V2-style variant, from a checkpoint the engine wrote.
+    // The V2-style variant (with the batch-wise balance loss), from a checkpoint the engine wrote.
     void softmaxNoQLoraNoMtpFromEngineCheckpoint() {
         QTemporaryDir dir;
         const QString ckpt = dir.filePath("ckpt");
         ModelConfig cfg = tiny_softmax_config();
         cfg.aux_loss_alpha = 0.003;
+        cfg.seq_aux = false;  // the batch-wise balance loss, checked here too
         Model model(cfg, be_);
         model.init_weights(42);
         spread_router(model, 5);
