@@ -254,8 +254,9 @@ void TestViewCurves::viewTwoRuns() {
              qPrintable(QStringLiteral("%1 .. %2").arg(y.lower).arg(y.upper)));
     const QStringList names = legend_names(loss);
     QVERIFY2(names.contains("dense-bias") && names.contains("aux-loss"), qPrintable(names.join(", ")));
-    QVERIFY(names.contains("dense-bias · MTP"));
-    QVERIFY(legend_names(view.plot(TrainingCurvesView::PanelEval)).contains("aux-loss · sort"));
+    QVERIFY(names.contains("MTP (dashed)"));
+    const QStringList eval_names = legend_names(view.plot(TrainingCurvesView::PanelEval));
+    QVERIFY2(eval_names.contains("aux-loss") && eval_names.contains("sort"), qPrintable(eval_names.join(", ")));
     // All plots share the x range.
     QCOMPARE(view.plot(TrainingCurvesView::PanelLr)->xAxis->range().upper, 5000.0);
     // Downsampled to about two points per pixel, never the whole run.

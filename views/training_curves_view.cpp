@@ -471,26 +471,51 @@ void TrainingCurvesView::rebuildCurves() {
         const QString run = r.run_name;
         auto with = [&](const QString& what) { return several ? run + QStringLiteral(" · ") + what : what; };
         if (!r.loss.empty()) add(i, Metric::Loss, -1, several ? run : QStringLiteral("loss"), color, Qt::SolidLine);
+        // (with several runs the overall eval curve carries the run's name in the legend)
         if (!r.mtp_loss.empty()) add(i, Metric::MtpLoss, -1, with(QStringLiteral("MTP")), color, Qt::DashLine);
         if (!r.aux_loss.empty()) add(i, Metric::AuxLoss, -1, run, color, Qt::SolidLine);
         if (!r.lr.empty()) add(i, Metric::Lr, -1, run, color, Qt::SolidLine);
         if (!r.grad_norm.empty()) add(i, Metric::GradNorm, -1, run, color, Qt::SolidLine);
         if (!r.tokens_per_s.empty()) add(i, Metric::TokensPerS, -1, run, color, Qt::SolidLine);
-        if (!r.eval.loss.empty()) add(i, Metric::EvalLoss, -1, with(QStringLiteral("all")), color, Qt::SolidLine);
+        if (!r.eval.loss.empty()) {
+            add(i, Metric::EvalLoss, -1, with(QStringLiteral("all")), color, Qt::SolidLine);
+            if (several) curves_.back().smooth->setName(run);
+        }
         for (int j = 0; j < r.eval.labels.size() && j < int(r.eval.label_loss.size()); ++j) {
             // One run: a colour per label. Several: the run's colour, a dash pattern per label.
             const QColor c = several ? color : category_color(j + 1);
             add(i, Metric::EvalLoss, j, with(r.eval.labels[j]), c, several ? label_styles[j % 4] : Qt::SolidLine);
         }
     }
+    if (several) {
+        // Several runs: the legend names runs by colour, and grey keys explain the line styles
+        // once instead of listing every run x style combination.
+        auto key = [&](Panel panel, const QString& name, Qt::PenStyle style) {
+            QCPGraph* g = plots_[panel]->addGraph();
+            g->setName(name);
+            g->setPen(QPen(QColor(0x55, 0x55, 0x55), 1.4, style));
+        };
+        for (Curve& c : curves_) {
+            const bool styled = c.metric == Metric::MtpLoss || (c.metric == Metric::EvalLoss && c.label >= 0);
+            if (styled) c.smooth->removeFromLegend();
+        }
+        bool mtp = false;
+        QStringList labels;
+        for (const RunState& r : runs_) {
+            mtp = mtp || !r.data.mtp_loss.empty();
+            for (const QString& l : r.data.eval.labels)
+                if (!labels.contains(l)) labels << l;
+        }
+        if (mtp) key(PanelLoss, QStringLiteral("MTP (dashed)"), Qt::DashLine);
+        for (int j = 0; j < labels.size(); ++j) key(PanelEval, labels[j], label_styles[j % 4]);
+    }
     for (int p = 0; p < PanelCount; ++p) {
         bool any = false;
-        int entries = 0;
         for (const Curve& c : curves_)
-            if (c.panel == p) any = true, ++entries;
+            if (c.panel == p) any = true;
         empty_note_[p]->setVisible(!any);
         // A one-entry legend says nothing the title does not.
-        plots_[p]->legend->setVisible(entries >= 2);
+        plots_[p]->legend->setVisible(plots_[p]->legend->itemCount() >= 2);
     }
 }
 
@@ -611,7 +636,14 @@ void TrainingCurvesView::updateAxes() {
             plot->yAxis->setTicker(ticker);
         } else {
             plot->yAxis->setScaleType(QCPAxis::stLinear);
-            plot->yAxis->setTicker(QSharedPointer<QCPAxisTicker>::create());
+            // Throughput reads best as 64k, not 6.4e+04.
+            if (p == PanelThroughput) plot->yAxis->setTicker(QSharedPointer<SiTicker>::create());
+            else plot->yAxis->setTicker(QSharedPointer<QCPAxisTicker>::create());
+        }
+        // Learning rates are small: 3·10^-4 instead of a mix of 0.0003 and 5e-05.
+        if (p == PanelLr) {
+            plot->yAxis->setNumberFormat(QStringLiteral("eb"));
+            plot->yAxis->setNumberPrecision(1);
         }
     }
 }
@@ -793,8 +825,16 @@ void TrainingCurvesView::updateHover() {
             const double px = plot->xAxis->coordToPixel(hover_x_);
             const int text_w = QFontMetrics(h.label->font()).boundingRect(QRect(0, 0, 1000, 1000), 0, h.label->text()).width() + 12;
             const bool right = px + 10 + text_w < rect.right();
+            const QRect text = QFontMetrics(h.label->font()).boundingRect(QRect(0, 0, 1000, 1000), 0, h.label->text());
+            const double left = right ? px + 10 : px - 10 - text_w;
+            double top = rect.top() + 6;
+            // Keep the readout off the legend: drop it below when they would overlap.
+            if (plot->legend->visible()) {
+                const QRect legend = plot->legend->outerRect();
+                if (QRectF(left, top, text_w, text.height() + 8).intersects(legend)) top = legend.bottom() + 6;
+            }
             h.label->setPositionAlignment(Qt::AlignTop | (right ? Qt::AlignLeft : Qt::AlignRight));
-            h.label->position->setCoords(right ? px + 10 : px - 10, rect.top() + 6);
+            h.label->position->setCoords(right ? px + 10 : px - 10, top);
         }
         plot->layer(QStringLiteral("overlay"))->replot();
     }
