@@ -575,7 +575,9 @@ void TrainingCurvesView::setXAxis(XAxisKind kind) {
         x_combo_->setCurrentIndex(x_combo_->findData(int(kind)));
     }
     updateAxes();
-    range_set_ = false;  // the old range means nothing on the new axis
+    range_set_ = false;  // the old range (and hover position) means nothing on the new axis
+    hover_x_ = kNaN;
+    updateHover();
     dataChanged();
 }
 
