@@ -112,6 +112,7 @@ QString shot_dir() {
 void screenshot(QWidget* w, const QString& name) {
     const QString dir = shot_dir();
     if (dir.isEmpty()) return;
+    QApplication::processEvents();  // queued replots (hover highlight) land first
     QVERIFY(w->grab().save(dir + QLatin1Char('/') + name + QStringLiteral(".png")));
 }
 

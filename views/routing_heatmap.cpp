@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "colormap.h"
+#include "token_flow_widget.h"
 
 namespace moe::views {
 
@@ -225,7 +226,7 @@ void RoutingHeatmap::updateTicks() {
     const double height = std::max(50, main_rect_->height() > 0 ? main_rect_->height() : this->height() - 80);
     const int tstep = tick_step(T, height, fm.height() + 1);
     auto yt = QSharedPointer<QCPAxisTickerText>::create();
-    for (int t = 0; t < T; t += tstep) yt->addTick(t, QStringLiteral("%1 %2").arg(tokens_[t]).arg(t, 3));
+    for (int t = 0; t < T; t += tstep) yt->addTick(t, QStringLiteral("%1 %2").arg(TokenFlowWidget::readable(tokens_[t])).arg(t, 3));
     yAxis->setTicker(yt);
 
     const double width = std::max(50, main_rect_->width() > 0 ? main_rect_->width() : this->width() - 120);
@@ -279,7 +280,7 @@ QString RoutingHeatmap::cellTooltip(int token, int expert) const {
     }
     return tr("<b>%1</b> (position %2) &rarr; expert %3<br>score %4 &nbsp; bias %5<br>"
               "selection score %6<br>%7")
-        .arg(tokens_[token].toHtmlEscaped())
+        .arg(TokenFlowWidget::readable(tokens_[token]).toHtmlEscaped())
         .arg(token)
         .arg(expert)
         .arg(s, 0, 'f', 3)

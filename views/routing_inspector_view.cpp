@@ -78,9 +78,12 @@ QTableWidget* make_table(const QStringList& headers) {
     t->setEditTriggers(QAbstractItemView::NoEditTriggers);
     t->setSelectionMode(QAbstractItemView::NoSelection);
     t->setFocusPolicy(Qt::NoFocus);
-    t->horizontalHeader()->setStretchLastSection(true);
     t->verticalHeader()->setDefaultSectionSize(t->fontMetrics().height() + 6);
     t->setAlternatingRowColors(true);
+    t->setWordWrap(true);
+    t->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
+    t->horizontalHeader()->setSectionResizeMode(0, QHeaderView::ResizeToContents);
+    t->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
     return t;
 }
 
@@ -143,6 +146,7 @@ void RoutingInspectorView::buildUi() {
     input->addWidget(inspect_button_);
     root->addLayout(input);
 
+    setSamples({});
     connect(sample_box_, &QComboBox::activated, this, [this](int i) {
         const QString t = sample_box_->itemData(i).toString();
         if (!t.isEmpty()) setText(t);
@@ -153,6 +157,7 @@ void RoutingInspectorView::buildUi() {
     status_ = new QLabel;
     status_->setWordWrap(true);
     status_->setTextFormat(Qt::RichText);
+    status_->setVisible(false);
     root->addWidget(status_);
     agreement_ = new QLabel;
     agreement_->setTextFormat(Qt::RichText);
@@ -190,7 +195,7 @@ void RoutingInspectorView::buildUi() {
         v->setSpacing(3);
         heat_[i] = new RoutingHeatmap;
         set_explained(heat_[i], kScores);
-        v->addWidget(heat_[i], 3);
+        v->addWidget(heat_[i], 1);
         flow_title_[i] = new QLabel;
         flow_title_[i]->setTextFormat(Qt::RichText);
         v->addWidget(flow_title_[i]);
@@ -200,9 +205,9 @@ void RoutingInspectorView::buildUi() {
         scroll->setWidget(flow_[i]);
         scroll->setWidgetResizable(true);
         scroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
-        scroll->setMinimumHeight(70);
-        scroll->setMaximumHeight(150);
-        v->addWidget(scroll, 1);
+        flow_scroll_[i] = scroll;
+        scroll->setFrameShape(QFrame::NoFrame);
+        v->addWidget(scroll, 0);
         columns->addWidget(col, 1);
         if (i == 1) compare_column_ = col;
 
@@ -230,7 +235,7 @@ void RoutingInspectorView::buildUi() {
     hover_title_ = new QLabel;
     hover_title_->setTextFormat(Qt::RichText);
     hv->addWidget(hover_title_);
-    hover_table_ = make_table({tr("Layer"), tr("Experts (weight)")});
+    hover_table_ = make_table({tr("Layer"), tr("Experts: weight")});
     set_explained(hover_table_, explain::kTopK);
     hv->addWidget(hover_table_);
     sv->addWidget(hover_box, 2);
@@ -260,6 +265,7 @@ void RoutingInspectorView::buildUi() {
     spec_map_->setGradient(viridis_gradient());
     spec_scale_ = new QCPColorScale(spec_plot_);
     spec_plot_->plotLayout()->addElement(0, 1, spec_scale_);
+    spec_scale_->setGradient(viridis_gradient());  // the scale's gradient wins over the map's
     spec_scale_->setLabel(tr("share"));
     spec_scale_->setBarWidth(10);
     spec_map_->setColorScale(spec_scale_);
@@ -281,7 +287,7 @@ void RoutingInspectorView::buildUi() {
         return c;
     });
 
-    side->setMinimumWidth(320);
+    side->setMinimumWidth(400);
     split->addWidget(side);
     split->setStretchFactor(0, 3);
     split->setStretchFactor(1, 1);
@@ -331,12 +337,17 @@ void RoutingInspectorView::requestInspection() {
 
 void RoutingInspectorView::setBusy(bool busy, const QString& message) {
     inspect_button_->setEnabled(!busy && checkpoint_box_->count() > 0);
-    status_->setText(busy ? (message.isEmpty() ? tr("Inspecting…") : message.toHtmlEscaped())
-                          : message.toHtmlEscaped());
+    setStatus(busy ? (message.isEmpty() ? tr("Inspecting…") : message.toHtmlEscaped())
+                   : message.toHtmlEscaped());
+}
+
+void RoutingInspectorView::setStatus(const QString& html) {
+    status_->setText(html);
+    status_->setVisible(!html.isEmpty());
 }
 
 void RoutingInspectorView::setError(const QString& message) {
-    status_->setText(QStringLiteral("<span style='color:#b00020'>%1</span>").arg(message.toHtmlEscaped()));
+    setStatus(QStringLiteral("<span style='color:#b00020'>%1</span>").arg(message.toHtmlEscaped()));
 }
 
 void RoutingInspectorView::clearInspection() {
@@ -367,7 +378,7 @@ void RoutingInspectorView::setInspection(const RoutingInspectionData& data) {
     clearInspection();
     data_ = data;
     inspect_button_->setEnabled(checkpoint_box_->count() > 0);
-    status_->setText(data_.note.toHtmlEscaped());
+    setStatus(data_.note.toHtmlEscaped());
     {
         const QSignalBlocker b(layer_box_);
         layer_box_->addItems(data_.layer_names);
@@ -389,10 +400,12 @@ void RoutingInspectorView::setInspection(const RoutingInspectionData& data) {
     }
     if (data_.n_group > 1) layer_box_->setToolTip(explained_html(kGroupLimit));
     compare_column_->setVisible(data_.has_comparison);
-    QStringList headers = {tr("Layer"), data_.has_comparison ? data_.primary.checkpoint : tr("Experts (weight)")};
+    QStringList headers = {tr("Layer"), data_.has_comparison ? data_.primary.checkpoint : tr("Experts: weight")};
     if (data_.has_comparison) headers << data_.comparison.checkpoint;
     hover_table_->setColumnCount(static_cast<int>(headers.size()));
     hover_table_->setHorizontalHeaderLabels(headers);
+    for (int c = 1; c < hover_table_->columnCount(); ++c)
+        hover_table_->horizontalHeader()->setSectionResizeMode(c, QHeaderView::Stretch);
     layer_ = 0;
     refreshLayer();
     refreshAgreement();
@@ -444,9 +457,23 @@ void RoutingInspectorView::refreshLayer() {
                                     .arg(s->checkpoint.toHtmlEscaped(), name.toHtmlEscaped()));
     }
     refreshLegend();
+    fitFlows();
     refreshTopTokens();
     refreshSpecialization();
     if (hovered_ >= 0) showTokenRouting(hovered_);
+}
+
+void RoutingInspectorView::fitFlows() {
+    for (int i = 0; i < 2; ++i) {
+        const int w = std::max(200, flow_scroll_[i]->viewport()->width());
+        const int h = std::clamp(flow_[i]->heightForWidth(w) + 2, 48, 170);
+        flow_scroll_[i]->setFixedHeight(h);
+    }
+}
+
+void RoutingInspectorView::resizeEvent(QResizeEvent* event) {
+    QWidget::resizeEvent(event);
+    fitFlows();
 }
 
 void RoutingInspectorView::colourFlow(TokenFlowWidget* flow, const RoutingSnapshot& snap) {
@@ -495,9 +522,9 @@ QString RoutingInspectorView::routingCell(const RoutingSnapshot& snap, int layer
     for (int k = 0; k < data_.top_k; ++k) {
         const size_t i = static_cast<size_t>(token) * data_.top_k + k;
         if (i >= l.topk.size()) break;
-        parts << QStringLiteral("%1 (%2)").arg(l.topk[i]).arg(i < l.weights.size() ? l.weights[i] : 0.0f, 0, 'f', 2);
+        parts << QStringLiteral("%1: %2").arg(l.topk[i]).arg(i < l.weights.size() ? l.weights[i] : 0.0f, 0, 'f', 2);
     }
-    return parts.join(QStringLiteral(", "));
+    return parts.join(QStringLiteral("   "));
 }
 
 void RoutingInspectorView::showTokenRouting(int token) {
@@ -512,7 +539,7 @@ void RoutingInspectorView::showTokenRouting(int token) {
     }
     hovered_ = token;
     hover_title_->setText(tr("Token <b>%1</b> at position %2")
-                              .arg(data_.tokens[token].toHtmlEscaped())
+                              .arg(TokenFlowWidget::readable(data_.tokens[token]).toHtmlEscaped())
                               .arg(token));
     const int L = data_.n_layers();
     hover_table_->setRowCount(L);
@@ -537,7 +564,7 @@ void RoutingInspectorView::showTokenRouting(int token) {
             hover_table_->setItem(l, 1 + s, item);
         }
     }
-    hover_table_->resizeColumnToContents(0);
+    hover_table_->resizeRowsToContents();
     for (int i = 0; i < 2; ++i) {
         heat_[i]->setHighlightedToken(token);
         flow_[i]->setHighlighted(token);
@@ -568,7 +595,7 @@ void RoutingInspectorView::refreshTopTokens() {
     top_table_->setRowCount(static_cast<int>(std::min<size_t>(rows.size(), kShown)));
     for (int r = 0; r < top_table_->rowCount(); ++r) {
         const Row& x = rows[static_cast<size_t>(r)];
-        top_table_->setItem(r, 0, new QTableWidgetItem(data_.tokens[x.token]));
+        top_table_->setItem(r, 0, new QTableWidgetItem(TokenFlowWidget::readable(data_.tokens[x.token])));
         auto num = [](double v, int prec) {
             auto* it = new QTableWidgetItem(QString::number(v, 'f', prec));
             it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
@@ -616,15 +643,24 @@ void RoutingInspectorView::refreshSpecialization() {
     for (int r = 0; r < m.rows; ++r) yt->addTick(r, r < names.size() ? names[r] : QString::number(r));
     spec_plot_->yAxis->setTicker(yt);
     auto xt = QSharedPointer<QCPAxisTickerText>::create();
-    const int step = m.cols > 32 ? 8 : m.cols > 16 ? 4 : m.cols > 8 ? 2 : 1;
+    // Expert ticks thinned to the plot's width (two-digit labels need room).
+    const QFontMetrics fm(spec_plot_->xAxis->tickLabelFont());
+    const double width = std::max(80, spec_plot_->axisRect()->width() > 0 ? spec_plot_->axisRect()->width()
+                                                                         : spec_plot_->width() - 120);
+    const double fit = std::clamp(width / (fm.horizontalAdvance(QStringLiteral("00")) + 10), 1.0, 9.0);
+    int step = 1;
+    while (m.cols / step > fit) step *= 2;
     for (int c = 0; c < m.cols; c += step) xt->addTick(c, QString::number(c));
     spec_plot_->xAxis->setTicker(xt);
-    if (box)
-        box->setTitle(tr("Specialization: label x expert · %1%2")
-                          .arg(data_.layer_names.value(layer_),
-                               data_.specialization_source.isEmpty()
-                                   ? QString()
-                                   : QStringLiteral(" · ") + data_.specialization_source));
+    if (box) {
+        box->setTitle(tr("Specialization: label x expert · %1").arg(data_.layer_names.value(layer_)));
+        box->setToolTip(explained_html(QString::fromUtf8(kSpecialization.title),
+                                       QString::fromUtf8(kSpecialization.text) +
+                                           (data_.specialization_source.isEmpty()
+                                                ? QString()
+                                                : QStringLiteral("<br>Source: ") +
+                                                      data_.specialization_source.toHtmlEscaped())));
+    }
     spec_plot_->replot();
 }
 

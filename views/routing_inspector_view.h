@@ -20,6 +20,7 @@ class QComboBox;
 class QLabel;
 class QPlainTextEdit;
 class QPushButton;
+class QScrollArea;
 class QSpinBox;
 class QTableWidget;
 
@@ -65,6 +66,9 @@ public:
     // Expert colour of the categorical palette used for top-1 colouring and the legend.
     static QColor expertColor(int expert);
 
+protected:
+    void resizeEvent(QResizeEvent* event) override;
+
 signals:
     // compareCheckpoint is empty when no comparison is wanted.
     void inspectRequested(const QString& text, const QString& checkpoint,
@@ -84,6 +88,8 @@ public slots:
 
 private:
     void buildUi();
+    void fitFlows();  // each text area as tall as its text, up to a limit, then it scrolls
+    void setStatus(const QString& html);  // hidden when empty
     void refreshLayer();          // heatmaps, colouring, top tokens, specialization for layer_
     void refreshAgreement();
     void refreshTopTokens();
@@ -109,6 +115,7 @@ private:
     RoutingHeatmap* heat_[2] = {nullptr, nullptr};
     TokenFlowWidget* flow_[2] = {nullptr, nullptr};
     QLabel* flow_title_[2] = {nullptr, nullptr};
+    QScrollArea* flow_scroll_[2] = {nullptr, nullptr};
     QWidget* compare_column_ = nullptr;
     QLabel* hover_title_ = nullptr;
     QTableWidget* hover_table_ = nullptr;

@@ -34,6 +34,9 @@ QColor text_on(const QColor& fill) {
 
 TokenFlowWidget::TokenFlowWidget(QWidget* parent) : QWidget(parent) {
     setMouseTracking(true);
+    QFont f = font();
+    f.setPointSizeF(f.pointSizeF() * 1.15);  // the text is the subject here, not a caption
+    setFont(f);
     QSizePolicy sp(QSizePolicy::Preferred, QSizePolicy::Preferred);
     sp.setHeightForWidth(true);
     setSizePolicy(sp);
@@ -65,13 +68,17 @@ QColor TokenFlowWidget::colorAt(int token) const {
     return token >= 0 && token < static_cast<int>(colors_.size()) ? colors_[token] : QColor();
 }
 
-QString TokenFlowWidget::shown(int token) const {
-    const QString& t = tokens_[token];
-    if (t == QStringLiteral("\u2420") || t == QStringLiteral(" ")) return QStringLiteral("\u00B7");
+QString TokenFlowWidget::readable(const QString& t) {
+    if (t == QStringLiteral("\u2420") || t == QStringLiteral(" ")) {
+        static const bool has_box = QFontMetrics(QFont()).inFont(QChar(0x2423));
+        return has_box ? QStringLiteral("\u2423") : QStringLiteral("\u00B7");
+    }
     if (t == QStringLiteral("\\n")) return QStringLiteral("\u21B5");
     if (t == QStringLiteral("\\t")) return QStringLiteral("\u2192");
     return t;
 }
+
+QString TokenFlowWidget::shown(int token) const { return readable(tokens_[token]); }
 
 std::vector<QRect> TokenFlowWidget::layoutFor(int width, int* height) const {
     const QFontMetrics fm(font());

@@ -17,6 +17,10 @@ class TokenFlowWidget : public QWidget {
 public:
     explicit TokenFlowWidget(QWidget* parent = nullptr);
 
+    // A token's display string made printable in any font: the space symbol becomes an open
+    // box (or a middle dot where the font lacks it), "\n" a return arrow.
+    static QString readable(const QString& token);
+
     // Display strings ("␠" for a space, "\n" for a line break, as ByteTokenizer::token_display).
     void setTokens(const QStringList& tokens);
     // Per-token fill colours and captions; shorter lists leave the rest plain.
