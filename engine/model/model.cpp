@@ -242,6 +242,13 @@ std::vector<MoeLayer*> Model::moe_layers() {
     return out;
 }
 
+const Tensor& Model::attention_probs(int64_t layer) const {
+    if (layer < 0 || layer >= static_cast<int64_t>(blocks_.size()))
+        throw Error("attention_probs: layer " + std::to_string(layer) + " outside [0, " +
+                    std::to_string(blocks_.size()) + ")");
+    return blocks_[static_cast<size_t>(layer)]->attention().probs();
+}
+
 std::vector<std::pair<std::string, std::string>> Model::checkpoint_aliases() const {
     std::vector<std::pair<std::string, std::string>> out;
     for (int64_t k = 1; k <= cfg_.num_nextn_predict_layers; ++k) {

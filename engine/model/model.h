@@ -69,6 +69,9 @@ public:
     const std::vector<RoutingRecord>& routing() const { return routing_; }
 
     std::vector<MoeLayer*> moe_layers();  // main layers first, then MTP layers
+    // Attention weights [B, H, T, T] of main layer `layer` (HF index) from the last forward;
+    // the routing inspector shows them next to the experts. Error for a layer out of range.
+    const Tensor& attention_probs(int64_t layer) const;
     // Tensors the HF layout stores as copies of a shared parameter: (alias, source) pairs, the
     // MTP layers' embed_tokens and shared_head.head.
     std::vector<std::pair<std::string, std::string>> checkpoint_aliases() const;

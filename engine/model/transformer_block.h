@@ -31,6 +31,7 @@ public:
     const Tensor& output() const { return out_; }
     MoeLayer* moe() { return moe_.get(); }
     MlaAttention& attention() { return attn_; }
+    const MlaAttention& attention() const { return attn_; }
     bool is_moe() const { return moe_ != nullptr; }
 
 private:

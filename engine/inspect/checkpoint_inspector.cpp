@@ -1,0 +1,42 @@
+#include "inspect/checkpoint_inspector.h"
+
+#include "core/error.h"
+#include "data/byte_tokenizer.h"
+#include "store/model_checkpoint.h"
+
+namespace moe {
+
+CheckpointInspector::CheckpointInspector(const std::string& dir, int threads)
+    : dir_(dir), cfg_(load_checkpoint_config(dir)),
+      backend_(std::make_unique<CpuBackend>(threads)),
+      model_(std::make_unique<Model>(cfg_, *backend_)) {
+    load_model_weights(dir, *model_);
+}
+
+CheckpointInspector::~CheckpointInspector() = default;
+
+Inspection CheckpointInspector::inspect_text(const std::string& text) {
+    std::vector<int32_t> tokens = ByteTokenizer::encode(text);
+    if (tokens.empty()) throw Error("inspect: the text is empty");
+    std::string note;
+    const int64_t limit = cfg_.max_position_embeddings;
+    if (static_cast<int64_t>(tokens.size()) > limit) {
+        note = "Text cut to the model's context of " + std::to_string(limit) + " tokens (it has " +
+               std::to_string(tokens.size()) + ").";
+        tokens.resize(static_cast<size_t>(limit));
+    }
+    for (size_t i = 0; i < tokens.size(); ++i)
+        if (tokens[i] >= cfg_.vocab_size)
+            throw Error("inspect: byte " + std::to_string(tokens[i]) + " at position " +
+                        std::to_string(i) + " is outside the model's vocabulary of " +
+                        std::to_string(cfg_.vocab_size) + " tokens");
+    Inspection out = inspect(tokens);
+    out.note = note;
+    return out;
+}
+
+Inspection CheckpointInspector::inspect(const std::vector<int32_t>& tokens) {
+    return inspect_tokens(*model_, tokens);
+}
+
+}  // namespace moe

@@ -1,0 +1,42 @@
+#pragma once
+// CheckpointInspector: a model loaded once from a checkpoint directory (config.json + weights)
+// with its own CPU backend, answering routing inspections of texts. The GUI keeps one per open
+// checkpoint and calls it off the GUI thread; one call at a time per instance (the backend and
+// the model's forward state are not thread-safe).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "inspect/routing_inspection.h"
+#include "model/config.h"
+#include "model/model.h"
+
+namespace moe {
+
+class CheckpointInspector {
+public:
+    // Reads dir/config.json and the weights: FileError/ConfigError naming the path otherwise.
+    // threads: CPU threads for the forward pass (0 = all cores).
+    explicit CheckpointInspector(const std::string& dir, int threads = 1);
+    ~CheckpointInspector();
+    CheckpointInspector(const CheckpointInspector&) = delete;
+    CheckpointInspector& operator=(const CheckpointInspector&) = delete;
+
+    const std::string& dir() const { return dir_; }
+    const ModelConfig& config() const { return cfg_; }
+
+    // Byte-tokenizes the text and inspects it. Texts longer than max_position_embeddings are
+    // cut to that many tokens, with a note in Inspection::note. Error for an empty text or a
+    // byte outside the model's vocabulary.
+    Inspection inspect_text(const std::string& text);
+    Inspection inspect(const std::vector<int32_t>& tokens);
+
+private:
+    std::string dir_;
+    ModelConfig cfg_;
+    std::unique_ptr<CpuBackend> backend_;
+    std::unique_ptr<Model> model_;
+};
+
+}  // namespace moe
