@@ -21,14 +21,17 @@ cd "$ROOT"
 cmake --build "$BUILD_DIR" --target moe-bench-train
 mkdir -p "$LOG_DIR"
 
-# Torch's OpenBLAS is the pthread build: its pool and torch's OpenMP pool spin against each
-# other on 2 cores unless OpenMP threads sleep when idle. PASSIVE was torch's best setting on
-# the 2-core box (tiny: ~2x faster than the default); the engine uses one OpenMP pool for
-# everything and keeps the default.
-TORCH_ENV=(OMP_WAIT_POLICY=PASSIVE)
+# Both sides run with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning).
+# On the shared 2-core box this was the best setting for both: torch's OpenBLAS is the pthread
+# build, whose pool spins against torch's OpenMP pool otherwise (tiny: ~2x slower), and under
+# load from other processes the engine's spinning barriers lose up to 10x (measured 130-800 vs
+# 2800-3000 tok/s on tiny at load average 8). Override with WAIT_POLICY=ACTIVE or "".
+WAIT_POLICY="${WAIT_POLICY-PASSIVE}"
+ENV=(X_BENCH=1)
+[[ -n "$WAIT_POLICY" ]] && ENV=(OMP_WAIT_POLICY="$WAIT_POLICY")
 
 # name  batch  seq  steps  warmup
-CONFIGS=("tiny 16 128 10 3" "d512 8 256 5 2")
+CONFIGS=("tiny 16 128 10 3" "d512 8 256 4 1")
 
 field() {  # field KEY FILE: the value of KEY=... on the BENCH line
     awk -v k="$1" '/^BENCH /{for(i=2;i<=NF;i++){split($i,a,"=");if(a[1]==k)print a[2]}}' "$2"
@@ -41,10 +44,10 @@ for c in "${CONFIGS[@]}"; do
     cfg="$BENCH_DIR/$name.json"
     for r in $(seq 1 "$REPEATS"); do
         echo "== $name repeat $r/$REPEATS: engine"
-        ./"${BUILD_DIR#$ROOT/}"/bench/moe-bench-train --config "$cfg" --batch "$B" --seq "$T" \
+        env "${ENV[@]}" "$BUILD_DIR"/bench/moe-bench-train --config "$cfg" --batch "$B" --seq "$T" \
             --threads "$THREADS" --steps "$steps" --warmup "$warmup" | tee "$LOG_DIR/$name.engine.$r.log"
         echo "== $name repeat $r/$REPEATS: torch"
-        env "${TORCH_ENV[@]}" "$TORCH_PY" bench/torch_train.py --config "$cfg" --batch "$B" \
+        env "${ENV[@]}" "$TORCH_PY" bench/torch_train.py --config "$cfg" --batch "$B" \
             --seq "$T" --threads "$THREADS" --steps "$steps" --warmup "$warmup" \
             | tee "$LOG_DIR/$name.torch.$r.log"
     done
@@ -56,7 +59,7 @@ for c in "${CONFIGS[@]}"; do
 done
 
 echo
-echo "CPU training throughput, $THREADS threads, fp32, median of $REPEATS runs ($(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+echo "CPU training throughput, $THREADS threads, fp32, OMP_WAIT_POLICY=${WAIT_POLICY:-default}, median of $REPEATS runs ($(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
 echo "| config | batch x seq | engine tok/s | torch tok/s | ratio | GEMM share | engine GEMM GFLOP/s | OpenBLAS sgemm GFLOP/s (2048x512x512) |"
 echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
