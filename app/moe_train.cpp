@@ -18,6 +18,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "openmp_wait_policy.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -259,6 +260,7 @@ int train(moe::Trainer& trainer) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    moe::app::ensure_passive_openmp_waits(argv);
     CLI::App app{"moe-train: train, inspect and evaluate DeepSeek-V3-style MoE models (headless)"};
     std::string project_path, logits_ckpt, tokens_path, out_path, save_init, resume_path, report;
     bool summary = false, step = false;
