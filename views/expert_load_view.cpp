@@ -588,24 +588,7 @@ void ExpertLoadView::updateLineGraphs()
         QVector<double> dead_keys(data_.steps.begin(), data_.steps.end());
         dead_graph_->setData(dead_keys, QVector<double>(S, 0.0), true);
 
-        // Legend beside the plot, several columns when there are many layers.
-        QCPLegend *legend = maxvio_plot_->legend;
-        legend->setVisible(L > 0);
-        if (legend->layout() == maxvio_plot_->axisRect()->insetLayout()) {
-            maxvio_plot_->axisRect()->insetLayout()->take(legend);
-            auto *side = new QCPLayoutGrid;
-            maxvio_plot_->plotLayout()->addElement(1, 1, side);
-            side->addElement(0, 0, legend);
-            maxvio_plot_->plotLayout()->setColumnStretchFactor(1, 0.001);
-            QFont f = maxvio_plot_->font();
-            f.setPointSizeF(f.pointSizeF() * 0.8);
-            legend->setFont(f);
-            legend->setRowSpacing(-2);
-            legend->setIconSize(14, 8);
-            legend->setBorderPen(Qt::NoPen);
-            legend->setFillOrder(QCPLayoutGrid::foRowsFirst);
-        }
-        legend->setWrap(std::max(1, (L + 1) / (L > 16 ? 3 : L > 8 ? 2 : 1)));
+        place_legend_beside(maxvio_plot_, L);
     }
     for (int l = 0; l < L; ++l) {
         QColor c = L > 1 ? map_color(0.9 * l / (L - 1)) : category_color(0);

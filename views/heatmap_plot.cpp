@@ -16,6 +16,30 @@ QCPTextElement *add_plot_title(QCustomPlot *plot, const QString &text)
     return title;
 }
 
+void place_legend_beside(QCustomPlot *plot, int entries)
+{
+    QCPLegend *legend = plot->legend;
+    legend->setVisible(entries > 0);
+    if (legend->layout() == plot->axisRect()->insetLayout()) {
+        plot->axisRect()->insetLayout()->take(legend);
+        auto *side = new QCPLayoutGrid;
+        const int row = plot->plotLayout()->rowCount() - 1;
+        plot->plotLayout()->addElement(row, 1, side);
+        side->addElement(0, 0, legend);
+        plot->plotLayout()->setColumnStretchFactor(1, 0.001);
+        QFont font = plot->font();
+        font.setPointSizeF(font.pointSizeF() * 0.8);
+        legend->setFont(font);
+        legend->setRowSpacing(-2);
+        legend->setColumnSpacing(4);
+        legend->setIconSize(14, 8);
+        legend->setBorderPen(Qt::NoPen);
+        legend->setFillOrder(QCPLayoutGrid::foRowsFirst);
+    }
+    const int columns = std::max(1, (entries + 11) / 12);
+    legend->setWrap(std::max(1, (entries + columns - 1) / columns));
+}
+
 HeatmapPlot::HeatmapPlot(QWidget *parent) : QCustomPlot(parent)
 {
     setNoAntialiasingOnDrag(true);
