@@ -53,6 +53,47 @@ QString load_tip()
 
 QString step_text(double step) { return QLocale().toString(static_cast<qlonglong>(std::llround(step))); }
 
+// At most two points (min and max, in time order) per bucket of logged steps, so a line of
+// 100,000 steps costs what a line of two screen widths costs and no spike disappears.
+template <class F>
+QVector<QCPGraphData> envelope(const std::vector<double> &keys, int i0, int n, int buckets, F value)
+{
+    QVector<QCPGraphData> out;
+    if (buckets >= n) {
+        out.reserve(n);
+        for (int i = i0; i < i0 + n; ++i)
+            out.append(QCPGraphData(keys[i], value(i)));
+        return out;
+    }
+    out.reserve(2 * buckets);
+    for (int b = 0; b < buckets; ++b) {
+        const int a = i0 + static_cast<int>(static_cast<long long>(b) * n / buckets);
+        const int e = i0 + static_cast<int>(static_cast<long long>(b + 1) * n / buckets);
+        int imin = -1, imax = -1;
+        double vmin = 0, vmax = 0;
+        for (int i = a; i < e; ++i) {
+            const double v = value(i);
+            if (std::isnan(v))
+                continue;
+            if (imin < 0 || v < vmin)
+                imin = i, vmin = v;
+            if (imax < 0 || v > vmax)
+                imax = i, vmax = v;
+        }
+        const double key = 0.5 * (keys[a] + keys[e - 1]);
+        if (imin < 0) {
+            out.append(QCPGraphData(key, std::nan("")));
+        } else if (imin <= imax) {
+            out.append(QCPGraphData(key, vmin));
+            out.append(QCPGraphData(key, vmax));
+        } else {
+            out.append(QCPGraphData(key, vmax));
+            out.append(QCPGraphData(key, vmin));
+        }
+    }
+    return out;
+}
+
 void style_line_plot(QCustomPlot *plot)
 {
     plot->setNoAntialiasingOnDrag(true);
@@ -261,7 +302,10 @@ void ExpertLoadView::buildUi()
     // The over-training plots share their step axis and their cursor line.
     const std::vector<QCustomPlot *> training = {load_training_, bias_training_, maxvio_plot_, dead_plot_};
     for (QCustomPlot *p : training) {
+        use_step_ticker(p->xAxis);
         auto *cursor = new QCPItemStraightLine(p);
+        // The buffered overlay layer repaints alone, so hovering does not redraw the data.
+        cursor->setLayer(QStringLiteral("overlay"));
         cursor->setPen(QPen(QColor(230, 30, 30, 200), 1.0));
         cursor->setClipToAxisRect(true);
         cursors_.push_back(cursor);
@@ -277,8 +321,16 @@ void ExpertLoadView::buildUi()
             p->replot(QCustomPlot::rpQueuedReplot);
         });
         p->installEventFilter(this);
+        connect(p, &QCustomPlot::afterReplot, p, [p] { p->setProperty("moe_painted", true); });
     }
 
+    connect(tabs_, &QTabWidget::currentChanged, this, [this](int index) {
+        if (index == 1 && bias_dirty_) {
+            fillTrainingMap(bias_training_, true);
+            bias_dirty_ = false;
+            bias_training_->replot(QCustomPlot::rpQueuedReplot);
+        }
+    });
     connect(layer_combo_, qOverload<int>(&QComboBox::currentIndexChanged), this, &ExpertLoadView::setLayer);
     connect(unit_combo_, qOverload<int>(&QComboBox::currentIndexChanged), this,
             [this](int i) { setLoadUnit(static_cast<LoadUnit>(i)); });
@@ -332,8 +384,8 @@ void ExpertLoadView::setData(ExpertLoadData data)
             p->xAxis->setRange(dataLower(), dataUpper());
         syncing_ = false;
     }
-    rebuildTrainingMaps();
     updateLineGraphs();
+    rebuildTrainingMaps();
     updateStepViews();
 }
 
@@ -461,8 +513,37 @@ void ExpertLoadView::onTrainingRangeChanged(const QCPRange &range)
 void ExpertLoadView::rebuildTrainingMaps()
 {
     fillTrainingMap(load_training_, false);
-    if (data_.has_bias())
+    bias_dirty_ = true;
+    if (data_.has_bias() && tabs_->currentIndex() == 1) {
         fillTrainingMap(bias_training_, true);
+        bias_dirty_ = false;
+    }
+    rebuildLines();
+}
+
+void ExpertLoadView::rebuildLines()
+{
+    const int S = data_.step_count(), L = data_.layers();
+    if (S == 0 || static_cast<int>(maxvio_graphs_.size()) != L)
+        return;
+    const QCPRange shown = maxvio_plot_->xAxis->range();
+    const auto &st = data_.steps;
+    // One logged step beyond each edge, so the lines reach the plot's borders.
+    const int i0 = std::max(0, static_cast<int>(std::lower_bound(st.begin(), st.end(), shown.lower) - st.begin()) - 1);
+    const int i1 = std::min(S, static_cast<int>(std::upper_bound(st.begin(), st.end(), shown.upper) - st.begin()) + 1);
+    const int n = std::max(0, i1 - i0);
+    const int pixels = std::max(maxvio_plot_->width(), 300);
+    const int buckets = n > 2 * pixels ? pixels : n;
+    lines_folded_ = buckets < n;
+    for (int l = 0; l < L; ++l) {
+        const float *mv = data_.maxvio.data();
+        maxvio_graphs_[l]->data()->set(
+            envelope(st, i0, n, buckets, [mv, L, l](int s) { return static_cast<double>(mv[static_cast<size_t>(s) * L + l]); }),
+            true);
+    }
+    dead_graph_->data()->set(envelope(st, i0, n, buckets, [this](int s) { return static_cast<double>(deadExperts(s)); }),
+                             true);
+    dead_graph_->setLineStyle(lines_folded_ ? QCPGraph::lsLine : QCPGraph::lsStepCenter);
 }
 
 void ExpertLoadView::fillTrainingMap(HeatmapPlot *plot, bool bias)
@@ -487,7 +568,8 @@ void ExpertLoadView::fillTrainingMap(HeatmapPlot *plot, bool bias)
     if (n <= 0)
         return;
     // At most two columns per pixel: more would be invisible and cost time.
-    const int pixels = std::max(plot->axisRect()->width(), 400);
+    // The widget width, not the axis rect's: that one is only updated by the next replot.
+    const int pixels = std::max(plot->width(), 400);
     const int columns = std::min(n, 2 * pixels);
     columns_ = columns;
     steps_per_column_ = static_cast<double>(n) / columns;
@@ -570,23 +652,16 @@ void ExpertLoadView::updateLineGraphs()
         for (QCPGraph *g : maxvio_graphs_)
             maxvio_plot_->removeGraph(g);
         maxvio_graphs_.clear();
-        QVector<double> keys(data_.steps.begin(), data_.steps.end());
         for (int l = 0; l < L; ++l) {
             QCPGraph *g = maxvio_plot_->addGraph();
-            QVector<double> values(S);
-            for (int s = 0; s < S; ++s)
-                values[s] = data_.maxvio[static_cast<size_t>(s) * L + l];
-            g->setData(keys, values, true);
             g->setName(data_.layer_names[l]);
-            g->setAdaptiveSampling(true);
             maxvio_graphs_.push_back(g);
         }
-        maxvio_plot_->rescaleAxes();
-        maxvio_plot_->yAxis->setRangeLower(0);
-        maxvio_plot_->xAxis->setRange(load_training_->xAxis->range());
-
-        QVector<double> dead_keys(data_.steps.begin(), data_.steps.end());
-        dead_graph_->setData(dead_keys, QVector<double>(S, 0.0), true);
+        double top = 0;
+        for (float v : data_.maxvio)
+            if (std::isfinite(v))
+                top = std::max(top, static_cast<double>(v));
+        maxvio_plot_->yAxis->setRange(0, std::max(top * 1.05, 0.1));
 
         place_legend_beside(maxvio_plot_, L);
     }
@@ -606,17 +681,11 @@ void ExpertLoadView::updateLineGraphs()
     }
 
     // Dead experts in the chosen scope.
-    auto dead = dead_graph_->data();
     {
-        QVector<QCPGraphData> points(S);
         double top = 0;
-        for (int s = 0; s < S; ++s) {
-            points[s] = QCPGraphData(data_.steps[s], deadExperts(s));
-            top = std::max(top, points[s].value);
-        }
-        dead->set(points, true);
+        for (int s = 0; s < S; ++s)
+            top = std::max(top, static_cast<double>(deadExperts(s)));
         dead_plot_->yAxis->setRange(0, std::max(1.0, top * 1.15));
-        dead_plot_->xAxis->setRange(load_training_->xAxis->range());
         dead_graph_->setName(dead_scope_ == DeadScope::AllLayers ? "all layers" : data_.layer_names.value(layer_));
         QSharedPointer<QCPAxisTickerFixed> ticker(new QCPAxisTickerFixed);
         ticker->setTickStep(1.0);
@@ -698,7 +767,11 @@ void ExpertLoadView::updateCursors()
     for (QCPItemStraightLine *c : cursors_) {
         c->point1->setCoords(x, 0);
         c->point2->setCoords(x, 1);
-        c->parentPlot()->replot(QCustomPlot::rpQueuedReplot);
+        // A buffered layer can repaint alone only once the plot has painted itself.
+        if (c->parentPlot()->property("moe_painted").toBool())
+            c->layer()->replot();
+        else
+            c->parentPlot()->replot(QCustomPlot::rpQueuedReplot);
     }
 }
 
@@ -711,8 +784,8 @@ void ExpertLoadView::setLayer(int layer)
         const QSignalBlocker block(layer_combo_);
         layer_combo_->setCurrentIndex(layer);
     }
-    rebuildTrainingMaps();
     updateLineGraphs();
+    rebuildTrainingMaps();
     updateStepViews();
     for (QCustomPlot *p : {static_cast<QCustomPlot *>(load_training_), static_cast<QCustomPlot *>(bias_training_),
                            maxvio_plot_, dead_plot_})
@@ -749,6 +822,7 @@ void ExpertLoadView::setDeadScope(DeadScope scope)
         dead_combo_->setCurrentIndex(static_cast<int>(scope));
     }
     updateLineGraphs();
+    rebuildLines();
     dead_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 

@@ -93,6 +93,7 @@ private:
     void fillTrainingMap(HeatmapPlot *plot, bool bias);
     void updateStepViews();
     void updateLineGraphs();
+    void rebuildLines();
     void updateCursors();
     void scheduleTrainingRebuild();
     void onTrainingRangeChanged(const QCPRange &range);
@@ -115,6 +116,8 @@ private:
     double steps_per_column_ = 1;
     int columns_ = 0;
     bool syncing_ = false;
+    bool bias_dirty_ = true;   // the bias tab is filled when shown
+    bool lines_folded_ = false;
 
     QComboBox *layer_combo_ = nullptr;
     QComboBox *unit_combo_ = nullptr;

@@ -26,6 +26,11 @@ void place_legend_beside(QCustomPlot *plot, int entries)
         const int row = plot->plotLayout()->rowCount() - 1;
         plot->plotLayout()->addElement(row, 1, side);
         side->addElement(0, 0, legend);
+        // An empty cell below takes the spare height, so the entries stay packed at the top.
+        side->addElement(1, 0, new QCPLayoutElement(plot));
+        side->setRowStretchFactor(0, 0.001);
+        side->setRowStretchFactor(1, 1);
+        side->setMargins(QMargins(0, 8, 4, 0));
         plot->plotLayout()->setColumnStretchFactor(1, 0.001);
         QFont font = plot->font();
         font.setPointSizeF(font.pointSizeF() * 0.8);
@@ -34,10 +39,33 @@ void place_legend_beside(QCustomPlot *plot, int entries)
         legend->setColumnSpacing(4);
         legend->setIconSize(14, 8);
         legend->setBorderPen(Qt::NoPen);
-        legend->setFillOrder(QCPLayoutGrid::foRowsFirst);
     }
     const int columns = std::max(1, (entries + 11) / 12);
     legend->setWrap(std::max(1, (entries + columns - 1) / columns));
+    legend->setFillOrder(QCPLayoutGrid::foRowsFirst, true);  // re-flow the existing entries
+}
+
+namespace {
+
+// Training steps as 20k, 1.5M: shorter than 20000 and never clipped at the axis end.
+class StepTicker : public QCPAxisTicker {
+protected:
+    QString getTickLabel(double tick, const QLocale &locale, QChar format, int precision) override
+    {
+        const double a = std::abs(tick);
+        if (a >= 1e6)
+            return QString::number(tick / 1e6, 'g', 4) + "M";
+        if (a >= 1e4)
+            return QString::number(tick / 1e3, 'g', 4) + "k";
+        return QCPAxisTicker::getTickLabel(tick, locale, format, precision);
+    }
+};
+
+}  // namespace
+
+void use_step_ticker(QCPAxis *axis)
+{
+    axis->setTicker(QSharedPointer<QCPAxisTicker>(new StepTicker));
 }
 
 HeatmapPlot::HeatmapPlot(QWidget *parent) : QCustomPlot(parent)

@@ -58,5 +58,7 @@ QCPTextElement *add_plot_title(QCustomPlot *plot, const QString &text);
 // Moves the legend out of the axis rect to its right, in as many columns as `entries` needs
 // (at most ~12 rows each), in a smaller font. Call after the title row exists.
 void place_legend_beside(QCustomPlot *plot, int entries);
+// Tick labels for training steps: 20k, 1.5M.
+void use_step_ticker(QCPAxis *axis);
 
 }  // namespace moe::views

@@ -19,6 +19,7 @@
 
 #include <array>
 #include <cmath>
+#include <limits>
 
 namespace moe::views {
 
@@ -85,8 +86,8 @@ QString part_tip(const QString &name)
     return {};
 }
 
-// Axis labels in K/M/B rather than 1e+09.
-class HumanTicker : public QCPAxisTicker {
+// Log-axis labels in K/M/B rather than 1e+09.
+class HumanTicker : public QCPAxisTickerLog {
 protected:
     QString getTickLabel(double tick, const QLocale &, QChar, int) override { return ModelView::humanCount(tick); }
 };
@@ -179,8 +180,11 @@ ModelView::ModelView(QWidget *parent) : QWidget(parent)
     diagram_ = new QCustomPlot;
     add_plot_title(diagram_, "Layer stack: parameters per block");
     diagram_->xAxis->setLabel("block (bottom of the stack on the left)");
-    diagram_->yAxis->setLabel("parameters");
+    diagram_->yAxis->setLabel("parameters (log scale)");
+    // Log scale: a MoE layer stores ~30x what a token uses; both must stay readable.
+    diagram_->yAxis->setScaleType(QCPAxis::stLogarithmic);
     diagram_->yAxis->setTicker(QSharedPointer<QCPAxisTicker>(new HumanTicker));
+    diagram_->yAxis->grid()->setSubGridVisible(false);
     diagram_->xAxis->grid()->setVisible(false);
     diagram_->yAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
     diagram_->setToolTip(explained_html(
@@ -214,8 +218,8 @@ ModelView::ModelView(QWidget *parent) : QWidget(parent)
     auto *split = new QSplitter(Qt::Vertical);
     split->addWidget(tree_);
     split->addWidget(bottom);
-    split->setStretchFactor(0, 3);
-    split->setStretchFactor(1, 2);
+    split->setStretchFactor(0, 1);
+    split->setStretchFactor(1, 1);
     root->addWidget(split);
 }
 
@@ -309,8 +313,8 @@ void ModelView::fillDiagram()
     diagram_->legend->clearItems();
     using Kind = ModelSummaryData::LayerKind;
     const int n = static_cast<int>(data_.layers.size());
-    double top = 0;
-    QMap<int, QCPBars *> total_bars, active_bars;
+    double top = 0, bottom = std::numeric_limits<double>::infinity();
+    QCPBars *act_last = nullptr;
     for (Kind kind : {Kind::Dense, Kind::Moe, Kind::Mtp}) {
         QVector<double> keys, totals, actives;
         for (int i = 0; i < n; ++i) {
@@ -320,6 +324,8 @@ void ModelView::fillDiagram()
             totals << data_.layers[i].params;
             actives << data_.layers[i].active_params;
             top = std::max(top, data_.layers[i].params);
+            if (data_.layers[i].active_params > 0)
+                bottom = std::min(bottom, data_.layers[i].active_params);
         }
         if (keys.isEmpty())
             continue;
@@ -332,21 +338,30 @@ void ModelView::fillDiagram()
         bars->setWidth(0.8);
         bars->setData(keys, totals, true);
         bars->setName(kind_name(kind));
+        bars->setBaseValue(1);  // log axis: bars grow from 1, far below the visible range
         auto *act = new QCPBars(diagram_->xAxis, diagram_->yAxis);
         act->setBrush(c.darker(120));
         act->setPen(Qt::NoPen);
         act->setWidth(0.35);
         act->setData(keys, actives, true);
-        act->setName(QStringLiteral("active (%1)").arg(kind_name(kind)));
-        diagram_->legend->removeItem(diagram_->legend->itemCount() - 1);  // one legend entry per kind
+        act->setBaseValue(1);
+        act->setName(QStringLiteral("active per token (narrow bars)"));
+        act_last = act;
+        // One legend entry per kind, plus one for all the narrow bars.
+        diagram_->legend->removeItem(diagram_->legend->itemCount() - 1);
     }
+    if (act_last)
+        act_last->addToLegend();
     diagram_->legend->setVisible(n > 0);
     diagram_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignLeft);
     QFont f = diagram_->font();
     f.setPointSizeF(f.pointSizeF() * 0.85);
     diagram_->legend->setFont(f);
     diagram_->xAxis->setRange(0.3, n + 0.7);
-    diagram_->yAxis->setRange(0, top > 0 ? top * 1.35 : 1);  // room for the legend
+    if (top > 0 && std::isfinite(bottom))
+        diagram_->yAxis->setRange(bottom / 3, top * 12);  // room above for the legend
+    else
+        diagram_->yAxis->setRange(1, 10);
     QSharedPointer<QCPAxisTickerFixed> ticker(new QCPAxisTickerFixed);
     ticker->setTickStep(1.0);
     ticker->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
