@@ -409,6 +409,8 @@ void TestViewExperts::expertLoadLargeTiming()
     // Generous bounds: the CI machine is shared; the numbers above are what to watch.
     QVERIFY2(load_ms < 4000, "loading 100,000 logged steps took too long");
     QVERIFY2(replot < 150, "replot took too long");
+    for (QCustomPlot *p : {static_cast<QCustomPlot *>(view.loadTrainingPlot()), view.maxVioPlot(), view.deadPlot()})
+        QCOMPARE(p->xAxis->range(), view.loadTrainingPlot()->xAxis->range());
     save_screenshot(&view, "expert_load_large.png");
 }
 

@@ -100,6 +100,9 @@ void style_line_plot(QCustomPlot *plot)
     plot->xAxis->grid()->setSubGridVisible(false);
     plot->yAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
     plot->xAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
+    plot->xAxis->grid()->setZeroLinePen(Qt::NoPen);
+    // Room on the right so the last step label ("100k") is not dropped at the widget edge.
+    plot->axisRect()->setMinimumMargins(QMargins(0, 0, 18, 0));
 }
 
 }  // namespace
@@ -185,6 +188,13 @@ void ExpertLoadView::buildUi()
     for (HeatmapPlot *p : {load_step_, bias_step_}) {
         p->xAxis->setLabel("expert");
         p->setRowsTopDown(true);
+        // Outline of the chosen layer's row.
+        auto *outline = new QCPItemRect(p);
+        outline->setPen(QPen(QColor(230, 30, 30), 2));
+        outline->setBrush(Qt::NoBrush);
+        outline->setClipToAxisRect(true);
+        outline->setSelectable(false);
+        row_outlines_.push_back(outline);
     }
     bias_training_->setColorLabel("bias");
     bias_step_->setColorLabel("bias");
@@ -719,6 +729,10 @@ void ExpertLoadView::updateStepViews()
                 max_abs = std::max(max_abs, std::abs(b));
             }
         }
+    }
+    for (QCPItemRect *outline : row_outlines_) {
+        outline->topLeft->setCoords(-0.5, layer_ - 0.5);
+        outline->bottomRight->setCoords(E - 0.5, layer_ + 0.5);
     }
     load_step_->setColorRange(0, std::max(hi, unit_ == LoadUnit::ShareOfMean ? 2.0 : 1.0));
     load_step_->setColorLabel(unitLabel());

@@ -13,6 +13,7 @@ class QCPRange;
 class QCPBars;
 class QCPGraph;
 class QCPItemStraightLine;
+class QCPItemRect;
 class QComboBox;
 class QSlider;
 class QSpinBox;
@@ -140,6 +141,7 @@ private:
     QCPGraph *dead_graph_ = nullptr;
     std::vector<QCPGraph *> maxvio_graphs_;
     std::vector<QCPItemStraightLine *> cursors_;  // one per training plot
+    std::vector<QCPItemRect *> row_outlines_;     // chosen layer in the layers x experts maps
 };
 
 }  // namespace moe::views

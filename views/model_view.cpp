@@ -89,7 +89,16 @@ QString part_tip(const QString &name)
 // Log-axis labels in K/M/B rather than 1e+09.
 class HumanTicker : public QCPAxisTickerLog {
 protected:
-    QString getTickLabel(double tick, const QLocale &, QChar, int) override { return ModelView::humanCount(tick); }
+    QString getTickLabel(double tick, const QLocale &, QChar, int) override
+    {
+        // Powers of ten: "1 B", "100 M" read better than "1.00 B".
+        const char *units[] = {"", " K", " M", " B", " T"};
+        int u = 0;
+        double v = tick;
+        while (std::abs(v) >= 1000 && u < 4)
+            v /= 1000, ++u;
+        return QString::number(v, 'g', 3) + QLatin1String(units[u]);
+    }
 };
 
 QString kind_name(ModelSummaryData::LayerKind kind)
@@ -218,8 +227,8 @@ ModelView::ModelView(QWidget *parent) : QWidget(parent)
     auto *split = new QSplitter(Qt::Vertical);
     split->addWidget(tree_);
     split->addWidget(bottom);
-    split->setStretchFactor(0, 1);
-    split->setStretchFactor(1, 1);
+    split->setStretchFactor(0, 2);
+    split->setStretchFactor(1, 3);
     root->addWidget(split);
 }
 
@@ -340,7 +349,7 @@ void ModelView::fillDiagram()
         bars->setName(kind_name(kind));
         bars->setBaseValue(1);  // log axis: bars grow from 1, far below the visible range
         auto *act = new QCPBars(diagram_->xAxis, diagram_->yAxis);
-        act->setBrush(c.darker(120));
+        act->setBrush(QColor(40, 40, 40, 200));  // one neutral colour: "active" means the same everywhere
         act->setPen(Qt::NoPen);
         act->setWidth(0.35);
         act->setData(keys, actives, true);
