@@ -202,6 +202,7 @@ private slots:
     void expertLoadStepFollowing();
     void expertLoadExports();
     void expertLoadLargeTiming();
+    void edgeCases();
     void sparsityMaskAndAttention();
     void modelTable();
 
@@ -412,6 +413,50 @@ void TestViewExperts::expertLoadLargeTiming()
     for (QCustomPlot *p : {static_cast<QCustomPlot *>(view.loadTrainingPlot()), view.maxVioPlot(), view.deadPlot()})
         QCOMPARE(p->xAxis->range(), view.loadTrainingPlot()->xAxis->range());
     save_screenshot(&view, "expert_load_large.png");
+}
+
+void TestViewExperts::edgeCases()
+{
+    // Empty, invalid, a single step, no bias, MaxVio given: nothing crashes, sensible state.
+    ExpertLoadView view;
+    view.setData({});
+    show_and_settle(&view, {900, 600});
+    view.replotAll();
+    ExpertLoadData bad = make_load(10, 2, 4);
+    bad.load.pop_back();
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression("ExpertLoadView: .*"));
+    view.setData(bad);
+    QCOMPARE(view.data().step_count(), 0);
+
+    ExpertLoadData one = make_load(1, 2, 4);
+    one.bias.clear();
+    one.maxvio = {0.25f, 0.5f};
+    view.setData(one);
+    view.replotAll();
+    QCOMPARE(view.stepIndex(), 0);
+    QCOMPARE(view.maxVio(0, 1), 0.5);
+    QVERIFY(!view.heatmapTabs()->isTabEnabled(1));
+    QCOMPARE(view.loadTrainingPlot()->colorMap()->data()->keySize(), 1);
+    view.previewStep(1e9);
+    QCOMPARE(view.shownStepIndex(), 0);
+
+    // Many tokens: indices instead of labels.
+    SparsityView sparsity;
+    RoutingMaskData mask{{}, 8, std::vector<uint8_t>(200 * 8, 0), {}};
+    for (int t = 0; t < 200; ++t) {
+        mask.tokens << QStringLiteral("t%1").arg(t);
+        mask.mask[t * 8 + t % 8] = 1;
+    }
+    sparsity.setRoutingMask(mask);
+    sparsity.setAttention({});
+    sparsity.setSparsityOverTraining({});
+    QVERIFY(!sparsity.maskPlot()->yAxis->ticker().dynamicCast<QCPAxisTickerText>());
+    show_and_settle(&sparsity, {900, 600});
+
+    ModelView model;
+    model.setSummary({});
+    QVERIFY(model.totalsItem());
+    QCOMPARE(model.totalsItem()->data(ModelView::ParamsColumn, ModelView::kValueRole).toDouble(), 0.0);
 }
 
 void TestViewExperts::sparsityMaskAndAttention()

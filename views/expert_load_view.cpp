@@ -358,7 +358,12 @@ void ExpertLoadView::buildUi()
 void ExpertLoadView::setData(ExpertLoadData data)
 {
     data_ = std::move(data);
-    if (!data_.valid()) {
+    if (!data_.valid() && !(data_.step_count() == 0 && data_.load.empty())) {
+        qWarning("ExpertLoadView: load/bias/maxvio sizes do not match %d steps x %d layers x %d experts; "
+                 "showing nothing",
+                 data_.step_count(), data_.layers(), data_.experts);
+        data_ = ExpertLoadData{};
+    } else if (!data_.valid()) {
         data_ = ExpertLoadData{};
     }
     computeDerived();
