@@ -36,6 +36,8 @@ public:
     explicit ExpertLoadView(QWidget *parent = nullptr);
     ~ExpertLoadView() override;
 
+    // Takes the arrays by value: std::move a large run in (100,000 steps x 26 x 64 is ~1.3 GB).
+    // Mismatched sizes are refused with a warning and show an empty view.
     void setData(ExpertLoadData data);
     const ExpertLoadData &data() const { return data_; }
 

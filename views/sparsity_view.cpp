@@ -269,7 +269,7 @@ void SparsityView::setSparsityOverTraining(SparsityOverTraining data)
     fillLines(never_plot_, over_training_.never_chosen);
     fillLines(near_zero_plot_, over_training_.near_zero);
     near_zero_plot_->yAxis->setLabel(
-        QStringLiteral("%  with |a| < %1").arg(over_training_.near_zero_threshold, 0, 'g', 3));
+        QStringLiteral("% with |a| < %1").arg(over_training_.near_zero_threshold, 0, 'g', 3));
     near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
 }
 
