@@ -110,10 +110,10 @@ void LocalSession::set_state(SessionState s) {
     SessionEvent e;
     e.kind = SessionEvent::Kind::StateChanged;
     e.state = s;
-    emit(std::move(e));
+    notify(std::move(e));
 }
 
-void LocalSession::emit(SessionEvent e) {
+void LocalSession::notify(SessionEvent e) {
     if (e.kind != SessionEvent::Kind::StateChanged) e.state = state();
     std::lock_guard lock(listener_mutex_);
     if (listener_) listener_(e);
@@ -126,7 +126,7 @@ void LocalSession::log(const std::string& line) {
     SessionEvent e;
     e.kind = SessionEvent::Kind::Log;
     e.message = line;
-    emit(std::move(e));
+    notify(std::move(e));
 }
 
 void LocalSession::fail(const std::string& message, const std::string& field) {
@@ -139,9 +139,9 @@ void LocalSession::fail(const std::string& message, const std::string& field) {
     e.kind = SessionEvent::Kind::Failed;
     e.message = message;
     e.field = field;
-    emit(e);
+    notify(e);
     e.kind = SessionEvent::Kind::StateChanged;
-    emit(std::move(e));
+    notify(std::move(e));
 }
 
 void LocalSession::run(TrainerFactory factory) {
@@ -155,7 +155,7 @@ void LocalSession::run(TrainerFactory factory) {
         SessionEvent e;
         e.kind = SessionEvent::Kind::Step;
         e.step = std::move(r);
-        emit(std::move(e));
+        notify(std::move(e));
     };
     auto finish = [&](const std::string& why) {
         trainer->close();
@@ -168,14 +168,14 @@ void LocalSession::run(TrainerFactory factory) {
             SessionEvent e;
             e.kind = SessionEvent::Kind::Eval;
             e.eval = r;
-            emit(std::move(e));
+            notify(std::move(e));
         };
         trainer->on_checkpoint = [this](const std::string& dir) {
             log("checkpoint saved: " + dir);
             SessionEvent e;
             e.kind = SessionEvent::Kind::Checkpoint;
             e.message = dir;
-            emit(std::move(e));
+            notify(std::move(e));
         };
         {
             std::lock_guard lock(mutex_);

@@ -46,7 +46,7 @@ private:
     void launch(TrainerFactory factory, const std::string& run_file);
     void run(TrainerFactory factory);
     void set_state(SessionState s);
-    void emit(SessionEvent e);
+    void notify(SessionEvent e);
     void log(const std::string& line);
     void fail(const std::string& message, const std::string& field);
     void push(Command c);
