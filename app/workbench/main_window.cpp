@@ -5,6 +5,7 @@
 #include <QCloseEvent>
 #include <QDateTime>
 #include <QDockWidget>
+#include <QElapsedTimer>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFontDatabase>
@@ -356,7 +357,15 @@ void MainWindow::schedule_views() {
     if (!views_timer_.isActive()) views_timer_.start();
 }
 
+double MainWindow::longest_gui_work_ms() const {
+    double ms = longest_refresh_ms_;
+    for (const auto& [path, c] : runs_) ms = std::max(ms, c->longest_poll_ms());
+    return ms;
+}
+
 void MainWindow::refresh_views() {
+    QElapsedTimer timer;
+    timer.start();
     const QStringList shown = shown_runs();
     // Until the views are merged, the placeholders say what they would draw.
     QStringList curves, experts;
@@ -385,6 +394,7 @@ void MainWindow::refresh_views() {
     };
     set("curvesDock", tr("Training curves"), curves);
     set("expertLoadDock", tr("Expert load"), experts);
+    longest_refresh_ms_ = std::max(longest_refresh_ms_, timer.nsecsElapsed() / 1e6);
 }
 
 void MainWindow::append_log(const QString& level, const QString& text) {

@@ -47,6 +47,9 @@ public:
     RunController* session_run() const;  // the live session's run, if any
     QStringList shown_runs() const;
     QString last_error() const { return last_error_; }
+    // The longest time the GUI thread spent in one view refresh or run-file poll (ms): what
+    // this window itself can block the event loop for.
+    double longest_gui_work_ms() const;
 
     void save_settings() const;
     void restore_settings();
@@ -89,6 +92,7 @@ private:
     QStringList selected_;
     QString session_run_path_, last_error_;
     QTimer views_timer_;
+    double longest_refresh_ms_ = 0;
 
     QAction *act_start_ = nullptr, *act_pause_ = nullptr, *act_step_ = nullptr, *act_resume_ = nullptr,
             *act_stop_ = nullptr, *act_checkpoint_ = nullptr, *act_resume_ckpt_ = nullptr;

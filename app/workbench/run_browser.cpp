@@ -31,6 +31,8 @@ RunBrowser::RunBrowser(QWidget* parent) : QWidget(parent) {
     view_->setModel(model_);
     view_->setSelectionMode(QAbstractItemView::ExtendedSelection);
     top->addWidget(view_, 1);
+    connect(view_->selectionModel(), &QItemSelectionModel::selectionChanged, this,
+            [this] { emit selection_changed(selected_runs()); });
     auto* hint = new QLabel(tr("Select several runs (Ctrl/Shift) to overlay their curves."));
     hint->setWordWrap(true);
     hint->setEnabled(false);
@@ -48,9 +50,6 @@ void RunBrowser::set_folder(const QString& dir) {
     folder_label_->setText(QDir::toNativeSeparators(dir));
     folder_label_->setToolTip(folder_label_->text());
     view_->setRootIndex(model_->setRootPath(dir));
-    // The selection model is replaced with the root; reconnect each time.
-    connect(view_->selectionModel(), &QItemSelectionModel::selectionChanged, this,
-            [this] { emit selection_changed(selected_runs()); }, Qt::UniqueConnection);
     emit folder_changed(dir);
 }
 

@@ -1,5 +1,6 @@
 #include "workbench/run_controller.h"
 
+#include <QElapsedTimer>
 #include <QFileInfo>
 
 #include <cmath>
@@ -46,14 +47,18 @@ void RunController::add_step(const StepReport& r) {
 }
 
 void RunController::poll() {
+    QElapsedTimer timer;
+    timer.start();
     try {
-        if (!reader_->refresh()) return;
-        read_new_metrics();
-        read_eval();
-        schedule_update();
+        if (reader_->refresh()) {
+            read_new_metrics();
+            read_eval();
+            schedule_update();
+        }
     } catch (const std::exception&) {
         // A file being written may be momentarily inconsistent; the next poll tries again.
     }
+    longest_poll_ms_ = std::max(longest_poll_ms_, timer.nsecsElapsed() / 1e6);
 }
 
 void RunController::set_writer_done() {

@@ -48,6 +48,7 @@ public:
     // Polls the file now (the timer does it while live); stops polling when the writer is done.
     void poll();
     void set_writer_done();
+    double longest_poll_ms() const { return longest_poll_ms_; }
 
 signals:
     void updated();  // coalesced, at most ~30 per second
@@ -61,6 +62,7 @@ private:
     std::unique_ptr<RunReader> reader_;
     bool live_ = false, from_session_ = false;
     int64_t metrics_read_ = 0;
+    double longest_poll_ms_ = 0;
     std::vector<double> step_, loss_, mtp_loss_, aux_loss_, lr_, grad_norm_, tokens_per_s_;
     std::vector<EvalRow> eval_;
     QTimer poll_timer_, update_timer_;

@@ -60,6 +60,9 @@ RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
     summary_->setObjectName("modelSummary");
     summary_->setTextFormat(Qt::RichText);
     summary_->setWordWrap(true);
+    // Three lines whether it shows the summary or the hint, so the form does not jump.
+    summary_->setMinimumHeight(summary_->fontMetrics().lineSpacing() * 3 + 4);
+    summary_->setAlignment(Qt::AlignLeft | Qt::AlignTop);
     top->addWidget(summary_);
 
     form_ = new ProjectForm;
@@ -101,9 +104,14 @@ RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
     start_->setDefault(true);
     top->addWidget(start_);
 
-    connect(form_, &ProjectForm::changed, this, [this] {
+    connect(form_, &ProjectForm::changed, this, [this, scroll] {
         update_summary();
         update_start();
+        // Bring a newly invalid field into view: its message sits under it.
+        if (form_->error_field() != shown_error_field_) {
+            shown_error_field_ = form_->error_field();
+            if (QWidget* e = form_->editor(shown_error_field_)) scroll->ensureWidgetVisible(e, 20, 60);
+        }
     });
     connect(presets_, &QComboBox::activated, this, [this](int i) {
         open_project(presets_->itemData(i).toString());

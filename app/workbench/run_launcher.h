@@ -51,7 +51,7 @@ private:
     QSpinBox* threads_ = nullptr;
     QListWidget* gpus_ = nullptr;
     QPushButton* start_ = nullptr;
-    QString presets_dir_, project_path_;
+    QString presets_dir_, project_path_, shown_error_field_;
     bool run_active_ = false;
 };
 
