@@ -1,0 +1,381 @@
+#include "model_view.h"
+
+#include "colormap.h"
+#include "explained.h"
+#include "heatmap_plot.h"
+#include "plot_export.h"
+
+#include <QFileDialog>
+#include <QFontDatabase>
+#include <QHeaderView>
+#include <QMap>
+#include <QMenu>
+#include <QMessageBox>
+#include <QPlainTextEdit>
+#include <QSplitter>
+#include <QTreeWidget>
+#include <QVBoxLayout>
+#include <qcustomplot.h>
+
+#include <array>
+#include <cmath>
+
+namespace moe::views {
+
+namespace {
+
+QString active_tip()
+{
+    return explained_html("Active parameters",
+                          "Parameters one token actually passes through. A MoE layer stores every routed "
+                          "expert but runs only the k the gate picks (plus the shared experts), so a model "
+                          "can hold many parameters and still cost little per token: DeepSeek-V3 stores "
+                          "671 B and activates 37 B.");
+}
+QString flops_tip()
+{
+    return explained_html("FLOPs per token",
+                          "Forward floating-point operations for one token, counting a multiply-add as 2. "
+                          "Training costs about three times this (forward plus backward). Attention also "
+                          "grows with context length; the figure assumes the configured sequence length.");
+}
+QString mla_tip()
+{
+    return explained_html("Multi-head Latent Attention (MLA)",
+                          "Keys and values are compressed into one small latent vector per token "
+                          "(kv_lora_rank) plus one shared RoPE key; the per-head keys and values are "
+                          "expanded from it. The cache holds only the latent, a fraction of what standard "
+                          "multi-head attention stores.");
+}
+QString mtp_tip()
+{
+    return explained_html("Multi-Token Prediction (MTP)",
+                          "Extra modules, each one transformer block, predict the token after next from the "
+                          "main model's hidden state. They share the embedding and output head with the main "
+                          "model, densify the training signal, and can serve as a speculative draft at "
+                          "inference; they are usually dropped for plain inference.");
+}
+QString routed_tip()
+{
+    return explained_html("Routed experts",
+                          "Many small SwiGLU FFNs per MoE layer; the gate sends each token to k of them. All "
+                          "are stored, only k are active per token.");
+}
+QString shared_tip()
+{
+    return explained_html("Shared experts",
+                          "SwiGLU FFNs that every token passes through, next to the routed ones: they learn "
+                          "common knowledge so the routed experts can specialize.");
+}
+
+// Tooltip for a row, by what its name talks about.
+QString part_tip(const QString &name)
+{
+    const QString n = name.toLower();
+    if (n.contains("mtp"))
+        return mtp_tip();
+    if (n.contains("attention") || n.contains("mla"))
+        return mla_tip();
+    if (n.contains("routed"))
+        return routed_tip();
+    if (n.contains("shared"))
+        return shared_tip();
+    if (n.contains("gate"))
+        return explained_html(explain::kTopK);
+    return {};
+}
+
+// Axis labels in K/M/B rather than 1e+09.
+class HumanTicker : public QCPAxisTicker {
+protected:
+    QString getTickLabel(double tick, const QLocale &, QChar, int) override { return ModelView::humanCount(tick); }
+};
+
+QString kind_name(ModelSummaryData::LayerKind kind)
+{
+    switch (kind) {
+    case ModelSummaryData::LayerKind::Dense: return "dense FFN layer";
+    case ModelSummaryData::LayerKind::Moe: return "MoE layer";
+    case ModelSummaryData::LayerKind::Mtp: return "MTP module";
+    }
+    return {};
+}
+
+QColor kind_color(ModelSummaryData::LayerKind kind) { return category_color(static_cast<int>(kind)); }
+
+}  // namespace
+
+QString ModelView::humanCount(double v)
+{
+    if (!std::isfinite(v))
+        return QStringLiteral("-");
+    const double a = std::abs(v);
+    auto fmt = [](double x, const char *unit) {
+        // Three significant digits: 671 B, 37.0 B, 1.23 M.
+        const int decimals = x >= 100 ? 0 : x >= 10 ? 1 : 2;
+        return QStringLiteral("%1 %2").arg(x, 0, 'f', decimals).arg(QLatin1String(unit));
+    };
+    if (a >= 1e12)
+        return fmt(v / 1e12, "T");
+    if (a >= 1e9)
+        return fmt(v / 1e9, "B");
+    if (a >= 1e6)
+        return fmt(v / 1e6, "M");
+    if (a >= 1e3)
+        return fmt(v / 1e3, "K");
+    return QString::number(v, 'f', 0);
+}
+
+QString ModelView::humanFlops(double v)
+{
+    if (!std::isfinite(v))
+        return QStringLiteral("-");
+    const double a = std::abs(v);
+    auto fmt = [](double x, const char *unit) {
+        const int decimals = x >= 100 ? 0 : x >= 10 ? 1 : 2;
+        return QStringLiteral("%1 %2").arg(x, 0, 'f', decimals).arg(QLatin1String(unit));
+    };
+    if (a >= 1e12)
+        return fmt(v / 1e12, "TFLOP");
+    if (a >= 1e9)
+        return fmt(v / 1e9, "GFLOP");
+    if (a >= 1e6)
+        return fmt(v / 1e6, "MFLOP");
+    if (a >= 1e3)
+        return fmt(v / 1e3, "KFLOP");
+    return QStringLiteral("%1 FLOP").arg(v, 0, 'f', 0);
+}
+
+ModelView::ModelView(QWidget *parent) : QWidget(parent)
+{
+    auto *root = new QVBoxLayout(this);
+    root->setContentsMargins(6, 6, 6, 6);
+
+    tree_ = new QTreeWidget;
+    tree_->setColumnCount(ColumnCount);
+    tree_->setHeaderLabels({"Part", "Parameters", "Active / token", "FLOPs / token", "Note"});
+    tree_->headerItem()->setToolTip(ActiveColumn, active_tip());
+    tree_->headerItem()->setToolTip(FlopsColumn, flops_tip());
+    tree_->headerItem()->setToolTip(ParamsColumn,
+                                    explained_html("Parameters", "Numbers stored in the checkpoint for this part."));
+    for (int c : {ParamsColumn, ActiveColumn, FlopsColumn})
+        tree_->headerItem()->setTextAlignment(c, Qt::AlignRight | Qt::AlignVCenter);
+    tree_->setAlternatingRowColors(true);
+    tree_->setRootIsDecorated(true);
+    tree_->setUniformRowHeights(true);
+    tree_->header()->setStretchLastSection(true);
+    tree_->setContextMenuPolicy(Qt::CustomContextMenu);
+    connect(tree_, &QWidget::customContextMenuRequested, this, [this](const QPoint &pos) {
+        QMenu menu(this);
+        menu.addAction("Export table as CSV...", this, [this] {
+            const QString path = QFileDialog::getSaveFileName(this, "Export table", "model.csv", "CSV (*.csv)");
+            QString error;
+            if (!path.isEmpty() && !exportTableCsv(path, &error))
+                QMessageBox::warning(this, "Export failed", error);
+        });
+        menu.exec(tree_->viewport()->mapToGlobal(pos));
+    });
+
+    diagram_ = new QCustomPlot;
+    add_plot_title(diagram_, "Layer stack: parameters per block");
+    diagram_->xAxis->setLabel("block (bottom of the stack on the left)");
+    diagram_->yAxis->setLabel("parameters");
+    diagram_->yAxis->setTicker(QSharedPointer<QCPAxisTicker>(new HumanTicker));
+    diagram_->xAxis->grid()->setVisible(false);
+    diagram_->yAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
+    diagram_->setToolTip(explained_html(
+        "Layer stack",
+        "Wide bars: parameters stored per block; narrow dark bars: parameters active for one token. "
+        "The first layers are dense (a plain SwiGLU FFN), the rest are MoE; MTP modules sit on top."));
+    add_export_actions(this, diagram_, [this] {
+        CsvContent content;
+        content.x_name = "block";
+        Series total{"parameters", {}, {}}, active{"active parameters", {}, {}};
+        for (size_t i = 0; i < data_.layers.size(); ++i) {
+            total.x.push_back(i + 1);
+            total.y.push_back(data_.layers[i].params);
+            active.x.push_back(i + 1);
+            active.y.push_back(data_.layers[i].active_params);
+        }
+        content.series = {total, active};
+        return content;
+    });
+
+    config_ = new QPlainTextEdit;
+    config_->setReadOnly(true);
+    config_->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
+    config_->setToolTip("config.json of the model (HF DeepseekV3Config field names)");
+
+    auto *bottom = new QSplitter(Qt::Horizontal);
+    bottom->addWidget(diagram_);
+    bottom->addWidget(config_);
+    bottom->setStretchFactor(0, 3);
+    bottom->setStretchFactor(1, 2);
+    auto *split = new QSplitter(Qt::Vertical);
+    split->addWidget(tree_);
+    split->addWidget(bottom);
+    split->setStretchFactor(0, 3);
+    split->setStretchFactor(1, 2);
+    root->addWidget(split);
+}
+
+void ModelView::setSummary(ModelSummaryData data)
+{
+    data_ = std::move(data);
+    tree_->clear();
+    totals_ = nullptr;
+
+    auto set_numbers = [](QTreeWidgetItem *item, double params, double active, double flops) {
+        const double values[] = {params, active, flops};
+        const int columns[] = {ParamsColumn, ActiveColumn, FlopsColumn};
+        for (int i = 0; i < 3; ++i) {
+            item->setText(columns[i], columns[i] == FlopsColumn ? humanFlops(values[i]) : humanCount(values[i]));
+            item->setData(columns[i], kValueRole, values[i]);
+            item->setTextAlignment(columns[i], Qt::AlignRight | Qt::AlignVCenter);
+            item->setToolTip(columns[i], QLocale().toString(values[i], 'f', 0));
+        }
+    };
+
+    QMap<QString, QTreeWidgetItem *> groups;
+    QMap<QString, std::array<double, 3>> group_sums;
+    double sum_params = 0, sum_active = 0, sum_flops = 0;
+    for (const auto &part : data_.parts) {
+        QTreeWidgetItem *parent = nullptr;
+        if (!part.group.isEmpty()) {
+            parent = groups.value(part.group);
+            if (!parent) {
+                parent = new QTreeWidgetItem(tree_, QStringList{part.group});
+                parent->setToolTip(NameColumn, part_tip(part.group));
+                groups.insert(part.group, parent);
+                group_sums.insert(part.group, {0, 0, 0});
+            }
+            auto &s = group_sums[part.group];
+            s[0] += part.params;
+            s[1] += part.active_params;
+            s[2] += part.flops_per_token;
+        }
+        auto *item = parent ? new QTreeWidgetItem(parent) : new QTreeWidgetItem(tree_);
+        item->setText(NameColumn, part.name);
+        item->setText(NoteColumn, part.note);
+        item->setToolTip(NoteColumn, part.note);
+        set_numbers(item, part.params, part.active_params, part.flops_per_token);
+        const QString tip = part_tip(part.name);
+        if (!tip.isEmpty())
+            item->setToolTip(NameColumn, tip);
+        sum_params += part.params;
+        sum_active += part.active_params;
+        sum_flops += part.flops_per_token;
+    }
+    for (auto it = groups.begin(); it != groups.end(); ++it) {
+        const auto &s = group_sums[it.key()];
+        set_numbers(it.value(), s[0], s[1], s[2]);
+        it.value()->setExpanded(true);
+        QFont f = it.value()->font(NameColumn);
+        f.setItalic(true);
+        it.value()->setFont(NameColumn, f);
+    }
+
+    // Totals as the model counts them; the sum of the rows when not given.
+    auto pick = [](double given, double sum) { return std::isfinite(given) && given >= 0 ? given : sum; };
+    totals_ = new QTreeWidgetItem(tree_);
+    totals_->setText(NameColumn, data_.name.isEmpty() ? QStringLiteral("Total") : QStringLiteral("Total: %1").arg(data_.name));
+    set_numbers(totals_, pick(data_.total_params, sum_params), pick(data_.total_active_params, sum_active),
+                pick(data_.total_flops_per_token, sum_flops));
+    const double total = pick(data_.total_params, sum_params);
+    const double active = pick(data_.total_active_params, sum_active);
+    QString note = total > 0 ? QStringLiteral("%1% of the parameters active per token").arg(100.0 * active / total, 0, 'f', 1)
+                             : QString();
+    if (std::abs(total - sum_params) > 0.5)
+        note += QStringLiteral("; rows sum to %1 (shared tensors counted once in the total)").arg(humanCount(sum_params));
+    totals_->setText(NoteColumn, note);
+    totals_->setToolTip(ActiveColumn, active_tip());
+    QFont bold = totals_->font(0);
+    bold.setBold(true);
+    for (int c = 0; c < ColumnCount; ++c) {
+        totals_->setFont(c, bold);
+        totals_->setBackground(c, QColor(235, 240, 248));
+    }
+    for (int c = 0; c < NoteColumn; ++c)
+        tree_->resizeColumnToContents(c);
+    tree_->setColumnWidth(NameColumn, std::max(tree_->columnWidth(NameColumn) + 20, 200));
+
+    config_->setPlainText(data_.config_text);
+    fillDiagram();
+}
+
+void ModelView::fillDiagram()
+{
+    diagram_->clearPlottables();
+    diagram_->legend->clearItems();
+    using Kind = ModelSummaryData::LayerKind;
+    const int n = static_cast<int>(data_.layers.size());
+    double top = 0;
+    QMap<int, QCPBars *> total_bars, active_bars;
+    for (Kind kind : {Kind::Dense, Kind::Moe, Kind::Mtp}) {
+        QVector<double> keys, totals, actives;
+        for (int i = 0; i < n; ++i) {
+            if (data_.layers[i].kind != kind)
+                continue;
+            keys << i + 1;
+            totals << data_.layers[i].params;
+            actives << data_.layers[i].active_params;
+            top = std::max(top, data_.layers[i].params);
+        }
+        if (keys.isEmpty())
+            continue;
+        QColor c = kind_color(kind);
+        auto *bars = new QCPBars(diagram_->xAxis, diagram_->yAxis);
+        QColor light = c;
+        light.setAlpha(90);
+        bars->setBrush(light);
+        bars->setPen(QPen(c, 1));
+        bars->setWidth(0.8);
+        bars->setData(keys, totals, true);
+        bars->setName(kind_name(kind));
+        auto *act = new QCPBars(diagram_->xAxis, diagram_->yAxis);
+        act->setBrush(c.darker(120));
+        act->setPen(Qt::NoPen);
+        act->setWidth(0.35);
+        act->setData(keys, actives, true);
+        act->setName(QStringLiteral("active (%1)").arg(kind_name(kind)));
+        diagram_->legend->removeItem(diagram_->legend->itemCount() - 1);  // one legend entry per kind
+    }
+    diagram_->legend->setVisible(n > 0);
+    diagram_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignLeft);
+    QFont f = diagram_->font();
+    f.setPointSizeF(f.pointSizeF() * 0.85);
+    diagram_->legend->setFont(f);
+    diagram_->xAxis->setRange(0.3, n + 0.7);
+    diagram_->yAxis->setRange(0, top > 0 ? top * 1.35 : 1);  // room for the legend
+    QSharedPointer<QCPAxisTickerFixed> ticker(new QCPAxisTickerFixed);
+    ticker->setTickStep(1.0);
+    ticker->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
+    diagram_->xAxis->setTicker(ticker);
+    diagram_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+Matrix ModelView::tableMatrix() const
+{
+    Matrix m;
+    m.cols = 3;
+    m.col_labels = {"params", "active_params", "flops_per_token"};
+    for (const auto &part : data_.parts) {
+        m.row_labels << (part.group.isEmpty() ? part.name : part.group + " / " + part.name);
+        m.values.insert(m.values.end(), {part.params, part.active_params, part.flops_per_token});
+        ++m.rows;
+    }
+    if (totals_) {
+        m.row_labels << "total";
+        for (int c : {ParamsColumn, ActiveColumn, FlopsColumn})
+            m.values.push_back(totals_->data(c, kValueRole).toDouble());
+        ++m.rows;
+    }
+    return m;
+}
+
+bool ModelView::exportTableCsv(const QString &path, QString *error) const
+{
+    return write_csv(path, tableMatrix(), error);
+}
+
+}  // namespace moe::views

@@ -1,0 +1,302 @@
+#include "sparsity_view.h"
+
+#include "colormap.h"
+#include "explained.h"
+#include "heatmap_plot.h"
+#include "plot_export.h"
+
+#include <QGridLayout>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QSpinBox>
+#include <QVBoxLayout>
+
+#include <algorithm>
+#include <cmath>
+
+namespace moe::views {
+
+namespace {
+
+// Neutral grey for cells the causal mask removes: no colour of viridis is near it.
+const QColor kMaskedGrey(190, 190, 190);
+
+QString mask_tip()
+{
+    return explained_html(QString::fromUtf8(explain::kTopK.title),
+                          QString::fromUtf8(explain::kTopK.text) +
+                              "<br>Each row is a token of the batch, each column a routed expert; a filled cell means "
+                              "the gate chose that expert. Every row has exactly k filled cells; an empty column is "
+                              "an expert no token chose.");
+}
+
+QString attention_tip()
+{
+    return explained_html(
+        "Causal attention",
+        "Row q shows how much query token q attends to each earlier key token k (the softmax weights "
+        "sum to 1 along a row). Grey cells lie above the diagonal: the causal mask forbids looking "
+        "at later tokens. In MLA (multi-head latent attention) all heads share one compressed "
+        "key/value latent per token, yet each head still has its own pattern.");
+}
+
+QString never_tip()
+{
+    return explained_html("Experts never chosen",
+                          "Fraction of the routed experts of a layer that received no token in the logged "
+                          "batch. High values early in training are normal; values that stay high mean "
+                          "collapsed routing, which the balancing bias should undo.");
+}
+
+QString near_zero_tip(double threshold)
+{
+    return explained_html("Near-zero FFN activations",
+                          QStringLiteral("Fraction of the FFN's hidden activations (after SwiGLU) whose magnitude is "
+                                         "below %1. Sparse activations are what makes pruning and "
+                                         "activation-sparse kernels pay off.")
+                              .arg(threshold, 0, 'g', 3));
+}
+
+QCPColorGradient mask_gradient()
+{
+    // Two flat levels: a mask is 0/1, nothing in between.
+    QCPColorGradient g;
+    g.setColorStopAt(0.0, QColor(245, 245, 245));
+    g.setColorStopAt(1.0, map_color(0.25));
+    g.setLevelCount(2);
+    return g;
+}
+
+void style_line_plot(QCustomPlot *plot, const QString &title, const QString &y_label)
+{
+    plot->setNoAntialiasingOnDrag(true);
+    add_plot_title(plot, title);
+    plot->xAxis->setLabel("training step");
+    plot->yAxis->setLabel(y_label);
+    plot->yAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
+    plot->xAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
+    plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
+    plot->axisRect()->setRangeDrag(Qt::Horizontal);
+    plot->axisRect()->setRangeZoom(Qt::Horizontal);
+}
+
+CsvContent series_content(const std::vector<Series> &series)
+{
+    CsvContent content;
+    content.x_name = "step";
+    content.series = series;
+    return content;
+}
+
+}  // namespace
+
+QString SparsityView::displayToken(const QString &token)
+{
+    QString t = token;
+    t.replace(' ', QChar(0x2423));   // open box: a visible space
+    t.replace('\n', QChar(0x21B5));  // return arrow
+    t.replace('\t', QChar(0x21E5));
+    if (t.size() > 12)
+        t = t.left(11) + QChar(0x2026);
+    return t;
+}
+
+SparsityView::SparsityView(QWidget *parent) : QWidget(parent)
+{
+    auto *root = new QVBoxLayout(this);
+    root->setContentsMargins(6, 6, 6, 6);
+
+    auto *controls = new QHBoxLayout;
+    layer_spin_ = new QSpinBox;
+    head_spin_ = new QSpinBox;
+    layer_spin_->setToolTip("Layer of the attention pattern (1-based)");
+    head_spin_->setToolTip("Attention head (1-based)");
+    controls->addWidget(new QLabel("Attention layer"));
+    controls->addWidget(layer_spin_);
+    controls->addSpacing(10);
+    controls->addWidget(new QLabel("head"));
+    controls->addWidget(head_spin_);
+    controls->addStretch(1);
+    root->addLayout(controls);
+
+    mask_plot_ = new HeatmapPlot;
+    mask_plot_->setGradient(mask_gradient());
+    mask_plot_->setColorRange(0, 1);
+    mask_plot_->setRowsTopDown(true);
+    mask_plot_->xAxis->setLabel("routed expert");
+    mask_plot_->yAxis->setLabel("token");
+    mask_plot_->setToolTip(mask_tip());
+    {
+        QSharedPointer<QCPAxisTickerText> ticker(new QCPAxisTickerText);
+        ticker->addTick(0.25, "not\nchosen");
+        ticker->addTick(0.75, "chosen");
+        mask_plot_->colorScale()->axis()->setTicker(ticker);
+    }
+
+    attention_plot_ = new HeatmapPlot;
+    QCPColorGradient attention_gradient = viridis_gradient();
+    attention_gradient.setNanHandling(QCPColorGradient::nhNanColor);
+    attention_gradient.setNanColor(kMaskedGrey);
+    attention_plot_->setGradient(attention_gradient);
+    attention_plot_->setRowsTopDown(true);
+    attention_plot_->xAxis->setLabel("key token");
+    attention_plot_->yAxis->setLabel("query token");
+    attention_plot_->setColorLabel("attention weight");
+    attention_plot_->setToolTip(attention_tip());
+
+    never_plot_ = new QCustomPlot;
+    style_line_plot(never_plot_, "Experts never chosen", "% of routed experts");
+    never_plot_->setToolTip(never_tip());
+    near_zero_plot_ = new QCustomPlot;
+    style_line_plot(near_zero_plot_, "Near-zero FFN activations", "% of activations");
+    near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
+
+    auto *grid = new QGridLayout;
+    grid->addWidget(mask_plot_, 0, 0);
+    grid->addWidget(attention_plot_, 0, 1);
+    grid->addWidget(never_plot_, 1, 0);
+    grid->addWidget(near_zero_plot_, 1, 1);
+    grid->setRowStretch(0, 3);
+    grid->setRowStretch(1, 2);
+    root->addLayout(grid, 1);
+
+    for (HeatmapPlot *p : {mask_plot_, attention_plot_})
+        add_export_actions(this, p, [p] {
+            CsvContent content;
+            content.matrix = p->toMatrix();
+            return content;
+        });
+    add_export_actions(this, never_plot_, [this] { return series_content(over_training_.never_chosen); });
+    add_export_actions(this, near_zero_plot_, [this] { return series_content(over_training_.near_zero); });
+
+    connect(layer_spin_, qOverload<int>(&QSpinBox::valueChanged), this,
+            [this](int v) { setAttentionHead(v - 1, head_); });
+    connect(head_spin_, qOverload<int>(&QSpinBox::valueChanged), this,
+            [this](int v) { setAttentionHead(layer_, v - 1); });
+    setRoutingMask({});
+    setAttention({});
+}
+
+void SparsityView::setRoutingMask(RoutingMaskData data)
+{
+    mask_ = std::move(data);
+    const int T = mask_.token_count(), E = mask_.experts;
+    const bool ok = T > 0 && E > 0 && mask_.mask.size() == static_cast<size_t>(T) * E;
+    mask_plot_->setGrid(ok ? E : 1, ok ? T : 1, -0.5, (ok ? E : 1) - 0.5, -0.5, (ok ? T : 1) - 0.5);
+    QStringList labels;
+    int k = 0;
+    if (ok) {
+        for (const QString &t : mask_.tokens)
+            labels << displayToken(t);
+        for (int t = 0; t < T; ++t)
+            for (int e = 0; e < E; ++e)
+                mask_plot_->setCell(e, t, mask_.chosen(t, e) ? 1.0 : 0.0);
+        for (int e = 0; e < E; ++e)
+            k += mask_.chosen(0, e);
+    }
+    mask_plot_->setRowLabels(labels, kMaxTokenLabels);
+    mask_plot_->setColumnLabels({}, 0);
+    mask_plot_->setColorRange(0, 1);
+    QString title = QStringLiteral("Routing mask");
+    if (!mask_.layer_name.isEmpty())
+        title += QStringLiteral(", %1").arg(mask_.layer_name);
+    if (ok)
+        title += QStringLiteral(": %1 tokens, top-%2 of %3 experts").arg(T).arg(k).arg(E);
+    mask_plot_->setTitle(title);
+    mask_plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void SparsityView::setAttention(AttentionData data)
+{
+    attention_ = std::move(data);
+    const QSignalBlocker b1(layer_spin_), b2(head_spin_);
+    layer_spin_->setRange(1, std::max(1, attention_.layers));
+    head_spin_->setRange(1, std::max(1, attention_.heads));
+    layer_ = std::clamp(layer_, 0, std::max(0, attention_.layers - 1));
+    head_ = std::clamp(head_, 0, std::max(0, attention_.heads - 1));
+    layer_spin_->setValue(layer_ + 1);
+    head_spin_->setValue(head_ + 1);
+    updateAttention();
+}
+
+void SparsityView::setAttentionHead(int layer, int head)
+{
+    if (layer < 0 || layer >= attention_.layers || head < 0 || head >= attention_.heads)
+        return;
+    layer_ = layer;
+    head_ = head;
+    const QSignalBlocker b1(layer_spin_), b2(head_spin_);
+    layer_spin_->setValue(layer + 1);
+    head_spin_->setValue(head + 1);
+    updateAttention();
+}
+
+void SparsityView::updateAttention()
+{
+    const int T = attention_.T;
+    const bool ok = T > 0 && attention_.layers > 0 && attention_.heads > 0 &&
+                    attention_.weights.size() == static_cast<size_t>(attention_.layers) * attention_.heads * T * T;
+    const int n = ok ? T : 1;
+    attention_plot_->setGrid(n, n, -0.5, n - 0.5, -0.5, n - 0.5);
+    double hi = 0;
+    if (ok) {
+        for (int q = 0; q < T; ++q) {
+            for (int k = 0; k < T; ++k) {
+                // Above the diagonal: NaN, drawn in the gradient's neutral grey NaN colour.
+                const double w = k > q ? std::nan("") : attention_.at(layer_, head_, q, k);
+                attention_plot_->setCell(k, q, w);
+                if (k <= q)
+                    hi = std::max(hi, w);
+            }
+        }
+    }
+    QStringList labels;
+    if (ok && attention_.tokens.size() == T)
+        for (const QString &t : attention_.tokens)
+            labels << displayToken(t);
+    attention_plot_->setRowLabels(labels, kMaxTokenLabels);
+    attention_plot_->setColumnLabels(labels, kMaxTokenLabels);
+    attention_plot_->xAxis->setTickLabelRotation(labels.size() == T && T <= kMaxTokenLabels && ok ? 90 : 0);
+    attention_plot_->setColorRange(0, hi > 0 ? hi : 1.0);
+    attention_plot_->setTitle(ok ? QStringLiteral("Attention, layer %1, head %2 (grey: causal mask)").arg(layer_ + 1).arg(head_ + 1)
+                                 : QStringLiteral("Attention"));
+    attention_plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void SparsityView::setSparsityOverTraining(SparsityOverTraining data)
+{
+    over_training_ = std::move(data);
+    fillLines(never_plot_, over_training_.never_chosen);
+    fillLines(near_zero_plot_, over_training_.near_zero);
+    near_zero_plot_->yAxis->setLabel(
+        QStringLiteral("%  with |a| < %1").arg(over_training_.near_zero_threshold, 0, 'g', 3));
+    near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
+}
+
+void SparsityView::fillLines(QCustomPlot *plot, const std::vector<Series> &series)
+{
+    plot->clearGraphs();
+    const int n = static_cast<int>(series.size());
+    double top = 0;
+    for (int i = 0; i < n; ++i) {
+        const Series &s = series[i];
+        QCPGraph *g = plot->addGraph();
+        const size_t m = std::min(s.x.size(), s.y.size());
+        QVector<double> keys(static_cast<qsizetype>(m)), values(static_cast<qsizetype>(m));
+        for (size_t j = 0; j < m; ++j) {
+            keys[j] = s.x[j];
+            values[j] = 100.0 * s.y[j];  // fractions shown as percent
+            if (std::isfinite(values[j]))
+                top = std::max(top, values[j]);
+        }
+        g->setData(keys, values, true);
+        g->setName(s.name);
+        g->setPen(QPen(n > 1 ? map_color(0.9 * i / (n - 1)) : category_color(0), 1.5));
+    }
+    place_legend_beside(plot, n);
+    plot->rescaleAxes();
+    plot->yAxis->setRange(0, std::max(1.0, std::min(100.0, top * 1.1)));
+    plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+}  // namespace moe::views

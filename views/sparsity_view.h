@@ -1,0 +1,57 @@
+#pragma once
+// Sparsity at a glance: which experts each token chose (routing mask), the causal attention
+// pattern of one layer and head, and how sparse routing and FFN activations get over training.
+#include "sparsity_data.h"
+
+#include <QWidget>
+
+class QCustomPlot;
+class QSpinBox;
+
+namespace moe::views {
+
+class HeatmapPlot;
+
+class SparsityView : public QWidget {
+    Q_OBJECT
+public:
+    explicit SparsityView(QWidget *parent = nullptr);
+
+    void setRoutingMask(RoutingMaskData data);
+    void setAttention(AttentionData data);
+    void setSparsityOverTraining(SparsityOverTraining data);
+
+    void setAttentionHead(int layer, int head);
+    int attentionLayer() const { return layer_; }
+    int attentionHead() const { return head_; }
+
+    // Token labels are written on the axes up to this many tokens; beyond, token indices.
+    static constexpr int kMaxTokenLabels = 48;
+
+    HeatmapPlot *maskPlot() const { return mask_plot_; }
+    HeatmapPlot *attentionPlot() const { return attention_plot_; }
+    QCustomPlot *neverChosenPlot() const { return never_plot_; }
+    QCustomPlot *nearZeroPlot() const { return near_zero_plot_; }
+
+    // How token text appears on an axis: spaces and newlines made visible, long ones cut.
+    static QString displayToken(const QString &token);
+
+private:
+    void updateAttention();
+    void fillLines(QCustomPlot *plot, const std::vector<Series> &series);
+
+    RoutingMaskData mask_;
+    AttentionData attention_;
+    SparsityOverTraining over_training_;
+    int layer_ = 0;
+    int head_ = 0;
+
+    QSpinBox *layer_spin_ = nullptr;
+    QSpinBox *head_spin_ = nullptr;
+    HeatmapPlot *mask_plot_ = nullptr;
+    HeatmapPlot *attention_plot_ = nullptr;
+    QCustomPlot *never_plot_ = nullptr;
+    QCustomPlot *near_zero_plot_ = nullptr;
+};
+
+}  // namespace moe::views
