@@ -15,6 +15,7 @@
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QPlainTextEdit>
+#include <QScrollArea>
 #include <QSettings>
 #include <QStatusBar>
 #include <QStyle>
@@ -22,6 +23,12 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
+#include "expert_load_view.h"
+#include "model/summary.h"
+#include "model_view.h"
+#include "training_curves_view.h"
 #include "workbench/log_bridge.h"
 #include "workbench/project_form.h"
 #include "workbench/project_paths.h"
@@ -119,10 +126,21 @@ void MainWindow::build_docks() {
     };
     std::map<QString, QDockWidget*> docks;
     for (const ViewDock& v : views) {
-        QLabel* content = placeholder(v.text);
-        content->setObjectName(v.name + "Placeholder");
+        // The merged views; the others keep a placeholder until their branch lands.
+        QWidget* content = nullptr;
+        if (v.name == "curvesDock") content = new views::TrainingCurvesView;
+        else if (v.name == "expertLoadDock") content = new views::ExpertLoadView;
+        else if (v.name == "modelDock") content = new views::ModelView;
+        else content = placeholder(v.text);
+        content->setObjectName(v.name + "View");
         views_[v.name] = content;
-        docks[v.name] = add_dock(v.title, v.name, content);
+        // A scroll area around each view: the views' own minimum sizes must not force the
+        // window past a laptop screen (they scroll inside a small dock instead).
+        auto* scroll = new QScrollArea;
+        scroll->setWidget(content);
+        scroll->setWidgetResizable(true);
+        scroll->setFrameShape(QFrame::NoFrame);
+        docks[v.name] = add_dock(v.title, v.name, scroll);
     }
     // Default layout: launcher and runs on the left, curves large on the right with the
     // per-expert views under them, the log at the bottom.
@@ -171,6 +189,7 @@ void MainWindow::build_actions() {
     connect(act_checkpoint_, &QAction::triggered, session_, &SessionController::save_checkpoint_now);
     connect(act_resume_ckpt_, &QAction::triggered, this, &MainWindow::resume_from_checkpoint);
     connect(launcher_->form(), &ProjectForm::changed, this, &MainWindow::update_actions);
+    connect(launcher_->form(), &ProjectForm::changed, this, &MainWindow::update_model_view);
 
     QToolBar* run = addToolBar(tr("Run"));
     run->setObjectName("runToolbar");
@@ -367,34 +386,70 @@ void MainWindow::refresh_views() {
     QElapsedTimer timer;
     timer.start();
     const QStringList shown = shown_runs();
-    // Until the views are merged, the placeholders say what they would draw.
-    QStringList curves, experts;
-    for (const QString& p : shown) {
-        RunController* c = run(p);
-        const views::Series loss = c->series("loss");
-        curves << tr("%1: %2 steps, last loss %3, %4 evaluations")
-                      .arg(c->name())
-                      .arg(loss.x.size())
-                      .arg(loss.y.empty() ? QString("–") : QString::number(loss.y.back(), 'f', 4))
-                      .arg(c->eval_rows());
-    }
-    if (!shown.isEmpty()) {
-        RunController* c = run(shown.front());
-        const views::Matrix m = c->expert_load(0);
-        experts << tr("%1: %2 MoE layers x %3 experts, %4 logged steps, %5 routing snapshots")
-                       .arg(c->name())
-                       .arg(c->header().n_layers())
-                       .arg(c->header().n_experts)
-                       .arg(m.rows)
-                       .arg(c->routing_rows());
-    }
-    auto set = [this](const QString& dock, const QString& title, const QStringList& lines) {
-        if (auto* l = qobject_cast<QLabel*>(view_widget(dock)))
-            l->setText(title + "\n\n" + (lines.isEmpty() ? tr("(start a run or open a run file)") : lines.join('\n')));
-    };
-    set("curvesDock", tr("Training curves"), curves);
-    set("expertLoadDock", tr("Expert load"), experts);
+    std::vector<views::RunCurves> curves;
+    for (const QString& p : shown) curves.push_back(run(p)->curves());
+    if (auto* v = qobject_cast<views::TrainingCurvesView*>(view_widget("curvesDock"))) v->setRuns(curves);
+    // Expert load of the first shown run (the live one when training); re-sent only on change.
+    RunController* primary = shown.isEmpty() ? nullptr : run(shown.front());
+    const int rows = primary ? primary->expert_load_data().step_count() : 0;
+    const QString path = primary ? primary->path() : QString();
+    if (auto* v = qobject_cast<views::ExpertLoadView*>(view_widget("expertLoadDock")))
+        if (primary && (path != experts_shown_path_ || rows != experts_shown_rows_) &&
+            primary->expert_load_data().valid()) {
+            v->setData(primary->expert_load_data());
+            experts_shown_path_ = path;
+            experts_shown_rows_ = rows;
+        }
     longest_refresh_ms_ = std::max(longest_refresh_ms_, timer.nsecsElapsed() / 1e6);
+}
+
+void MainWindow::update_model_view() {
+    auto* v = qobject_cast<views::ModelView*>(view_widget("modelDock"));
+    if (!v || !launcher_->form()->valid()) return;
+    const Project p = launcher_->project();
+    const ModelSummary s = summarize(p.model, p.training.seq_len);
+    const ParameterBreakdown& b = s.params;
+    views::ModelSummaryData d;
+    d.name = QString::fromStdString(p.name);
+    const double experts_active = double(s.active_routed_experts);
+    // Matmul parts cost 2 FLOPs per parameter a token passes through.
+    auto part = [&d](const QString& name, double params, double active, double flops, const QString& note) {
+        d.parts.push_back({name, params, active, flops, note, {}});
+    };
+    part(tr("embedding"), double(b.embedding), double(b.embedding), 0, tr("row lookup"));
+    part(tr("attention (MLA)"), double(b.attention), double(b.attention),
+         2.0 * double(b.attention) + s.attention_flops_per_token, tr("%1 layers").arg(p.model.num_hidden_layers));
+    part(tr("dense FFN"), double(b.dense_ffn), double(b.dense_ffn), 2.0 * double(b.dense_ffn),
+         tr("%1 layers").arg(s.dense_layers));
+    part(tr("routed experts"), double(b.routed_experts), experts_active, 2.0 * experts_active,
+         tr("%1 of %2 per token").arg(p.model.num_experts_per_tok).arg(p.model.n_routed_experts));
+    part(tr("shared experts"), double(b.shared_experts), double(b.shared_experts), 2.0 * double(b.shared_experts), {});
+    part(tr("gates"), double(b.gates + b.gate_bias), double(b.gates + b.gate_bias), 2.0 * double(b.gates), {});
+    part(tr("norms"), double(b.norms), double(b.norms), 0, {});
+    part(tr("head"), double(b.head), double(b.head), 2.0 * double(b.head), {});
+    part(tr("MTP modules"), double(s.mtp_params), double(s.mtp_params), s.mtp_forward_flops_per_token,
+         tr("not in the totals"));
+    const double per_attn = double(b.attention_per_layer);
+    for (int64_t l = 0; l < p.model.num_hidden_layers; ++l) {
+        const bool moe = p.model.is_moe_layer(l);
+        const double ffn = moe ? double(b.routed_experts + b.shared_experts + b.gates) / double(std::max<int64_t>(1, s.moe_layers))
+                               : double(b.dense_ffn) / double(std::max<int64_t>(1, s.dense_layers));
+        const double active = moe ? double(s.active_routed_experts + b.shared_experts + b.gates) /
+                                        double(std::max<int64_t>(1, s.moe_layers))
+                                  : ffn;
+        d.layers.push_back({tr("layer %1").arg(l), moe ? views::ModelSummaryData::LayerKind::Moe
+                                                       : views::ModelSummaryData::LayerKind::Dense,
+                            per_attn + ffn, per_attn + active});
+    }
+    for (int64_t m = 0; m < p.model.num_nextn_predict_layers; ++m)
+        d.layers.push_back({tr("MTP %1").arg(m + 1), views::ModelSummaryData::LayerKind::Mtp,
+                            double(s.mtp_params) / double(p.model.num_nextn_predict_layers),
+                            double(s.mtp_params) / double(p.model.num_nextn_predict_layers)});
+    d.total_params = double(s.total_params);
+    d.total_active_params = double(s.active_params);
+    d.total_flops_per_token = s.forward_flops_per_token;
+    d.config_text = QString::fromStdString(p.model.to_json().dump(2));
+    v->setSummary(std::move(d));
 }
 
 void MainWindow::append_log(const QString& level, const QString& text) {

@@ -82,6 +82,7 @@ private:
     void schedule_views();
     void refresh_views();
     RunController* ensure_run(const QString& path);
+    void update_model_view();
 
     SessionController* session_ = nullptr;
     RunLauncher* launcher_ = nullptr;
@@ -93,6 +94,8 @@ private:
     QString session_run_path_, last_error_;
     QTimer views_timer_;
     double longest_refresh_ms_ = 0;
+    QString experts_shown_path_;
+    int experts_shown_rows_ = -1;
 
     QAction *act_start_ = nullptr, *act_pause_ = nullptr, *act_step_ = nullptr, *act_resume_ = nullptr,
             *act_stop_ = nullptr, *act_checkpoint_ = nullptr, *act_resume_ckpt_ = nullptr;

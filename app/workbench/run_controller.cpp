@@ -10,7 +10,12 @@ namespace moe::workbench {
 RunController::RunController(const QString& path, QObject* parent)
     : QObject(parent), path_(path), reader_(std::make_unique<RunReader>(path.toStdString())) {
     live_ = reader_->live();
+    const RunHeader& h = reader_->header();
+    for (int64_t l = 0; l < h.n_layers(); ++l)
+        experts_.layer_names << QString("layer %1").arg(h.moe_layer_indices[size_t(l)]);
+    experts_.experts = int(h.n_experts);
     read_new_metrics();
+    read_new_experts();
     read_eval();
     // ~5 Hz polling is live enough for curves and costs a few extent reads.
     poll_timer_.setInterval(200);
@@ -53,6 +58,7 @@ void RunController::poll() {
         if (reader_->refresh()) {
             read_new_metrics();
             read_eval();
+            read_new_experts();
             schedule_update();
         }
     } catch (const std::exception&) {
@@ -75,6 +81,7 @@ void RunController::set_writer_done() {
             read_new_metrics();
         }
         read_eval();
+        read_new_experts();
     } catch (const std::exception&) {
     }
     schedule_update();
@@ -98,6 +105,40 @@ void RunController::read_new_metrics() {
 
 void RunController::read_eval() {
     if (reader_->eval_count() != int64_t(eval_.size())) eval_ = reader_->eval();
+}
+
+void RunController::read_new_experts() {
+    // Only the rows not read yet: a live run grows by one row per log_every steps.
+    const int64_t n = reader_->experts_count();
+    for (int64_t i = experts_.step_count(); i < n; ++i) {
+        const ExpertsRow r = reader_->experts(i);
+        experts_.steps.push_back(double(r.step));
+        experts_.load.insert(experts_.load.end(), r.load.begin(), r.load.end());
+        experts_.bias.insert(experts_.bias.end(), r.bias.begin(), r.bias.end());
+        experts_.maxvio.insert(experts_.maxvio.end(), r.maxvio.begin(), r.maxvio.end());
+    }
+}
+
+views::RunCurves RunController::curves() const {
+    views::RunCurves c;
+    c.run_name = name();
+    c.step = step_;
+    c.loss = loss_;
+    c.mtp_loss = mtp_loss_;
+    c.aux_loss = aux_loss_;
+    c.lr = lr_;
+    c.grad_norm = grad_norm_;
+    c.tokens_per_s = tokens_per_s_;
+    const RunHeader& h = reader_->header();
+    for (const std::string& l : h.label_names) c.eval.labels << QString::fromStdString(l);
+    c.eval.label_loss.resize(h.label_names.size());
+    for (const EvalRow& e : eval_) {
+        c.eval.step.push_back(double(e.step));
+        c.eval.loss.push_back(e.loss);
+        for (size_t l = 0; l < c.eval.label_loss.size(); ++l)
+            c.eval.label_loss[l].push_back(l < e.label_loss.size() ? e.label_loss[l] : NAN);
+    }
+    return c;
 }
 
 void RunController::schedule_update() {

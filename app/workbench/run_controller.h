@@ -10,7 +10,9 @@
 #include <memory>
 #include <vector>
 
+#include "expert_load_data.h"
 #include "plot_data.h"
+#include "run_curves.h"
 #include "store/run_reader.h"
 #include "train/train_reports.h"
 
@@ -41,6 +43,10 @@ public:
     // The latest balancing bias of one layer (1 x E).
     views::Matrix expert_bias(int layer) const;
 
+    // The views' plain data: every metric and evaluation column; every logged expert row.
+    views::RunCurves curves() const;
+    const views::ExpertLoadData& expert_load_data() const { return experts_; }
+
     // Metrics of a live session arrive as step reports (every step) rather than as file rows
     // (flushed every log_every steps); the file still provides experts, evals and routing.
     void follow_session();
@@ -56,6 +62,7 @@ signals:
 private:
     void read_new_metrics();
     void read_eval();
+    void read_new_experts();
     void schedule_update();
 
     QString path_;
@@ -65,6 +72,7 @@ private:
     double longest_poll_ms_ = 0;
     std::vector<double> step_, loss_, mtp_loss_, aux_loss_, lr_, grad_norm_, tokens_per_s_;
     std::vector<EvalRow> eval_;
+    views::ExpertLoadData experts_;
     QTimer poll_timer_, update_timer_;
 };
 
