@@ -1,0 +1,517 @@
+#include "workbench/main_window.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCloseEvent>
+#include <QDateTime>
+#include <QDockWidget>
+#include <QElapsedTimer>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFontDatabase>
+#include <QPushButton>
+#include <QTime>
+#include <QLabel>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QPlainTextEdit>
+#include <QScrollArea>
+#include <QSettings>
+#include <QStatusBar>
+#include <QStyle>
+#include <QToolBar>
+
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "expert_load_view.h"
+#include "model/summary.h"
+#include "model_view.h"
+#include "training_curves_view.h"
+#include "workbench/log_bridge.h"
+#include "workbench/project_form.h"
+#include "workbench/project_paths.h"
+#include "workbench/run_browser.h"
+#include "workbench/run_controller.h"
+#include "workbench/run_launcher.h"
+#include "workbench/session_controller.h"
+
+namespace moe::workbench {
+
+namespace {
+
+constexpr int kRecentMax = 8;
+
+QString format_eta(double s) {
+    if (!(s > 0) || !std::isfinite(s)) return "–";
+    const qint64 t = qint64(std::llround(s));
+    return QString("%1:%2:%3").arg(t / 3600).arg((t / 60) % 60, 2, 10, QChar('0')).arg(t % 60, 2, 10, QChar('0'));
+}
+
+QLabel* placeholder(const QString& text) {
+    auto* l = new QLabel(text);
+    l->setAlignment(Qt::AlignCenter);
+    l->setWordWrap(true);
+    l->setMargin(12);
+    l->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    return l;
+}
+
+}  // namespace
+
+MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
+    setObjectName("MainWindow");
+    setWindowTitle(tr("MoE Workbench"));
+    setDockNestingEnabled(true);
+    setDockOptions(AnimatedDocks | AllowNestedDocks | AllowTabbedDocks);
+    resize(1440, 900);
+
+    session_ = new SessionController(this);
+    build_docks();
+    build_actions();
+    build_status_bar();
+
+    connect(LogBridge::instance(), &LogBridge::line, this, &MainWindow::append_log);
+    connect(session_, &SessionController::state_changed, this, &MainWindow::on_state);
+    connect(session_, &SessionController::stepped, this, &MainWindow::on_step);
+    connect(session_, &SessionController::failed, this, &MainWindow::on_failed);
+    connect(session_, &SessionController::run_started, this, &MainWindow::on_run_started);
+    connect(session_, &SessionController::checkpoint_saved, this,
+            [this](const QString& dir) { statusBar()->showMessage(tr("checkpoint saved: %1").arg(dir), 5000); });
+    connect(launcher_, &RunLauncher::start_requested, this, &MainWindow::start_run);
+    connect(launcher_, &RunLauncher::project_opened, this, [this](const QString& p) { add_recent("recent/projects", p); });
+    connect(launcher_, &RunLauncher::message, this, [this](const QString& m) { append_log("warning", m); });
+    connect(browser_, &RunBrowser::selection_changed, this, &MainWindow::show_runs);
+
+    // Views redraw at most ~30 times a second, however many runs report new rows.
+    views_timer_.setSingleShot(true);
+    views_timer_.setInterval(33);
+    connect(&views_timer_, &QTimer::timeout, this, &MainWindow::refresh_views);
+
+    set_runs_dir(default_runs_dir());
+    launcher_->set_presets_dir(find_projects_dir());
+    restore_settings();
+    update_actions();
+}
+
+MainWindow::~MainWindow() = default;
+
+QDockWidget* MainWindow::add_dock(const QString& title, const QString& name, QWidget* content) {
+    auto* dock = new QDockWidget(title, this);
+    dock->setObjectName(name);  // saveState/restoreState key
+    dock->setWidget(content);
+    return dock;
+}
+
+void MainWindow::build_docks() {
+    launcher_ = new RunLauncher;
+    browser_ = new RunBrowser;
+    log_ = new QPlainTextEdit;
+    log_->setObjectName("log");
+    log_->setReadOnly(true);
+    log_->setMaximumBlockCount(5000);
+    log_->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
+
+    QDockWidget* launch = add_dock(tr("Run launcher"), "launcherDock", launcher_);
+    QDockWidget* browse = add_dock(tr("Runs"), "browserDock", browser_);
+    QDockWidget* logd = add_dock(tr("Log"), "logDock", log_);
+    struct ViewDock { QString title, name, text; };
+    const ViewDock views[] = {
+        {tr("Training curves"), "curvesDock", tr("Training curves\n(start a run or open a run file)")},
+        {tr("Expert load"), "expertLoadDock", tr("Expert load")},
+        {tr("Routing inspector"), "routingDock", tr("Routing inspector")},
+        {tr("Sparsity"), "sparsityDock", tr("Sparsity")},
+        {tr("Model"), "modelDock", tr("Model")},
+    };
+    std::map<QString, QDockWidget*> docks;
+    for (const ViewDock& v : views) {
+        // The merged views; the others keep a placeholder until their branch lands.
+        QWidget* content = nullptr;
+        if (v.name == "curvesDock") content = new views::TrainingCurvesView;
+        else if (v.name == "expertLoadDock") content = new views::ExpertLoadView;
+        else if (v.name == "modelDock") content = new views::ModelView;
+        else content = placeholder(v.text);
+        content->setObjectName(v.name + "View");
+        views_[v.name] = content;
+        // A scroll area around each view: the views' own minimum sizes must not force the
+        // window past a laptop screen (they scroll inside a small dock instead).
+        auto* scroll = new QScrollArea;
+        scroll->setWidget(content);
+        scroll->setWidgetResizable(true);
+        scroll->setFrameShape(QFrame::NoFrame);
+        docks[v.name] = add_dock(v.title, v.name, scroll);
+    }
+    // Default layout: launcher and runs on the left, curves large on the right with the
+    // per-expert views under them, the log at the bottom.
+    addDockWidget(Qt::LeftDockWidgetArea, launch);
+    tabifyDockWidget(launch, browse);
+    launch->raise();
+    addDockWidget(Qt::RightDockWidgetArea, docks["curvesDock"]);
+    splitDockWidget(docks["curvesDock"], docks["expertLoadDock"], Qt::Vertical);
+    tabifyDockWidget(docks["expertLoadDock"], docks["routingDock"]);
+    tabifyDockWidget(docks["expertLoadDock"], docks["sparsityDock"]);
+    tabifyDockWidget(docks["expertLoadDock"], docks["modelDock"]);
+    docks["expertLoadDock"]->raise();
+    addDockWidget(Qt::BottomDockWidgetArea, logd);
+    resizeDocks({launch, docks["curvesDock"]}, {460, 980}, Qt::Horizontal);
+    resizeDocks({docks["curvesDock"], docks["expertLoadDock"], logd}, {420, 260, 120}, Qt::Vertical);
+}
+
+void MainWindow::build_actions() {
+    QStyle* st = style();
+    auto make = [this](const QString& text, const QString& name, const QIcon& icon, const QString& tip) {
+        auto* a = new QAction(icon, text, this);
+        a->setObjectName(name);
+        a->setToolTip(tip);
+        return a;
+    };
+    act_start_ = make(tr("Start"), "actionStart", st->standardIcon(QStyle::SP_MediaPlay),
+                      tr("Start training the launcher's project"));
+    act_pause_ = make(tr("Pause"), "actionPause", st->standardIcon(QStyle::SP_MediaPause),
+                      tr("Pause after the current step"));
+    act_step_ = make(tr("Step"), "actionStep", st->standardIcon(QStyle::SP_MediaSkipForward),
+                     tr("One optimizer step (while paused)"));
+    act_resume_ = make(tr("Resume"), "actionResume", st->standardIcon(QStyle::SP_MediaSeekForward),
+                       tr("Continue training"));
+    act_stop_ = make(tr("Stop"), "actionStop", st->standardIcon(QStyle::SP_MediaStop),
+                     tr("Finish the current step, save a checkpoint, close the run file"));
+    act_checkpoint_ = make(tr("Save checkpoint"), "actionSaveCheckpoint", st->standardIcon(QStyle::SP_DialogSaveButton),
+                           tr("Save a checkpoint now"));
+    act_resume_ckpt_ = make(tr("Resume from checkpoint…"), "actionResumeCheckpoint",
+                            st->standardIcon(QStyle::SP_DirOpenIcon), tr("Continue a saved step-* checkpoint"));
+    act_step_->setShortcut(Qt::Key_F10);
+    connect(act_start_, &QAction::triggered, this, [this] { launcher_->start_button()->click(); });
+    connect(act_pause_, &QAction::triggered, session_, &SessionController::pause);
+    connect(act_step_, &QAction::triggered, session_, &SessionController::step_once);
+    connect(act_resume_, &QAction::triggered, session_, &SessionController::resume);
+    connect(act_stop_, &QAction::triggered, session_, &SessionController::stop);
+    connect(act_checkpoint_, &QAction::triggered, session_, &SessionController::save_checkpoint_now);
+    connect(act_resume_ckpt_, &QAction::triggered, this, &MainWindow::resume_from_checkpoint);
+    connect(launcher_->form(), &ProjectForm::changed, this, &MainWindow::update_actions);
+    connect(launcher_->form(), &ProjectForm::changed, this, &MainWindow::update_model_view);
+
+    QToolBar* run = addToolBar(tr("Run"));
+    run->setObjectName("runToolbar");
+    run->setToolButtonStyle(Qt::ToolButtonTextBesideIcon);
+    for (QAction* a : {act_start_, act_pause_, act_step_, act_resume_, act_stop_}) run->addAction(a);
+    run->addSeparator();
+    run->addAction(act_checkpoint_);
+    run->addAction(act_resume_ckpt_);
+
+    QMenu* file = menuBar()->addMenu(tr("&File"));
+    QAction* open_project = file->addAction(tr("Open project…"), this, [this] {
+        const QString p = QFileDialog::getOpenFileName(this, tr("Open project"), find_projects_dir(),
+                                                       tr("Projects (*.json)"));
+        if (!p.isEmpty()) launcher_->open_project(p);
+    });
+    open_project->setShortcut(QKeySequence::Open);
+    QMenu* recent_projects = file->addMenu(tr("Recent projects"));
+    recent_projects->setObjectName("recentProjectsMenu");
+    connect(recent_projects, &QMenu::aboutToShow, this,
+            [this, recent_projects] { fill_recent_menu(recent_projects, "recent/projects", false); });
+    file->addSeparator();
+    file->addAction(tr("Open run…"), this, [this] {
+        const QString p = QFileDialog::getOpenFileName(this, tr("Open run"), browser_->folder(),
+                                                       tr("Run files (*.h5)"));
+        if (!p.isEmpty()) open_run(p);
+    });
+    file->addAction(tr("Open runs folder…"), this, [this] {
+        const QString d = QFileDialog::getExistingDirectory(this, tr("Runs folder"), browser_->folder());
+        if (!d.isEmpty()) browser_->set_folder(d);
+    });
+    QMenu* recent_runs = file->addMenu(tr("Recent runs"));
+    recent_runs->setObjectName("recentRunsMenu");
+    connect(recent_runs, &QMenu::aboutToShow, this,
+            [this, recent_runs] { fill_recent_menu(recent_runs, "recent/runs", true); });
+    file->addSeparator();
+    file->addAction(act_resume_ckpt_);
+    file->addSeparator();
+    QAction* quit = file->addAction(tr("Quit"), this, &QWidget::close);
+    quit->setShortcut(QKeySequence::Quit);
+
+    QMenu* runm = menuBar()->addMenu(tr("&Run"));
+    for (QAction* a : {act_start_, act_pause_, act_step_, act_resume_, act_stop_, act_checkpoint_}) runm->addAction(a);
+
+    QMenu* view = menuBar()->addMenu(tr("&View"));
+    for (QDockWidget* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());
+    view->addAction(run->toggleViewAction());
+}
+
+void MainWindow::build_status_bar() {
+    auto make = [this](const QString& name, int min_width) {
+        auto* l = new QLabel;
+        l->setObjectName(name);
+        l->setMinimumWidth(min_width);
+        statusBar()->addPermanentWidget(l);
+        return l;
+    };
+    state_label_ = make("statusState", 80);
+    step_label_ = make("statusStep", 120);
+    loss_label_ = make("statusLoss", 110);
+    speed_label_ = make("statusSpeed", 120);
+    eta_label_ = make("statusEta", 100);
+    state_label_->setText(tr("idle"));
+}
+
+void MainWindow::set_runs_dir(const QString& dir) {
+    session_->set_runs_dir(dir);
+    browser_->set_folder(dir);
+}
+
+void MainWindow::start_run(const moe::Project& project, int threads) {
+    if (session_->active()) return;
+    launcher_->set_run_active(true);  // no second Start while this one spins up
+    if (!session_->start(project, threads)) launcher_->set_run_active(false);
+    update_actions();
+}
+
+void MainWindow::resume_from_checkpoint() {
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("Resume from checkpoint (a step-* folder)"),
+                                                          session_->runs_dir());
+    if (dir.isEmpty() || session_->active()) return;
+    if (!QFileInfo(dir).fileName().startsWith("step-")) {
+        report_error(tr("Resume from checkpoint"), tr("%1 is not a step-* checkpoint folder").arg(dir));
+        return;
+    }
+    launcher_->set_run_active(true);
+    if (!session_->resume_from(dir, launcher_->threads())) launcher_->set_run_active(false);
+}
+
+void MainWindow::on_run_started(const QString& path) {
+    session_run_path_ = path;
+    RunController* c = ensure_run(path);
+    if (!c) return;
+    c->follow_session();
+    add_recent("recent/runs", path);
+    schedule_views();
+}
+
+void MainWindow::on_state(SessionState s) {
+    state_label_->setText(QString::fromLatin1(to_string(s)));
+    const bool done = s == SessionState::Finished || s == SessionState::Failed;
+    if (done) {
+        launcher_->set_run_active(false);
+        if (RunController* c = session_run()) c->set_writer_done();
+    }
+    update_actions();
+}
+
+void MainWindow::on_step(const StepReport& r) {
+    if (RunController* c = session_run()) c->add_step(r);
+    step_label_->setText(tr("step %1 / %2").arg(r.step).arg(r.total_steps));
+    loss_label_->setText(tr("loss %1").arg(r.loss, 0, 'f', 4));
+    speed_label_->setText(tr("%1 tok/s").arg(r.tokens_per_s, 0, 'f', 0));
+    eta_label_->setText(tr("ETA %1").arg(format_eta(r.eta_s)));
+}
+
+void MainWindow::on_failed(const QString& message, const QString& field) {
+    launcher_->set_run_active(false);
+    update_actions();
+    report_error(tr("Training failed"), field.isEmpty() ? message : tr("%1\n\n(field: %2)").arg(message, field));
+}
+
+void MainWindow::update_actions() {
+    const SessionState s = session_->state();
+    const bool active = session_->active();
+    act_start_->setEnabled(!active && launcher_->start_button()->isEnabled());
+    act_pause_->setEnabled(s == SessionState::Running);
+    act_step_->setEnabled(s == SessionState::Paused);
+    act_resume_->setEnabled(s == SessionState::Paused);
+    act_stop_->setEnabled(s == SessionState::Running || s == SessionState::Paused);
+    act_checkpoint_->setEnabled(s == SessionState::Running || s == SessionState::Paused);
+    act_resume_ckpt_->setEnabled(!active);
+}
+
+RunController* MainWindow::ensure_run(const QString& path) {
+    if (auto it = runs_.find(path); it != runs_.end()) return it->second;
+    try {
+        auto* c = new RunController(path, this);
+        connect(c, &RunController::updated, this, &MainWindow::schedule_views);
+        runs_[path] = c;
+        return c;
+    } catch (const std::exception& e) {
+        report_error(tr("Cannot open run"), QString::fromStdString(e.what()));
+        return nullptr;
+    }
+}
+
+bool MainWindow::open_run(const QString& path) {
+    RunController* c = ensure_run(QFileInfo(path).absoluteFilePath());
+    if (!c) return false;
+    add_recent("recent/runs", c->path());
+    if (!selected_.contains(c->path())) selected_ << c->path();
+    schedule_views();
+    return true;
+}
+
+void MainWindow::show_runs(const QStringList& paths) {
+    selected_.clear();
+    for (const QString& p : paths)
+        if (ensure_run(p)) selected_ << p;
+    schedule_views();
+}
+
+RunController* MainWindow::run(const QString& path) const {
+    auto it = runs_.find(path);
+    return it == runs_.end() ? nullptr : it->second;
+}
+
+RunController* MainWindow::session_run() const { return session_run_path_.isEmpty() ? nullptr : run(session_run_path_); }
+
+QStringList MainWindow::shown_runs() const {
+    QStringList out;
+    if (!session_run_path_.isEmpty() && run(session_run_path_)) out << session_run_path_;
+    for (const QString& p : selected_)
+        if (!out.contains(p)) out << p;
+    return out;
+}
+
+QWidget* MainWindow::view_widget(const QString& dock_name) const {
+    auto it = views_.find(dock_name);
+    return it == views_.end() ? nullptr : it->second;
+}
+
+void MainWindow::schedule_views() {
+    if (!views_timer_.isActive()) views_timer_.start();
+}
+
+double MainWindow::longest_gui_work_ms() const {
+    double ms = longest_refresh_ms_;
+    for (const auto& [path, c] : runs_) ms = std::max(ms, c->longest_poll_ms());
+    return ms;
+}
+
+void MainWindow::refresh_views() {
+    QElapsedTimer timer;
+    timer.start();
+    const QStringList shown = shown_runs();
+    std::vector<views::RunCurves> curves;
+    for (const QString& p : shown) curves.push_back(run(p)->curves());
+    if (auto* v = qobject_cast<views::TrainingCurvesView*>(view_widget("curvesDock"))) v->setRuns(curves);
+    // Expert load of the first shown run (the live one when training); re-sent only on change.
+    RunController* primary = shown.isEmpty() ? nullptr : run(shown.front());
+    const int rows = primary ? primary->expert_load_data().step_count() : 0;
+    const QString path = primary ? primary->path() : QString();
+    if (auto* v = qobject_cast<views::ExpertLoadView*>(view_widget("expertLoadDock")))
+        if (primary && (path != experts_shown_path_ || rows != experts_shown_rows_) &&
+            primary->expert_load_data().valid()) {
+            v->setData(primary->expert_load_data());
+            experts_shown_path_ = path;
+            experts_shown_rows_ = rows;
+        }
+    longest_refresh_ms_ = std::max(longest_refresh_ms_, timer.nsecsElapsed() / 1e6);
+}
+
+void MainWindow::update_model_view() {
+    auto* v = qobject_cast<views::ModelView*>(view_widget("modelDock"));
+    if (!v || !launcher_->form()->valid()) return;
+    const Project p = launcher_->project();
+    const ModelSummary s = summarize(p.model, p.training.seq_len);
+    const ParameterBreakdown& b = s.params;
+    views::ModelSummaryData d;
+    d.name = QString::fromStdString(p.name);
+    const double experts_active = double(s.active_routed_experts);
+    // Matmul parts cost 2 FLOPs per parameter a token passes through.
+    auto part = [&d](const QString& name, double params, double active, double flops, const QString& note) {
+        d.parts.push_back({name, params, active, flops, note, {}});
+    };
+    part(tr("embedding"), double(b.embedding), double(b.embedding), 0, tr("row lookup"));
+    part(tr("attention (MLA)"), double(b.attention), double(b.attention),
+         2.0 * double(b.attention) + s.attention_flops_per_token, tr("%1 layers").arg(p.model.num_hidden_layers));
+    part(tr("dense FFN"), double(b.dense_ffn), double(b.dense_ffn), 2.0 * double(b.dense_ffn),
+         tr("%1 layers").arg(s.dense_layers));
+    part(tr("routed experts"), double(b.routed_experts), experts_active, 2.0 * experts_active,
+         tr("%1 of %2 per token").arg(p.model.num_experts_per_tok).arg(p.model.n_routed_experts));
+    part(tr("shared experts"), double(b.shared_experts), double(b.shared_experts), 2.0 * double(b.shared_experts), {});
+    part(tr("gates"), double(b.gates + b.gate_bias), double(b.gates + b.gate_bias), 2.0 * double(b.gates), {});
+    part(tr("norms"), double(b.norms), double(b.norms), 0, {});
+    part(tr("head"), double(b.head), double(b.head), 2.0 * double(b.head), {});
+    part(tr("MTP modules"), double(s.mtp_params), double(s.mtp_params), s.mtp_forward_flops_per_token,
+         tr("not in the totals"));
+    const double per_attn = double(b.attention_per_layer);
+    for (int64_t l = 0; l < p.model.num_hidden_layers; ++l) {
+        const bool moe = p.model.is_moe_layer(l);
+        const double ffn = moe ? double(b.routed_experts + b.shared_experts + b.gates) / double(std::max<int64_t>(1, s.moe_layers))
+                               : double(b.dense_ffn) / double(std::max<int64_t>(1, s.dense_layers));
+        const double active = moe ? double(s.active_routed_experts + b.shared_experts + b.gates) /
+                                        double(std::max<int64_t>(1, s.moe_layers))
+                                  : ffn;
+        d.layers.push_back({tr("layer %1").arg(l), moe ? views::ModelSummaryData::LayerKind::Moe
+                                                       : views::ModelSummaryData::LayerKind::Dense,
+                            per_attn + ffn, per_attn + active});
+    }
+    for (int64_t m = 0; m < p.model.num_nextn_predict_layers; ++m)
+        d.layers.push_back({tr("MTP %1").arg(m + 1), views::ModelSummaryData::LayerKind::Mtp,
+                            double(s.mtp_params) / double(p.model.num_nextn_predict_layers),
+                            double(s.mtp_params) / double(p.model.num_nextn_predict_layers)});
+    d.total_params = double(s.total_params);
+    d.total_active_params = double(s.active_params);
+    d.total_flops_per_token = s.forward_flops_per_token;
+    d.config_text = QString::fromStdString(p.model.to_json().dump(2));
+    v->setSummary(std::move(d));
+}
+
+void MainWindow::append_log(const QString& level, const QString& text) {
+    log_->appendPlainText(QString("%1 [%2] %3").arg(QTime::currentTime().toString("HH:mm:ss"), level, text));
+}
+
+void MainWindow::report_error(const QString& title, const QString& text) {
+    last_error_ = text;
+    append_log("error", text);
+    // Window-modal and non-blocking: the event loop (and training) keeps running.
+    auto* box = new QMessageBox(QMessageBox::Warning, title, text, QMessageBox::Ok, this);
+    box->setObjectName("errorBox");
+    box->setAttribute(Qt::WA_DeleteOnClose);
+    box->open();
+}
+
+void MainWindow::add_recent(const char* key, const QString& path) {
+    QSettings s;
+    QStringList list = s.value(key).toStringList();
+    list.removeAll(path);
+    list.prepend(path);
+    while (list.size() > kRecentMax) list.removeLast();
+    s.setValue(key, list);
+}
+
+QStringList MainWindow::recent_projects() const { return QSettings().value("recent/projects").toStringList(); }
+QStringList MainWindow::recent_runs() const { return QSettings().value("recent/runs").toStringList(); }
+
+void MainWindow::fill_recent_menu(QMenu* menu, const char* key, bool runs) {
+    menu->clear();
+    const QStringList list = QSettings().value(key).toStringList();
+    for (const QString& p : list) {
+        QAction* a = menu->addAction(QFileInfo(p).fileName(), this, [this, p, runs] {
+            if (runs) open_run(p);
+            else launcher_->open_project(p);
+        });
+        a->setToolTip(p);
+        a->setEnabled(QFileInfo::exists(p));
+    }
+    if (list.isEmpty()) menu->addAction(tr("(none)"))->setEnabled(false);
+}
+
+void MainWindow::save_settings() const {
+    QSettings s;
+    s.setValue("mainWindow/geometry", saveGeometry());
+    s.setValue("mainWindow/state", saveState());
+    s.setValue("runs/folder", browser_->folder());
+}
+
+void MainWindow::restore_settings() {
+    QSettings s;
+    if (s.contains("mainWindow/geometry")) restoreGeometry(s.value("mainWindow/geometry").toByteArray());
+    if (s.contains("mainWindow/state")) restoreState(s.value("mainWindow/state").toByteArray());
+    const QString folder = s.value("runs/folder").toString();
+    if (!folder.isEmpty() && QFileInfo(folder).isDir()) set_runs_dir(folder);
+}
+
+void MainWindow::closeEvent(QCloseEvent* event) {
+    save_settings();
+    // The session's destructor stops the run cleanly (checkpoint, closed file) when we go.
+    if (session_->active()) append_log("info", tr("stopping the run before closing"));
+    QMainWindow::closeEvent(event);
+}
+
+}  // namespace moe::workbench

@@ -1,0 +1,194 @@
+#include "workbench/run_controller.h"
+
+#include <QElapsedTimer>
+#include <QFileInfo>
+
+#include <cmath>
+
+namespace moe::workbench {
+
+RunController::RunController(const QString& path, QObject* parent)
+    : QObject(parent), path_(path), reader_(std::make_unique<RunReader>(path.toStdString())) {
+    live_ = reader_->live();
+    const RunHeader& h = reader_->header();
+    for (int64_t l = 0; l < h.n_layers(); ++l)
+        experts_.layer_names << QString("layer %1").arg(h.moe_layer_indices[size_t(l)]);
+    experts_.experts = int(h.n_experts);
+    read_new_metrics();
+    read_new_experts();
+    read_eval();
+    // ~5 Hz polling is live enough for curves and costs a few extent reads.
+    poll_timer_.setInterval(200);
+    connect(&poll_timer_, &QTimer::timeout, this, &RunController::poll);
+    if (live_) poll_timer_.start();
+    update_timer_.setSingleShot(true);
+    update_timer_.setInterval(33);
+    connect(&update_timer_, &QTimer::timeout, this, &RunController::updated);
+}
+
+RunController::~RunController() = default;
+
+QString RunController::name() const {
+    const QString n = QString::fromStdString(reader_->header().name);
+    return n.isEmpty() ? QFileInfo(path_).completeBaseName() : n;
+}
+
+void RunController::follow_session() {
+    from_session_ = true;
+    step_.clear(), loss_.clear(), mtp_loss_.clear(), aux_loss_.clear();
+    lr_.clear(), grad_norm_.clear(), tokens_per_s_.clear();
+}
+
+void RunController::add_step(const StepReport& r) {
+    if (!from_session_) return;
+    step_.push_back(double(r.step));
+    loss_.push_back(r.skipped ? NAN : r.loss);
+    mtp_loss_.push_back(r.skipped ? NAN : r.mtp_loss);
+    aux_loss_.push_back(r.skipped ? NAN : r.aux_loss);
+    lr_.push_back(r.lr);
+    grad_norm_.push_back(r.grad_norm);
+    tokens_per_s_.push_back(r.tokens_per_s);
+    schedule_update();
+}
+
+void RunController::poll() {
+    QElapsedTimer timer;
+    timer.start();
+    try {
+        if (reader_->refresh()) {
+            read_new_metrics();
+            read_eval();
+            read_new_experts();
+            schedule_update();
+        }
+    } catch (const std::exception&) {
+        // A file being written may be momentarily inconsistent; the next poll tries again.
+    }
+    longest_poll_ms_ = std::max(longest_poll_ms_, timer.nsecsElapsed() / 1e6);
+}
+
+void RunController::set_writer_done() {
+    poll();
+    poll_timer_.stop();
+    live_ = false;
+    // Re-read from scratch: the finished file holds every row, flushed or not before.
+    try {
+        reader_ = std::make_unique<RunReader>(path_.toStdString());
+        if (!from_session_) {
+            metrics_read_ = 0;
+            step_.clear(), loss_.clear(), mtp_loss_.clear(), aux_loss_.clear();
+            lr_.clear(), grad_norm_.clear(), tokens_per_s_.clear();
+            read_new_metrics();
+        }
+        read_eval();
+        read_new_experts();
+    } catch (const std::exception&) {
+    }
+    schedule_update();
+}
+
+void RunController::read_new_metrics() {
+    if (from_session_) return;
+    const MetricsColumns m = reader_->metrics_since(metrics_read_);
+    for (int64_t i = 0; i < m.size(); ++i) {
+        const bool skip = m.skipped[size_t(i)] != 0;
+        step_.push_back(double(m.step[size_t(i)]));
+        loss_.push_back(skip ? NAN : m.loss[size_t(i)]);
+        mtp_loss_.push_back(skip ? NAN : m.mtp_loss[size_t(i)]);
+        aux_loss_.push_back(skip ? NAN : m.aux_loss[size_t(i)]);
+        lr_.push_back(m.lr[size_t(i)]);
+        grad_norm_.push_back(m.grad_norm[size_t(i)]);
+        tokens_per_s_.push_back(m.tokens_per_s[size_t(i)]);
+    }
+    metrics_read_ += m.size();
+}
+
+void RunController::read_eval() {
+    if (reader_->eval_count() != int64_t(eval_.size())) eval_ = reader_->eval();
+}
+
+void RunController::read_new_experts() {
+    // Only the rows not read yet: a live run grows by one row per log_every steps.
+    const int64_t n = reader_->experts_count();
+    for (int64_t i = experts_.step_count(); i < n; ++i) {
+        const ExpertsRow r = reader_->experts(i);
+        experts_.steps.push_back(double(r.step));
+        experts_.load.insert(experts_.load.end(), r.load.begin(), r.load.end());
+        experts_.bias.insert(experts_.bias.end(), r.bias.begin(), r.bias.end());
+        experts_.maxvio.insert(experts_.maxvio.end(), r.maxvio.begin(), r.maxvio.end());
+    }
+}
+
+views::RunCurves RunController::curves() const {
+    views::RunCurves c;
+    c.run_name = name();
+    c.step = step_;
+    c.loss = loss_;
+    c.mtp_loss = mtp_loss_;
+    c.aux_loss = aux_loss_;
+    c.lr = lr_;
+    c.grad_norm = grad_norm_;
+    c.tokens_per_s = tokens_per_s_;
+    const RunHeader& h = reader_->header();
+    for (const std::string& l : h.label_names) c.eval.labels << QString::fromStdString(l);
+    c.eval.label_loss.resize(h.label_names.size());
+    for (const EvalRow& e : eval_) {
+        c.eval.step.push_back(double(e.step));
+        c.eval.loss.push_back(e.loss);
+        for (size_t l = 0; l < c.eval.label_loss.size(); ++l)
+            c.eval.label_loss[l].push_back(l < e.label_loss.size() ? e.label_loss[l] : NAN);
+    }
+    return c;
+}
+
+void RunController::schedule_update() {
+    if (!update_timer_.isActive()) update_timer_.start();
+}
+
+views::Series RunController::series(const QString& metric) const {
+    views::Series s;
+    s.name = name();
+    if (metric == "eval_loss") {
+        for (const EvalRow& e : eval_) {
+            s.x.push_back(double(e.step));
+            s.y.push_back(e.loss);
+        }
+        return s;
+    }
+    const std::vector<double>* y = nullptr;
+    if (metric == "loss") y = &loss_;
+    else if (metric == "mtp_loss") y = &mtp_loss_;
+    else if (metric == "aux_loss") y = &aux_loss_;
+    else if (metric == "lr") y = &lr_;
+    else if (metric == "grad_norm") y = &grad_norm_;
+    else if (metric == "tokens_per_s") y = &tokens_per_s_;
+    if (!y) return s;
+    s.x = step_;
+    s.y = *y;
+    return s;
+}
+
+views::Matrix RunController::expert_load(int layer) const {
+    views::Matrix m;
+    if (layer < 0 || layer >= reader_->header().n_layers() || reader_->experts_count() == 0) return m;
+    const FloatMatrix f = reader_->expert_load_matrix(layer);
+    m.rows = int(f.rows);
+    m.cols = int(f.cols);
+    m.values.assign(f.values.begin(), f.values.end());
+    for (int c = 0; c < m.cols; ++c) m.col_labels << QString::number(c);
+    return m;
+}
+
+views::Matrix RunController::expert_bias(int layer) const {
+    views::Matrix m;
+    const int64_t n = reader_->experts_count();
+    const RunHeader& h = reader_->header();
+    if (layer < 0 || layer >= h.n_layers() || n == 0) return m;
+    const ExpertsRow row = reader_->experts(n - 1);
+    m.rows = 1;
+    m.cols = int(h.n_experts);
+    for (int64_t e = 0; e < h.n_experts; ++e) m.values.push_back(row.bias[size_t(layer * h.n_experts + e)]);
+    return m;
+}
+
+}  // namespace moe::workbench

@@ -1,0 +1,79 @@
+#pragma once
+// RunController: one run file, finished or still being written, translated into the views'
+// plain data (views/plot_data.h). A live file is polled (RunReader::refresh) a few times a
+// second and only the new rows are read; `updated` is coalesced so views redraw at most ~30
+// times a second however fast rows arrive.
+#include <QObject>
+#include <QString>
+#include <QTimer>
+
+#include <memory>
+#include <vector>
+
+#include "expert_load_data.h"
+#include "plot_data.h"
+#include "run_curves.h"
+#include "store/run_reader.h"
+#include "train/train_reports.h"
+
+namespace moe::workbench {
+
+class RunController : public QObject {
+    Q_OBJECT
+
+public:
+    // Opens the file; throws moe::Error (FileError) when it is not a readable run file.
+    explicit RunController(const QString& path, QObject* parent = nullptr);
+    ~RunController() override;
+
+    QString path() const { return path_; }
+    QString name() const;  // run name from the header, else the file's stem
+    const RunHeader& header() const { return reader_->header(); }
+    bool live() const { return live_; }
+
+    // Metrics as curves over the step: "loss", "mtp_loss", "aux_loss", "lr", "grad_norm",
+    // "tokens_per_s"; "eval_loss" over evaluation steps. Named after the run.
+    views::Series series(const QString& metric) const;
+    int64_t metric_rows() const { return int64_t(step_.size()); }
+    int64_t eval_rows() const { return int64_t(eval_.size()); }
+    int64_t expert_rows() const { return reader_->experts_count(); }
+    int64_t routing_rows() const { return reader_->routing_count(); }
+    // Tokens per expert over the logged steps of one MoE layer: rows = steps, cols = experts.
+    views::Matrix expert_load(int layer) const;
+    // The latest balancing bias of one layer (1 x E).
+    views::Matrix expert_bias(int layer) const;
+
+    // The views' plain data: every metric and evaluation column; every logged expert row.
+    views::RunCurves curves() const;
+    const views::ExpertLoadData& expert_load_data() const { return experts_; }
+
+    // Metrics of a live session arrive as step reports (every step) rather than as file rows
+    // (flushed every log_every steps); the file still provides experts, evals and routing.
+    void follow_session();
+    void add_step(const StepReport& r);
+    // Polls the file now (the timer does it while live); stops polling when the writer is done.
+    void poll();
+    void set_writer_done();
+    double longest_poll_ms() const { return longest_poll_ms_; }
+
+signals:
+    void updated();  // coalesced, at most ~30 per second
+
+private:
+    void read_new_metrics();
+    void read_eval();
+    void read_new_experts();
+    void schedule_update();
+
+    QString path_;
+    std::unique_ptr<RunReader> reader_;
+    bool live_ = false, from_session_ = false;
+    int64_t metrics_read_ = 0;
+    double longest_poll_ms_ = 0;
+    std::vector<double> step_, loss_, mtp_loss_, aux_loss_, lr_, grad_norm_, tokens_per_s_;
+    std::vector<EvalRow> eval_;
+    views::ExpertLoadData experts_;
+    QTimer poll_timer_, update_timer_;
+};
+
+}  // namespace moe::workbench

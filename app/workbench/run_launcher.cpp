@@ -1,0 +1,194 @@
+#include "workbench/run_launcher.h"
+
+#include <QComboBox>
+#include <QDir>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QListWidget>
+#include <QPushButton>
+#include <QScrollArea>
+#include <QSpinBox>
+#include <QThread>
+#include <QVBoxLayout>
+
+#include "model/summary.h"
+#include "workbench/project_form.h"
+
+namespace moe::workbench {
+
+namespace {
+
+// NVIDIA GPUs the driver reports (Linux: one folder per GPU). Listed so users see them, greyed
+// because this build cannot train on them.
+QStringList nvidia_gpus() {
+    QStringList out;
+    const QDir dir("/proc/driver/nvidia/gpus");
+    for (const QString& bus : dir.entryList(QDir::Dirs | QDir::NoDotAndDotDot)) {
+        QFile info(dir.filePath(bus + "/information"));
+        QString model = bus;
+        if (info.open(QIODevice::ReadOnly))
+            for (const QString& line : QString::fromUtf8(info.readAll()).split('\n'))
+                if (line.startsWith("Model:")) model = line.mid(6).trimmed() + " (" + bus + ")";
+        out << model;
+    }
+    return out;
+}
+
+QString qs(const std::string& s) { return QString::fromStdString(s); }
+
+}  // namespace
+
+RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
+    auto* top = new QVBoxLayout(this);
+
+    auto* source = new QHBoxLayout;
+    presets_ = new QComboBox;
+    presets_->setObjectName("presets");
+    presets_->setToolTip(tr("Presets from the projects folder"));
+    auto* open = new QPushButton(tr("Open…"));
+    open->setObjectName("openProject");
+    source->addWidget(new QLabel(tr("Preset")));
+    source->addWidget(presets_, 1);
+    source->addWidget(open);
+    top->addLayout(source);
+
+    summary_ = new QLabel;
+    summary_->setObjectName("modelSummary");
+    summary_->setTextFormat(Qt::RichText);
+    summary_->setWordWrap(true);
+    // Three lines whether it shows the summary or the hint, so the form does not jump.
+    summary_->setMinimumHeight(summary_->fontMetrics().lineSpacing() * 3 + 4);
+    summary_->setAlignment(Qt::AlignLeft | Qt::AlignTop);
+    top->addWidget(summary_);
+
+    form_ = new ProjectForm;
+    auto* scroll = new QScrollArea;
+    scroll->setWidget(form_);
+    scroll->setWidgetResizable(true);
+    scroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+    top->addWidget(scroll, 1);
+
+    auto* where = new QGroupBox(tr("Where it runs"));
+    auto* wf = new QFormLayout(where);
+    threads_ = new QSpinBox;
+    threads_->setObjectName("threads");
+    threads_->setRange(1, std::max(1, QThread::idealThreadCount()));
+    threads_->setValue(std::max(1, QThread::idealThreadCount()));
+    wf->addRow(tr("CPU threads"), threads_);
+    gpus_ = new QListWidget;
+    gpus_->setObjectName("gpus");
+    gpus_->setMaximumHeight(48);
+    QStringList gpus = nvidia_gpus();
+    const QString reason = tr("this build has no CUDA backend");
+    if (gpus.isEmpty()) gpus << tr("no GPU found");
+    for (const QString& g : gpus) {
+        auto* item = new QListWidgetItem(g + " — " + reason);
+        item->setFlags(Qt::NoItemFlags);  // greyed: cannot be chosen
+        item->setToolTip(reason);
+        gpus_->addItem(item);
+    }
+    wf->addRow(tr("GPUs"), gpus_);
+    top->addWidget(where);
+
+    error_ = new QLabel;
+    error_->setObjectName("launcherError");
+    error_->setWordWrap(true);
+    error_->setStyleSheet("color: #b00020;");
+    top->addWidget(error_);
+    start_ = new QPushButton(tr("Start training"));
+    start_->setObjectName("startRun");
+    start_->setDefault(true);
+    top->addWidget(start_);
+
+    connect(form_, &ProjectForm::changed, this, [this, scroll] {
+        update_summary();
+        update_start();
+        // Bring a newly invalid field into view: its message sits under it.
+        if (form_->error_field() != shown_error_field_) {
+            shown_error_field_ = form_->error_field();
+            if (QWidget* e = form_->editor(shown_error_field_)) scroll->ensureWidgetVisible(e, 20, 60);
+        }
+    });
+    connect(presets_, &QComboBox::activated, this, [this](int i) {
+        open_project(presets_->itemData(i).toString());
+    });
+    connect(open, &QPushButton::clicked, this, [this] {
+        const QString path = QFileDialog::getOpenFileName(this, tr("Open project"), presets_dir_,
+                                                          tr("Projects (*.json)"));
+        if (!path.isEmpty()) open_project(path);
+    });
+    connect(start_, &QPushButton::clicked, this, [this] {
+        if (form_->valid() && !run_active_) emit start_requested(project(), threads());
+    });
+    update_start();
+}
+
+void RunLauncher::set_presets_dir(const QString& dir, const QString& select) {
+    presets_dir_ = dir;
+    presets_->clear();
+    const QDir d(dir);
+    for (const QFileInfo& f : d.entryInfoList({"*.json"}, QDir::Files, QDir::Name))
+        presets_->addItem(f.completeBaseName(), f.absoluteFilePath());
+    const int i = presets_->findText(select);
+    if (i >= 0) {
+        presets_->setCurrentIndex(i);
+        open_project(presets_->itemData(i).toString());
+    }
+}
+
+bool RunLauncher::open_project(const QString& path) {
+    try {
+        const Project p = Project::load(path.toStdString());
+        project_path_ = path;
+        set_project(p);
+        const int i = presets_->findData(QFileInfo(path).absoluteFilePath());
+        if (i >= 0) presets_->setCurrentIndex(i);
+        emit project_opened(path);
+        return true;
+    } catch (const std::exception& e) {
+        error_->setText(qs(e.what()));
+        emit message(tr("cannot open project: %1").arg(qs(e.what())));
+        return false;
+    }
+}
+
+void RunLauncher::set_project(const Project& project) { form_->set_project(project); }
+
+Project RunLauncher::project() const { return form_->project(); }
+
+int RunLauncher::threads() const { return threads_->value(); }
+
+void RunLauncher::set_run_active(bool active) {
+    run_active_ = active;
+    update_start();
+}
+
+void RunLauncher::update_summary() {
+    if (!form_->valid()) {
+        summary_->setText(tr("<i>Model summary: fix the highlighted field.</i>"));
+        return;
+    }
+    const Project p = form_->project();
+    const ModelSummary s = summarize(p.model, p.training.seq_len);
+    summary_->setText(
+        tr("<b>%1</b> parameters, <b>%2</b> active per token (%3 MTP)<br>"
+           "%4 per token forward, %5 per training token<br>"
+           "memory: weights %6 (fp32), training state %7")
+            .arg(qs(format_count(double(s.total_params))), qs(format_count(double(s.active_params))),
+                 qs(format_count(double(s.mtp_params))), qs(format_flops(s.forward_flops_per_token)),
+                 qs(format_flops(s.train_flops_per_token)), qs(format_bytes(s.weights_fp32_bytes)),
+                 qs(format_bytes(s.training_bytes))));
+}
+
+void RunLauncher::update_start() {
+    start_->setEnabled(form_->valid() && !run_active_);
+    error_->setText(form_->valid() ? QString() : form_->error());
+    start_->setToolTip(form_->valid() ? tr("Train this project on the CPU")
+                                      : tr("Fix the project first: %1").arg(form_->error()));
+}
+
+}  // namespace moe::workbench

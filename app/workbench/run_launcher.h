@@ -1,0 +1,58 @@
+#pragma once
+// RunLauncher: pick a preset or open a project file, edit it (ProjectForm), see what it costs
+// (parameters, active parameters, FLOPs, memory), choose where it runs, press Start.
+#include <QWidget>
+
+#include "store/project.h"
+
+class QComboBox;
+class QLabel;
+class QListWidget;
+class QPushButton;
+class QSpinBox;
+
+namespace moe::workbench {
+
+class ProjectForm;
+
+class RunLauncher : public QWidget {
+    Q_OBJECT
+
+public:
+    explicit RunLauncher(QWidget* parent = nullptr);
+
+    // Lists the presets of `dir` (*.json) and selects `select` (a file stem) when present.
+    void set_presets_dir(const QString& dir, const QString& select = "tiny-tasks");
+    // Loads a project file into the form; false (and a message) when it does not load.
+    bool open_project(const QString& path);
+    void set_project(const Project& project);
+
+    Project project() const;
+    int threads() const;
+    QString project_path() const { return project_path_; }
+    ProjectForm* form() const { return form_; }
+    QPushButton* start_button() const { return start_; }
+    // While a run is active the Start button stays off.
+    void set_run_active(bool active);
+
+signals:
+    void start_requested(const moe::Project& project, int threads);
+    void project_opened(const QString& path);
+    void message(const QString& text);  // for the log
+
+private:
+    void update_summary();
+    void update_start();
+
+    ProjectForm* form_ = nullptr;
+    QComboBox* presets_ = nullptr;
+    QLabel* summary_ = nullptr;
+    QLabel* error_ = nullptr;
+    QSpinBox* threads_ = nullptr;
+    QListWidget* gpus_ = nullptr;
+    QPushButton* start_ = nullptr;
+    QString presets_dir_, project_path_, shown_error_field_;
+    bool run_active_ = false;
+};
+
+}  // namespace moe::workbench

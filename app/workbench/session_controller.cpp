@@ -1,0 +1,102 @@
+#include "workbench/session_controller.h"
+
+#include <QDateTime>
+#include <QDir>
+
+#include "core/error.h"
+#include "session/local_session.h"
+#include "workbench/project_paths.h"
+
+namespace moe::workbench {
+
+SessionController::SessionController(QObject* parent)
+    : QObject(parent), session_(std::make_unique<LocalSession>()), runs_dir_(default_runs_dir()) {
+    // Called on the engine thread: copy the event and queue it to this object's (GUI) thread.
+    session_->set_listener([this](const SessionEvent& e) {
+        QMetaObject::invokeMethod(this, [this, e] { handle(e); }, Qt::QueuedConnection);
+    });
+}
+
+SessionController::~SessionController() {
+    // Stops a running session cleanly (checkpoint, closed file); its last events are dropped
+    // with this object.
+    session_.reset();
+}
+
+bool SessionController::active() const {
+    return state_ == SessionState::Running || state_ == SessionState::Paused ||
+           state_ == SessionState::Stopping;
+}
+
+TrainerPaths SessionController::new_paths(const std::string& name) const {
+    QDir().mkpath(runs_dir_);
+    const QString stem = QString::fromStdString(name.empty() ? "run" : name) + "-" +
+                         QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
+    QString base = QDir(runs_dir_).filePath(stem);
+    for (int i = 2; QFile::exists(base + ".h5"); ++i) base = QDir(runs_dir_).filePath(stem + QString("-%1").arg(i));
+    return {(base + ".h5").toStdString(), (base + ".ckpt").toStdString()};
+}
+
+bool SessionController::start(const moe::Project& project, int threads) {
+    try {
+        const TrainerPaths paths = new_paths(project.name);
+        pending_run_file_ = QString::fromStdString(paths.run_file);
+        last_step_ = {};
+        session_->start(project, paths, threads);
+        return true;
+    } catch (const std::exception& e) {
+        emit failed(QString::fromStdString(e.what()), {});
+        return false;
+    }
+}
+
+bool SessionController::resume_from(const QString& checkpoint_dir, int threads, int64_t total_steps) {
+    try {
+        // Named after the run the checkpoint belongs to: <run>.ckpt/step-N -> <run>-resumed-...
+        QDir ckpt_root = QFileInfo(checkpoint_dir).dir();
+        QString name = ckpt_root.dirName();
+        if (name.endsWith(".ckpt")) name.chop(5);
+        const TrainerPaths paths = new_paths((name + "-resumed").toStdString());
+        pending_run_file_ = QString::fromStdString(paths.run_file);
+        last_step_ = {};
+        session_->resume_from(checkpoint_dir.toStdString(), paths, threads, total_steps);
+        return true;
+    } catch (const std::exception& e) {
+        emit failed(QString::fromStdString(e.what()), {});
+        return false;
+    }
+}
+
+void SessionController::pause() { session_->pause(); }
+void SessionController::resume() { session_->resume(); }
+void SessionController::step_once() { session_->step_once(); }
+void SessionController::stop() { session_->stop(); }
+void SessionController::save_checkpoint_now() { session_->save_checkpoint_now(); }
+
+void SessionController::handle(const SessionEvent& e) {
+    using K = SessionEvent::Kind;
+    switch (e.kind) {
+    case K::StateChanged: {
+        const SessionState before = state_;
+        state_ = e.state;
+        // The first Running/Paused of a run: the trainer has created its run file.
+        if (before == SessionState::Idle || before == SessionState::Finished || before == SessionState::Failed)
+            if (e.state == SessionState::Running || e.state == SessionState::Paused) {
+                run_file_ = pending_run_file_;
+                emit run_started(run_file_);
+            }
+        emit state_changed(e.state);
+        break;
+    }
+    case K::Step:
+        last_step_ = e.step;
+        emit stepped(e.step);
+        break;
+    case K::Eval: emit evaluated(e.eval); break;
+    case K::Checkpoint: emit checkpoint_saved(QString::fromStdString(e.message)); break;
+    case K::Failed: emit failed(QString::fromStdString(e.message), QString::fromStdString(e.field)); break;
+    case K::Log: break;  // a local session's lines reach the log dock through spdlog already
+    }
+}
+
+}  // namespace moe::workbench

@@ -1,0 +1,32 @@
+// moe-workbench: the desktop front end.
+//   moe-workbench [--project FILE.json] [--open RUN.h5 ...] [--runs-dir DIR]
+// Opens the default project (tiny-tasks) in the run launcher unless --project names another.
+#include <QApplication>
+#include <QCommandLineParser>
+
+#include "workbench/main_window.h"
+#include "workbench/run_launcher.h"
+
+int main(int argc, char** argv) {
+    QApplication app(argc, argv);
+    QApplication::setOrganizationName("MoE Workbench");
+    QApplication::setApplicationName("moe-workbench");
+    QApplication::setApplicationVersion(MOE_VERSION);
+
+    QCommandLineParser parser;
+    parser.setApplicationDescription("MoE Workbench: train and study DeepSeek-V3-style MoE models");
+    parser.addHelpOption();
+    parser.addVersionOption();
+    const QCommandLineOption project({"p", "project"}, "Project file to open in the launcher.", "FILE");
+    const QCommandLineOption open({"o", "open"}, "Run file to open (repeatable).", "RUN.h5");
+    const QCommandLineOption runs_dir("runs-dir", "Folder for new runs.", "DIR");
+    parser.addOptions({project, open, runs_dir});
+    parser.process(app);
+
+    moe::workbench::MainWindow window;
+    if (parser.isSet(runs_dir)) window.set_runs_dir(parser.value(runs_dir));
+    if (parser.isSet(project)) window.launcher()->open_project(parser.value(project));
+    for (const QString& run : parser.values(open)) window.open_run(run);
+    window.show();
+    return app.exec();
+}
