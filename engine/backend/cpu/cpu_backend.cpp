@@ -81,24 +81,12 @@ void CpuBackend::scale(float* x, float alpha, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] *= alpha;
 }
 
-// Fixed blocks summed in double, then the block sums in block order: the result does not even
-// depend on the thread count.
 double CpuBackend::sum(const float* x, int64_t n) {
-    constexpr int64_t kBlock = 4096;
-    if (n <= 0) return 0.0;
-    const int64_t nb = (n + kBlock - 1) / kBlock;
-    double* part = grow(blocks_, static_cast<size_t>(nb));
-    const int nt = team(n);
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t b = 0; b < nb; ++b) {
-        const int64_t end = std::min(n, (b + 1) * kBlock);
+    return blocked_reduce(x, n, [](const float* b, int64_t len) {
         double s = 0.0;
-        for (int64_t i = b * kBlock; i < end; ++i) s += x[i];
-        part[b] = s;
-    }
-    double total = 0.0;
-    for (int64_t b = 0; b < nb; ++b) total += part[b];
-    return total;
+        for (int64_t i = 0; i < len; ++i) s += b[i];
+        return s;
+    });
 }
 
 // --- embedding ---

@@ -9,6 +9,7 @@
 // Allocation: scratch (partials, per-thread rows) lives in member buffers that grow only when a
 // call needs more than before, so a training step in the steady state allocates nothing.
 // Not thread-safe: one caller at a time per instance.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -114,6 +115,23 @@ private:
     static T* grow(std::vector<T>& v, size_t n) {
         if (v.size() < n) v.resize(n);
         return v.data();
+    }
+
+    // A reduction over fixed 4096-element blocks (block_sum(ptr, len) -> double), the block
+    // results added in block order: the result does not even depend on the thread count.
+    template <class BlockSum>
+    double blocked_reduce(const float* x, int64_t n, BlockSum block_sum) {
+        constexpr int64_t kBlock = 4096;
+        if (n <= 0) return 0.0;
+        const int64_t nb = (n + kBlock - 1) / kBlock;
+        double* part = grow(blocks_, static_cast<size_t>(nb));
+        const int nt = team(n);
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int64_t b = 0; b < nb; ++b)
+            part[b] = block_sum(x + b * kBlock, std::min(n, (b + 1) * kBlock) - b * kBlock);
+        double total = 0.0;
+        for (int64_t b = 0; b < nb; ++b) total += part[b];
+        return total;
     }
 
     int threads_ = 1;

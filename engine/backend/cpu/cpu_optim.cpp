@@ -24,19 +24,7 @@ double sum_squares_block(const float* x, int64_t n) {
 }  // namespace
 
 double CpuBackend::sum_squares(const float* x, int64_t n) {
-    constexpr int64_t kBlock = 4096;  // fixed blocks: the result does not depend on threads
-    if (n <= 0) return 0.0;
-    const int64_t nb = (n + kBlock - 1) / kBlock;
-    double* part = grow(blocks_, static_cast<size_t>(nb));
-    const int nt = team(n);
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t b = 0; b < nb; ++b) {
-        const int64_t end = std::min(n, (b + 1) * kBlock);
-        part[b] = sum_squares_block(x + b * kBlock, end - b * kBlock);
-    }
-    double total = 0.0;
-    for (int64_t b = 0; b < nb; ++b) total += part[b];
-    return total;
+    return blocked_reduce(x, n, sum_squares_block);
 }
 
 void CpuBackend::adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr,
