@@ -344,6 +344,12 @@ private slots:
         const ProbeBatch p = loader.probe_batch(64 * int64_t(languages.size()));
         QCOMPARE(std::set<int32_t>(p.labels.begin(), p.labels.end()).size(), languages.size());
         QVERIFY(loader.unigram_baseline_loss(100000) < std::log(256.0));
+        // The corpus comes grouped by language; the first validation batches still mix them.
+        const std::vector<Batch>& val = loader.validation_batches(2);
+        QVERIFY(!val.empty());
+        const auto& vl = loader.validation_labels()[0];
+        QVERIFY2(std::set<int32_t>(vl.begin(), vl.end()).size() >= std::min<size_t>(2, languages.size()),
+                 "the first validation batch holds one language only");
     }
 
     void probe_covers_every_label() {

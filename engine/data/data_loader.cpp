@@ -74,6 +74,11 @@ DataLoader::DataLoader(const DataSpec& spec, uint64_t seed, int64_t batch, int64
             val_ids_.push_back(best);
             train_ids_.erase(std::find(train_ids_.begin(), train_ids_.end(), best));
         }
+        // Corpora come grouped by label; a fixed (seed-independent) shuffle of the validation
+        // documents makes any prefix of the validation batches cover every label.
+        std::sort(val_ids_.begin(), val_ids_.end(), [this](int64_t a, int64_t b) {
+            return split_uniform(static_cast<uint64_t>(a), 3) < split_uniform(static_cast<uint64_t>(b), 3);
+        });
         if (train_ids_.empty())
             throw FileError(spec_.source == "text" ? spec_.path : std::string("fortunes"),
                             "corpus too small: " + std::to_string(n) +
