@@ -43,6 +43,7 @@
 #include <qcustomplot.h>
 
 #include "expert_load_view.h"
+#include "heatmap_plot.h"
 #include "openmp_wait_policy.h"
 #include "store/run_reader.h"
 #include "store/run_writer.h"
@@ -89,13 +90,6 @@ std::string cpu_model() {
     for (std::string line; std::getline(f, line);)
         if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
     return "?";
-}
-
-std::string read_text(const std::string& path) {
-    std::ifstream f(path);
-    std::stringstream s;
-    s << f.rdbuf();
-    return s.str();
 }
 
 // Drops the file's pages from the page cache (clean pages only; no root needed).
@@ -250,10 +244,10 @@ WriteStats write_experts_run(const QString& path, int64_t rows, int layers, int 
             moe::ExpertsRow r;
             r.load.resize(LE), r.bias.resize(LE), r.maxvio.resize(size_t(layers));
             for (int64_t i = 0; i < rows; ++i) {
-                const double t = double(i) / double(rows);
+                const double progress = double(i) / double(rows);
                 for (size_t k = 0; k < LE; ++k) {
                     skew[k] = 0.999 * skew[k] + 0.02 * rng.normal();
-                    const double imbalance = (0.05 + 0.6 * std::exp(-20.0 * t)) * (skew[k] - 0.5 * bias[k] * 1e3);
+                    const double imbalance = (0.05 + 0.6 * std::exp(-20.0 * progress)) * (skew[k] - 0.5 * bias[k] * 1e3);
                     r.load[k] = float(std::max(0.0, mean_load * (1.0 + imbalance + 0.05 * rng.normal())));
                     bias[k] += r.load[k] > mean_load ? -1e-4f : 1e-4f;
                     r.bias[k] = bias[k];
@@ -423,6 +417,12 @@ std::string fmt(const char* f, double a, double b = 0) {
     return buf;
 }
 
+// The offscreen platform warns on every window shown; that line is noise in a benchmark's output.
+void quiet_handler(QtMsgType type, const QMessageLogContext& ctx, const QString& msg) {
+    if (msg.contains("propagateSizeHints")) return;
+    std::fprintf(stderr, "%s\n", qPrintable(qFormatLogMessage(type, ctx, msg)));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -453,6 +453,7 @@ int main(int argc, char** argv) {
     cli.add_flag("--skip-train", skip_train, "skip part C");
     CLI11_PARSE(cli, argc, argv);
 
+    qInstallMessageHandler(quiet_handler);
     QApplication app(argc, argv);
     // The window's QSettings (dock layout, recent runs) go to a test location, not the user's.
     QStandardPaths::setTestModeEnabled(true);
