@@ -273,6 +273,41 @@ void SparsityView::setSparsityOverTraining(SparsityOverTraining data)
     near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
 }
 
+void SparsityView::setNearZeroNote(const QString &note)
+{
+    if (!near_zero_note_) {
+        near_zero_note_ = new QCPItemText(near_zero_plot_);
+        near_zero_note_->position->setType(QCPItemPosition::ptAxisRectRatio);
+        near_zero_note_->position->setCoords(0.5, 0.5);
+        near_zero_note_->setPositionAlignment(Qt::AlignCenter);
+        near_zero_note_->setClipToAxisRect(false);
+        near_zero_note_->setColor(QColor(90, 90, 90));
+        near_zero_note_->setPadding(QMargins(8, 4, 8, 4));
+    }
+    // Wrapped by hand: QCPItemText has no word wrap.
+    QString wrapped;
+    int line = 0;
+    for (const QString &word : note.split(' ', Qt::SkipEmptyParts)) {
+        if (line > 0 && line + word.size() > 34) {
+            wrapped += '\n';
+            line = 0;
+        } else if (line > 0) {
+            wrapped += ' ';
+            ++line;
+        }
+        wrapped += word;
+        line += static_cast<int>(word.size());
+    }
+    near_zero_note_->setText(wrapped);
+    near_zero_note_->setVisible(!note.isEmpty());
+    near_zero_plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+QString SparsityView::nearZeroNote() const
+{
+    return near_zero_note_ && near_zero_note_->visible() ? near_zero_note_->text() : QString();
+}
+
 void SparsityView::fillLines(QCustomPlot *plot, const std::vector<Series> &series)
 {
     plot->clearGraphs();
