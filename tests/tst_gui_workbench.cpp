@@ -312,6 +312,7 @@ private slots:
         // Curves: points, and the tokens and time columns filled.
         auto* curves = qobject_cast<views::TrainingCurvesView*>(w.view_widget("curvesDock"));
         QTRY_COMPARE(curves->runCount(), 1);
+        curves->flush();
         QVERIFY(curves->graph(0, views::Metric::Loss, false)->dataCount() >= 10);
         const views::RunCurves rc = c->curves();
         QCOMPARE(rc.tokens.size(), rc.step.size());
@@ -319,9 +320,11 @@ private slots:
         QVERIFY(rc.tokens.back() > rc.tokens.front());
         QVERIFY(rc.wall_s.back() > 0);
         curves->setXAxis(views::XAxisKind::Tokens);
+        curves->flush();
         QVERIFY(curves->graph(0, views::Metric::Loss, false)->dataCount() >= 10);
         QCOMPARE(curves->graph(0, views::Metric::Loss, false)->data()->at(curves->graph(0, views::Metric::Loss, false)->dataCount() - 1)->key, rc.tokens.back());
         curves->setXAxis(views::XAxisKind::Step);
+        curves->flush();
         export_all(curves->plot(views::TrainingCurvesView::PanelLoss),
                    curves->csvFor(views::TrainingCurvesView::PanelLoss), "export-curves-loss");
 
