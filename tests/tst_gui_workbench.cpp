@@ -407,6 +407,26 @@ private slots:
         shoot_dock(w, "modelDock", "workbench-model");
     }
 
+    // A person's look at a real run (MOE_REAL_RUN=/path/run.h5 with its .ckpt folder).
+    void realRunScreenshots() {
+        const QString real = qEnvironmentVariable("MOE_REAL_RUN");
+        if (real.isEmpty()) QSKIP("set MOE_REAL_RUN to a run file");
+        MainWindow w;
+        w.resize(1440, 900);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QVERIFY(w.open_run(real));
+        auto* routing = qobject_cast<views::RoutingInspectorView*>(w.view_widget("routingDock"));
+        QTRY_VERIFY(w.inspection()->run() != nullptr);
+        const int probe = routing->sampleBox()->findText("probe text (all labels)");
+        if (probe > 0) routing->setText(routing->sampleBox()->itemData(probe).toString().left(120));
+        if (routing->comparisonBox()->count() > 2) routing->comparisonBox()->setCurrentIndex(1);
+        routing->inspectButton()->click();
+        QTRY_VERIFY_WITH_TIMEOUT(!w.inspection()->busy(), 120000);
+        for (const char* d : {"curvesDock", "expertLoadDock", "routingDock", "sparsityDock", "modelDock"})
+            shoot_dock(w, d, QString("real-%1").arg(d));
+    }
+
     void overlayFromBrowser() {
         // Two runs selected in the browser are both shown.
         QDir d(dir_.filePath("finished"));

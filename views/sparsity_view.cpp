@@ -201,7 +201,7 @@ void SparsityView::setRoutingMask(RoutingMaskData data)
     if (!mask_.layer_name.isEmpty())
         title += QStringLiteral(", %1").arg(mask_.layer_name);
     if (ok)
-        title += QStringLiteral(": %1 tokens, top-%2 of %3 experts").arg(T).arg(k).arg(E);
+        title += QStringLiteral(" (%1 tokens, top-%2 of %3)").arg(T).arg(k).arg(E);
     mask_plot_->setTitle(title);
     mask_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
@@ -268,6 +268,9 @@ void SparsityView::setSparsityOverTraining(SparsityOverTraining data)
     over_training_ = std::move(data);
     fillLines(never_plot_, over_training_.never_chosen);
     fillLines(near_zero_plot_, over_training_.near_zero);
+    // An empty panel shares the steps of the other one rather than a meaningless 0..5.
+    if (over_training_.near_zero.empty() && !over_training_.never_chosen.empty())
+        near_zero_plot_->xAxis->setRange(never_plot_->xAxis->range());
     near_zero_plot_->yAxis->setLabel(
         QStringLiteral("% with |a| < %1").arg(over_training_.near_zero_threshold, 0, 'g', 3));
     near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));

@@ -137,19 +137,18 @@ void MainWindow::build_docks() {
     }
     inspection_ = new InspectionController(qobject_cast<views::RoutingInspectorView*>(views_["routingDock"]),
                                            qobject_cast<views::SparsityView*>(views_["sparsityDock"]), this);
-    // Default layout: launcher and runs (tabs) over the log on the left; the analysis views as
-    // tabs filling the right, curves first, so each gets the whole area (the expert-load and
+    // Default layout: launcher, runs and log as tabs on the left; the analysis views as tabs
+    // filling the right, curves first, so each gets the whole area (the expert-load and
     // sparsity views have four plots each and need the height).
     addDockWidget(Qt::LeftDockWidgetArea, launch);
     tabifyDockWidget(launch, browse);
+    tabifyDockWidget(launch, logd);  // a tab, not a strip: the views keep the window's height
     launch->raise();
-    splitDockWidget(launch, logd, Qt::Vertical);
     addDockWidget(Qt::RightDockWidgetArea, docks["curvesDock"]);
     for (const char* n : {"expertLoadDock", "routingDock", "sparsityDock", "modelDock"})
         tabifyDockWidget(docks["curvesDock"], docks[n]);
     docks["curvesDock"]->raise();
-    resizeDocks({launch, docks["curvesDock"]}, {400, 1040}, Qt::Horizontal);
-    resizeDocks({launch, logd}, {640, 160}, Qt::Vertical);
+    resizeDocks({launch, docks["curvesDock"]}, {380, 1060}, Qt::Horizontal);
 }
 
 void MainWindow::build_actions() {
