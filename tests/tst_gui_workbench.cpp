@@ -18,11 +18,21 @@
 #include <QStandardPaths>
 #include <QTemporaryDir>
 
+#include <QComboBox>
+#include <QTreeWidget>
+
 #include "expert_load_view.h"
+#include "heatmap_plot.h"
+#include "model_view.h"
+#include "plot_export.h"
+#include "routing_heatmap.h"
+#include "routing_inspector_view.h"
+#include "sparsity_view.h"
 #include "store/run_reader.h"
 #include "training_curves_view.h"
 #include "test_support.h"
 #include "train/trainer.h"
+#include "workbench/inspection_controller.h"
 #include "workbench/main_window.h"
 #include "workbench/project_form.h"
 #include "workbench/run_browser.h"
@@ -76,6 +86,35 @@ Project small_project(int64_t steps) {
 }
 
 QAction* action(QWidget* w, const char* name) { return w->findChild<QAction*>(name); }
+
+// Exports one plot in every format; each file must exist and hold something.
+void export_all(QCustomPlot* plot, const views::CsvContent& csv, const QString& stem) {
+    const QDir d(screenshot_dir());
+    for (const char* ext : {"png", "pdf", "svg"}) {
+        const QString path = d.filePath(QString("%1.%2").arg(stem, ext));
+        QString error;
+        QVERIFY2(views::export_plot(plot, path, &error), qPrintable(error));
+        QVERIFY2(QFileInfo(path).size() > 0, qPrintable(path));
+    }
+    if (csv.series.empty() && !csv.matrix) return;
+    const QString path = d.filePath(stem + ".csv");
+    QString error;
+    QVERIFY2(views::write_csv(path, csv, &error), qPrintable(error));
+    QVERIFY2(QFileInfo(path).size() > 0, qPrintable(path));
+}
+
+views::CsvContent matrix_csv(const views::Matrix& m) {
+    views::CsvContent c;
+    c.matrix = m;
+    return c;
+}
+
+// Raises a dock and saves the whole window.
+void shoot_dock(MainWindow& w, const char* dock, const QString& name) {
+    w.findChild<QDockWidget*>(dock)->raise();
+    QTest::qWait(150);  // queued replots
+    shoot(&w, name);
+}
 
 }  // namespace
 
@@ -247,6 +286,145 @@ private slots:
         QVERIFY(w.recent_runs().contains(c->path()));
         QTest::qWait(100);
         shoot(&w, "workbench-finished-run");
+    }
+
+    void everyDockShowsData() {
+        // A run with checkpoints, written by the engine directly.
+        const QString run_file = dir_.filePath("docks/ckpt.h5");
+        {
+            Project p = small_project(20);
+            p.name = "with-checkpoints";
+            p.training.checkpoint_every = 10;
+            p.training.keep_checkpoints = 0;
+            Trainer t(p, {run_file.toStdString(), InspectionController::checkpoint_root(run_file).toStdString()}, 1);
+            while (!t.finished()) t.step();
+            t.close();
+        }
+        MainWindow w;
+        w.set_runs_dir(dir_.filePath("docks"));
+        w.resize(1440, 900);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QVERIFY(w.open_run(run_file));
+        RunController* c = w.run(QFileInfo(run_file).absoluteFilePath());
+        QVERIFY(c);
+
+        // Curves: points, and the tokens and time columns filled.
+        auto* curves = qobject_cast<views::TrainingCurvesView*>(w.view_widget("curvesDock"));
+        QTRY_COMPARE(curves->runCount(), 1);
+        curves->flush();
+        QVERIFY(curves->graph(0, views::Metric::Loss, false)->dataCount() >= 10);
+        const views::RunCurves rc = c->curves();
+        QCOMPARE(rc.tokens.size(), rc.step.size());
+        QCOMPARE(rc.wall_s.size(), rc.step.size());
+        QVERIFY(rc.tokens.back() > rc.tokens.front());
+        QVERIFY(rc.wall_s.back() > 0);
+        curves->setXAxis(views::XAxisKind::Tokens);
+        curves->flush();
+        QVERIFY(curves->graph(0, views::Metric::Loss, false)->dataCount() >= 10);
+        QCOMPARE(curves->graph(0, views::Metric::Loss, false)->data()->at(curves->graph(0, views::Metric::Loss, false)->dataCount() - 1)->key, rc.tokens.back());
+        curves->setXAxis(views::XAxisKind::Step);
+        curves->flush();
+        export_all(curves->plot(views::TrainingCurvesView::PanelLoss),
+                   curves->csvFor(views::TrainingCurvesView::PanelLoss), "export-curves-loss");
+
+        // Expert load: rows at the logged step numbers, named layers.
+        auto* experts = qobject_cast<views::ExpertLoadView*>(w.view_widget("expertLoadDock"));
+        QTRY_COMPARE(experts->data().step_count(), int(c->expert_rows()));
+        QVERIFY(experts->data().step_count() >= 10);
+        QCOMPARE(experts->data().steps.back(), 20.0);
+        QCOMPARE(experts->data().layer_names.front(), QString("layer 1"));
+        QCOMPARE(experts->data().layer_names.back(), QString("MTP 1"));
+        QVERIFY(experts->loadTrainingPlot()->xAxis->range().upper >= 20);
+        QVERIFY(experts->loadTrainingPlot()->titleElement()->text().endsWith("layer 1"));
+        export_all(experts->loadTrainingPlot(), matrix_csv(experts->loadTrainingPlot()->toMatrix()), "export-expert-load");
+
+        // Model: the run's own config, with totals.
+        auto* model = qobject_cast<views::ModelView*>(w.view_widget("modelDock"));
+        QCOMPARE(w.model_source(), c->path());
+        QVERIFY(model->totalsItem());
+        QVERIFY(model->totalsItem()->text(0).contains("with-checkpoints"));
+        QVERIFY(model->table()->topLevelItemCount() > 3);
+        export_all(model->diagram(), {}, "export-model-diagram");
+        {
+            const QString csv = QDir(screenshot_dir()).filePath("export-model-table.csv");
+            QVERIFY(model->exportTableCsv(csv));
+            QVERIFY(QFileInfo(csv).size() > 0);
+        }
+
+        // Routing inspector: checkpoints listed; Inspect runs off the GUI thread.
+        auto* routing = qobject_cast<views::RoutingInspectorView*>(w.view_widget("routingDock"));
+        InspectionController* ins = w.inspection();
+        QCOMPARE(ins->checkpoints(), QStringList({"step-00000010", "step-00000020"}));
+        QCOMPARE(routing->checkpointBox()->currentText(), QString("step-00000020"));
+        QVERIFY(routing->sampleBox()->count() > 3);
+        QVERIFY(routing->sampleBox()->findText("probe text (all labels)") > 0);
+        routing->setText("12+34=46\ncopy:abc>abc\n");
+        QElapsedTimer clock;
+        clock.start();
+        QTest::mouseClick(routing->inspectButton(), Qt::LeftButton);
+        QVERIFY(clock.elapsed() < 500);  // the click returns at once: the engine works elsewhere
+        QVERIFY(ins->busy());
+        QVERIFY(!routing->inspectButton()->isEnabled());
+        QTRY_VERIFY_WITH_TIMEOUT(!ins->busy(), 60000);
+        QVERIFY(ins->last_inspection());
+        const int T = routing->data().n_tokens(), K = routing->data().top_k;
+        QCOMPARE(T, 22);
+        QCOMPARE(routing->heatmap()->markerCount(), T * K);
+        QVERIFY(!routing->data().specialization.empty());
+        QVERIFY(routing->data().specialization.front().rows > 0);
+        QCOMPARE(ins->cached_inspectors(), 1);
+        export_all(routing->specializationPlot(), matrix_csv(routing->data().specialization.front()), "export-routing-specialization");
+
+        // Sparsity: the mask of the inspected text, attention, never-chosen curves, a note.
+        auto* sparsity = qobject_cast<views::SparsityView*>(w.view_widget("sparsityDock"));
+        const views::Matrix mask = sparsity->maskPlot()->toMatrix();
+        QCOMPARE(mask.rows * mask.cols, T * routing->data().experts);
+        double chosen = 0;
+        for (double v : mask.values) chosen += v;
+        QCOMPARE(int(chosen), T * K);
+        QVERIFY(sparsity->attentionPlot()->toMatrix().values.size() > 0);
+        QCOMPARE(sparsity->neverChosenPlot()->graphCount(), int(c->header().n_layers()));
+        QVERIFY(sparsity->neverChosenPlot()->graph(0)->dataCount() >= 10);
+        QCOMPARE(sparsity->nearZeroPlot()->graphCount(), 0);
+        QVERIFY(sparsity->nearZeroNote().contains("Not recorded by this run"));
+        export_all(sparsity->maskPlot(), matrix_csv(mask), "export-sparsity-mask");
+        shoot_dock(w, "sparsityDock", "workbench-sparsity");
+
+        // Comparison of two checkpoints: an agreement headline.
+        routing->comparisonBox()->setCurrentIndex(routing->comparisonBox()->findText("step-00000010"));
+        routing->inspectButton()->click();
+        QTRY_VERIFY_WITH_TIMEOUT(!ins->busy(), 60000);
+        QVERIFY(routing->data().has_comparison);
+        QVERIFY(!routing->agreementLabel()->isHidden());
+        QVERIFY2(routing->agreementLabel()->text().contains("%"), qPrintable(routing->agreementLabel()->text()));
+        QCOMPARE(ins->cached_inspectors(), 2);
+        QCOMPARE(routing->comparisonHeatmap()->markerCount(), T * K);
+
+        shoot_dock(w, "curvesDock", "workbench-curves");
+        shoot_dock(w, "expertLoadDock", "workbench-experts");
+        shoot_dock(w, "routingDock", "workbench-routing");
+        shoot_dock(w, "modelDock", "workbench-model");
+    }
+
+    // A person's look at a real run (MOE_REAL_RUN=/path/run.h5 with its .ckpt folder).
+    void realRunScreenshots() {
+        const QString real = qEnvironmentVariable("MOE_REAL_RUN");
+        if (real.isEmpty()) QSKIP("set MOE_REAL_RUN to a run file");
+        MainWindow w;
+        w.resize(1440, 900);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QVERIFY(w.open_run(real));
+        auto* routing = qobject_cast<views::RoutingInspectorView*>(w.view_widget("routingDock"));
+        QTRY_VERIFY(w.inspection()->run() != nullptr);
+        const int probe = routing->sampleBox()->findText("probe text (all labels)");
+        if (probe > 0) routing->setText(routing->sampleBox()->itemData(probe).toString().left(120));
+        if (routing->comparisonBox()->count() > 2) routing->comparisonBox()->setCurrentIndex(1);
+        routing->inspectButton()->click();
+        QTRY_VERIFY_WITH_TIMEOUT(!w.inspection()->busy(), 120000);
+        for (const char* d : {"curvesDock", "expertLoadDock", "routingDock", "sparsityDock", "modelDock"})
+            shoot_dock(w, d, QString("real-%1").arg(d));
     }
 
     void overlayFromBrowser() {

@@ -201,7 +201,7 @@ void SparsityView::setRoutingMask(RoutingMaskData data)
     if (!mask_.layer_name.isEmpty())
         title += QStringLiteral(", %1").arg(mask_.layer_name);
     if (ok)
-        title += QStringLiteral(": %1 tokens, top-%2 of %3 experts").arg(T).arg(k).arg(E);
+        title += QStringLiteral(" (%1 tokens, top-%2 of %3)").arg(T).arg(k).arg(E);
     mask_plot_->setTitle(title);
     mask_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
@@ -268,9 +268,47 @@ void SparsityView::setSparsityOverTraining(SparsityOverTraining data)
     over_training_ = std::move(data);
     fillLines(never_plot_, over_training_.never_chosen);
     fillLines(near_zero_plot_, over_training_.near_zero);
+    // An empty panel shares the steps of the other one rather than a meaningless 0..5.
+    if (over_training_.near_zero.empty() && !over_training_.never_chosen.empty())
+        near_zero_plot_->xAxis->setRange(never_plot_->xAxis->range());
     near_zero_plot_->yAxis->setLabel(
         QStringLiteral("% with |a| < %1").arg(over_training_.near_zero_threshold, 0, 'g', 3));
     near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
+}
+
+void SparsityView::setNearZeroNote(const QString &note)
+{
+    if (!near_zero_note_) {
+        near_zero_note_ = new QCPItemText(near_zero_plot_);
+        near_zero_note_->position->setType(QCPItemPosition::ptAxisRectRatio);
+        near_zero_note_->position->setCoords(0.5, 0.5);
+        near_zero_note_->setPositionAlignment(Qt::AlignCenter);
+        near_zero_note_->setClipToAxisRect(false);
+        near_zero_note_->setColor(QColor(90, 90, 90));
+        near_zero_note_->setPadding(QMargins(8, 4, 8, 4));
+    }
+    // Wrapped by hand: QCPItemText has no word wrap.
+    QString wrapped;
+    int line = 0;
+    for (const QString &word : note.split(' ', Qt::SkipEmptyParts)) {
+        if (line > 0 && line + word.size() > 34) {
+            wrapped += '\n';
+            line = 0;
+        } else if (line > 0) {
+            wrapped += ' ';
+            ++line;
+        }
+        wrapped += word;
+        line += static_cast<int>(word.size());
+    }
+    near_zero_note_->setText(wrapped);
+    near_zero_note_->setVisible(!note.isEmpty());
+    near_zero_plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+QString SparsityView::nearZeroNote() const
+{
+    return near_zero_note_ && near_zero_note_->visible() ? near_zero_note_->text() : QString();
 }
 
 void SparsityView::fillLines(QCustomPlot *plot, const std::vector<Series> &series)

@@ -6,6 +6,7 @@
 #include <QWidget>
 
 class QCustomPlot;
+class QCPItemText;
 class QSpinBox;
 
 namespace moe::views {
@@ -20,6 +21,10 @@ public:
     void setRoutingMask(RoutingMaskData data);
     void setAttention(AttentionData data);
     void setSparsityOverTraining(SparsityOverTraining data);
+
+    // A note drawn across the near-zero panel (e.g. why it is empty); empty hides it.
+    void setNearZeroNote(const QString &note);
+    QString nearZeroNote() const;
 
     void setAttentionHead(int layer, int head);
     int attentionLayer() const { return layer_; }
@@ -52,6 +57,7 @@ private:
     HeatmapPlot *attention_plot_ = nullptr;
     QCustomPlot *never_plot_ = nullptr;
     QCustomPlot *near_zero_plot_ = nullptr;
+    QCPItemText *near_zero_note_ = nullptr;
 };
 
 }  // namespace moe::views

@@ -28,7 +28,11 @@
 #include "expert_load_view.h"
 #include "model/summary.h"
 #include "model_view.h"
+#include "routing_inspector_view.h"
+#include "sparsity_view.h"
+#include "store/project.h"
 #include "training_curves_view.h"
+#include "workbench/inspection_controller.h"
 #include "workbench/log_bridge.h"
 #include "workbench/project_form.h"
 #include "workbench/project_paths.h"
@@ -47,15 +51,6 @@ QString format_eta(double s) {
     if (!(s > 0) || !std::isfinite(s)) return "–";
     const qint64 t = qint64(std::llround(s));
     return QString("%1:%2:%3").arg(t / 3600).arg((t / 60) % 60, 2, 10, QChar('0')).arg(t % 60, 2, 10, QChar('0'));
-}
-
-QLabel* placeholder(const QString& text) {
-    auto* l = new QLabel(text);
-    l->setAlignment(Qt::AlignCenter);
-    l->setWordWrap(true);
-    l->setMargin(12);
-    l->setTextInteractionFlags(Qt::TextSelectableByMouse);
-    return l;
 }
 
 }  // namespace
@@ -77,8 +72,10 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     connect(session_, &SessionController::stepped, this, &MainWindow::on_step);
     connect(session_, &SessionController::failed, this, &MainWindow::on_failed);
     connect(session_, &SessionController::run_started, this, &MainWindow::on_run_started);
-    connect(session_, &SessionController::checkpoint_saved, this,
-            [this](const QString& dir) { statusBar()->showMessage(tr("checkpoint saved: %1").arg(dir), 5000); });
+    connect(session_, &SessionController::checkpoint_saved, this, [this](const QString& dir) {
+        statusBar()->showMessage(tr("checkpoint saved: %1").arg(dir), 5000);
+        inspection_->refresh_checkpoints();  // a new step-* to inspect
+    });
     connect(launcher_, &RunLauncher::start_requested, this, &MainWindow::start_run);
     connect(launcher_, &RunLauncher::project_opened, this, [this](const QString& p) { add_recent("recent/projects", p); });
     connect(launcher_, &RunLauncher::message, this, [this](const QString& m) { append_log("warning", m); });
@@ -116,46 +113,42 @@ void MainWindow::build_docks() {
     QDockWidget* launch = add_dock(tr("Run launcher"), "launcherDock", launcher_);
     QDockWidget* browse = add_dock(tr("Runs"), "browserDock", browser_);
     QDockWidget* logd = add_dock(tr("Log"), "logDock", log_);
-    struct ViewDock { QString title, name, text; };
-    const ViewDock views[] = {
-        {tr("Training curves"), "curvesDock", tr("Training curves\n(start a run or open a run file)")},
-        {tr("Expert load"), "expertLoadDock", tr("Expert load")},
-        {tr("Routing inspector"), "routingDock", tr("Routing inspector")},
-        {tr("Sparsity"), "sparsityDock", tr("Sparsity")},
-        {tr("Model"), "modelDock", tr("Model")},
+    const std::pair<QString, QString> views[] = {
+        {tr("Training curves"), "curvesDock"}, {tr("Expert load"), "expertLoadDock"},
+        {tr("Routing inspector"), "routingDock"}, {tr("Sparsity"), "sparsityDock"}, {tr("Model"), "modelDock"},
     };
     std::map<QString, QDockWidget*> docks;
-    for (const ViewDock& v : views) {
-        // The merged views; the others keep a placeholder until their branch lands.
+    for (const auto& [title, name] : views) {
         QWidget* content = nullptr;
-        if (v.name == "curvesDock") content = new views::TrainingCurvesView;
-        else if (v.name == "expertLoadDock") content = new views::ExpertLoadView;
-        else if (v.name == "modelDock") content = new views::ModelView;
-        else content = placeholder(v.text);
-        content->setObjectName(v.name + "View");
-        views_[v.name] = content;
+        if (name == "curvesDock") content = new views::TrainingCurvesView;
+        else if (name == "expertLoadDock") content = new views::ExpertLoadView;
+        else if (name == "routingDock") content = new views::RoutingInspectorView;
+        else if (name == "sparsityDock") content = new views::SparsityView;
+        else content = new views::ModelView;
+        content->setObjectName(name + "View");
+        views_[name] = content;
         // A scroll area around each view: the views' own minimum sizes must not force the
         // window past a laptop screen (they scroll inside a small dock instead).
         auto* scroll = new QScrollArea;
         scroll->setWidget(content);
         scroll->setWidgetResizable(true);
         scroll->setFrameShape(QFrame::NoFrame);
-        docks[v.name] = add_dock(v.title, v.name, scroll);
+        docks[name] = add_dock(title, name, scroll);
     }
-    // Default layout: launcher and runs on the left, curves large on the right with the
-    // per-expert views under them, the log at the bottom.
+    inspection_ = new InspectionController(qobject_cast<views::RoutingInspectorView*>(views_["routingDock"]),
+                                           qobject_cast<views::SparsityView*>(views_["sparsityDock"]), this);
+    // Default layout: launcher, runs and log as tabs on the left; the analysis views as tabs
+    // filling the right, curves first, so each gets the whole area (the expert-load and
+    // sparsity views have four plots each and need the height).
     addDockWidget(Qt::LeftDockWidgetArea, launch);
     tabifyDockWidget(launch, browse);
+    tabifyDockWidget(launch, logd);  // a tab, not a strip: the views keep the window's height
     launch->raise();
     addDockWidget(Qt::RightDockWidgetArea, docks["curvesDock"]);
-    splitDockWidget(docks["curvesDock"], docks["expertLoadDock"], Qt::Vertical);
-    tabifyDockWidget(docks["expertLoadDock"], docks["routingDock"]);
-    tabifyDockWidget(docks["expertLoadDock"], docks["sparsityDock"]);
-    tabifyDockWidget(docks["expertLoadDock"], docks["modelDock"]);
-    docks["expertLoadDock"]->raise();
-    addDockWidget(Qt::BottomDockWidgetArea, logd);
-    resizeDocks({launch, docks["curvesDock"]}, {460, 980}, Qt::Horizontal);
-    resizeDocks({docks["curvesDock"], docks["expertLoadDock"], logd}, {420, 260, 120}, Qt::Vertical);
+    for (const char* n : {"expertLoadDock", "routingDock", "sparsityDock", "modelDock"})
+        tabifyDockWidget(docks["curvesDock"], docks[n]);
+    docks["curvesDock"]->raise();
+    resizeDocks({launch, docks["curvesDock"]}, {380, 1060}, Qt::Horizontal);
 }
 
 void MainWindow::build_actions() {
@@ -400,17 +393,42 @@ void MainWindow::refresh_views() {
             experts_shown_path_ = path;
             experts_shown_rows_ = rows;
         }
+    // The inspector and sparsity views follow the same run; the model dock shows its model
+    // when the shown run changes.
+    inspection_->set_run(primary);
+    inspection_->update_over_training();
+    if (primary && path != primary_path_) {
+        try {
+            const RunHeader& h = primary->header();
+            const ModelConfig cfg = ModelConfig::from_json(nlohmann::json::parse(h.config_json));
+            int64_t seq_len = 0;
+            try {
+                seq_len = nlohmann::json::parse(h.project_json).at("training").value("seq_len", int64_t(0));
+            } catch (const std::exception&) {
+            }
+            show_model(primary->name(), cfg, seq_len > 0 ? seq_len : cfg.max_position_embeddings, primary->path());
+        } catch (const std::exception& e) {
+            append_log("warning", tr("model of %1 not shown: %2").arg(primary->path(), QString::fromStdString(e.what())));
+        }
+    }
+    primary_path_ = path;
     longest_refresh_ms_ = std::max(longest_refresh_ms_, timer.nsecsElapsed() / 1e6);
 }
 
 void MainWindow::update_model_view() {
-    auto* v = qobject_cast<views::ModelView*>(view_widget("modelDock"));
-    if (!v || !launcher_->form()->valid()) return;
+    if (!launcher_->form()->valid()) return;
     const Project p = launcher_->project();
-    const ModelSummary s = summarize(p.model, p.training.seq_len);
+    show_model(QString::fromStdString(p.name), p.model, p.training.seq_len, "project");
+}
+
+void MainWindow::show_model(const QString& name, const ModelConfig& model, int64_t seq_len, const QString& source) {
+    auto* v = qobject_cast<views::ModelView*>(view_widget("modelDock"));
+    if (!v) return;
+    const ModelSummary s = summarize(model, seq_len);
     const ParameterBreakdown& b = s.params;
     views::ModelSummaryData d;
-    d.name = QString::fromStdString(p.name);
+    d.name = name;
+    model_source_ = source;
     const double experts_active = double(s.active_routed_experts);
     // Matmul parts cost 2 FLOPs per parameter a token passes through.
     auto part = [&d](const QString& name, double params, double active, double flops, const QString& note) {
@@ -418,11 +436,11 @@ void MainWindow::update_model_view() {
     };
     part(tr("embedding"), double(b.embedding), double(b.embedding), 0, tr("row lookup"));
     part(tr("attention (MLA)"), double(b.attention), double(b.attention),
-         2.0 * double(b.attention) + s.attention_flops_per_token, tr("%1 layers").arg(p.model.num_hidden_layers));
+         2.0 * double(b.attention) + s.attention_flops_per_token, tr("%1 layers").arg(model.num_hidden_layers));
     part(tr("dense FFN"), double(b.dense_ffn), double(b.dense_ffn), 2.0 * double(b.dense_ffn),
          tr("%1 layers").arg(s.dense_layers));
     part(tr("routed experts"), double(b.routed_experts), experts_active, 2.0 * experts_active,
-         tr("%1 of %2 per token").arg(p.model.num_experts_per_tok).arg(p.model.n_routed_experts));
+         tr("%1 of %2 per token").arg(model.num_experts_per_tok).arg(model.n_routed_experts));
     part(tr("shared experts"), double(b.shared_experts), double(b.shared_experts), 2.0 * double(b.shared_experts), {});
     part(tr("gates"), double(b.gates + b.gate_bias), double(b.gates + b.gate_bias), 2.0 * double(b.gates), {});
     part(tr("norms"), double(b.norms), double(b.norms), 0, {});
@@ -430,8 +448,8 @@ void MainWindow::update_model_view() {
     part(tr("MTP modules"), double(s.mtp_params), double(s.mtp_params), s.mtp_forward_flops_per_token,
          tr("not in the totals"));
     const double per_attn = double(b.attention_per_layer);
-    for (int64_t l = 0; l < p.model.num_hidden_layers; ++l) {
-        const bool moe = p.model.is_moe_layer(l);
+    for (int64_t l = 0; l < model.num_hidden_layers; ++l) {
+        const bool moe = model.is_moe_layer(l);
         const double ffn = moe ? double(b.routed_experts + b.shared_experts + b.gates) / double(std::max<int64_t>(1, s.moe_layers))
                                : double(b.dense_ffn) / double(std::max<int64_t>(1, s.dense_layers));
         const double active = moe ? double(s.active_routed_experts + b.shared_experts + b.gates) /
@@ -441,14 +459,14 @@ void MainWindow::update_model_view() {
                                                        : views::ModelSummaryData::LayerKind::Dense,
                             per_attn + ffn, per_attn + active});
     }
-    for (int64_t m = 0; m < p.model.num_nextn_predict_layers; ++m)
+    for (int64_t m = 0; m < model.num_nextn_predict_layers; ++m)
         d.layers.push_back({tr("MTP %1").arg(m + 1), views::ModelSummaryData::LayerKind::Mtp,
-                            double(s.mtp_params) / double(p.model.num_nextn_predict_layers),
-                            double(s.mtp_params) / double(p.model.num_nextn_predict_layers)});
+                            double(s.mtp_params) / double(model.num_nextn_predict_layers),
+                            double(s.mtp_params) / double(model.num_nextn_predict_layers)});
     d.total_params = double(s.total_params);
     d.total_active_params = double(s.active_params);
     d.total_flops_per_token = s.forward_flops_per_token;
-    d.config_text = QString::fromStdString(p.model.to_json().dump(2));
+    d.config_text = QString::fromStdString(model.to_json().dump(2));
     v->setSummary(std::move(d));
 }
 

@@ -19,6 +19,7 @@ class QPlainTextEdit;
 
 namespace moe::workbench {
 
+class InspectionController;
 class RunBrowser;
 class RunController;
 class RunLauncher;
@@ -35,6 +36,7 @@ public:
     RunBrowser* browser() const { return browser_; }
     SessionController* session() const { return session_; }
     QPlainTextEdit* log_view() const { return log_; }
+    InspectionController* inspection() const { return inspection_; }
 
     // Where new runs go (also the browser's folder).
     void set_runs_dir(const QString& dir);
@@ -56,9 +58,11 @@ public:
     QStringList recent_projects() const;
     QStringList recent_runs() const;
 
-    // Views' dock contents: until the views are merged, placeholders with the data they would
-    // show (tests read them too).
+    // Views' dock contents by dock name ("curvesDock", "expertLoadDock", "routingDock",
+    // "sparsityDock", "modelDock").
     QWidget* view_widget(const QString& dock_name) const;
+    // What the model dock shows: "project" (the launcher's) or a run file's path.
+    QString model_source() const { return model_source_; }
 
 protected:
     void closeEvent(QCloseEvent* event) override;
@@ -82,12 +86,15 @@ private:
     void schedule_views();
     void refresh_views();
     RunController* ensure_run(const QString& path);
-    void update_model_view();
+    void update_model_view();  // from the launcher's project
+    void show_model(const QString& name, const ModelConfig& model, int64_t seq_len, const QString& source);
 
     SessionController* session_ = nullptr;
     RunLauncher* launcher_ = nullptr;
     RunBrowser* browser_ = nullptr;
     QPlainTextEdit* log_ = nullptr;
+    InspectionController* inspection_ = nullptr;
+    QString model_source_, primary_path_;
     std::map<QString, QWidget*> views_;
     std::map<QString, RunController*> runs_;
     QStringList selected_;

@@ -5,14 +5,25 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 namespace moe::workbench {
 
 RunController::RunController(const QString& path, QObject* parent)
     : QObject(parent), path_(path), reader_(std::make_unique<RunReader>(path.toStdString())) {
     live_ = reader_->live();
     const RunHeader& h = reader_->header();
-    for (int64_t l = 0; l < h.n_layers(); ++l)
-        experts_.layer_names << QString("layer %1").arg(h.moe_layer_indices[size_t(l)]);
+    try {
+        main_layers_ = nlohmann::json::parse(h.config_json).value("num_hidden_layers", int64_t(0));
+    } catch (const std::exception&) {
+        main_layers_ = 0;
+    }
+    // HF indices past the main layers are MTP modules: "layer 3", ..., "MTP 1".
+    for (int64_t l = 0; l < h.n_layers(); ++l) {
+        const int64_t hf = h.moe_layer_indices[size_t(l)];
+        experts_.layer_names << (main_layers_ > 0 && hf >= main_layers_ ? QString("MTP %1").arg(hf - main_layers_ + 1)
+                                                                         : QString("layer %1").arg(hf));
+    }
     experts_.experts = int(h.n_experts);
     read_new_metrics();
     read_new_experts();
@@ -35,13 +46,15 @@ QString RunController::name() const {
 
 void RunController::follow_session() {
     from_session_ = true;
-    step_.clear(), loss_.clear(), mtp_loss_.clear(), aux_loss_.clear();
+    step_.clear(), tokens_.clear(), wall_s_.clear(), loss_.clear(), mtp_loss_.clear(), aux_loss_.clear();
     lr_.clear(), grad_norm_.clear(), tokens_per_s_.clear();
 }
 
 void RunController::add_step(const StepReport& r) {
     if (!from_session_) return;
     step_.push_back(double(r.step));
+    tokens_.push_back(double(r.tokens));
+    wall_s_.push_back(r.wall_s);
     loss_.push_back(r.skipped ? NAN : r.loss);
     mtp_loss_.push_back(r.skipped ? NAN : r.mtp_loss);
     aux_loss_.push_back(r.skipped ? NAN : r.aux_loss);
@@ -76,7 +89,7 @@ void RunController::set_writer_done() {
         reader_ = std::make_unique<RunReader>(path_.toStdString());
         if (!from_session_) {
             metrics_read_ = 0;
-            step_.clear(), loss_.clear(), mtp_loss_.clear(), aux_loss_.clear();
+            step_.clear(), tokens_.clear(), wall_s_.clear(), loss_.clear(), mtp_loss_.clear(), aux_loss_.clear();
             lr_.clear(), grad_norm_.clear(), tokens_per_s_.clear();
             read_new_metrics();
         }
@@ -93,6 +106,8 @@ void RunController::read_new_metrics() {
     for (int64_t i = 0; i < m.size(); ++i) {
         const bool skip = m.skipped[size_t(i)] != 0;
         step_.push_back(double(m.step[size_t(i)]));
+        tokens_.push_back(double(m.tokens[size_t(i)]));
+        wall_s_.push_back(m.wall_s[size_t(i)]);
         loss_.push_back(skip ? NAN : m.loss[size_t(i)]);
         mtp_loss_.push_back(skip ? NAN : m.mtp_loss[size_t(i)]);
         aux_loss_.push_back(skip ? NAN : m.aux_loss[size_t(i)]);
@@ -123,6 +138,8 @@ views::RunCurves RunController::curves() const {
     views::RunCurves c;
     c.run_name = name();
     c.step = step_;
+    c.tokens = tokens_;
+    c.wall_s = wall_s_;
     c.loss = loss_;
     c.mtp_loss = mtp_loss_;
     c.aux_loss = aux_loss_;

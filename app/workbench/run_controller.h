@@ -38,6 +38,11 @@ public:
     int64_t eval_rows() const { return int64_t(eval_.size()); }
     int64_t expert_rows() const { return reader_->experts_count(); }
     int64_t routing_rows() const { return reader_->routing_count(); }
+    // The probe's routing at logged routing row i (0 .. routing_rows()-1).
+    RoutingRow routing(int64_t i) const { return reader_->routing(i); }
+    // Main decoder layers of the run's model (from the header's config_json; 0 if unreadable):
+    // MoE layer indices at or past it are MTP modules.
+    int64_t main_layers() const { return main_layers_; }
     // Tokens per expert over the logged steps of one MoE layer: rows = steps, cols = experts.
     views::Matrix expert_load(int layer) const;
     // The latest balancing bias of one layer (1 x E).
@@ -70,7 +75,8 @@ private:
     bool live_ = false, from_session_ = false;
     int64_t metrics_read_ = 0;
     double longest_poll_ms_ = 0;
-    std::vector<double> step_, loss_, mtp_loss_, aux_loss_, lr_, grad_norm_, tokens_per_s_;
+    int64_t main_layers_ = 0;
+    std::vector<double> step_, tokens_, wall_s_, loss_, mtp_loss_, aux_loss_, lr_, grad_norm_, tokens_per_s_;
     std::vector<EvalRow> eval_;
     views::ExpertLoadData experts_;
     QTimer poll_timer_, update_timer_;
