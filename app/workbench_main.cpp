@@ -4,10 +4,13 @@
 #include <QApplication>
 #include <QCommandLineParser>
 
+#include "openmp_wait_policy.h"
+
 #include "workbench/main_window.h"
 #include "workbench/run_launcher.h"
 
 int main(int argc, char** argv) {
+    moe::app::ensure_passive_openmp_waits(argv);  // the GUI thread shares the cores
     QApplication app(argc, argv);
     QApplication::setOrganizationName("MoE Workbench");
     QApplication::setApplicationName("moe-workbench");

@@ -124,14 +124,13 @@ void RunController::read_eval() {
 
 void RunController::read_new_experts() {
     // Only the rows not read yet: a live run grows by one row per log_every steps.
-    const int64_t n = reader_->experts_count();
-    for (int64_t i = experts_.step_count(); i < n; ++i) {
-        const ExpertsRow r = reader_->experts(i);
-        experts_.steps.push_back(double(r.step));
-        experts_.load.insert(experts_.load.end(), r.load.begin(), r.load.end());
-        experts_.bias.insert(experts_.bias.end(), r.bias.begin(), r.bias.end());
-        experts_.maxvio.insert(experts_.maxvio.end(), r.maxvio.begin(), r.maxvio.end());
-    }
+    const int64_t n = reader_->experts_count(), have = experts_.step_count();
+    if (n <= have) return;
+    const ExpertsRows r = reader_->experts_rows(have, n - have);  // one read per dataset
+    for (int64_t s : r.step) experts_.steps.push_back(double(s));
+    experts_.load.insert(experts_.load.end(), r.load.begin(), r.load.end());
+    experts_.bias.insert(experts_.bias.end(), r.bias.begin(), r.bias.end());
+    experts_.maxvio.insert(experts_.maxvio.end(), r.maxvio.begin(), r.maxvio.end());
 }
 
 views::RunCurves RunController::curves() const {

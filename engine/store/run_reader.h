@@ -28,6 +28,12 @@ struct MetricsColumns {
     MetricsRow row(int64_t i) const;  // i counts from first_row's row (0 = first returned row)
 };
 
+// Consecutive /experts rows, concatenated: step [n], load and bias [n, L, E], maxvio [n, L].
+struct ExpertsRows {
+    std::vector<int64_t> step;
+    std::vector<float> load, bias, maxvio;
+};
+
 // A row-major [rows, cols] float matrix (expert load over logged steps, for heatmaps).
 struct FloatMatrix {
     int64_t rows = 0, cols = 0;
@@ -62,6 +68,9 @@ public:
     MetricsColumns metrics_since(int64_t row) const;
     std::vector<EvalRow> eval() const;
     ExpertsRow experts(int64_t i) const;
+    // Rows [first, first + count) in one read per dataset (opening a long run row by row costs
+    // one small HDF5 read per row and dataset).
+    ExpertsRows experts_rows(int64_t first, int64_t count) const;
     // /experts/load[:, layer, :] -> [experts_count(), E]; layer indexes moe_layer_indices.
     FloatMatrix expert_load_matrix(int64_t layer) const;
     RoutingRow routing(int64_t i) const;
