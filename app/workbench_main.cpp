@@ -3,6 +3,7 @@
 // Opens the default project (tiny-tasks) in the run launcher unless --project names another.
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QIcon>
 
 #include "openmp_wait_policy.h"
 
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
     QApplication::setOrganizationName("MoE Workbench");
     QApplication::setApplicationName("moe-workbench");
     QApplication::setApplicationVersion(MOE_VERSION);
+    QApplication::setWindowIcon(QIcon(":/icons/moe-workbench.svg"));
 
     QCommandLineParser parser;
     parser.setApplicationDescription("MoE Workbench: train and study DeepSeek-V3-style MoE models");

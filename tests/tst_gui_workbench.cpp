@@ -4,6 +4,9 @@
 // longest event-loop block while training; screenshots for a person to look at.
 #include <QtTest>
 
+#include <QFile>
+#include <QIcon>
+
 #include <QAction>
 #include <QDir>
 #include <QDockWidget>
@@ -125,6 +128,12 @@ class TestGuiWorkbench : public QObject {
     QString finished_run_;
 
 private slots:
+    // The application icon is compiled in from resources/.
+    void iconResource() {
+        QVERIFY(QFile::exists(":/icons/moe-workbench.svg"));
+        QVERIFY(!QIcon(":/icons/moe-workbench.svg").pixmap(32, 32).isNull());
+    }
+
     void initTestCase() {
         QStandardPaths::setTestModeEnabled(true);  // settings go to a test location
         QCoreApplication::setOrganizationName("moe-workbench-tests");
