@@ -115,46 +115,30 @@ QColor kind_color(ModelSummaryData::LayerKind kind) { return category_color(stat
 
 }  // namespace
 
-QString ModelView::humanCount(double v)
-{
+namespace {
+// Three significant digits with an SI-style unit: 671 B, 37.0 B, 1.23 M; 2.10 GFLOP.
+QString human_units(double v, const char* suffix, const char* bare) {
     if (!std::isfinite(v))
         return QStringLiteral("-");
     const double a = std::abs(v);
-    auto fmt = [](double x, const char *unit) {
-        // Three significant digits: 671 B, 37.0 B, 1.23 M.
-        const int decimals = x >= 100 ? 0 : x >= 10 ? 1 : 2;
-        return QStringLiteral("%1 %2").arg(x, 0, 'f', decimals).arg(QLatin1String(unit));
-    };
-    if (a >= 1e12)
-        return fmt(v / 1e12, "T");
-    if (a >= 1e9)
-        return fmt(v / 1e9, "B");
-    if (a >= 1e6)
-        return fmt(v / 1e6, "M");
-    if (a >= 1e3)
-        return fmt(v / 1e3, "K");
-    return QString::number(v, 'f', 0);
+    static const std::pair<double, const char*> scales[] = {{1e12, "T"}, {1e9, "G"}, {1e6, "M"}, {1e3, "K"}};
+    for (const auto& [scale, prefix] : scales) {
+        if (a < scale)
+            continue;
+        const double x = v / scale;
+        const int decimals = std::abs(x) >= 100 ? 0 : std::abs(x) >= 10 ? 1 : 2;
+        // Counts say "B" for billions, FLOPs say "GFLOP".
+        const QString unit = *suffix ? QString(prefix) + suffix
+                                     : QString(scale == 1e9 ? "B" : prefix);
+        return QStringLiteral("%1 %2").arg(x, 0, 'f', decimals).arg(unit);
+    }
+    return QString::number(v, 'f', 0) + QLatin1String(bare);
 }
+}  // namespace
 
-QString ModelView::humanFlops(double v)
-{
-    if (!std::isfinite(v))
-        return QStringLiteral("-");
-    const double a = std::abs(v);
-    auto fmt = [](double x, const char *unit) {
-        const int decimals = x >= 100 ? 0 : x >= 10 ? 1 : 2;
-        return QStringLiteral("%1 %2").arg(x, 0, 'f', decimals).arg(QLatin1String(unit));
-    };
-    if (a >= 1e12)
-        return fmt(v / 1e12, "TFLOP");
-    if (a >= 1e9)
-        return fmt(v / 1e9, "GFLOP");
-    if (a >= 1e6)
-        return fmt(v / 1e6, "MFLOP");
-    if (a >= 1e3)
-        return fmt(v / 1e3, "KFLOP");
-    return QStringLiteral("%1 FLOP").arg(v, 0, 'f', 0);
-}
+QString ModelView::humanCount(double v) { return human_units(v, "", ""); }
+
+QString ModelView::humanFlops(double v) { return human_units(v, "FLOP", " FLOP"); }
 
 ModelView::ModelView(QWidget *parent) : QWidget(parent)
 {

@@ -366,12 +366,12 @@ void check_index(int64_t i, int64_t count, const std::string& path, const std::s
 
 ExpertsRow RunReader::experts(int64_t i) const {
     check_index(i, experts_count(), path_, "experts");
-    h5::Lock lock(h5::hdf5_mutex());
+    ExpertsRows rows = experts_rows(i, 1);
     ExpertsRow r;
-    r.step = read_column<int64_t>(impl_->column("experts", "step"), i, 1, path_)[0];
-    r.load = read_column<float>(impl_->column("experts", "load"), i, 1, path_);
-    r.bias = read_column<float>(impl_->column("experts", "bias"), i, 1, path_);
-    r.maxvio = read_column<float>(impl_->column("experts", "maxvio"), i, 1, path_);
+    r.step = rows.step[0];
+    r.load = std::move(rows.load);
+    r.bias = std::move(rows.bias);
+    r.maxvio = std::move(rows.maxvio);
     return r;
 }
 
