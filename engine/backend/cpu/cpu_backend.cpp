@@ -1,6 +1,7 @@
 // CpuBackend: construction, threads, GEMM (OpenBLAS), copies, elementwise ops, sum, embedding,
 // SwiGLU and cross-entropy.
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_blocked_reduce.h"
 
 #include <cblas.h>
 #include <omp.h>

@@ -119,20 +119,9 @@ private:
 
     // A reduction over fixed 4096-element blocks (block_sum(ptr, len) -> double), the block
     // results added in block order: the result does not even depend on the thread count.
+    // Defined in cpu_blocked_reduce.h (it holds an OpenMP pragma; only backend files see it).
     template <class BlockSum>
-    double blocked_reduce(const float* x, int64_t n, BlockSum block_sum) {
-        constexpr int64_t kBlock = 4096;
-        if (n <= 0) return 0.0;
-        const int64_t nb = (n + kBlock - 1) / kBlock;
-        double* part = grow(blocks_, static_cast<size_t>(nb));
-        const int nt = team(n);
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (int64_t b = 0; b < nb; ++b)
-            part[b] = block_sum(x + b * kBlock, std::min(n, (b + 1) * kBlock) - b * kBlock);
-        double total = 0.0;
-        for (int64_t b = 0; b < nb; ++b) total += part[b];
-        return total;
-    }
+    double blocked_reduce(const float* x, int64_t n, BlockSum block_sum);
 
     int threads_ = 1;
     std::vector<double> partial_;      // per-thread partial reductions (rmsnorm dw)
