@@ -514,6 +514,9 @@ void TrainingCurvesView::rebuildCurves() {
         for (const Curve& c : curves_)
             if (c.panel == p) any = true;
         empty_note_[p]->setVisible(!any);
+        // Before any run the whole view is empty: say what to do rather than "not logged".
+        empty_note_[p]->setText(curves_.empty() ? QStringLiteral("no run yet: Start training, or open a run")
+                                                : QStringLiteral("not logged"));
         // A one-entry legend says nothing the title does not.
         plots_[p]->legend->setVisible(plots_[p]->legend->itemCount() >= 2);
     }
