@@ -60,6 +60,30 @@ Batch random_batch(int64_t vocab, int64_t B, int64_t T, uint64_t seed) {
     return b;
 }
 
+Project shrunk_tiny_tasks(int64_t steps) {
+    Project p = Project::load(source_path("projects/tiny-tasks.json"));
+    ModelConfig& m = p.model;
+    m.hidden_size = 32;
+    m.intermediate_size = 64;
+    m.moe_intermediate_size = 16;
+    m.num_hidden_layers = 2;
+    m.n_routed_experts = 8;
+    m.num_experts_per_tok = 2;
+    m.n_group = 2;
+    m.topk_group = 1;
+    TrainingSettings& t = p.training;
+    t.seq_len = 16;
+    t.batch_size = 2;
+    t.steps = steps;
+    t.optimizer.schedule.total_steps = steps;
+    t.optimizer.schedule.warmup_steps = 2;
+    t.threads = 1;
+    t.eval_batches = 2;
+    t.probe_tokens = 32;
+    t.checkpoint_every = 0;
+    return p;
+}
+
 void spread_router(Model& model, uint64_t seed) {
     for (Parameter* p : model.parameters().all()) {
         const std::string& n = p->name;

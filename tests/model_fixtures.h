@@ -5,6 +5,7 @@
 
 #include "model/config.h"
 #include "model/model.h"
+#include "store/project.h"
 
 namespace moe::test {
 
@@ -17,6 +18,10 @@ ModelConfig tiny_softmax_config();
 
 // B sequences of T+1 random tokens.
 Batch random_batch(int64_t vocab, int64_t B, int64_t T, uint64_t seed);
+
+// projects/tiny-tasks.json shrunk to train in seconds on one core (hidden 32, 2 layers, 8
+// experts top-2 in 2 groups, 2 x 16 tokens per step, no scheduled checkpoints).
+Project shrunk_tiny_tasks(int64_t steps);
 
 // Gives the gate weights a larger spread and the selection bias non-zero values, so routing
 // is far from ties (finite differences must not flip a top-k choice) and the bias matters.

@@ -33,6 +33,7 @@
 #include "sparsity_view.h"
 #include "store/run_reader.h"
 #include "training_curves_view.h"
+#include "model_fixtures.h"
 #include "test_support.h"
 #include "train/trainer.h"
 #include "workbench/inspection_controller.h"
@@ -63,28 +64,11 @@ void shoot(QWidget* w, const QString& name) {
 
 // A small, quick project (tiny-tasks shrunk) for a finished run file.
 Project small_project(int64_t steps) {
-    Project p = Project::load(test::source_path("projects/tiny-tasks.json"));
+    Project p = test::shrunk_tiny_tasks(steps);
     p.name = "small-finished";
-    p.model.hidden_size = 32;
-    p.model.intermediate_size = 64;
-    p.model.moe_intermediate_size = 16;
-    p.model.num_hidden_layers = 2;
-    p.model.n_routed_experts = 8;
-    p.model.num_experts_per_tok = 2;
-    p.model.n_group = 2;
-    p.model.topk_group = 1;
-    p.training.seq_len = 16;
-    p.training.batch_size = 2;
-    p.training.steps = steps;
-    p.training.optimizer.schedule.total_steps = steps;
-    p.training.optimizer.schedule.warmup_steps = 2;
-    p.training.threads = 1;
     p.training.log_every = 2;
     p.training.eval_every = 10;
-    p.training.eval_batches = 2;
     p.training.routing_every = 10;
-    p.training.probe_tokens = 32;
-    p.training.checkpoint_every = 0;
     return p;
 }
 

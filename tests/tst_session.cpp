@@ -15,6 +15,7 @@
 
 #include "session/local_session.h"
 #include "store/run_reader.h"
+#include "model_fixtures.h"
 #include "test_support.h"
 
 using namespace moe;
@@ -23,31 +24,15 @@ namespace {
 
 // tiny-tasks, shrunk to run 200 steps in seconds on one core.
 Project tiny_project() {
-    Project p = Project::load(test::source_path("projects/tiny-tasks.json"));
+    Project p = test::shrunk_tiny_tasks(200);
     p.name = "session-test";
-    ModelConfig& m = p.model;
-    m.hidden_size = 32;
-    m.intermediate_size = 64;
-    m.moe_intermediate_size = 16;
-    m.num_hidden_layers = 2;
-    m.n_routed_experts = 8;
-    m.num_experts_per_tok = 2;
-    m.n_group = 2;
-    m.topk_group = 1;
-    m.q_lora_rank = 16;
-    m.kv_lora_rank = 16;
+    p.model.q_lora_rank = 16;
+    p.model.kv_lora_rank = 16;
     TrainingSettings& t = p.training;
-    t.seq_len = 16;
-    t.batch_size = 2;
-    t.steps = 200;
-    t.threads = 1;
     t.optimizer.schedule.warmup_steps = 10;
     t.log_every = 5;
     t.eval_every = 50;
-    t.eval_batches = 2;
     t.routing_every = 50;
-    t.probe_tokens = 32;
-    t.checkpoint_every = 0;
     return p;
 }
 

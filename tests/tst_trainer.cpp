@@ -56,6 +56,30 @@ std::vector<float> all_weights(Model& m) {
     return w;
 }
 
+// Number of complete metric rows a (possibly live) run file holds; 0 while it cannot be opened.
+int64_t rows_on_disk(const std::string& path) {
+    try {
+        return RunReader(path).metrics_count();
+    } catch (const Error&) {
+        return 0;
+    }
+}
+
+// Starts moe-train on `p` writing `run`, and waits (60 s at most) until `rows` steps are on disk.
+// Returns the rows seen.
+int64_t start_and_wait(QProcess& train, const QTemporaryDir& dir, const Project& p,
+                       const char* run, int64_t rows) {
+    p.save(path_in(dir, "project.json"));
+    train.start(MOE_TRAIN_EXE, {dir.filePath("project.json"), "--out", dir.filePath(run)});
+    if (!train.waitForStarted()) return 0;
+    int64_t seen = 0;
+    for (int i = 0; i < 600 && seen < rows; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        seen = rows_on_disk(path_in(dir, run));
+    }
+    return seen;
+}
+
 }  // namespace
 
 class TestTrainer : public QObject {
@@ -192,19 +216,8 @@ private slots:
         p.training.eval_every = 0;
         p.training.routing_every = 0;
         p.training.checkpoint_every = 0;
-        p.save(path_in(dir, "project.json"));
         QProcess train;
-        train.start(MOE_TRAIN_EXE, {dir.filePath("project.json"), "--out", dir.filePath("killed.h5")});
-        QVERIFY(train.waitForStarted());
-        int64_t seen = 0;
-        for (int i = 0; i < 600 && seen < 5; ++i) {  // until 5 steps are on disk (60 s at most)
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            try {
-                RunReader live(path_in(dir, "killed.h5"));
-                seen = live.metrics_count();
-            } catch (const Error&) {
-            }
-        }
+        const int64_t seen = start_and_wait(train, dir, p, "killed.h5", 5);
         QVERIFY2(seen >= 5, "training did not write 5 steps in time");
         ::kill(static_cast<pid_t>(train.processId()), SIGKILL);
         QVERIFY(train.waitForFinished(10000));
@@ -226,18 +239,8 @@ private slots:
         p.training.log_every = 1;
         p.training.eval_every = 0;
         p.training.checkpoint_every = 0;
-        p.save(path_in(dir, "project.json"));
         QProcess train;
-        train.start(MOE_TRAIN_EXE, {dir.filePath("project.json"), "--out", dir.filePath("int.h5")});
-        QVERIFY(train.waitForStarted());
-        int64_t seen = 0;
-        for (int i = 0; i < 600 && seen < 3; ++i) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            try {
-                seen = RunReader(path_in(dir, "int.h5")).metrics_count();
-            } catch (const Error&) {
-            }
-        }
+        const int64_t seen = start_and_wait(train, dir, p, "int.h5", 3);
         QVERIFY(seen >= 3);
         ::kill(static_cast<pid_t>(train.processId()), SIGINT);
         QVERIFY(train.waitForFinished(60000));
