@@ -11,7 +11,7 @@ namespace moe {
 
 inline constexpr const char* kRunFormat = "moe-workbench-run";
 // Bumped on any change a reader of the previous version would misread. Readers refuse newer.
-inline constexpr int64_t kRunFormatVersion = 1;
+inline constexpr int64_t kRunFormatVersion = 2;  // 2: /quant and /sparsity (readers accept 1)
 
 struct RunHeader {
     std::string format = kRunFormat;
@@ -33,9 +33,32 @@ struct RunHeader {
     std::string probe_text;
     std::vector<int32_t> probe_labels;  // [T_p], index into label_names (or -1)
 
+    // Precision (format version 2). "fp32", "bf16", "fp16" or "fp8" for the linear layers.
+    std::string precision = "fp32";
+    // The quantized tensors whose error /quant records, Q = quant_tensors.size(). Key of a tensor:
+    // "<parameter name>" for a weight, "<parameter name>@input" for the activation multiplied by
+    // it, "<parameter name>@grad" for the output gradient of that linear layer.
+    std::vector<std::string> quant_tensors;
+    std::vector<std::string> quant_roles;  // [Q] "weight", "activation" or "gradient"
+    // Tensors whose block scales /quant/scales records, with their scale-grid shapes.
+    std::vector<std::string> scale_tensors;
+    std::vector<int64_t> scale_grid_rows, scale_grid_cols;  // [S]
+
+    // Sparsity (format version 2): FFN layers (HF layer index of every decoder layer and MTP
+    // layer) whose SwiGLU outputs are counted, and the threshold for "near zero".
+    std::vector<int64_t> ffn_layer_indices;
+    double near_zero_threshold = 1e-3;
+
     int64_t n_layers() const { return static_cast<int64_t>(moe_layer_indices.size()); }
     int64_t n_labels() const { return static_cast<int64_t>(label_names.size()); }
     int64_t n_probe() const { return static_cast<int64_t>(probe_tokens.size()); }
+    int64_t n_quant() const { return static_cast<int64_t>(quant_tensors.size()); }
+    int64_t n_scale_values() const {
+        int64_t n = 0;
+        for (size_t i = 0; i < scale_grid_rows.size(); ++i) n += scale_grid_rows[i] * scale_grid_cols[i];
+        return n;
+    }
+    int64_t n_ffn_layers() const { return static_cast<int64_t>(ffn_layer_indices.size()); }
 };
 
 // One logged training step: /metrics/<field>[N].
@@ -75,6 +98,29 @@ struct RoutingRow {
     std::vector<int32_t> topk;   // [L*T_p*K] chosen experts
     std::vector<float> weights;  // [L*T_p*K] their gate weights
     std::vector<float> scores;   // [L*T_p*E] affinity scores of every expert
+};
+
+// Quantization error of every quantized tensor at one step: /quant/*[Q_rows]. Written only by
+// runs whose precision quantizes something (not fp32). Histograms: Log2Histogram bins
+// (quant/error_metrics.h): values of x / (its tile's scale), errors of |xq - x| / amax.
+struct QuantRow {
+    int64_t step = 0;
+    std::vector<float> rel_error;        // [Q] relative Frobenius error
+    std::vector<float> snr_db;           // [Q]
+    std::vector<float> amax;             // [Q]
+    std::vector<float> frac_saturated;   // [Q]
+    std::vector<float> frac_flushed;     // [Q]
+    std::vector<uint32_t> value_hist;    // [Q * kBins]
+    std::vector<uint32_t> value_zeros;   // [Q]
+    std::vector<uint32_t> error_hist;    // [Q * kBins]
+    std::vector<float> scales;           // [n_scale_values()] the scale grids, concatenated
+};
+
+// Sparsity at one logged step: /sparsity/*[S_rows].
+struct SparsityRow {
+    int64_t step = 0;
+    std::vector<float> near_zero;       // [n_ffn_layers] share of SwiGLU outputs |a| < threshold
+    std::vector<float> unused_experts;  // [L] share of routed experts that got no token this step
 };
 
 }  // namespace moe

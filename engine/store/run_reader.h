@@ -41,6 +41,18 @@ struct FloatMatrix {
     float at(int64_t r, int64_t c) const { return values[static_cast<size_t>(r * cols + c)]; }
 };
 
+// One quantized tensor's error over the logged /quant rows (for "error over training").
+struct QuantErrorSeries {
+    std::vector<int64_t> step;
+    std::vector<float> rel_error, snr_db, amax;
+};
+
+// All /sparsity rows: step [n], near_zero [n, n_ffn_layers], unused_experts [n, L].
+struct SparsityRows {
+    std::vector<int64_t> step;
+    std::vector<float> near_zero, unused_experts;
+};
+
 class RunReader {
 public:
     explicit RunReader(const std::string& path);
@@ -74,6 +86,14 @@ public:
     // /experts/load[:, layer, :] -> [experts_count(), E]; layer indexes moe_layer_indices.
     FloatMatrix expert_load_matrix(int64_t layer) const;
     RoutingRow routing(int64_t i) const;
+
+    // Format version 2 groups; a version-1 file has 0 rows of each.
+    int64_t quant_count() const;
+    int64_t sparsity_count() const;
+    QuantRow quant(int64_t i) const;
+    // Tensor q (index into header().quant_tensors) over all /quant rows, one read per dataset.
+    QuantErrorSeries quant_error_series(int64_t q) const;
+    SparsityRows sparsity_rows() const;
 
 private:
     struct Impl;
