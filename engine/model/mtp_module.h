@@ -11,13 +11,15 @@
 #include "core/tensor.h"
 #include "model/config.h"
 #include "model/parameters.h"
+#include "model/linear_precision.h"
 #include "model/transformer_block.h"
 
 namespace moe {
 
 class MtpModule {
 public:
-    MtpModule(ParameterStore& store, int64_t layer_index, const ModelConfig& cfg);
+    MtpModule(ParameterStore& store, int64_t layer_index, const ModelConfig& cfg,
+              const PrecisionContext* precision = nullptr);
 
     // emb [n, D]: Emb(t_{i+k}) (from the shared embedding); h_prev [n, D]: h^{k-1}.
     // Writes the module's final normalized hidden state (input to the shared head) to
@@ -39,6 +41,7 @@ private:
     Parameter* enorm_;
     Parameter* hnorm_;
     Parameter* eh_proj_;
+    const PrecisionContext* precision_;
     TransformerBlock block_;
     Parameter* head_norm_;
 

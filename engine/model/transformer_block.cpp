@@ -3,17 +3,19 @@
 namespace moe {
 
 TransformerBlock::TransformerBlock(ParameterStore& store, const std::string& prefix,
-                                   int64_t layer_index, const ModelConfig& cfg)
+                                   int64_t layer_index, const ModelConfig& cfg,
+                                   const PrecisionContext* precision)
     : D_(cfg.hidden_size),
       eps_(static_cast<float>(cfg.rms_norm_eps)),
       attn_norm_(&store.add(prefix + ".input_layernorm.weight", {cfg.hidden_size})),
       ffn_norm_(nullptr),
-      attn_(store, prefix + ".self_attn", cfg) {
+      attn_(store, prefix + ".self_attn", cfg, precision) {
     ffn_norm_ = &store.add(prefix + ".post_attention_layernorm.weight", {cfg.hidden_size});
     if (cfg.is_moe_layer(layer_index))
-        moe_ = std::make_unique<MoeLayer>(store, prefix + ".mlp", layer_index, cfg);
+        moe_ = std::make_unique<MoeLayer>(store, prefix + ".mlp", layer_index, cfg, precision);
     else
-        dense_ = std::make_unique<SwiGluFfn>(store, prefix + ".mlp", D_, cfg.intermediate_size);
+        dense_ = std::make_unique<SwiGluFfn>(store, prefix + ".mlp", D_, cfg.intermediate_size,
+                                             precision);
 }
 
 double TransformerBlock::forward(Backend& be, const float* x, int64_t B, int64_t T,

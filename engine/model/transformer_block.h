@@ -19,7 +19,7 @@ class TransformerBlock {
 public:
     // prefix: "model.layers.<index>"
     TransformerBlock(ParameterStore& store, const std::string& prefix, int64_t layer_index,
-                     const ModelConfig& cfg);
+                     const ModelConfig& cfg, const PrecisionContext* precision = nullptr);
 
     // x [B*T, D] (kept by pointer until backward) -> output() [B*T, D]. Returns the balance
     // loss of this layer's MoE (0 for dense layers).
