@@ -71,6 +71,10 @@ BlockQuantized quantize_blocks(const float* x, int64_t rows, int64_t cols, int64
                                const BlockQuantSpec& spec);
 void dequantize_blocks(const BlockQuantized& q, float* out, int64_t ld_out);
 
+// Round-to-nearest-even of x to a float with only `mantissa_bits` fraction bits (1..23; 23 returns
+// x): the limited accumulator of the GEMM reference. ConfigError outside 1..23.
+float round_to_mantissa_bits(float x, int mantissa_bits);
+
 // Reference block-scaled GEMM with DeepSeek's promotion rule, C[M,N] = A[M,K] * B[K,N]^T...
 // precisely: A [M,K] quantized with tiles along K (a_spec.tile applies to A as stored), B stored
 // [N,K] (the y = x W^T layout) quantized with b_spec.tile; the products of each 128-long K
