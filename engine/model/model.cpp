@@ -268,4 +268,18 @@ std::vector<std::pair<std::string, std::string>> Model::checkpoint_aliases() con
     return out;
 }
 
+std::vector<int64_t> Model::ffn_layer_indices() const {
+    std::vector<int64_t> out;
+    for (int64_t l = 0; l < cfg_.num_hidden_layers + cfg_.num_nextn_predict_layers; ++l)
+        out.push_back(l);
+    return out;
+}
+
+std::vector<double> Model::ffn_near_zero(float threshold) const {
+    std::vector<double> out;
+    for (const auto& b : blocks_) out.push_back(b->ffn_near_zero(threshold).fraction());
+    for (const auto& m : mtp_) out.push_back(m->block().ffn_near_zero(threshold).fraction());
+    return out;
+}
+
 }  // namespace moe

@@ -77,6 +77,10 @@ public:
     const std::vector<RoutingRecord>& routing() const { return routing_; }
 
     std::vector<MoeLayer*> moe_layers();  // main layers first, then MTP layers
+    // HF layer index of every decoder layer, main then MTP (the FFN layers of the sparsity
+    // record), and the share of near-zero SwiGLU outputs in each during the last forward.
+    std::vector<int64_t> ffn_layer_indices() const;
+    std::vector<double> ffn_near_zero(float threshold) const;
     // Attention weights [B, H, T, T] of main layer `layer` (HF index) from the last forward;
     // the routing inspector shows them next to the experts. Error for a layer out of range.
     const Tensor& attention_probs(int64_t layer) const;

@@ -1,5 +1,7 @@
 #include "model/moe_layer.h"
 
+#include <algorithm>
+
 #include "model/linear.h"
 
 namespace moe {
@@ -160,6 +162,13 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
                          weights_.data(), n, gp, d_logits_.data());
     linear_backward(be, d_logits_.data(), h_, n, D_, gate_->value.data(), E_, dh,
                     gate_->grad.data());
+}
+
+NearZeroCount MoeLayer::near_zero(float threshold) const {
+    const int64_t rows = B_ * T_ * K_;
+    NearZeroCount c = count_near_zero(a_.data(), std::min(rows * F_, a_.numel()), threshold);
+    if (shared_) c += count_near_zero(shared_->hidden().data(), shared_->hidden().numel(), threshold);
+    return c;
 }
 
 }  // namespace moe

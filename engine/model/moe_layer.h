@@ -11,6 +11,7 @@
 
 #include "backend/backend.h"
 #include "core/tensor.h"
+#include "model/activation_sparsity.h"
 #include "model/config.h"
 #include "model/parameters.h"
 #include "model/routing_probe.h"
@@ -39,6 +40,9 @@ public:
     bool has_bias() const { return bias_ != nullptr; }  // topk_method "noaux_tc"
     int64_t layer_index() const { return layer_; }
     int64_t n_experts() const { return E_; }
+    // SwiGLU outputs of the last forward (routed experts' rows and the shared experts) with
+    // |a| < threshold.
+    NearZeroCount near_zero(float threshold) const;
 
 private:
     GateParams gate_params() const;

@@ -34,6 +34,7 @@ public:
     const Tensor& output() const { return block_.output(); }
     const Tensor& normed() const { return normed_; }
     TransformerBlock& block() { return block_; }
+    const TransformerBlock& block() const { return block_; }
 
 private:
     int64_t D_;

@@ -66,4 +66,9 @@ void TransformerBlock::backward(Backend& be, const float* d_out, float* dx) {
                         dx, D_, attn_norm_->grad.data());
 }
 
+NearZeroCount TransformerBlock::ffn_near_zero(float threshold) const {
+    if (moe_) return moe_->near_zero(threshold);
+    return count_near_zero(dense_->hidden().data(), dense_->hidden().numel(), threshold);
+}
+
 }  // namespace moe

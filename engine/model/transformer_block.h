@@ -33,6 +33,8 @@ public:
     MlaAttention& attention() { return attn_; }
     const MlaAttention& attention() const { return attn_; }
     bool is_moe() const { return moe_ != nullptr; }
+    // Near-zero SwiGLU outputs of this block's FFN (dense or MoE) in the last forward.
+    NearZeroCount ffn_near_zero(float threshold) const;
 
 private:
     int64_t D_;
