@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cfloat>
 #include <cmath>
 #include <limits>
@@ -55,13 +56,18 @@ void check_matrix(int64_t rows, int64_t cols, int64_t ld, const char* ld_name) {
 }
 
 // Max |x| over finite values: a NaN or Inf element must not turn its whole tile's scale into
-// NaN/Inf (it is cast on its own: NaN stays NaN, Inf saturates).
+// NaN/Inf (it is cast on its own: NaN stays NaN, Inf saturates). Non-negative floats order like
+// their bit patterns, so this is an integer max, which vectorizes (a float max does not without
+// -ffast-math).
+inline int32_t finite_abs_bits(float v) {
+    const int32_t abs_bits = std::bit_cast<int32_t>(v) & 0x7FFFFFFF;
+    return abs_bits < 0x7F800000 ? abs_bits : 0;
+}
+
 inline float finite_amax(const float* p, int64_t n, float amax) {
-    for (int64_t i = 0; i < n; ++i) {
-        const float a = std::fabs(p[i]);
-        amax = (a <= FLT_MAX && a > amax) ? a : amax;
-    }
-    return amax;
+    int32_t m = std::bit_cast<int32_t>(amax);
+    for (int64_t i = 0; i < n; ++i) m = std::max(m, finite_abs_bits(p[i]));
+    return std::bit_cast<float>(m);
 }
 
 // scale = amax / format_max, or the smallest power of two >= that; 1 for an all-zero tile.
@@ -153,26 +159,43 @@ ElementCast element_cast(ElementFormat format, bool scaled) {
     return c;
 }
 
-inline float round_element(float v, const ElementCast& c) {
-    if (c.format == ElementFormat::BF16) return round_to_bf16(v);  // its quantum can be subnormal
-    return quant_detail::round_to_grid(v, c.mantissa_bits, c.min_exponent);
+// Casts n elements; scale[0] for all of them, or scale[i] per element (128x1 tiles, where each
+// column of a band has its own). apply_scale false leaves the decoded (unscaled) values, what a
+// tensor core multiplies. Branch-free, so the loop vectorizes; counts saturation and flushes.
+template <bool kBf16, bool kScalePerElement>
+void cast_run(const float* x, float* out, int64_t n, const float* scale, const ElementCast& c,
+              bool apply_scale, int64_t& saturated, int64_t& flushed) {
+    const float limit = c.saturate ? c.max_finite : std::numeric_limits<float>::infinity();
+    const float max_finite = c.max_finite;
+    const int mantissa_bits = c.mantissa_bits, min_exponent = c.min_exponent;
+    int64_t sat = 0, flush = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float s = kScalePerElement ? scale[i] : scale[0];
+        const float v = x[i] / s;
+        float r = kBf16 ? quant_detail::round_to_bf16_inline(v)
+                        : quant_detail::round_to_grid(v, mantissa_bits, min_exponent);
+        const bool past_max = std::fabs(r) > max_finite;  // rounded past the max, or was Inf
+        sat += past_max & (std::fabs(v) <= FLT_MAX);
+        r = past_max ? std::copysign(limit, v) : r;
+        const float result = apply_scale ? r * s : r;
+        flush += (result == 0.0f) & (x[i] != 0.0f);
+        out[i] = result;
+    }
+    saturated += sat;
+    flushed += flush;
 }
 
-// Casts n elements that share one scale; `apply_scale` false leaves the decoded (unscaled)
-// values, what a tensor core multiplies. Counts saturation and flush to zero.
-inline void cast_run(const float* x, float* out, int64_t n, float scale, const ElementCast& c,
-                     bool apply_scale, int64_t& saturated, int64_t& flushed) {
-    const float inf = std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < n; ++i) {
-        const float v = x[i] / scale;
-        float r = round_element(v, c);
-        if (std::fabs(r) > c.max_finite) {  // rounded past the max (or was Inf already)
-            saturated += std::fabs(v) <= FLT_MAX;
-            r = std::copysign(c.saturate ? c.max_finite : inf, v);
-        }
-        const float result = apply_scale ? r * scale : r;
-        flushed += (result == 0.0f) & (x[i] != 0.0f);
-        out[i] = result;
+template <bool kBf16>
+void cast_row(const float* x, float* out, const TileGrid& g, const float* row_scales,
+              const ElementCast& c, bool apply_scale, int64_t& saturated, int64_t& flushed) {
+    if (g.tile_cols == 1) {
+        cast_run<kBf16, true>(x, out, g.cols, row_scales, c, apply_scale, saturated, flushed);
+        return;
+    }
+    for (int64_t tc = 0; tc < g.grid_cols; ++tc) {
+        const int64_t c0 = tc * g.tile_cols, c1 = std::min(g.cols, c0 + g.tile_cols);
+        cast_run<kBf16, false>(x + c0, out + c0, c1 - c0, row_scales + tc, c, apply_scale,
+                               saturated, flushed);
     }
 }
 
@@ -180,16 +203,15 @@ inline void cast_run(const float* x, float* out, int64_t n, float scale, const E
 CastCounts cast_matrix(const float* x, int64_t ld_x, const TileGrid& g, const float* scales,
                        const ElementCast& c, bool apply_scale, float* out, int64_t ld_out) {
     int64_t saturated = 0, flushed = 0;
+    const bool bf16 = c.format == ElementFormat::BF16;  // its quantum can be a float subnormal
     const int nt = team_for(g.rows * g.cols);
 #pragma omp parallel for schedule(static) num_threads(nt) reduction(+ : saturated, flushed)
     for (int64_t r = 0; r < g.rows; ++r) {
         const float* row_scales = scales + (r / g.tile_rows) * g.grid_cols;
-        const float* xr = x + r * ld_x;
-        float* outr = out + r * ld_out;
-        for (int64_t tc = 0; tc < g.grid_cols; ++tc) {
-            const int64_t c0 = tc * g.tile_cols, c1 = std::min(g.cols, c0 + g.tile_cols);
-            cast_run(xr + c0, outr + c0, c1 - c0, row_scales[tc], c, apply_scale, saturated, flushed);
-        }
+        if (bf16)
+            cast_row<true>(x + r * ld_x, out + r * ld_out, g, row_scales, c, apply_scale, saturated, flushed);
+        else
+            cast_row<false>(x + r * ld_x, out + r * ld_out, g, row_scales, c, apply_scale, saturated, flushed);
     }
     return {saturated, flushed};
 }

@@ -26,6 +26,15 @@ inline float round_to_grid(float x, int mantissa_bits, int min_exponent) {
     return std::copysign(rounded, x);
 }
 
+// Round-to-nearest-even to BF16 and back, on the float's bits (the top 16 bits of a binary32):
+// the same values as round_to_bf16 in number_formats.h, inline so a loop can vectorize it.
+// Overflow carries into the exponent and gives +-Inf like the IEEE cast; NaN stays NaN.
+inline float round_to_bf16_inline(float x) {
+    const uint32_t bits = std::bit_cast<uint32_t>(x);
+    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+    return x != x ? x : std::bit_cast<float>(rounded);
+}
+
 // Round-to-nearest-even of a double to a float with only `mantissa_bits` fraction bits (1..23):
 // a limited-precision accumulator. Rounds once, on the double's bits, so no double rounding.
 inline float round_double_to_mantissa_bits(double x, int mantissa_bits) {
