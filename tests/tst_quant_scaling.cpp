@@ -4,6 +4,8 @@
 // block-scaled GEMM. The figures printed with qInfo are the ones in docs/precision.md.
 #include <QtTest>
 
+#include <omp.h>
+
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -96,6 +98,7 @@ private slots:
     void castCountsSaturationAndFlush();
     void nanPropagatesWithoutPoisoningItsTile();
     void inPlaceEqualsOutOfPlace();
+    void resultsDoNotDependOnThreadCount();
     void invalidArgumentsThrow();
 
     void fineGrainedScalingBeatsPerTensorWithOutliers();
@@ -375,6 +378,30 @@ void TestQuantScaling::inPlaceEqualsOutOfPlace() {
             for (int64_t c = cols; c < ld; ++c) QCOMPARE(in_place[r * ld + c], 99.0f);  // padding untouched
         }
     }
+}
+
+void TestQuantScaling::resultsDoNotDependOnThreadCount() {
+    // Large enough to run parallel; the per-tensor and 128x128 shapes here take the path that
+    // splits a band's rows between threads.
+    const int64_t rows = 300, cols = 1000;
+    std::vector<float> x = gaussian(rows * cols, 14);
+    x[rows * cols / 2] = 5000.0f;
+    const int saved = omp_get_max_threads();
+    for (TileShape tile : {moe::kTile1x128, moe::kTile128x128, moe::kTile128x1, moe::kPerTensor}) {
+        const BlockQuantSpec spec = spec_of(ElementFormat::E4M3, tile);
+        omp_set_num_threads(1);
+        std::vector<float> scales_1, scales_n;
+        moe::CastCounts counts_1, counts_n;
+        const std::vector<float> one = fake(x, rows, cols, spec, &scales_1, &counts_1);
+        for (int threads : {3, 8}) {
+            omp_set_num_threads(threads);
+            const std::vector<float> many = fake(x, rows, cols, spec, &scales_n, &counts_n);
+            QCOMPARE(first_difference(one, many), int64_t{-1});
+            QVERIFY(scales_1 == scales_n);
+            QCOMPARE(counts_n.flushed_to_zero, counts_1.flushed_to_zero);
+        }
+    }
+    omp_set_num_threads(saved);
 }
 
 void TestQuantScaling::invalidArgumentsThrow() {

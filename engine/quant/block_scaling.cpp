@@ -113,25 +113,24 @@ void compute_scales(const float* x, int64_t ld, const TileGrid& g, float max_fin
             band_amax(x, ld, g, tr * g.tile_rows, std::min(g.rows, (tr + 1) * g.tile_rows),
                       scales + tr * g.grid_cols);
     } else {
+        // Few bands (per tensor, or 128-row blocks of a short matrix): each thread takes a
+        // contiguous share of a band's rows into its own partial amax row, then the partials are
+        // combined. The buffer is the calling thread's and only grows.
+        thread_local std::vector<float> partial_scratch;
+        const size_t needed = static_cast<size_t>(nt * g.grid_cols);
+        if (partial_scratch.size() < needed) partial_scratch.resize(needed);
+        float* partial = partial_scratch.data();
         for (int64_t tr = 0; tr < g.grid_rows; ++tr) {
-            float* amax = scales + tr * g.grid_cols;
-            std::fill(amax, amax + g.grid_cols, 0.0f);
             const int64_t r0 = tr * g.tile_rows, r1 = std::min(g.rows, r0 + g.tile_rows);
-            const int64_t gc = g.grid_cols;
-#pragma omp parallel num_threads(nt)
-            {
-                std::vector<float> local(static_cast<size_t>(gc), 0.0f);
-#pragma omp for schedule(static)
-                for (int64_t r = r0; r < r1; ++r) {
-                    const float* row = x + r * ld;
-                    for (int64_t tc = 0; tc < gc; ++tc) {
-                        const int64_t c0 = tc * g.tile_cols, c1 = std::min(g.cols, c0 + g.tile_cols);
-                        local[tc] = finite_amax(row + c0, c1 - c0, local[tc]);
-                    }
-                }
-#pragma omp critical
-                for (int64_t tc = 0; tc < gc; ++tc) amax[tc] = std::max(amax[tc], local[tc]);
-            }
+#pragma omp parallel for schedule(static) num_threads(nt)
+            for (int t = 0; t < nt; ++t)
+                band_amax(x, ld, g, r0 + (r1 - r0) * t / nt, r0 + (r1 - r0) * (t + 1) / nt,
+                          partial + t * g.grid_cols);
+            float* amax = scales + tr * g.grid_cols;
+            std::copy(partial, partial + g.grid_cols, amax);
+            for (int t = 1; t < nt; ++t)
+                for (int64_t tc = 0; tc < g.grid_cols; ++tc)
+                    amax[tc] = std::max(amax[tc], partial[t * g.grid_cols + tc]);
         }
     }
     const int64_t n = g.grid_rows * g.grid_cols;
