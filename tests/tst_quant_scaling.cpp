@@ -22,8 +22,8 @@
 #include "quant/number_formats.h"
 
 using moe::BlockQuantSpec;
-using moe::IntQuantSpec;
 using moe::ElementFormat;
+using moe::IntQuantSpec;
 using moe::TileShape;
 
 namespace {
@@ -33,7 +33,8 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 std::vector<float> gaussian(int64_t n, uint64_t seed, double sigma = 1.0) {
     std::vector<float> v(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(sigma * moe::random_normal(seed, 0, i));
+    for (int64_t i = 0; i < n; ++i)
+        v[i] = static_cast<float>(sigma * moe::random_normal(seed, 0, i));
     return v;
 }
 
@@ -55,14 +56,16 @@ std::vector<float> fake(const std::vector<float>& x, int64_t rows, int64_t cols,
     std::vector<float> out(x.size());
     if (scales)
         scales->assign(static_cast<size_t>(moe::tile_grid_rows(rows, spec.tile) *
-                                           moe::tile_grid_cols(cols, spec.tile)), -1.0f);
+                                           moe::tile_grid_cols(cols, spec.tile)),
+                       -1.0f);
     const moe::CastCounts c = moe::fake_quantize(x.data(), rows, cols, cols, spec, out.data(), cols,
                                                  scales ? scales->data() : nullptr);
     if (counts) *counts = c;
     return out;
 }
 
-BlockQuantSpec spec_of(ElementFormat format, TileShape tile, bool pow2 = false, bool scaled = true) {
+BlockQuantSpec spec_of(ElementFormat format, TileShape tile, bool pow2 = false,
+                       bool scaled = true) {
     BlockQuantSpec s;
     s.format = format;
     s.tile = tile;
@@ -77,8 +80,8 @@ double format_quantum(double v, ElementFormat format) {
     if (format == ElementFormat::E5M2) mantissa_bits = 2, min_exponent = -14;
     if (format == ElementFormat::FP16) mantissa_bits = 10, min_exponent = -14;
     if (format == ElementFormat::BF16) mantissa_bits = 7, min_exponent = -126;
-    const int exponent = v > 0 ? std::max(static_cast<int>(std::floor(std::log2(v))), min_exponent)
-                               : min_exponent;
+    const int exponent =
+        v > 0 ? std::max(static_cast<int>(std::floor(std::log2(v))), min_exponent) : min_exponent;
     return std::ldexp(1.0, exponent - mantissa_bits);
 }
 
@@ -176,8 +179,8 @@ void TestQuantScaling::knownScales() {
 
 void TestQuantScaling::partialEdgeTilesUseOnlyTheirElements() {
     // 3x5 with 2x2 tiles: grid 2x3; the edge tiles are 2x1, 1x2 and 1x1.
-    const std::vector<float> x = {1, 2, 3, 4, 5,      //
-                                  6, 7, 8, 9, 10,     //
+    const std::vector<float> x = {1,  2,  3,  4,  5,   //
+                                  6,  7,  8,  9,  10,  //
                                   11, 12, 13, 14, 15};
     std::vector<float> scales;
     fake(x, 3, 5, spec_of(ElementFormat::E4M3, TileShape{2, 2}), &scales);
@@ -187,7 +190,8 @@ void TestQuantScaling::partialEdgeTilesUseOnlyTheirElements() {
     // 128x1 tiles: one scale per column per 128-row band.
     std::vector<float> tall(130 * 3);
     for (int r = 0; r < 130; ++r)
-        for (int c = 0; c < 3; ++c) tall[r * 3 + c] = static_cast<float>((c + 1) * (r < 128 ? r : 1000 + r));
+        for (int c = 0; c < 3; ++c)
+            tall[r * 3 + c] = static_cast<float>((c + 1) * (r < 128 ? r : 1000 + r));
     fake(tall, 130, 3, spec_of(ElementFormat::E4M3, moe::kTile128x1), &scales);
     QCOMPARE(scales.size(), size_t{6});
     for (int c = 0; c < 3; ++c) {
@@ -219,15 +223,18 @@ void TestQuantScaling::fakeQuantizeMatchesStoredCodes() {
                     const BlockQuantSpec spec = spec_of(format, tile, pow2, scaled);
                     std::vector<float> scales;
                     const std::vector<float> fq = fake(x, rows, cols, spec, &scales);
-                    const moe::BlockQuantized q = moe::quantize_blocks(x.data(), rows, cols, cols, spec);
+                    const moe::BlockQuantized q =
+                        moe::quantize_blocks(x.data(), rows, cols, cols, spec);
                     std::vector<float> dq(x.size());
                     moe::dequantize_blocks(q, dq.data(), cols);
                     const int64_t diff = first_difference(fq, dq);
                     if (diff >= 0)
-                        qWarning("%s tile %lldx%lld pow2 %d scaled %d: element %lld x=%g fake=%g stored=%g",
-                                 moe::format_name(format), static_cast<long long>(tile.rows),
-                                 static_cast<long long>(tile.cols), pow2, scaled,
-                                 static_cast<long long>(diff), x[diff], fq[diff], dq[diff]);
+                        qWarning(
+                            "%s tile %lldx%lld pow2 %d scaled %d: element %lld x=%g fake=%g "
+                            "stored=%g",
+                            moe::format_name(format), static_cast<long long>(tile.rows),
+                            static_cast<long long>(tile.cols), pow2, scaled,
+                            static_cast<long long>(diff), x[diff], fq[diff], dq[diff]);
                     QCOMPARE(diff, int64_t{-1});
                     QVERIFY(scales == q.scales);
                 }
@@ -246,7 +253,8 @@ void TestQuantScaling::unscaledCastMatchesRoundToFormat() {
     const int64_t n = static_cast<int64_t>(x.size());
     for (ElementFormat format : {ElementFormat::E4M3, ElementFormat::E5M2, ElementFormat::FP16,
                                  ElementFormat::BF16, ElementFormat::FP32}) {
-        const std::vector<float> out = fake(x, 1, n, spec_of(format, moe::kPerTensor, false, false));
+        const std::vector<float> out =
+            fake(x, 1, n, spec_of(format, moe::kPerTensor, false, false));
         for (int64_t i = 0; i < n; ++i) {
             const float expected = moe::round_to_format(x[i], format);
             if (!same_value(out[i], expected))
@@ -264,7 +272,8 @@ void TestQuantScaling::elementErrorWithinHalfQuantum() {
     std::vector<float> x = gaussian(rows * cols, 11, 3.0);
     for (int64_t i = 0; i < rows * cols; i += 1009) x[i] *= 1000.0f;  // outliers in some tiles
     for (ElementFormat format : {ElementFormat::E4M3, ElementFormat::E5M2, ElementFormat::FP16})
-        for (TileShape tile : {moe::kTile1x128, moe::kTile128x128, moe::kTile128x1, moe::kPerTensor})
+        for (TileShape tile :
+             {moe::kTile1x128, moe::kTile128x128, moe::kTile128x1, moe::kPerTensor})
             for (bool pow2 : {false, true}) {
                 const BlockQuantSpec spec = spec_of(format, tile, pow2);
                 std::vector<float> scales;
@@ -282,8 +291,12 @@ void TestQuantScaling::elementErrorWithinHalfQuantum() {
                         const double err = std::fabs(static_cast<double>(xq[r * cols + c]) - v);
                         if (err > bound)
                             QFAIL(qPrintable(QString("%1 at (%2,%3): x=%4 xq=%5 scale=%6")
-                                                 .arg(moe::format_name(format)).arg(r).arg(c)
-                                                 .arg(v).arg(double(xq[r * cols + c])).arg(s)));
+                                                 .arg(moe::format_name(format))
+                                                 .arg(r)
+                                                 .arg(c)
+                                                 .arg(v)
+                                                 .arg(double(xq[r * cols + c]))
+                                                 .arg(s)));
                     }
             }
 }
@@ -293,7 +306,8 @@ void TestQuantScaling::pow2ScalesMakeQuantizationIdempotent() {
     std::vector<float> x = gaussian(rows * cols, 12);
     x[77] = 3000.0f;
     for (ElementFormat format : {ElementFormat::E4M3, ElementFormat::E5M2})
-        for (TileShape tile : {moe::kTile1x128, moe::kTile128x128, moe::kTile128x1, moe::kPerTensor}) {
+        for (TileShape tile :
+             {moe::kTile1x128, moe::kTile128x128, moe::kTile128x1, moe::kPerTensor}) {
             const BlockQuantSpec spec = spec_of(format, tile, true);
             const std::vector<float> once = fake(x, rows, cols, spec);
             const std::vector<float> twice = fake(once, rows, cols, spec);
@@ -306,10 +320,12 @@ void TestQuantScaling::castCountsSaturationAndFlush() {
     // Unscaled E4M3 saturates: 1000, -1e6 and 465 round past 448 (464 ties down to 448);
     // 1e-5 is below half the smallest subnormal (2^-10) and flushes. Inf is clamped but, not
     // being a finite value the cast pushed out of range, is not counted.
-    const std::vector<float> e4m3_in = {1000.0f, -1e6f, 448.0f, 465.0f, 464.0f, 1e-5f, 0.0f, kInf, 1.0f};
+    const std::vector<float> e4m3_in = {1000.0f, -1e6f, 448.0f, 465.0f, 464.0f,
+                                        1e-5f,   0.0f,  kInf,   1.0f};
     moe::CastCounts counts;
-    std::vector<float> out = fake(e4m3_in, 1, 9, spec_of(ElementFormat::E4M3, moe::kPerTensor, false, false),
-                                  nullptr, &counts);
+    std::vector<float> out =
+        fake(e4m3_in, 1, 9, spec_of(ElementFormat::E4M3, moe::kPerTensor, false, false), nullptr,
+             &counts);
     QCOMPARE(counts.saturated, int64_t{3});
     QCOMPARE(counts.flushed_to_zero, int64_t{1});
     QCOMPARE(out[0], 448.0f);
@@ -319,7 +335,8 @@ void TestQuantScaling::castCountsSaturationAndFlush() {
     QCOMPARE(out[7], 448.0f);
     // Unscaled FP16 overflows to Inf like the hardware cast; that counts as saturated too.
     const std::vector<float> fp16_in = {1e5f, 65519.0f, 65520.0f, -7e4f, 1e-8f, 3e-8f, 1.0f};
-    out = fake(fp16_in, 1, 7, spec_of(ElementFormat::FP16, moe::kPerTensor, false, false), nullptr, &counts);
+    out = fake(fp16_in, 1, 7, spec_of(ElementFormat::FP16, moe::kPerTensor, false, false), nullptr,
+               &counts);
     QCOMPARE(out[0], kInf);
     QCOMPARE(out[1], 65504.0f);
     QCOMPARE(out[2], kInf);
@@ -375,7 +392,8 @@ void TestQuantScaling::inPlaceEqualsOutOfPlace() {
         for (int64_t r = 0; r < rows; ++r) {
             for (int64_t c = 0; c < cols; ++c)
                 QVERIFY(same_value(in_place[r * ld + c], expected[r * cols + c]));
-            for (int64_t c = cols; c < ld; ++c) QCOMPARE(in_place[r * ld + c], 99.0f);  // padding untouched
+            for (int64_t c = cols; c < ld; ++c)
+                QCOMPARE(in_place[r * ld + c], 99.0f);  // padding untouched
         }
     }
 }
@@ -408,17 +426,20 @@ void TestQuantScaling::invalidArgumentsThrow() {
     std::vector<float> x(16, 1.0f), out(16);
     BlockQuantSpec bf16 = spec_of(ElementFormat::BF16, moe::kTile1x128);
     QVERIFY_THROWS_EXCEPTION(moe::ConfigError, moe::quantize_blocks(x.data(), 4, 4, 4, bf16));
-    QVERIFY_THROWS_EXCEPTION(moe::ConfigError,
-                             moe::fake_quantize(x.data(), 4, 4, 3, spec_of(ElementFormat::E4M3, moe::kTile1x128),
-                                                out.data(), 4));
-    QVERIFY_THROWS_EXCEPTION(moe::ConfigError,
-                             moe::fake_quantize(x.data(), 4, 4, 4, spec_of(ElementFormat::E4M3, TileShape{-1, 4}),
-                                                out.data(), 4));
+    QVERIFY_THROWS_EXCEPTION(
+        moe::ConfigError,
+        moe::fake_quantize(x.data(), 4, 4, 3, spec_of(ElementFormat::E4M3, moe::kTile1x128),
+                           out.data(), 4));
+    QVERIFY_THROWS_EXCEPTION(
+        moe::ConfigError,
+        moe::fake_quantize(x.data(), 4, 4, 4, spec_of(ElementFormat::E4M3, TileShape{-1, 4}),
+                           out.data(), 4));
     try {
         moe::quantize_blocks(x.data(), 4, 4, 4, bf16);
         QFAIL("no error");
     } catch (const moe::ConfigError& e) {
-        QCOMPARE(QString(e.what()), QString("format: stored block quantization needs e4m3 or e5m2, got bf16"));
+        QCOMPARE(QString(e.what()),
+                 QString("format: stored block quantization needs e4m3 or e5m2, got bf16"));
     }
 }
 
@@ -436,7 +457,8 @@ ScalingFigures scaling_figures(const std::vector<float>& x, const std::vector<bo
     moe::CastCounts counts;
     const std::vector<float> xq = fake(x, rows, cols, spec, nullptr, &counts);
     ScalingFigures f;
-    f.all = moe::quant_error(x.data(), xq.data(), rows * cols, counts.saturated, counts.flushed_to_zero);
+    f.all = moe::quant_error(x.data(), xq.data(), rows * cols, counts.saturated,
+                             counts.flushed_to_zero);
     std::vector<float> bx, bq;
     for (size_t i = 0; i < x.size(); ++i)
         if (!outlier[i]) bx.push_back(x[i]), bq.push_back(xq[i]);
@@ -475,22 +497,29 @@ void TestQuantScaling::fineGrainedScalingBeatsPerTensorWithOutliers() {
         const char* name;
         TileShape tile;
     };
-    const Scheme schemes[] = {{"per-tensor", moe::kPerTensor}, {"1x128", moe::kTile1x128},
+    const Scheme schemes[] = {{"per-tensor", moe::kPerTensor},
+                              {"1x128", moe::kTile1x128},
                               {"128x128", moe::kTile128x128}};
     const double magnitudes[] = {0, 1e3, 1e5};  // outliers in [m, 10m); 0: none
     ScalingFigures f[3][3];                     // [magnitude][scheme]
-    qInfo("E4M3, 256x512 N(0,1), 16 outliers | scaling    | rel. Frobenius error | SNR (dB) | non-outlier rel. error | non-outlier SNR (dB) | flushed to 0");
+    qInfo(
+        "E4M3, 256x512 N(0,1), 16 outliers | scaling    | rel. Frobenius error | SNR (dB) | "
+        "non-outlier rel. error | non-outlier SNR (dB) | flushed to 0");
     for (int m = 0; m < 3; ++m) {
         std::vector<bool> outlier;
-        const std::vector<float> x = with_outliers(clean, magnitudes[m] > 0 ? 16 : 0, magnitudes[m], &outlier);
+        const std::vector<float> x =
+            with_outliers(clean, magnitudes[m] > 0 ? 16 : 0, magnitudes[m], &outlier);
         for (int s = 0; s < 3; ++s) {
-            f[m][s] = scaling_figures(x, outlier, rows, cols, spec_of(ElementFormat::E4M3, schemes[s].tile));
-            const QString label = magnitudes[m] > 0 ? QString("outliers %1..%2").arg(magnitudes[m], 0, 'g', 1)
+            f[m][s] = scaling_figures(x, outlier, rows, cols,
+                                      spec_of(ElementFormat::E4M3, schemes[s].tile));
+            const QString label = magnitudes[m] > 0 ? QString("outliers %1..%2")
+                                                          .arg(magnitudes[m], 0, 'g', 1)
                                                           .arg(10 * magnitudes[m], 0, 'g', 1)
                                                     : QString("no outliers");
             qInfo("%-33s | %-10s | %20.5f | %8.2f | %22.5f | %20.2f | %.3f%%", qPrintable(label),
-                  schemes[s].name, f[m][s].all.rel_fro_error, f[m][s].all.snr_db, f[m][s].bulk.rel_fro_error,
-                  f[m][s].bulk.snr_db, 100.0 * f[m][s].all.frac_flushed);
+                  schemes[s].name, f[m][s].all.rel_fro_error, f[m][s].all.snr_db,
+                  f[m][s].bulk.rel_fro_error, f[m][s].bulk.snr_db,
+                  100.0 * f[m][s].all.frac_flushed);
         }
     }
     // Without outliers every scheme sees the same distribution: errors within 10%.
@@ -521,20 +550,24 @@ void TestQuantScaling::fineGrainedScalingBeatsPerTensorWithOutliers() {
 
 void TestQuantScaling::roundToMantissaBits() {
     QCOMPARE(moe::round_to_mantissa_bits(1.0f + 0x1p-13f, 13), 1.0f + 0x1p-13f);
-    QCOMPARE(moe::round_to_mantissa_bits(1.0f + 0x1p-14f, 13), 1.0f);            // tie to even
-    QCOMPARE(moe::round_to_mantissa_bits(1.0f + 3 * 0x1p-14f, 13), 1.0f + 0x1p-12f);  // tie up to even
+    QCOMPARE(moe::round_to_mantissa_bits(1.0f + 0x1p-14f, 13), 1.0f);  // tie to even
+    QCOMPARE(moe::round_to_mantissa_bits(1.0f + 3 * 0x1p-14f, 13),
+             1.0f + 0x1p-12f);  // tie up to even
     QCOMPARE(moe::round_to_mantissa_bits(-(1.0f + 0x1.8p-14f), 13), -(1.0f + 0x1p-13f));
-    QCOMPARE(moe::round_to_mantissa_bits(2.0f - 0x1p-20f, 13), 2.0f);            // carry into exponent
+    QCOMPARE(moe::round_to_mantissa_bits(2.0f - 0x1p-20f, 13), 2.0f);  // carry into exponent
     QCOMPARE(moe::round_to_mantissa_bits(0.1f, 23), 0.1f);
     QCOMPARE(moe::round_to_mantissa_bits(0.1f, 7), moe::round_to_format(0.1f, ElementFormat::BF16));
     QVERIFY(std::isnan(moe::round_to_mantissa_bits(kNaN, 10)));
     QCOMPARE(moe::round_to_mantissa_bits(-kInf, 10), -kInf);
     // Agrees with BF16 (7 bits) on random normal floats.
     for (int i = 0; i < 10000; ++i) {
-        const float v = static_cast<float>(moe::random_normal(31, 0, i) * std::pow(2.0, 60.0 * moe::random_uniform(31, 1, i) - 30.0));
+        const float v =
+            static_cast<float>(moe::random_normal(31, 0, i) *
+                               std::pow(2.0, 60.0 * moe::random_uniform(31, 1, i) - 30.0));
         QCOMPARE(moe::round_to_mantissa_bits(v, 7), moe::round_to_format(v, ElementFormat::BF16));
         if (std::fabs(v) >= 0x1p-14f && std::fabs(v) < 65504.0f)  // FP16's normal range
-            QCOMPARE(moe::round_to_mantissa_bits(v, 10), moe::round_to_format(v, ElementFormat::FP16));
+            QCOMPARE(moe::round_to_mantissa_bits(v, 10),
+                     moe::round_to_format(v, ElementFormat::FP16));
     }
     QVERIFY_THROWS_EXCEPTION(moe::ConfigError, moe::round_to_mantissa_bits(1.0f, 0));
     QVERIFY_THROWS_EXCEPTION(moe::ConfigError, moe::round_to_mantissa_bits(1.0f, 24));
@@ -544,7 +577,8 @@ namespace {
 
 double rel_fro(const std::vector<float>& c, const std::vector<double>& ref) {
     double err = 0, sig = 0;
-    for (size_t i = 0; i < c.size(); ++i) err += (c[i] - ref[i]) * (c[i] - ref[i]), sig += ref[i] * ref[i];
+    for (size_t i = 0; i < c.size(); ++i)
+        err += (c[i] - ref[i]) * (c[i] - ref[i]), sig += ref[i] * ref[i];
     return std::sqrt(err / sig);
 }
 
@@ -559,13 +593,16 @@ void TestQuantScaling::promotionReducesAccumulationError() {
         const char* name;
         bool positive;
     };
-    qInfo("E4M3 GEMM, M=%lld N=%lld K=%lld      | accumulator bits | promote every | rel. error vs double",
-          static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K));
+    qInfo(
+        "E4M3 GEMM, M=%lld N=%lld K=%lld      | accumulator bits | promote every | rel. error vs "
+        "double",
+        static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K));
     for (const Data& data : {Data{"N(0,1) operands", false}, Data{"|N(0,1)| operands", true}}) {
         std::vector<float> A = gaussian(M * K, 41), B = gaussian(N * K, 42, 0.02);
         if (data.positive)
             for (float* v : {A.data(), B.data()})
-                for (int64_t i = 0; i < (v == A.data() ? M * K : N * K); ++i) v[i] = std::fabs(v[i]);
+                for (int64_t i = 0; i < (v == A.data() ? M * K : N * K); ++i)
+                    v[i] = std::fabs(v[i]);
         const BlockQuantSpec a_spec = spec_of(ElementFormat::E4M3, moe::kTile1x128);
         const BlockQuantSpec b_spec = spec_of(ElementFormat::E4M3, moe::kTile128x128);
         const std::vector<float> Aq = fake(A, M, K, a_spec), Bq = fake(B, N, K, b_spec);
@@ -587,9 +624,11 @@ void TestQuantScaling::promotionReducesAccumulationError() {
         for (int b = 0; b < 2; ++b)
             for (int p = 0; p < 2; ++p) {
                 std::vector<float> C(M * N);
-                moe::gemm_block_scaled_reference(A.data(), B.data(), M, N, K, a_spec, b_spec, every[p], bits[b], C.data());
+                moe::gemm_block_scaled_reference(A.data(), B.data(), M, N, K, a_spec, b_spec,
+                                                 every[p], bits[b], C.data());
                 err[b][p] = rel_fro(C, ref);
-                qInfo("%-30s | %16d | %13s | %.3e", data.name, bits[b], every[p] ? "128" : "never (0)", err[b][p]);
+                qInfo("%-30s | %16d | %13s | %.3e", data.name, bits[b],
+                      every[p] ? "128" : "never (0)", err[b][p]);
             }
         qInfo("%-30s | %16s | %13s | %.3e", data.name, "fp32 loop", "-", rel_fro(fp32, ref));
         // A 13-bit accumulator over 4096 products: promotion every 128 cuts the error many times.
@@ -607,21 +646,23 @@ void TestQuantScaling::gemmReferenceValidatesTiles() {
     const std::vector<float> B = {1, 1, 1, 1, 2, 0, -2, 0.25f, 0, 0, 0, 0};
     std::vector<float> C(6);
     const BlockQuantSpec per_tensor = spec_of(ElementFormat::E4M3, moe::kPerTensor, true);
-    moe::gemm_block_scaled_reference(A.data(), B.data(), 2, 3, 4, per_tensor, per_tensor, 2, 13, C.data());
+    moe::gemm_block_scaled_reference(A.data(), B.data(), 2, 3, 4, per_tensor, per_tensor, 2, 13,
+                                     C.data());
     const float expected[] = {10, -3, 0, 1.5f, -1.5f, 0};
     for (int i = 0; i < 6; ++i) QCOMPARE(C[i], expected[i]);
     // A tile along K of 128 cannot promote every 96 (one chunk would straddle two scales).
     std::vector<float> big(4 * 256, 1.0f), out(16);
-    QVERIFY_THROWS_EXCEPTION(moe::ConfigError,
-                             moe::gemm_block_scaled_reference(big.data(), big.data(), 4, 4, 256,
-                                                              spec_of(ElementFormat::E4M3, moe::kTile1x128),
-                                                              per_tensor, 96, 13, out.data()));
-    QVERIFY_THROWS_EXCEPTION(moe::ConfigError,
-                             moe::gemm_block_scaled_reference(big.data(), big.data(), 4, 4, 256, per_tensor,
-                                                              per_tensor, 128, 24, out.data()));
+    QVERIFY_THROWS_EXCEPTION(moe::ConfigError, moe::gemm_block_scaled_reference(
+                                                   big.data(), big.data(), 4, 4, 256,
+                                                   spec_of(ElementFormat::E4M3, moe::kTile1x128),
+                                                   per_tensor, 96, 13, out.data()));
+    QVERIFY_THROWS_EXCEPTION(moe::ConfigError, moe::gemm_block_scaled_reference(
+                                                   big.data(), big.data(), 4, 4, 256, per_tensor,
+                                                   per_tensor, 128, 24, out.data()));
     // Promoting every 64 inside 128-wide tiles is fine, and exact here.
-    moe::gemm_block_scaled_reference(big.data(), big.data(), 4, 4, 256, spec_of(ElementFormat::E4M3, moe::kTile1x128),
-                                     spec_of(ElementFormat::E4M3, moe::kTile128x128), 64, 13, out.data());
+    moe::gemm_block_scaled_reference(
+        big.data(), big.data(), 4, 4, 256, spec_of(ElementFormat::E4M3, moe::kTile1x128),
+        spec_of(ElementFormat::E4M3, moe::kTile128x128), 64, 13, out.data());
     for (float v : out) QCOMPARE(v, 256.0f);
 }
 
@@ -662,7 +703,8 @@ void TestQuantScaling::intKnownAnswers() {
         std::vector<float> back(8);
         moe::dequantize_int(q, back.data());
         const float expected[] = {-0.9f, 2.1f, 0.6f, 3.6f, 1, 3, 0, 3};
-        for (int i = 0; i < 8; ++i) QVERIFY2(std::fabs(back[i] - expected[i]) < 1e-6f, qPrintable(QString::number(i)));
+        for (int i = 0; i < 8; ++i)
+            QVERIFY2(std::fabs(back[i] - expected[i]) < 1e-6f, qPrintable(QString::number(i)));
     }
     {  // INT8 asymmetric with an odd number of columns; INT4 rows start on a byte.
         const std::vector<float> w = {-2, 0, 1, 4, 5, 6};
@@ -692,7 +734,8 @@ void TestQuantScaling::intErrorWithinHalfScale() {
                 for (int64_t r = 0; r < rows; ++r)
                     for (int64_t c = 0; c < cols; ++c) {
                         const double scale = q.scales[r * groups + c / width];
-                        const double err = std::fabs(back[r * cols + c] - static_cast<double>(w[r * cols + c]));
+                        const double err =
+                            std::fabs(back[r * cols + c] - static_cast<double>(w[r * cols + c]));
                         QVERIFY(err <= 0.5 * scale * (1 + 1e-5) + 1e-9);
                     }
                 // In place.
@@ -741,8 +784,8 @@ void TestQuantScaling::intBytesPerWeight() {
         const moe::QuantErrorStats e = moe::quant_error(w.data(), back.data(), n);
         const double bits = 8.0 * static_cast<double>(q.bytes()) / static_cast<double>(n);
         rel[i] = e.rel_fro_error;
-        qInfo("%-25s | %6lld | %11.4f | %20.5f | %8.2f", cases[i].name, static_cast<long long>(q.bytes()),
-              bits, e.rel_fro_error, e.snr_db);
+        qInfo("%-25s | %6lld | %11.4f | %20.5f | %8.2f", cases[i].name,
+              static_cast<long long>(q.bytes()), bits, e.rel_fro_error, e.snr_db);
         QCOMPARE(bits, cases[i].bits_per_weight);
     }
     // Fewer bits, more error; smaller groups, less error.
@@ -767,7 +810,8 @@ void TestQuantScaling::intInvalidSpecsThrow() {
     } catch (const moe::ConfigError& e) {
         QCOMPARE(QString(e.what()), QString("group_size: must divide the 256 columns, got 100"));
     }
-    QVERIFY_THROWS_EXCEPTION(moe::ConfigError, moe::quantize_int(w.data(), 2, 256, IntQuantSpec{8, -1, true}));
+    QVERIFY_THROWS_EXCEPTION(moe::ConfigError,
+                             moe::quantize_int(w.data(), 2, 256, IntQuantSpec{8, -1, true}));
 }
 
 // ---- error metrics ----------------------------------------------------------------------------
@@ -810,8 +854,10 @@ void TestQuantScaling::histogramBinPlacement() {
     moe::Log2Histogram h;
     QCOMPARE(h.counts.size(), size_t{160});
     QCOMPARE(moe::Log2Histogram::bin_lo(96), 0.0);  // bins are a quarter binade from 2^-24
-    const std::vector<float> v = {1.0f, 2.0f, 0.5f, -1.0f, 0x1p-24f, 0x1p-30f, 0x1p20f, 65536.0f, 0.0f,
-                                  -0.0f, 1.5f, std::nextafter(1.0f, 0.0f), kNaN, kInf, 0x1p15f};
+    const std::vector<float> v = {1.0f,     2.0f,     0.5f,    -1.0f,
+                                  0x1p-24f, 0x1p-30f, 0x1p20f, 65536.0f,
+                                  0.0f,     -0.0f,    1.5f,    std::nextafter(1.0f, 0.0f),
+                                  kNaN,     kInf,     0x1p15f};
     moe::add_to_histogram(h, v.data(), static_cast<int64_t>(v.size()));
     QCOMPARE(h.zeros, 2u);
     QCOMPARE(h.counts[96], 2u);   // 1 and -1: log2 = 0, (0 + 24) * 4
@@ -846,28 +892,33 @@ void TestQuantScaling::tileRelErrors() {
     QCOMPARE(rel.size(), size_t{6});
     for (int t = 0; t < 6; ++t) {
         const double expected = t == 4 ? 0.0 : 0.01 * (t + 1);
-        QVERIFY2(std::fabs(rel[t] - expected) < 1e-6, qPrintable(QString("tile %1: %2").arg(t).arg(rel[t])));
+        QVERIFY2(std::fabs(rel[t] - expected) < 1e-6,
+                 qPrintable(QString("tile %1: %2").arg(t).arg(rel[t])));
     }
     // Whole-extent tiles: one per row / one overall.
     QCOMPARE(moe::tile_rel_errors(x.data(), xq.data(), rows, cols, ld, 1, 0).size(), size_t{3});
-    const std::vector<float> whole = moe::tile_rel_errors(x.data(), xq.data(), rows, cols, ld, 0, 0);
+    const std::vector<float> whole =
+        moe::tile_rel_errors(x.data(), xq.data(), rows, cols, ld, 0, 0);
     QCOMPARE(whole.size(), size_t{1});
     QVERIFY(whole[0] > 0.01f && whole[0] < 0.06f);
-    QVERIFY_THROWS_EXCEPTION(moe::ConfigError, moe::tile_rel_errors(x.data(), xq.data(), rows, cols, 4, 2, 2));
+    QVERIFY_THROWS_EXCEPTION(moe::ConfigError,
+                             moe::tile_rel_errors(x.data(), xq.data(), rows, cols, 4, 2, 2));
 }
 
 // ---- element formats --------------------------------------------------------------------------
 
 void TestQuantScaling::elementFormatNamesAndLimits() {
-    for (ElementFormat f : {ElementFormat::FP32, ElementFormat::BF16, ElementFormat::FP16, ElementFormat::E4M3,
-                            ElementFormat::E5M2})
+    for (ElementFormat f : {ElementFormat::FP32, ElementFormat::BF16, ElementFormat::FP16,
+                            ElementFormat::E4M3, ElementFormat::E5M2})
         QCOMPARE(moe::parse_format(moe::format_name(f), "format"), f);
     QCOMPARE(QString(moe::format_name(ElementFormat::E4M3)), QString("e4m3"));
     try {
         moe::parse_format("fp6", "precision.format");
         QFAIL("fp6 accepted");
     } catch (const moe::ConfigError& e) {
-        QCOMPARE(QString(e.what()), QString("precision.format: must be one of fp32, bf16, fp16, e4m3, e5m2, got 'fp6'"));
+        QCOMPARE(
+            QString(e.what()),
+            QString("precision.format: must be one of fp32, bf16, fp16, e4m3, e5m2, got 'fp6'"));
     }
     QVERIFY_THROWS_EXCEPTION(moe::ConfigError, moe::parse_format("E4M3", "format"));
     struct Limits {
@@ -892,7 +943,8 @@ void TestQuantScaling::elementFormatNamesAndLimits() {
             QCOMPARE(moe::round_to_format(0.75f * l.min_subnormal, f), l.min_subnormal);
             // Past the max: FP8 saturates, FP16/BF16 overflow to Inf.
             const float past = l.max * 1.25f;
-            const float expected = (f == ElementFormat::E4M3 || f == ElementFormat::E5M2) ? l.max : kInf;
+            const float expected =
+                (f == ElementFormat::E4M3 || f == ElementFormat::E5M2) ? l.max : kInf;
             QCOMPARE(moe::round_to_format(past, f), expected);
             QCOMPARE(moe::round_to_format(-past, f), -expected);
         }

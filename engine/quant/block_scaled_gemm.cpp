@@ -21,13 +21,16 @@ struct DecodedOperand {
     std::vector<float> scales;  // [tile_grid_rows, tile_grid_cols]
     int64_t tile_rows = 1, tile_k = 1, grid_cols = 1;
 
-    float scale(int64_t row, int64_t k) const { return scales[(row / tile_rows) * grid_cols + k / tile_k]; }
+    float scale(int64_t row, int64_t k) const {
+        return scales[(row / tile_rows) * grid_cols + k / tile_k];
+    }
 };
 
 DecodedOperand decode_operand(const float* x, int64_t rows, int64_t K, const BlockQuantSpec& spec) {
     DecodedOperand op;
     op.values.resize(static_cast<size_t>(rows * K));
-    op.scales.resize(static_cast<size_t>(tile_grid_rows(rows, spec.tile) * tile_grid_cols(K, spec.tile)));
+    op.scales.resize(
+        static_cast<size_t>(tile_grid_rows(rows, spec.tile) * tile_grid_cols(K, spec.tile)));
     quant_detail::cast_blocks(x, rows, K, K, spec, op.values.data(), K, op.scales.data(), false);
     op.tile_rows = spec.tile.rows == 0 ? std::max<int64_t>(rows, 1) : spec.tile.rows;
     op.tile_k = spec.tile.cols == 0 ? std::max<int64_t>(K, 1) : spec.tile.cols;
@@ -65,10 +68,10 @@ void gemm_block_scaled_reference(const float* A, const float* B, int64_t M, int6
     };
     const bool scales_at_promotion = one_scale_per_chunk(a) && one_scale_per_chunk(b);
     if (promote_every > 0 && !scales_at_promotion)
-        throw ConfigError("promote_every",
-                          "must divide the K extent of both operands' tiles (A " +
-                              std::to_string(a.tile_k) + ", B " + std::to_string(b.tile_k) +
-                              "), got " + std::to_string(promote_every));
+        throw ConfigError("promote_every", "must divide the K extent of both operands' tiles (A " +
+                                               std::to_string(a.tile_k) + ", B " +
+                                               std::to_string(b.tile_k) + "), got " +
+                                               std::to_string(promote_every));
     // promote_every = 0 with tiles finer than K (e.g. 1x128 and no promotion): the scales change
     // inside the one chunk, so each product is scaled before it enters the limited accumulator.
     const int nt = M * N * K >= (1 << 20) ? omp_get_max_threads() : 1;

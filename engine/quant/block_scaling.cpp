@@ -27,8 +27,8 @@ int team_for(int64_t elements) {
 
 // A matrix cut into tiles: tile extents resolved (0 -> whole dimension) and the grid size.
 struct TileGrid {
-    int64_t rows, cols;           // matrix
-    int64_t tile_rows, tile_cols; // resolved extents, >= 1
+    int64_t rows, cols;            // matrix
+    int64_t tile_rows, tile_cols;  // resolved extents, >= 1
     int64_t grid_rows, grid_cols;
 };
 
@@ -51,8 +51,8 @@ void check_matrix(int64_t rows, int64_t cols, int64_t ld, const char* ld_name) {
         throw ConfigError("shape", "must be non-negative, got " + std::to_string(rows) + "x" +
                                        std::to_string(cols));
     if (ld < cols)
-        throw ConfigError(ld_name, "must be >= cols (" + std::to_string(cols) + "), got " +
-                                       std::to_string(ld));
+        throw ConfigError(
+            ld_name, "must be >= cols (" + std::to_string(cols) + "), got " + std::to_string(ld));
 }
 
 // Max |x| over finite values: a NaN or Inf element must not turn its whole tile's scale into
@@ -147,15 +147,15 @@ struct ElementCast {
 };
 
 ElementCast element_cast(ElementFormat format, bool scaled) {
-    ElementCast c{format, format_max(format), true, 23, -126};
+    const float max_finite = format_max(format);
     switch (format) {
-        case ElementFormat::E4M3: c.mantissa_bits = 3; c.min_exponent = -6; break;
-        case ElementFormat::E5M2: c.mantissa_bits = 2; c.min_exponent = -14; break;
-        case ElementFormat::FP16: c.mantissa_bits = 10; c.min_exponent = -14; c.saturate = scaled; break;
-        case ElementFormat::BF16: c.mantissa_bits = 7; c.saturate = scaled; break;
+        case ElementFormat::E4M3: return {format, max_finite, true, 3, -6};
+        case ElementFormat::E5M2: return {format, max_finite, true, 2, -14};
+        case ElementFormat::FP16: return {format, max_finite, scaled, 10, -14};
+        case ElementFormat::BF16: return {format, max_finite, scaled, 7, -126};
         case ElementFormat::FP32: break;
     }
-    return c;
+    return {format, max_finite, true, 23, -126};
 }
 
 // Casts n elements; scale[0] for all of them, or scale[i] per element (128x1 tiles, where each
@@ -198,7 +198,7 @@ void cast_row(const float* x, float* out, const TileGrid& g, const float* row_sc
     }
 }
 
-// The whole cast of a matrix given its scales, parallel over rows (each row sees its band's scales).
+// The whole cast of a matrix given its scales, parallel over rows (a row reads its band's scales).
 CastCounts cast_matrix(const float* x, int64_t ld_x, const TileGrid& g, const float* scales,
                        const ElementCast& c, bool apply_scale, float* out, int64_t ld_out) {
     int64_t saturated = 0, flushed = 0;
@@ -208,9 +208,11 @@ CastCounts cast_matrix(const float* x, int64_t ld_x, const TileGrid& g, const fl
     for (int64_t r = 0; r < g.rows; ++r) {
         const float* row_scales = scales + (r / g.tile_rows) * g.grid_cols;
         if (bf16)
-            cast_row<true>(x + r * ld_x, out + r * ld_out, g, row_scales, c, apply_scale, saturated, flushed);
+            cast_row<true>(x + r * ld_x, out + r * ld_out, g, row_scales, c, apply_scale, saturated,
+                           flushed);
         else
-            cast_row<false>(x + r * ld_x, out + r * ld_out, g, row_scales, c, apply_scale, saturated, flushed);
+            cast_row<false>(x + r * ld_x, out + r * ld_out, g, row_scales, c, apply_scale,
+                            saturated, flushed);
     }
     return {saturated, flushed};
 }
@@ -249,7 +251,8 @@ CastCounts cast_blocks(const float* x, int64_t rows, int64_t cols, int64_t ld_x,
         std::fill(s, s + tiles, 1.0f);
     if (spec.format == ElementFormat::FP32) {  // nothing to round: a copy (or nothing in place)
         if (out != x || ld_out != ld_x)
-            for (int64_t r = 0; r < rows; ++r) std::copy(x + r * ld_x, x + r * ld_x + cols, out + r * ld_out);
+            for (int64_t r = 0; r < rows; ++r)
+                std::copy(x + r * ld_x, x + r * ld_x + cols, out + r * ld_out);
         return {};
     }
     return cast_matrix(x, ld_x, g, s, element_cast(spec.format, scaled), apply_scale, out, ld_out);
@@ -316,7 +319,8 @@ void dequantize_blocks(const BlockQuantized& q, float* out, int64_t ld_out) {
         throw ConfigError("codes", "sizes do not match the " + std::to_string(q.rows) + "x" +
                                        std::to_string(q.cols) + " shape and its tile grid");
     float table[256];  // every code's value: decoding becomes a lookup
-    for (int code = 0; code < 256; ++code) table[code] = fp8_decode(static_cast<uint8_t>(code), format);
+    for (int code = 0; code < 256; ++code)
+        table[code] = fp8_decode(static_cast<uint8_t>(code), format);
     const int nt = team_for(q.rows * q.cols);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t r = 0; r < q.rows; ++r) {

@@ -51,7 +51,8 @@ QuantErrorStats quant_error(const float* x, const float* xq, int64_t n, int64_t 
     const int nt = n >= (1 << 16) ? omp_get_max_threads() : 1;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t b = 0; b < blocks; ++b)
-        part[b] = sums_of(x + b * kBlock, xq + b * kBlock, std::min(n, (b + 1) * kBlock) - b * kBlock);
+        part[b] =
+            sums_of(x + b * kBlock, xq + b * kBlock, std::min(n, (b + 1) * kBlock) - b * kBlock);
     ErrorSums total;
     for (const ErrorSums& p : part) {  // in block order: deterministic
         total.signal += p.signal;
@@ -97,8 +98,9 @@ void add_to_histogram(Log2Histogram& h, const float* v, int64_t n, float divisor
 std::vector<float> tile_rel_errors(const float* x, const float* xq, int64_t rows, int64_t cols,
                                    int64_t ld, int64_t tile_rows, int64_t tile_cols) {
     if (rows < 0 || cols < 0 || ld < cols)
-        throw ConfigError("shape", "need rows, cols >= 0 and ld >= cols, got " + std::to_string(rows) +
-                                       "x" + std::to_string(cols) + " ld " + std::to_string(ld));
+        throw ConfigError("shape", "need rows, cols >= 0 and ld >= cols, got " +
+                                       std::to_string(rows) + "x" + std::to_string(cols) + " ld " +
+                                       std::to_string(ld));
     if (tile_rows < 0 || tile_cols < 0)
         throw ConfigError("tile", "extents must be >= 0, got " + std::to_string(tile_rows) + "x" +
                                       std::to_string(tile_cols));

@@ -17,8 +17,10 @@ inline float round_to_grid(float x, int mantissa_bits, int min_exponent) {
     const uint32_t abs_bits = std::bit_cast<uint32_t>(x) & 0x7FFFFFFFu;
     int exponent = static_cast<int>(abs_bits >> 23) - 127;  // Inf/NaN: 128, harmless below
     if (exponent < min_exponent) exponent = min_exponent;   // subnormal range: fixed quantum
-    const float quantum = std::bit_cast<float>(static_cast<uint32_t>(exponent - mantissa_bits + 127) << 23);
-    const float inverse = std::bit_cast<float>(static_cast<uint32_t>(mantissa_bits - exponent + 127) << 23);
+    const float quantum =
+        std::bit_cast<float>(static_cast<uint32_t>(exponent - mantissa_bits + 127) << 23);
+    const float inverse =
+        std::bit_cast<float>(static_cast<uint32_t>(mantissa_bits - exponent + 127) << 23);
     // |x| / quantum < 2^(mantissa_bits + 1), so adding 2^23 leaves integer spacing and the float
     // addition itself rounds to nearest even; both scalings by powers of two are exact.
     const float steps = std::bit_cast<float>(abs_bits) * inverse;

@@ -21,8 +21,8 @@ void validate(const IntQuantSpec& spec, int64_t rows, int64_t cols) {
     if (spec.group_size < 0)
         throw ConfigError("group_size", "must be >= 0, got " + std::to_string(spec.group_size));
     if (spec.group_size > 0 && cols % spec.group_size != 0)
-        throw ConfigError("group_size", "must divide the " + std::to_string(cols) + " columns, got " +
-                                            std::to_string(spec.group_size));
+        throw ConfigError("group_size", "must divide the " + std::to_string(cols) +
+                                            " columns, got " + std::to_string(spec.group_size));
 }
 
 int64_t group_width(const IntQuantSpec& spec, int64_t cols) {
@@ -100,7 +100,7 @@ IntQuantized quantize_int(const float* w, int64_t rows, int64_t cols, const IntQ
     q.data.assign(static_cast<size_t>(rows * stride), 0);
     q.scales.assign(static_cast<size_t>(rows * groups), 1.0f);
     if (!spec.symmetric) q.zeros.assign(static_cast<size_t>(rows * groups), 0);
-#pragma omp parallel for schedule(static) num_threads(team_for(rows * cols))
+#pragma omp parallel for schedule(static) num_threads(team_for(rows* cols))
     for (int64_t r = 0; r < rows; ++r) {
         uint8_t* row_data = q.data.data() + r * stride;
         for (int64_t g = 0; g < groups; ++g) {
@@ -130,20 +130,23 @@ void dequantize_int(const IntQuantized& q, float* out) {
         q.zeros.size() != (q.spec.symmetric ? size_t{0} : static_cast<size_t>(q.rows * groups)))
         throw ConfigError("data", "sizes do not match the " + std::to_string(q.rows) + "x" +
                                       std::to_string(q.cols) + " shape and its spec");
-#pragma omp parallel for schedule(static) num_threads(team_for(q.rows * q.cols))
+#pragma omp parallel for schedule(static) num_threads(team_for(q.rows* q.cols))
     for (int64_t r = 0; r < q.rows; ++r) {
         const uint8_t* row_data = q.data.data() + r * stride;
         for (int64_t c = 0; c < q.cols; ++c) {
             const int64_t g = r * groups + c / width;
-            const uint8_t stored = q.spec.bits == 8 ? row_data[c]
-                                                    : static_cast<uint8_t>((row_data[c / 2] >> (4 * (c % 2))) & 0x0F);
+            const uint8_t stored =
+                q.spec.bits == 8 ? row_data[c]
+                                 : static_cast<uint8_t>((row_data[c / 2] >> (4 * (c % 2))) & 0x0F);
             const int zero = q.spec.symmetric ? 0 : q.zeros[g];
-            out[r * q.cols + c] = static_cast<float>(from_storage(stored, q.spec) - zero) * q.scales[g];
+            out[r * q.cols + c] =
+                static_cast<float>(from_storage(stored, q.spec) - zero) * q.scales[g];
         }
     }
 }
 
-void fake_quantize_int(const float* w, int64_t rows, int64_t cols, const IntQuantSpec& spec, float* out) {
+void fake_quantize_int(const float* w, int64_t rows, int64_t cols, const IntQuantSpec& spec,
+                       float* out) {
     const IntQuantized q = quantize_int(w, rows, cols, spec);
     dequantize_int(q, out);
 }
@@ -157,8 +160,8 @@ std::vector<uint8_t> pack_int4(const std::vector<uint8_t>& nibbles) {
 
 std::vector<uint8_t> unpack_int4(const std::vector<uint8_t>& packed, int64_t count) {
     if (count < 0 || count > static_cast<int64_t>(packed.size()) * 2)
-        throw ConfigError("count", "must be in 0.." + std::to_string(packed.size() * 2) +
-                                       " for " + std::to_string(packed.size()) + " bytes, got " +
+        throw ConfigError("count", "must be in 0.." + std::to_string(packed.size() * 2) + " for " +
+                                       std::to_string(packed.size()) + " bytes, got " +
                                        std::to_string(count));
     std::vector<uint8_t> nibbles(static_cast<size_t>(count));
     for (int64_t i = 0; i < count; ++i) nibbles[i] = (packed[i / 2] >> (4 * (i % 2))) & 0x0F;
