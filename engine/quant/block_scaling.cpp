@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cfloat>
 #include <cmath>
 #include <limits>
@@ -26,8 +27,8 @@ int team_for(int64_t elements) {
 
 // A matrix cut into tiles: tile extents resolved (0 -> whole dimension) and the grid size.
 struct TileGrid {
-    int64_t rows, cols;           // matrix
-    int64_t tile_rows, tile_cols; // resolved extents, >= 1
+    int64_t rows, cols;            // matrix
+    int64_t tile_rows, tile_cols;  // resolved extents, >= 1
     int64_t grid_rows, grid_cols;
 };
 
@@ -50,18 +51,23 @@ void check_matrix(int64_t rows, int64_t cols, int64_t ld, const char* ld_name) {
         throw ConfigError("shape", "must be non-negative, got " + std::to_string(rows) + "x" +
                                        std::to_string(cols));
     if (ld < cols)
-        throw ConfigError(ld_name, "must be >= cols (" + std::to_string(cols) + "), got " +
-                                       std::to_string(ld));
+        throw ConfigError(
+            ld_name, "must be >= cols (" + std::to_string(cols) + "), got " + std::to_string(ld));
 }
 
 // Max |x| over finite values: a NaN or Inf element must not turn its whole tile's scale into
-// NaN/Inf (it is cast on its own: NaN stays NaN, Inf saturates).
+// NaN/Inf (it is cast on its own: NaN stays NaN, Inf saturates). Non-negative floats order like
+// their bit patterns, so this is an integer max, which vectorizes (a float max does not without
+// -ffast-math).
+inline int32_t finite_abs_bits(float v) {
+    const int32_t abs_bits = std::bit_cast<int32_t>(v) & 0x7FFFFFFF;
+    return abs_bits < 0x7F800000 ? abs_bits : 0;
+}
+
 inline float finite_amax(const float* p, int64_t n, float amax) {
-    for (int64_t i = 0; i < n; ++i) {
-        const float a = std::fabs(p[i]);
-        amax = (a <= FLT_MAX && a > amax) ? a : amax;
-    }
-    return amax;
+    int32_t m = std::bit_cast<int32_t>(amax);
+    for (int64_t i = 0; i < n; ++i) m = std::max(m, finite_abs_bits(p[i]));
+    return std::bit_cast<float>(m);
 }
 
 // scale = amax / format_max, or the smallest power of two >= that; 1 for an all-zero tile.
@@ -107,25 +113,24 @@ void compute_scales(const float* x, int64_t ld, const TileGrid& g, float max_fin
             band_amax(x, ld, g, tr * g.tile_rows, std::min(g.rows, (tr + 1) * g.tile_rows),
                       scales + tr * g.grid_cols);
     } else {
+        // Few bands (per tensor, or 128-row blocks of a short matrix): each thread takes a
+        // contiguous share of a band's rows into its own partial amax row, then the partials are
+        // combined. The buffer is the calling thread's and only grows.
+        thread_local std::vector<float> partial_scratch;
+        const size_t needed = static_cast<size_t>(nt * g.grid_cols);
+        if (partial_scratch.size() < needed) partial_scratch.resize(needed);
+        float* partial = partial_scratch.data();
         for (int64_t tr = 0; tr < g.grid_rows; ++tr) {
-            float* amax = scales + tr * g.grid_cols;
-            std::fill(amax, amax + g.grid_cols, 0.0f);
             const int64_t r0 = tr * g.tile_rows, r1 = std::min(g.rows, r0 + g.tile_rows);
-            const int64_t gc = g.grid_cols;
-#pragma omp parallel num_threads(nt)
-            {
-                std::vector<float> local(static_cast<size_t>(gc), 0.0f);
-#pragma omp for schedule(static)
-                for (int64_t r = r0; r < r1; ++r) {
-                    const float* row = x + r * ld;
-                    for (int64_t tc = 0; tc < gc; ++tc) {
-                        const int64_t c0 = tc * g.tile_cols, c1 = std::min(g.cols, c0 + g.tile_cols);
-                        local[tc] = finite_amax(row + c0, c1 - c0, local[tc]);
-                    }
-                }
-#pragma omp critical
-                for (int64_t tc = 0; tc < gc; ++tc) amax[tc] = std::max(amax[tc], local[tc]);
-            }
+#pragma omp parallel for schedule(static) num_threads(nt)
+            for (int t = 0; t < nt; ++t)
+                band_amax(x, ld, g, r0 + (r1 - r0) * t / nt, r0 + (r1 - r0) * (t + 1) / nt,
+                          partial + t * g.grid_cols);
+            float* amax = scales + tr * g.grid_cols;
+            std::copy(partial, partial + g.grid_cols, amax);
+            for (int t = 1; t < nt; ++t)
+                for (int64_t tc = 0; tc < g.grid_cols; ++tc)
+                    amax[tc] = std::max(amax[tc], partial[t * g.grid_cols + tc]);
         }
     }
     const int64_t n = g.grid_rows * g.grid_cols;
@@ -142,54 +147,72 @@ struct ElementCast {
 };
 
 ElementCast element_cast(ElementFormat format, bool scaled) {
-    ElementCast c{format, format_max(format), true, 23, -126};
+    const float max_finite = format_max(format);
     switch (format) {
-        case ElementFormat::E4M3: c.mantissa_bits = 3; c.min_exponent = -6; break;
-        case ElementFormat::E5M2: c.mantissa_bits = 2; c.min_exponent = -14; break;
-        case ElementFormat::FP16: c.mantissa_bits = 10; c.min_exponent = -14; c.saturate = scaled; break;
-        case ElementFormat::BF16: c.mantissa_bits = 7; c.saturate = scaled; break;
+        case ElementFormat::E4M3: return {format, max_finite, true, 3, -6};
+        case ElementFormat::E5M2: return {format, max_finite, true, 2, -14};
+        case ElementFormat::FP16: return {format, max_finite, scaled, 10, -14};
+        case ElementFormat::BF16: return {format, max_finite, scaled, 7, -126};
         case ElementFormat::FP32: break;
     }
-    return c;
+    return {format, max_finite, true, 23, -126};
 }
 
-inline float round_element(float v, const ElementCast& c) {
-    if (c.format == ElementFormat::BF16) return round_to_bf16(v);  // its quantum can be subnormal
-    return quant_detail::round_to_grid(v, c.mantissa_bits, c.min_exponent);
-}
-
-// Casts n elements that share one scale; `apply_scale` false leaves the decoded (unscaled)
-// values, what a tensor core multiplies. Counts saturation and flush to zero.
-inline void cast_run(const float* x, float* out, int64_t n, float scale, const ElementCast& c,
-                     bool apply_scale, int64_t& saturated, int64_t& flushed) {
-    const float inf = std::numeric_limits<float>::infinity();
+// Casts n elements; scale[0] for all of them, or scale[i] per element (128x1 tiles, where each
+// column of a band has its own). apply_scale false leaves the decoded (unscaled) values, what a
+// tensor core multiplies. Branch-free, so the loop vectorizes; counts saturation and flushes.
+template <bool kBf16, bool kScalePerElement>
+void cast_run(const float* x, float* out, int64_t n, const float* scale, const ElementCast& c,
+              bool apply_scale, int64_t& saturated, int64_t& flushed) {
+    const float limit = c.saturate ? c.max_finite : std::numeric_limits<float>::infinity();
+    const float max_finite = c.max_finite;
+    const int mantissa_bits = c.mantissa_bits, min_exponent = c.min_exponent;
+    int64_t sat = 0, flush = 0;
     for (int64_t i = 0; i < n; ++i) {
-        const float v = x[i] / scale;
-        float r = round_element(v, c);
-        if (std::fabs(r) > c.max_finite) {  // rounded past the max (or was Inf already)
-            saturated += std::fabs(v) <= FLT_MAX;
-            r = std::copysign(c.saturate ? c.max_finite : inf, v);
-        }
-        const float result = apply_scale ? r * scale : r;
-        flushed += (result == 0.0f) & (x[i] != 0.0f);
+        const float s = kScalePerElement ? scale[i] : scale[0];
+        const float v = x[i] / s;
+        float r = kBf16 ? quant_detail::round_to_bf16_inline(v)
+                        : quant_detail::round_to_grid(v, mantissa_bits, min_exponent);
+        const bool past_max = std::fabs(r) > max_finite;  // rounded past the max, or was Inf
+        sat += past_max & (std::fabs(v) <= FLT_MAX);
+        r = past_max ? std::copysign(limit, v) : r;
+        const float result = apply_scale ? r * s : r;
+        flush += (result == 0.0f) & (x[i] != 0.0f);
         out[i] = result;
+    }
+    saturated += sat;
+    flushed += flush;
+}
+
+template <bool kBf16>
+void cast_row(const float* x, float* out, const TileGrid& g, const float* row_scales,
+              const ElementCast& c, bool apply_scale, int64_t& saturated, int64_t& flushed) {
+    if (g.tile_cols == 1) {
+        cast_run<kBf16, true>(x, out, g.cols, row_scales, c, apply_scale, saturated, flushed);
+        return;
+    }
+    for (int64_t tc = 0; tc < g.grid_cols; ++tc) {
+        const int64_t c0 = tc * g.tile_cols, c1 = std::min(g.cols, c0 + g.tile_cols);
+        cast_run<kBf16, false>(x + c0, out + c0, c1 - c0, row_scales + tc, c, apply_scale,
+                               saturated, flushed);
     }
 }
 
-// The whole cast of a matrix given its scales, parallel over rows (each row sees its band's scales).
+// The whole cast of a matrix given its scales, parallel over rows (a row reads its band's scales).
 CastCounts cast_matrix(const float* x, int64_t ld_x, const TileGrid& g, const float* scales,
                        const ElementCast& c, bool apply_scale, float* out, int64_t ld_out) {
     int64_t saturated = 0, flushed = 0;
+    const bool bf16 = c.format == ElementFormat::BF16;  // its quantum can be a float subnormal
     const int nt = team_for(g.rows * g.cols);
 #pragma omp parallel for schedule(static) num_threads(nt) reduction(+ : saturated, flushed)
     for (int64_t r = 0; r < g.rows; ++r) {
         const float* row_scales = scales + (r / g.tile_rows) * g.grid_cols;
-        const float* xr = x + r * ld_x;
-        float* outr = out + r * ld_out;
-        for (int64_t tc = 0; tc < g.grid_cols; ++tc) {
-            const int64_t c0 = tc * g.tile_cols, c1 = std::min(g.cols, c0 + g.tile_cols);
-            cast_run(xr + c0, outr + c0, c1 - c0, row_scales[tc], c, apply_scale, saturated, flushed);
-        }
+        if (bf16)
+            cast_row<true>(x + r * ld_x, out + r * ld_out, g, row_scales, c, apply_scale, saturated,
+                           flushed);
+        else
+            cast_row<false>(x + r * ld_x, out + r * ld_out, g, row_scales, c, apply_scale,
+                            saturated, flushed);
     }
     return {saturated, flushed};
 }
@@ -228,7 +251,8 @@ CastCounts cast_blocks(const float* x, int64_t rows, int64_t cols, int64_t ld_x,
         std::fill(s, s + tiles, 1.0f);
     if (spec.format == ElementFormat::FP32) {  // nothing to round: a copy (or nothing in place)
         if (out != x || ld_out != ld_x)
-            for (int64_t r = 0; r < rows; ++r) std::copy(x + r * ld_x, x + r * ld_x + cols, out + r * ld_out);
+            for (int64_t r = 0; r < rows; ++r)
+                std::copy(x + r * ld_x, x + r * ld_x + cols, out + r * ld_out);
         return {};
     }
     return cast_matrix(x, ld_x, g, s, element_cast(spec.format, scaled), apply_scale, out, ld_out);
@@ -295,7 +319,8 @@ void dequantize_blocks(const BlockQuantized& q, float* out, int64_t ld_out) {
         throw ConfigError("codes", "sizes do not match the " + std::to_string(q.rows) + "x" +
                                        std::to_string(q.cols) + " shape and its tile grid");
     float table[256];  // every code's value: decoding becomes a lookup
-    for (int code = 0; code < 256; ++code) table[code] = fp8_decode(static_cast<uint8_t>(code), format);
+    for (int code = 0; code < 256; ++code)
+        table[code] = fp8_decode(static_cast<uint8_t>(code), format);
     const int nt = team_for(q.rows * q.cols);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t r = 0; r < q.rows; ++r) {

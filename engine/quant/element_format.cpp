@@ -61,8 +61,10 @@ float round_to_format(float x, ElementFormat format) {
         case ElementFormat::FP32: return x;
         case ElementFormat::BF16: return round_to_bf16(x);
         case ElementFormat::FP16: return round_to_fp16(x);
-        case ElementFormat::E4M3: return fp8_decode(fp8_encode(x, Fp8Format::E4M3), Fp8Format::E4M3);
-        case ElementFormat::E5M2: return fp8_decode(fp8_encode(x, Fp8Format::E5M2), Fp8Format::E5M2);
+        case ElementFormat::E4M3:
+            return fp8_decode(fp8_encode(x, Fp8Format::E4M3), Fp8Format::E4M3);
+        case ElementFormat::E5M2:
+            return fp8_decode(fp8_encode(x, Fp8Format::E5M2), Fp8Format::E5M2);
     }
     return x;
 }

@@ -17,13 +17,24 @@ inline float round_to_grid(float x, int mantissa_bits, int min_exponent) {
     const uint32_t abs_bits = std::bit_cast<uint32_t>(x) & 0x7FFFFFFFu;
     int exponent = static_cast<int>(abs_bits >> 23) - 127;  // Inf/NaN: 128, harmless below
     if (exponent < min_exponent) exponent = min_exponent;   // subnormal range: fixed quantum
-    const float quantum = std::bit_cast<float>(static_cast<uint32_t>(exponent - mantissa_bits + 127) << 23);
-    const float inverse = std::bit_cast<float>(static_cast<uint32_t>(mantissa_bits - exponent + 127) << 23);
+    const float quantum =
+        std::bit_cast<float>(static_cast<uint32_t>(exponent - mantissa_bits + 127) << 23);
+    const float inverse =
+        std::bit_cast<float>(static_cast<uint32_t>(mantissa_bits - exponent + 127) << 23);
     // |x| / quantum < 2^(mantissa_bits + 1), so adding 2^23 leaves integer spacing and the float
     // addition itself rounds to nearest even; both scalings by powers of two are exact.
     const float steps = std::bit_cast<float>(abs_bits) * inverse;
     const float rounded = ((steps + 0x1p23f) - 0x1p23f) * quantum;
     return std::copysign(rounded, x);
+}
+
+// Round-to-nearest-even to BF16 and back, on the float's bits (the top 16 bits of a binary32):
+// the same values as round_to_bf16 in number_formats.h, inline so a loop can vectorize it.
+// Overflow carries into the exponent and gives +-Inf like the IEEE cast; NaN stays NaN.
+inline float round_to_bf16_inline(float x) {
+    const uint32_t bits = std::bit_cast<uint32_t>(x);
+    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+    return x != x ? x : std::bit_cast<float>(rounded);
 }
 
 // Round-to-nearest-even of a double to a float with only `mantissa_bits` fraction bits (1..23):
