@@ -7,7 +7,6 @@
 #include <QLabel>
 #include <QLineEdit>
 #include <QSpinBox>
-#include <QStandardItemModel>
 #include <QVBoxLayout>
 
 #include <climits>
@@ -134,22 +133,25 @@ ProjectForm::ProjectForm(QWidget* parent) : QWidget(parent) {
     add_int(f, tr("Keep checkpoints"), "training.keep_checkpoints",
             [](Project& p) -> int64_t& { return p.training.keep_checkpoints; });
 
-    // Precision: the engine trains in fp32 today; the others are listed so the plan is visible.
+    // Precision of the projection GEMMs (model/linear_precision.h); master weights stay fp32.
     f = add_group(tr("Precision"));
-    auto* precision = new QComboBox;
-    precision->setObjectName("precision");
-    auto* model = new QStandardItemModel(precision);
-    for (const char* name : {"fp32", "bf16", "fp8 (e4m3)"}) {
-        auto* item = new QStandardItem(name);
-        if (QString(name) != "fp32") {
-            item->setEnabled(false);
-            item->setToolTip(tr("coming"));
-        }
-        model->appendRow(item);
-    }
-    precision->setModel(model);
-    precision->setToolTip(tr("fp32 only for now; bf16 and fp8: coming"));
-    f->addRow(tr("Training precision"), precision);
+    add_choice(f, tr("Training precision"), "training.precision.mode", {"fp32", "bf16", "fp16", "fp8"},
+               [](Project& p) -> std::string& { return p.training.precision.mode; },
+               tr("Format of the linear layers' GEMM inputs: fp32; bf16; fp16 with dynamic loss scaling; "
+                  "fp8 E4M3 with DeepSeek's fine-grained scales. Embedding, head, gate and norms stay fp32."));
+    add_choice(f, tr("FP8 scaling"), "training.precision.scaling", {"tile", "tensor"},
+               [](Project& p) -> std::string& { return p.training.precision.scaling; },
+               tr("tile: 1x128 activation tiles and 128x128 weight blocks (DeepSeek-V3); "
+                  "tensor: one scale per tensor, the comparison that shows why tiles matter"));
+    add_choice(f, tr("Scale rounding"), "training.precision.scale_rounding", {"exact", "pow2"},
+               [](Project& p) -> std::string& { return p.training.precision.scale_rounding; },
+               tr("exact: amax / 448; pow2: rounded up to a power of two, so scaling is exact"));
+    add_int(f, tr("Record quantization every"), "training.precision.record_every",
+            [](Project& p) -> int64_t& { return p.training.precision.record_every; },
+            tr("Steps between quantization-error rows in the run file (0 = never)"));
+    add_real(f, tr("Initial loss scale"), "training.precision.loss_scale.initial",
+             [](Project& p) -> double& { return p.training.precision.loss_scale.initial; },
+             tr("fp16 only: the loss is multiplied by this before backward; halves on overflow"));
     groups_->addStretch(1);
 }
 

@@ -1,0 +1,132 @@
+#include "inspect/weight_quantization.h"
+
+#include <cmath>
+#include <map>
+
+#include "core/error.h"
+#include "model/linear_precision.h"
+#include "quant/block_scaling.h"
+#include "train/evaluator.h"
+
+namespace moe {
+
+WeightFormat WeightFormat::parse(const std::string& name, const std::string& field) {
+    WeightFormat f;
+    f.name = name;
+    if (name == "fp32") return f;
+    if (name == "fp8") {
+        f.kind = Kind::FP8;
+        return f;
+    }
+    std::string rest = name;
+    if (rest.ends_with("-asym")) {
+        f.int_spec.symmetric = false;
+        rest.resize(rest.size() - 5);
+    }
+    f.kind = Kind::INT;
+    if (rest == "int8" || rest == "int4") {
+        f.int_spec.bits = rest == "int8" ? 8 : 4;
+        return f;
+    }
+    if ((rest.starts_with("int8-g") || rest.starts_with("int4-g")) && rest.size() > 6) {
+        f.int_spec.bits = rest[3] == '8' ? 8 : 4;
+        try {
+            size_t used = 0;
+            f.int_spec.group_size = std::stoll(rest.substr(6), &used);
+            if (used == rest.size() - 6 && f.int_spec.group_size > 0) return f;
+        } catch (const std::exception&) {
+        }
+    }
+    throw ConfigError(field, "expected fp32, fp8, int8, int4 or int4-gN / int8-gN (groups of N "
+                             "columns), optionally with -asym; got \"" + name + "\"");
+}
+
+std::vector<WeightFormat> default_weight_formats() {
+    std::vector<WeightFormat> out;
+    for (const char* n : {"fp32", "fp8", "int8", "int4-g128", "int4"}) out.push_back(WeightFormat::parse(n));
+    return out;
+}
+
+namespace {
+
+// Casts w [rows, cols] in place; returns the bits it takes to store.
+double quantize_weight(const WeightFormat& f, float* w, int64_t rows, int64_t cols) {
+    switch (f.kind) {
+        case WeightFormat::Kind::FP32: return 32.0 * double(rows * cols);
+        case WeightFormat::Kind::FP8: {
+            BlockQuantSpec spec;
+            spec.format = ElementFormat::E4M3;
+            spec.tile = kTile128x128;
+            fake_quantize(w, rows, cols, cols, spec, w, cols);
+            return 8.0 * double(rows * cols) +
+                   32.0 * double(tile_grid_rows(rows, spec.tile) * tile_grid_cols(cols, spec.tile));
+        }
+        case WeightFormat::Kind::INT: {
+            IntQuantSpec spec = f.int_spec;
+            // A group that does not divide this matrix's columns falls back to per channel.
+            if (spec.group_size > 0 && cols % spec.group_size != 0) spec.group_size = 0;
+            const IntQuantized q = quantize_int(w, rows, cols, spec);
+            dequantize_int(q, w);
+            return 8.0 * double(q.bytes());
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader& data,
+                                                        int64_t eval_batches,
+                                                        const std::vector<int32_t>& probe_tokens,
+                                                        const std::vector<WeightFormat>& formats) {
+    // The fp32 weights, to measure against and to restore.
+    std::vector<Parameter*> weights;
+    std::map<std::string, std::vector<float>> saved;
+    for (Parameter* p : model.parameters().all())
+        if (is_projection_weight(p->name, p->value.rank())) {
+            weights.push_back(p);
+            saved[p->name].assign(p->value.data(), p->value.data() + p->value.numel());
+        }
+    auto restore = [&] {
+        for (Parameter* p : weights) std::copy(saved[p->name].begin(), saved[p->name].end(), p->value.data());
+    };
+    const bool has_moe = !model.moe_layers().empty();
+    const double lambda = 0.0;  // main loss only: MTP modules are not used for inference
+    const EvalReport base = evaluate(model, data, eval_batches, lambda);
+    Inspection base_routing;
+    if (has_moe) base_routing = inspect_tokens(model, probe_tokens);
+
+    std::vector<WeightFormatResult> out;
+    try {
+        for (const WeightFormat& f : formats) {
+            WeightFormatResult r;
+            r.format = f.name;
+            double bits = 0, err2 = 0, norm2 = 0;
+            int64_t count = 0;
+            for (Parameter* p : weights) {
+                const auto& shape = p->value.shape();
+                bits += quantize_weight(f, p->value.data(), shape[0], shape[1]);
+                const auto& w0 = saved[p->name];
+                for (int64_t i = 0; i < p->value.numel(); ++i) {
+                    const double d = double(p->value[i]) - w0[static_cast<size_t>(i)];
+                    err2 += d * d;
+                    norm2 += double(w0[static_cast<size_t>(i)]) * w0[static_cast<size_t>(i)];
+                }
+                count += p->value.numel();
+            }
+            r.bits_per_weight = count ? bits / double(count) : 32.0;
+            r.weight_rel_error = norm2 > 0 ? std::sqrt(err2 / norm2) : 0.0;
+            r.val_loss = evaluate(model, data, eval_batches, lambda).loss;
+            r.loss_change = (r.val_loss - base.loss) / base.loss;
+            if (has_moe) r.routing = routing_agreement(base_routing, inspect_tokens(model, probe_tokens));
+            out.push_back(r);
+            restore();
+        }
+    } catch (...) {
+        restore();
+        throw;
+    }
+    return out;
+}
+
+}  // namespace moe

@@ -1,0 +1,47 @@
+#pragma once
+// Inference with quantized weights: every projection weight (model/linear_precision.h) cast to
+// FP8 E4M3 with 128x128 block scales, INT8 or INT4, the rest (embedding, head, gate, norms)
+// kept fp32, then the validation loss and the routing decisions compared with the fp32 model.
+// Weight-only quantization: activations stay fp32, so this isolates what the weight format
+// costs.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/data_loader.h"
+#include "inspect/routing_inspection.h"
+#include "model/model.h"
+#include "quant/int_quant.h"
+
+namespace moe {
+
+struct WeightFormat {
+    enum class Kind { FP32, FP8, INT };
+    std::string name;  // "fp32", "fp8", "int8", "int4-g128", ...
+    Kind kind = Kind::FP32;
+    IntQuantSpec int_spec;  // Kind::INT
+
+    // "fp32", "fp8" (E4M3, 128x128 blocks), "int8" (per channel), "int4" (per channel),
+    // "int4-gN" (groups of N), each optionally with "-asym". ConfigError naming `field` otherwise.
+    static WeightFormat parse(const std::string& name, const std::string& field = "format");
+};
+
+// fp32, fp8, int8, int4-g128, int4.
+std::vector<WeightFormat> default_weight_formats();
+
+struct WeightFormatResult {
+    std::string format;
+    double bits_per_weight = 32;   // storage per projection weight, scales included
+    double weight_rel_error = 0;   // over all projection weights, ||Wq - W|| / ||W||
+    double val_loss = 0;           // mean next-token loss over the validation batches
+    double loss_change = 0;        // (val_loss - fp32 val_loss) / fp32 val_loss
+    RoutingAgreement routing;      // decisions on the probe tokens against the fp32 model
+};
+
+// Runs every format on `model` (its weights are restored afterwards, even on error).
+std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader& data,
+                                                        int64_t eval_batches,
+                                                        const std::vector<int32_t>& probe_tokens,
+                                                        const std::vector<WeightFormat>& formats);
+
+}  // namespace moe
