@@ -643,7 +643,13 @@ void TestViewExperts::sparsitySlidingWindow()
                     att.weights[((static_cast<size_t>(l) * H + h) * T + q) * T + kk] = static_cast<float>(w[kk] / z);
             }
 
+    RoutingMaskData mask{tokens, 16, std::vector<uint8_t>(static_cast<size_t>(T) * 16, 0), "layer 2"};
+    for (int t = 0; t < T; ++t)
+        for (int j = 0; j < 4; ++j)
+            mask.mask[static_cast<size_t>(t) * 16 + (t * 5 + j * 3) % 16] = 1;
+
     SparsityView view;
+    view.setRoutingMask(mask);
     view.setAttention(att);
     view.setAttentionHead(0, 1);
     show_and_settle(&view, {1400, 950});
@@ -683,16 +689,17 @@ void TestViewExperts::sparsitySlidingWindow()
         return image.pixelColor(qRound(view.windowPlot()->xAxis->coordToPixel(key)),
                                 qRound(view.windowPlot()->yAxis->coordToPixel(query))).rgb();
     };
-    const QRgb c_seen = color_at(10, 12), c_dropped = color_at(2, 20), c_future = color_at(20, 2);
+    // (Sample cells off the tick rows and columns, multiples of 5, where tick marks are drawn.)
+    const QRgb c_seen = color_at(11, 13), c_dropped = color_at(2, 21), c_future = color_at(21, 2);
     QVERIFY(c_seen != c_dropped && c_dropped != c_future && c_seen != c_future);
-    QCOMPARE(color_at(0, 0), c_seen);
-    QCOMPARE(color_at(0, T - 1), c_dropped);
+    QCOMPARE(color_at(1, 1), c_seen);
+    QCOMPARE(color_at(1, T - 2), c_dropped);
     QCOMPARE(c_future, view.attentionPlot()->colorMap()->gradient().nanColor().rgb());
 
     // Caption: the window and the saving at this T (1 - 129 / 300 = 57.0%).
     QCOMPARE(att.windowSaving(), 1.0 - 129.0 / 300.0);
     const QString caption = view.windowCaption();
-    QVERIFY2(caption.contains("6 most recent keys") && caption.contains("T = 24") && caption.contains("57.0%"),
+    QVERIFY2(caption.contains("6 most recent keys") && caption.contains(QString::fromUtf8("T\u00a0=\u00a024")) && caption.contains("57.0%"),
              qPrintable(caption));
     QVERIFY(view.windowPlot()->titleElement()->text().contains("W = 6"));
     save_screenshot(&view, "sparsity-window.png");

@@ -207,7 +207,7 @@ SparsityView::SparsityView(QWidget *parent) : QWidget(parent)
     style_line_plot(near_zero_plot_, "Near-zero FFN activations", "% of activations");
     near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
 
-    auto *grid = new QGridLayout;
+    auto *grid = grid_ = new QGridLayout;
     grid->addWidget(mask_plot_, 0, 0);
     grid->addLayout(attention_row, 0, 1);
     grid->addWidget(never_plot_, 1, 0);
@@ -327,6 +327,9 @@ void SparsityView::updateWindowMask()
 {
     const int T = attention_.T, W = attention_.window;
     window_panel_->setVisible(W > 0);
+    // The attention column holds two plots with a window: give it the larger share.
+    grid_->setColumnStretch(0, 1);
+    grid_->setColumnStretch(1, W > 0 ? 2 : 1);
     const int n = T > 0 && W > 0 ? T : 1;
     window_plot_->setGrid(n, n, -0.5, n - 0.5, -0.5, n - 0.5);
     if (T > 0 && W > 0)
@@ -354,7 +357,7 @@ QString SparsityView::windowCaption() const
             .arg(W)
             .arg(T);
     return QStringLiteral("Each query sees its %1 most recent keys, itself included. Attention FLOPs at "
-                          "T = %2: <b>−%3%</b> against full causal attention.")
+                          "T\u00a0=\u00a0%2: <b>\u2212%3%</b> against full causal attention.")
         .arg(W)
         .arg(T)
         .arg(100.0 * attention_.windowSaving(), 0, 'f', 1);

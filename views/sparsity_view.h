@@ -8,6 +8,7 @@
 
 class QCustomPlot;
 class QCPItemText;
+class QGridLayout;
 class QLabel;
 class QSpinBox;
 class QWidget;
@@ -68,6 +69,7 @@ private:
     QWidget *window_panel_ = nullptr;
     HeatmapPlot *window_plot_ = nullptr;
     QLabel *window_caption_ = nullptr;
+    QGridLayout *grid_ = nullptr;
     QCustomPlot *never_plot_ = nullptr;
     QCustomPlot *near_zero_plot_ = nullptr;
     QCPItemText *near_zero_note_ = nullptr;
