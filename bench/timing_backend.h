@@ -152,18 +152,19 @@ public:
         });
     }
     void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T,
-                           int64_t H, int64_t dk, int64_t dv, float scale, float* probs,
-                           float* out) override {
-        timed(kAttentionFwd,
-              [&] { inner_.attention_forward(q, k, v, B, T, H, dk, dv, scale, probs, out); });
+                           int64_t H, int64_t dk, int64_t dv, float scale, int64_t window,
+                           float* probs, float* out) override {
+        timed(kAttentionFwd, [&] {
+            inner_.attention_forward(q, k, v, B, T, H, dk, dv, scale, window, probs, out);
+        });
     }
     void attention_backward(const float* dout, const float* q, const float* k, const float* v,
                             const float* probs, int64_t B, int64_t T, int64_t H, int64_t dk,
-                            int64_t dv, float scale, float* dq, float* dk_,
+                            int64_t dv, float scale, int64_t window, float* dq, float* dk_,
                             float* dv_) override {
         timed(kAttentionBwd, [&] {
-            inner_.attention_backward(dout, q, k, v, probs, B, T, H, dk, dv, scale, dq, dk_,
-                                      dv_);
+            inner_.attention_backward(dout, q, k, v, probs, B, T, H, dk, dv, scale, window, dq,
+                                      dk_, dv_);
         });
     }
     void swiglu_forward(const float* g, const float* u, int64_t n, float* out) override {

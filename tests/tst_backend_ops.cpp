@@ -2,6 +2,8 @@
 // forward ops, and determinism (bitwise run to run, 1e-6 across thread counts).
 #include <QtTest>
 
+#include <QElapsedTimer>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -121,6 +123,76 @@ void naive_attention(const Vec& q, const Vec& k, const Vec& v, int64_t B, int64_
             }
 }
 
+// Attention with the sliding-window band mask, forward and backward, in double, written
+// straight from the definition: query t sees key s iff s <= t and (W == 0 or s > t - W).
+struct BandAttention {
+    std::vector<double> probs, out, dq, dk, dv;  // probs [B, H, T, T], the rest like q, k, v
+};
+
+BandAttention naive_band_attention(const Vec& q, const Vec& k, const Vec& v, const Vec& dout,
+                                   int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv,
+                                   double scale, int64_t W) {
+    BandAttention r;
+    r.probs.assign(static_cast<size_t>(B * H * T * T), 0.0);
+    r.out.assign(v.size(), 0.0);
+    r.dq.assign(q.size(), 0.0);
+    r.dk.assign(k.size(), 0.0);
+    r.dv.assign(v.size(), 0.0);
+    auto qi = [&](int64_t b, int64_t t, int64_t h) { return ((b * T + t) * H + h) * dk; };
+    auto vi = [&](int64_t b, int64_t t, int64_t h) { return ((b * T + t) * H + h) * dv; };
+    auto visible = [&](int64_t t, int64_t s) { return s <= t && (W == 0 || s > t - W); };
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < H; ++h)
+            for (int64_t t = 0; t < T; ++t) {
+                double* p = &r.probs[static_cast<size_t>(((b * H + h) * T + t) * T)];
+                double mx = -1e300;
+                for (int64_t s = 0; s < T; ++s) {
+                    if (!visible(t, s)) continue;
+                    double d = 0;
+                    for (int64_t i = 0; i < dk; ++i) d += double(q[qi(b, t, h) + i]) * k[qi(b, s, h) + i];
+                    p[s] = d * scale;
+                    mx = std::max(mx, p[s]);
+                }
+                double z = 0;
+                for (int64_t s = 0; s < T; ++s)
+                    if (visible(t, s)) z += (p[s] = std::exp(p[s] - mx));
+                for (int64_t s = 0; s < T; ++s)
+                    if (visible(t, s)) p[s] /= z;
+                // out = P v; dP = dout . v; dS = P (dP - sum P dP) scale.
+                std::vector<double> dP(static_cast<size_t>(T), 0.0);
+                double dsum = 0;
+                for (int64_t s = 0; s < T; ++s) {
+                    if (!visible(t, s)) continue;
+                    for (int64_t i = 0; i < dv; ++i) {
+                        r.out[vi(b, t, h) + i] += p[s] * v[vi(b, s, h) + i];
+                        dP[s] += double(dout[vi(b, t, h) + i]) * v[vi(b, s, h) + i];
+                        r.dv[vi(b, s, h) + i] += p[s] * dout[vi(b, t, h) + i];
+                    }
+                    dsum += p[s] * dP[s];
+                }
+                for (int64_t s = 0; s < T; ++s) {
+                    if (!visible(t, s)) continue;
+                    const double dS = p[s] * (dP[s] - dsum) * scale;
+                    for (int64_t i = 0; i < dk; ++i) {
+                        r.dq[qi(b, t, h) + i] += dS * k[qi(b, s, h) + i];
+                        r.dk[qi(b, s, h) + i] += dS * q[qi(b, t, h) + i];
+                    }
+                }
+            }
+    return r;
+}
+
+// max |a - b| / max |b|.
+double scaled_error(const Vec& a, const std::vector<double>& b) {
+    double diff = 0, ref = 0;
+    for (size_t i = 0; i < b.size(); ++i) {
+        if (!std::isfinite(a[i])) return INFINITY;
+        diff = std::max(diff, std::fabs(a[i] - b[i]));
+        ref = std::max(ref, std::fabs(b[i]));
+    }
+    return ref > 0 ? diff / ref : diff;
+}
+
 // Logits whose sigmoid is exactly representable-ish target scores (inverse sigmoid).
 Vec logits_for_scores(const std::vector<double>& s) {
     Vec l(s.size());
@@ -154,6 +226,9 @@ private slots:
     void embeddingForward();
     void ropeKnownAnswer();
     void attentionKnownAnswer();
+    void attentionSlidingWindow_data();
+    void attentionSlidingWindow();
+    void attentionWindowSkipsMaskedWork();
     void crossEntropyKnownAndIgnore();
     void gateGroupLimit();
     void gateBiasSelectsNotWeights();
@@ -168,6 +243,7 @@ private slots:
     void fdRmsnorm();
     void fdRope();
     void fdAttention();
+    void fdAttentionWindow();
     void fdSwiglu();
     void fdCrossEntropy();
     void fdEmbedding();
@@ -301,7 +377,7 @@ void TestBackendOps::attentionKnownAnswer() {
     Vec q = random_vector(B * T * H * dk, 41, 2.0f), k = random_vector(B * T * H * dk, 42, 2.0f),
         v = random_vector(B * T * H * dv, 43);
     Vec probs(B * H * T * T, 7.0f), out(B * T * H * dv);
-    be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, probs.data(),
+    be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, 0, probs.data(),
                          out.data());
     // The first token of each sequence attends only to itself: out = v exactly.
     for (int64_t b = 0; b < B; ++b)
@@ -328,9 +404,137 @@ void TestBackendOps::attentionKnownAnswer() {
     // Large scores must not overflow (max trick).
     Vec qbig = q;
     for (auto& x : qbig) x *= 1000.0f;
-    be.attention_forward(qbig.data(), k.data(), v.data(), B, T, H, dk, dv, scale, probs.data(),
+    be.attention_forward(qbig.data(), k.data(), v.data(), B, T, H, dk, dv, scale, 0, probs.data(),
                          out.data());
     QVERIFY(std::all_of(out.begin(), out.end(), [](float x) { return std::isfinite(x); }));
+}
+
+// The band mask against the naive double reference, forward and backward. T = 150 spans three
+// query blocks of the CPU kernel, so windows that start inside an earlier block are covered.
+void TestBackendOps::attentionSlidingWindow_data() {
+    QTest::addColumn<int>("T");
+    QTest::addColumn<int>("W");
+    QTest::newRow("T7 W1 (only itself)") << 7 << 1;
+    QTest::newRow("T7 W3") << 7 << 3;
+    QTest::newRow("T7 W7 (= T)") << 7 << 7;
+    QTest::newRow("T7 W20 (> T)") << 7 << 20;
+    QTest::newRow("T150 W1") << 150 << 1;
+    QTest::newRow("T150 W5") << 150 << 5;
+    QTest::newRow("T150 W64") << 150 << 64;
+    QTest::newRow("T150 W65") << 150 << 65;
+    QTest::newRow("T150 W100") << 150 << 100;
+    QTest::newRow("T150 W149") << 150 << 149;
+    QTest::newRow("T150 W150 (= T)") << 150 << 150;
+}
+
+void TestBackendOps::attentionSlidingWindow() {
+    QFETCH(int, T);
+    QFETCH(int, W);
+    CpuBackend be(2);
+    const int64_t B = 2, H = 3, dk = 5, dv = 4;
+    const float scale = 0.45f;
+    const Vec q = random_vector(B * T * H * dk, 1041, 2.0f), k = random_vector(B * T * H * dk, 1042, 2.0f),
+              v = random_vector(B * T * H * dv, 1043), dout = random_vector(B * T * H * dv, 1044);
+    Vec probs(B * H * T * T, 7.0f), out(B * T * H * dv);
+    be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, W, probs.data(),
+                         out.data());
+    // Backward accumulates: start from non-zero gradients and subtract them afterwards.
+    Vec dq = random_vector(q.size(), 1045), dk_ = random_vector(k.size(), 1046),
+        dv_ = random_vector(v.size(), 1047);
+    const Vec dq0 = dq, dk0 = dk_, dv0 = dv_;
+    be.attention_backward(dout.data(), q.data(), k.data(), v.data(), probs.data(), B, T, H, dk,
+                          dv, scale, W, dq.data(), dk_.data(), dv_.data());
+    const BandAttention ref = naive_band_attention(q, k, v, dout, B, T, H, dk, dv, scale, W);
+
+    // Masked entries are exactly 0 (causal and outside the window), visible rows sum to 1.
+    int64_t zeros = 0;
+    for (int64_t bh = 0; bh < B * H; ++bh)
+        for (int64_t t = 0; t < T; ++t) {
+            double sum = 0;
+            for (int64_t s = 0; s < T; ++s) {
+                const float p = probs[(bh * T + t) * T + s];
+                if (s > t || s <= t - W) {
+                    QVERIFY2(p == 0.0f, qPrintable(QString("probs[%1][%2][%3] = %4 is masked").arg(bh).arg(t).arg(s).arg(p)));
+                    zeros += s <= t - W;
+                }
+                sum += p;
+            }
+            QVERIFY(std::fabs(sum - 1.0) < 1e-5);
+        }
+    QCOMPARE(zeros, B * H * (T > W ? int64_t(T - W) * (T - W + 1) / 2 : 0));
+    const double e_p = scaled_error(probs, ref.probs), e_o = scaled_error(out, ref.out);
+    const double e_q = scaled_error(minus(dq, dq0), ref.dq), e_k = scaled_error(minus(dk_, dk0), ref.dk),
+                 e_v = scaled_error(minus(dv_, dv0), ref.dv);
+    qInfo("T %d W %d vs naive double: probs %.2e out %.2e dq %.2e dk %.2e dv %.2e", T, W, e_p, e_o,
+          e_q, e_k, e_v);
+    QVERIFY(e_p < 1e-5 && e_o < 1e-5);
+    QVERIFY(e_q < 1e-4 && e_k < 1e-4 && e_v < 1e-4);
+
+    if (W == 1) {  // a query attends only to itself: out = v exactly, no gradient to q or k
+        QVERIFY(bitwise_equal(out, v));
+        QVERIFY(bitwise_equal(dq, dq0) && bitwise_equal(dk_, dk0));
+        Vec dv_want(dv0.size());
+        for (size_t i = 0; i < dv0.size(); ++i) dv_want[i] = dv0[i] + dout[i];
+        QVERIFY(bitwise_equal(dv_, dv_want));
+    }
+    if (W >= T) {  // the window covers every key: identical to full causal attention, bit for bit
+        Vec probs0(probs.size()), out0(out.size()), dq_full = dq0, dk_full = dk0, dv_full = dv0;
+        be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, 0, probs0.data(),
+                             out0.data());
+        be.attention_backward(dout.data(), q.data(), k.data(), v.data(), probs0.data(), B, T, H, dk,
+                              dv, scale, 0, dq_full.data(), dk_full.data(), dv_full.data());
+        QVERIFY(bitwise_equal(probs, probs0) && bitwise_equal(out, out0));
+        QVERIFY(bitwise_equal(dq, dq_full) && bitwise_equal(dk_, dk_full) && bitwise_equal(dv_, dv_full));
+    }
+}
+
+// The window must save work, not only mask it: a NaN key/value far outside every late query's
+// window would poison those queries (0 * NaN) if the kernel still multiplied against it. And the
+// windowed kernel is measurably faster than full attention at T = 2048, W = 32.
+void TestBackendOps::attentionWindowSkipsMaskedWork() {
+    CpuBackend be(1);
+    {
+        const int64_t B = 1, T = 256, H = 2, dk = 8, dv = 8, W = 8;
+        Vec q = random_vector(B * T * H * dk, 1051), k = random_vector(B * T * H * dk, 1052),
+            v = random_vector(B * T * H * dv, 1053);
+        const Vec dout = random_vector(B * T * H * dv, 1054);
+        for (int64_t i = 0; i < H * dk; ++i) k[i] = std::nanf("");  // key 0
+        for (int64_t i = 0; i < H * dv; ++i) v[i] = std::nanf("");
+        Vec probs(B * H * T * T), out(B * T * H * dv), dq(q.size(), 0.0f), dk_(k.size(), 0.0f),
+            dv_(v.size(), 0.0f);
+        be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, 0.5f, W, probs.data(),
+                             out.data());
+        be.attention_backward(dout.data(), q.data(), k.data(), v.data(), probs.data(), B, T, H, dk,
+                              dv, 0.5f, W, dq.data(), dk_.data(), dv_.data());
+        // Queries in the second half are 120+ keys away from key 0.
+        for (int64_t t = T / 2; t < T; ++t) {
+            for (int64_t i = 0; i < H * dv; ++i) QVERIFY2(std::isfinite(out[t * H * dv + i]), "out touched key 0");
+            for (int64_t i = 0; i < H * dk; ++i) QVERIFY2(std::isfinite(dq[t * H * dk + i]), "dq touched key 0");
+        }
+    }
+    const int64_t B = 1, T = 2048, H = 2, dk = 32, dv = 32, W = 32;
+    const Vec q = random_vector(B * T * H * dk, 1061), k = random_vector(B * T * H * dk, 1062),
+              v = random_vector(B * T * H * dv, 1063), dout = random_vector(B * T * H * dv, 1064);
+    Vec probs(B * H * T * T), out(B * T * H * dv), dq(q.size(), 0.0f), dk_(k.size(), 0.0f),
+        dv_(v.size(), 0.0f);
+    auto best_ms = [&](int64_t window) {
+        double best = 1e30;
+        for (int rep = 0; rep < 3; ++rep) {
+            QElapsedTimer timer;
+            timer.start();
+            be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, 0.2f, window,
+                                 probs.data(), out.data());
+            be.attention_backward(dout.data(), q.data(), k.data(), v.data(), probs.data(), B, T, H,
+                                  dk, dv, 0.2f, window, dq.data(), dk_.data(), dv_.data());
+            best = std::min(best, timer.nsecsElapsed() / 1e6);
+        }
+        return best;
+    };
+    const double full = best_ms(0), windowed = best_ms(W);
+    qInfo("attention forward+backward, T %lld: full causal %.1f ms, window %lld %.1f ms (%.1fx)",
+          static_cast<long long>(T), full, static_cast<long long>(W), windowed, full / windowed);
+    // Band work is ~6% of the causal triangle here; masking alone would cost about the same.
+    QVERIFY2(windowed < 0.6 * full, qPrintable(QString("window %1 ms vs full %2 ms").arg(windowed).arg(full)));
 }
 
 void TestBackendOps::crossEntropyKnownAndIgnore() {
@@ -592,7 +796,7 @@ void TestBackendOps::fdAttention() {
     const Vec R = random_vector(B * T * H * dv, 104);
     Vec probs(B * H * T * T), out(B * T * H * dv);
     auto loss = [&] {
-        be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, probs.data(),
+        be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, 0, probs.data(),
                              out.data());
         return dot(out, R);
     };
@@ -601,13 +805,38 @@ void TestBackendOps::fdAttention() {
         dv_ = random_vector(v.size(), 107);
     const Vec dq0 = dq, dk0 = dk_, dv0 = dv_;
     be.attention_backward(R.data(), q.data(), k.data(), v.data(), probs.data(), B, T, H, dk, dv,
-                          scale, dq.data(), dk_.data(), dv_.data());
+                          scale, 0, dq.data(), dk_.data(), dv_.data());
     FdResult rq = fd_check(q, minus(dq, dq0), loss, 1e-2);
     CHECK_FD("attention dq", rq, kFdTol);
     FdResult rk = fd_check(k, minus(dk_, dk0), loss, 1e-2);
     CHECK_FD("attention dk", rk, kFdTol);
     FdResult rv = fd_check(v, minus(dv_, dv0), loss, 1e-2);
     CHECK_FD("attention dv", rv, kFdTol);
+}
+
+void TestBackendOps::fdAttentionWindow() {
+    CpuBackend be(1);
+    const int64_t B = 2, T = 7, H = 2, dk = 3, dv = 2, W = 3;
+    const float scale = 0.7f;
+    Vec q = random_vector(B * T * H * dk, 1101), k = random_vector(B * T * H * dk, 1102),
+        v = random_vector(B * T * H * dv, 1103);
+    const Vec R = random_vector(B * T * H * dv, 1104);
+    Vec probs(B * H * T * T), out(B * T * H * dv);
+    auto loss = [&] {
+        be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, W, probs.data(),
+                             out.data());
+        return dot(out, R);
+    };
+    loss();
+    Vec dq(q.size(), 0.0f), dk_(k.size(), 0.0f), dv_(v.size(), 0.0f);
+    be.attention_backward(R.data(), q.data(), k.data(), v.data(), probs.data(), B, T, H, dk, dv,
+                          scale, W, dq.data(), dk_.data(), dv_.data());
+    FdResult rq = fd_check(q, dq, loss, 1e-2, 1000);
+    CHECK_FD("attention window 3 dq", rq, kFdTol);
+    FdResult rk = fd_check(k, dk_, loss, 1e-2, 1000);
+    CHECK_FD("attention window 3 dk", rk, kFdTol);
+    FdResult rv = fd_check(v, dv_, loss, 1e-2, 1000);
+    CHECK_FD("attention window 3 dv", rv, kFdTol);
 }
 
 void TestBackendOps::fdSwiglu() {
@@ -814,10 +1043,10 @@ static Vec run_suite(CpuBackend& be) {
               v = random_vector(B * T * H * dv, 206), dout = random_vector(B * T * H * dv, 207);
     Vec probs(B * H * T * T), out(B * T * H * dv), dq(q.size(), 0.0f), dk_(k.size(), 0.0f),
         dv_(v.size(), 0.0f);
-    be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, 0.25f, probs.data(),
+    be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, 0.25f, 0, probs.data(),
                          out.data());
     be.attention_backward(dout.data(), q.data(), k.data(), v.data(), probs.data(), B, T, H, dk,
-                          dv, 0.25f, dq.data(), dk_.data(), dv_.data());
+                          dv, 0.25f, 0, dq.data(), dk_.data(), dv_.data());
     append(out), append(dq), append(dk_), append(dv_);
     // gate + seq aux + dispatch
     const int64_t n = 256, E = 16;

@@ -157,6 +157,8 @@ private slots:
             {"v_head_dim", [](ModelConfig& c) { c.v_head_dim = 0; }, "v_head_dim", {"got 0"}},
             {"max_position_embeddings", [](ModelConfig& c) { c.max_position_embeddings = 0; },
              "max_position_embeddings", {"got 0"}},
+            {"sliding_window", [](ModelConfig& c) { c.sliding_window = -5; }, "sliding_window",
+             {">= 0", "got -5"}},
             {"first_k_dense_replace negative", [](ModelConfig& c) { c.first_k_dense_replace = -1; },
              "first_k_dense_replace", {"got -1", "num_hidden_layers"}},
             {"first_k_dense_replace too large", [](ModelConfig& c) { c.first_k_dense_replace = 5; },
@@ -348,6 +350,34 @@ private slots:
         QCOMPARE(c.q_lora_rank, int64_t(0));
         QVERIFY(c.to_json()["q_lora_rank"].is_null());
         QVERIFY(ModelConfig::from_json(c.to_json()) == c);
+    }
+
+    // Mistral/Qwen2 name and semantics; absent, null and 0 all mean full causal attention, and
+    // a config without a window is written without the field.
+    void sliding_window_round_trip() {
+        QCOMPARE(ModelConfig::from_json(json::object()).sliding_window, int64_t(0));
+        QCOMPARE(ModelConfig::from_json(json{{"sliding_window", nullptr}}).sliding_window, int64_t(0));
+        QVERIFY(!ModelConfig{}.to_json().contains("sliding_window"));
+        ModelConfig c;
+        c.sliding_window = 64;
+        c.validate();
+        const json j = c.to_json();
+        QCOMPARE(j["sliding_window"].get<int64_t>(), int64_t(64));
+        QVERIFY(ModelConfig::from_json(j) == c);
+        QTemporaryDir dir;
+        const std::string path = dir.filePath("config.json").toStdString();
+        c.save(path);
+        QCOMPARE(ModelConfig::load(path).sliding_window, int64_t(64));
+        // Negative windows: rejected by validate, and by load with the path in the message.
+        ModelConfig bad;
+        bad.sliding_window = -1;
+        bad.save(path);
+        const QString failure = expect_config_error([&] { ModelConfig::load(path); }, "sliding_window",
+                                                    {"got -1", "config.json"});
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        const QString wrong_type = expect_config_error(
+            [] { ModelConfig::from_json(json{{"sliding_window", "64"}}); }, "sliding_window", {"integer"});
+        QVERIFY2(wrong_type.isEmpty(), qPrintable(wrong_type));
     }
 
     void round_trip_to_json_from_json() {

@@ -159,6 +159,21 @@ private slots:
         shoot(&w, "workbench-invalid-field");
         topk->setValue(2);
         QVERIFY(w.launcher()->start_button()->isEnabled());
+
+        // Sliding window: validated by the engine like every field, its saving in the summary.
+        auto* window = qobject_cast<QSpinBox*>(w.launcher()->form()->editor("sliding_window"));
+        QVERIFY(window);
+        QCOMPARE(window->value(), 0);
+        QVERIFY(!window->toolTip().isEmpty());
+        window->setValue(-1);
+        QCOMPARE(w.launcher()->form()->error_field(), QString("sliding_window"));
+        QVERIFY(!w.launcher()->start_button()->isEnabled());
+        window->setValue(64);
+        QVERIFY(w.launcher()->start_button()->isEnabled());
+        QCOMPARE(w.launcher()->project().model.sliding_window, int64_t(64));
+        QTRY_VERIFY2(summary->text().contains("sliding window 64: attention FLOPs -25.2%"), qPrintable(summary->text()));
+        window->setValue(0);
+        QTRY_VERIFY(!summary->text().contains("sliding window"));
     }
 
     void trainPauseStepResumeStop() {

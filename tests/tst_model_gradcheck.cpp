@@ -164,8 +164,14 @@ private slots:
 
     void mlaWithQLora() { mla(tiny_full_config()); }
     void mlaWithoutQLora() { mla(tiny_softmax_config()); }
+    // T = 6 with a window of 3: positions 3..5 lose keys, so the band mask is exercised.
+    void mlaSlidingWindow() {
+        ModelConfig cfg = tiny_full_config();
+        cfg.sliding_window = 3;
+        mla(cfg, "MLA (sliding window 3)");
+    }
 
-    void mla(const ModelConfig& cfg) {
+    void mla(const ModelConfig& cfg, const char* name = nullptr) {
         ParameterStore store;
         MlaAttention attn(store, "self_attn", cfg);
         uint64_t s = 5;
@@ -175,7 +181,8 @@ private slots:
             else
                 fill_uniform(p->value.data(), p->value.numel(), s++, 0.4f);
         const auto pos = positions();
-        check_layer(cfg.q_lora_rank ? "MLA (q low-rank)" : "MLA (plain q_proj)", store,
+        if (!name) name = cfg.q_lora_rank ? "MLA (q low-rank)" : "MLA (plain q_proj)";
+        check_layer(name, store,
                     cfg.hidden_size, cfg.hidden_size,
                     [&](const float* x, float* y) {
                         attn.forward(be_, x, B_, T_, pos.data(), y);
@@ -271,11 +278,13 @@ private slots:
         QTest::addColumn<int>("variant");
         QTest::newRow("every feature (sigmoid, groups, bias, q-lora, MTP, aux)") << 0;
         QTest::newRow("softmax, no q-lora, no MTP") << 1;
+        QTest::newRow("every feature + sliding window 2") << 2;
     }
 
     void wholeModel() {
         QFETCH(int, variant);
-        const ModelConfig cfg = variant == 0 ? tiny_full_config() : tiny_softmax_config();
+        ModelConfig cfg = variant == 1 ? tiny_softmax_config() : tiny_full_config();
+        if (variant == 2) cfg.sliding_window = 2;
         Model model(cfg, be_);
         model.init_weights(1234);
         spread_router(model, 77);
@@ -299,6 +308,18 @@ private slots:
         model.backward();
         report("whole model", directional_check(loss, routing, param_targets(model.parameters()),
                                                 kTolerance, 500));
+        if (cfg.sliding_window > 0) {
+            // Not vacuous: the same weights without the window give another loss.
+            ModelConfig full = cfg;
+            full.sliding_window = 0;
+            Model other(full, be_);
+            other.init_weights(1234);
+            spread_router(other, 77);
+            const double full_loss = other.forward(batch, opt).loss;
+            qInfo("loss with window %lld: %.6f, full causal: %.6f", (long long)cfg.sliding_window,
+                  rep.loss, full_loss);
+            QVERIFY(std::fabs(full_loss - rep.loss) > 1e-4);
+        }
     }
 
     // The check itself must be able to fail: a deliberately wrong gradient is caught.

@@ -176,6 +176,45 @@ private slots:
         compare(model, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
     }
 
+    // Sliding-window attention (window 4 over 12 tokens, MTP included) from a foreign
+    // checkpoint whose config.json carries the window; the same weights without the window
+    // must disagree with the reference, so the comparison cannot pass by ignoring the field.
+    void slidingWindowFromForeignCheckpoint() {
+        QTemporaryDir dir;
+        const QString cfg_path = dir.filePath("config.json"), ckpt = dir.filePath("ckpt");
+        ModelConfig cfg = tiny_full_config();
+        cfg.hidden_size = 32;
+        cfg.sliding_window = 4;
+        cfg.save(cfg_path.toStdString());
+        QString err;
+        QVERIFY2(run_reference({"make-checkpoint", "--config", cfg_path, "--seed", "8", "--out", ckpt}, &err), qPrintable(err));
+        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "12", "--seed", "5",
+                                "--out", dir.filePath("batch.txt")}, &err), qPrintable(err));
+        QVERIFY2(run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
+                                "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"}, &err), qPrintable(err));
+
+        const ModelConfig loaded = load_checkpoint_config(ckpt.toStdString());
+        QCOMPARE(loaded.sliding_window, int64_t(4));
+        Model model(loaded, be_);
+        load_model_weights(ckpt.toStdString(), model);
+        compare(model, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
+
+        ModelConfig full = loaded;
+        full.sliding_window = 0;
+        Model unwindowed(full, be_);
+        load_model_weights(ckpt.toStdString(), unwindowed);
+        const TokenLines lines = read_token_lines(dir.filePath("batch.txt").toStdString(), full.vocab_size);
+        Batch batch;
+        batch.batch = lines.rows;
+        batch.seq_len = lines.length - 1;
+        batch.tokens = lines.ids;
+        unwindowed.forward(batch, {});
+        const Tensor ref_logits = SafetensorsReader(dir.filePath("ref.safetensors").toStdString()).read_f32("logits");
+        const double full_err = scaled_max_error(unwindowed.logits().data(), ref_logits.data(), ref_logits.numel());
+        qInfo("full causal attention vs the windowed reference: %.2e (must be large)", full_err);
+        QVERIFY(full_err > 100 * kLogitTolerance);
+    }
+
     // The V2-style variant (with the batch-wise balance loss), from a checkpoint the engine wrote.
     void softmaxNoQLoraNoMtpFromEngineCheckpoint() {
         QTemporaryDir dir;

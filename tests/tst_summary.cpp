@@ -2,6 +2,7 @@
 // list (spec section 7), hand-computed numbers for the tiny model, and the published 671B / 37B.
 #include <QtTest>
 
+#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
@@ -150,6 +151,52 @@ private slots:
         const double mtp_matmul = 32768 + 34816 + 2048 + 4 * 24576 + 24576 + 32768;
         QCOMPARE(s.mtp_forward_flops_per_token, 2 * mtp_matmul + 24768.0);
         QCOMPARE(s.train_flops_per_token, 3.0 * (s.forward_flops_per_token + s.mtp_forward_flops_per_token));
+    }
+
+    void sliding_window_flops() {
+        // Window W over T positions: position i sees min(i + 1, W) keys.
+        //  T 128, W 32: (1 + ... + 32) + 96 * 32 = 528 + 3072 = 3600 keys, 28.125 per query
+        //  (full causal: 64.5); tiny attention per layer = 2*4*(32+16) * 28.125 = 10,800 FLOPs.
+        ModelConfig c = tiny_config();
+        c.sliding_window = 32;
+        c.validate();
+        const ModelSummary s = summarize(c, 128);
+        QCOMPARE(s.sliding_window, int64_t(32));
+        QCOMPARE(s.attention_context, 28.125);
+        QCOMPARE(s.attention_flops_per_token, 4 * 10800.0);
+        QCOMPARE(s.attention_flops_full_per_token, 99072.0);
+        QCOMPARE(s.forward_flops_per_token, 2.0 * 645120 + 43200);
+        const double mtp_matmul = 32768 + 34816 + 2048 + 4 * 24576 + 24576 + 32768;
+        QCOMPARE(s.mtp_forward_flops_per_token, 2 * mtp_matmul + 10800.0);  // MTP blocks use it too
+        QVERIFY(std::fabs(s.attention_flops_saved_fraction - 36.375 / 64.5) < 1e-12);  // 56.4%
+        const std::string text = format_sliding_window(s);
+        QVERIFY2(text.find("sliding window 32") != std::string::npos && text.find("-56.4%") != std::string::npos,
+                 text.c_str());
+        QVERIFY(format_summary(s).find("-56.4%") != std::string::npos);
+        qInfo("T 128, W 32: %s", text.c_str());
+
+        // Windows that do not divide T, W = 1, W >= T, and no window.
+        QCOMPARE(average_attention_context(10, 4), 3.4);  // (1 + 2 + 3 + 4 * 7) / 10
+        QCOMPARE(average_attention_context(7, 3), 18.0 / 7);
+        QCOMPARE(average_attention_context(128, 1), 1.0);
+        QCOMPARE(average_attention_context(128, 128), 64.5);
+        QCOMPARE(average_attention_context(128, 500), 64.5);
+        QCOMPARE(average_attention_context(128, 0), 64.5);
+        c.sliding_window = 500;
+        const ModelSummary wide = summarize(c, 128);
+        QCOMPARE(wide.attention_flops_per_token, 99072.0);
+        QCOMPARE(wide.attention_flops_saved_fraction, 0.0);
+        QVERIFY(format_sliding_window(wide).find("no attention FLOPs saved") != std::string::npos);
+        QCOMPARE(format_sliding_window(summarize(tiny_config(), 128)), std::string());
+        QCOMPARE(summarize(tiny_config(), 128).attention_flops_saved_fraction, 0.0);
+
+        // The tiny preset (seq 128) with a window of 64 saves a quarter of its attention FLOPs.
+        Project p = Project::load(moe::test::source_path("projects/tiny-tasks.json"));
+        p.model.sliding_window = 64;
+        const ModelSummary tiny = summarize(p.model, p.training.seq_len);
+        qInfo("tiny preset, T %lld, W 64: %s", static_cast<long long>(p.training.seq_len),
+              format_sliding_window(tiny).c_str());
+        QVERIFY(std::fabs(tiny.attention_flops_saved_fraction - (1.0 - 48.25 / 64.5)) < 1e-12);
     }
 
     void counts_match_the_tensor_list() {

@@ -204,6 +204,7 @@ private slots:
     void expertLoadLargeTiming();
     void edgeCases();
     void sparsityMaskAndAttention();
+    void sparsitySlidingWindow();
     void modelTable();
 
 private:
@@ -618,6 +619,101 @@ void TestViewExperts::modelTable()
     QVERIFY2(view.exportTableCsv(csv, &error), qPrintable(error));
     check_nonempty(csv);
     save_screenshot(&view, "model.png");
+}
+
+
+// A model with a sliding window: the weights outside the window are masked like the future,
+// and the mask panel beside tells the three states apart, with the window and its FLOP saving.
+void TestViewExperts::sparsitySlidingWindow()
+{
+    const QStringList tokens = {"def", " f", "(", "x", ")", ":", "\n", " ", " return", " x", " *", " 2",
+                                "\n", "print", "(", "f", "(", "3", ")", ")", "\n", "#", " ok", "."};
+    const int T = tokens.size(), W = 6, L = 2, H = 2;
+    AttentionData att{L, H, T, {}, tokens, W};
+    att.weights.assign(static_cast<size_t>(L) * H * T * T, 0.5f);  // garbage where masked
+    for (int l = 0; l < L; ++l)
+        for (int h = 0; h < H; ++h)
+            for (int q = 0; q < T; ++q) {
+                const int k0 = std::max(0, q - W + 1);
+                double z = 0;
+                std::vector<double> w(q + 1, 0.0);
+                for (int kk = k0; kk <= q; ++kk)
+                    z += (w[kk] = std::exp(-0.5 * (q - kk) * (h + 1) + 0.4 * noise(q * 97 + kk + 1000 * h + 10 * l)));
+                for (int kk = k0; kk <= q; ++kk)
+                    att.weights[((static_cast<size_t>(l) * H + h) * T + q) * T + kk] = static_cast<float>(w[kk] / z);
+            }
+
+    RoutingMaskData mask{tokens, 16, std::vector<uint8_t>(static_cast<size_t>(T) * 16, 0), "layer 2"};
+    for (int t = 0; t < T; ++t)
+        for (int j = 0; j < 4; ++j)
+            mask.mask[static_cast<size_t>(t) * 16 + (t * 5 + j * 3) % 16] = 1;
+
+    SparsityView view;
+    view.setRoutingMask(mask);
+    view.setAttention(att);
+    view.setAttentionHead(0, 1);
+    show_and_settle(&view, {1400, 950});
+    QVERIFY(view.windowPanel()->isVisible());
+
+    // Mask cells: the three states exactly where the band and the causal mask put them.
+    auto *wc = view.windowPlot()->colorMap()->data();
+    QCOMPARE(wc->keySize(), T);
+    QCOMPARE(wc->valueSize(), T);
+    int seen = 0, dropped = 0, future = 0;
+    for (int q = 0; q < T; ++q)
+        for (int kk = 0; kk < T; ++kk) {
+            const double want = kk > q ? SparsityView::kFuture
+                                : kk <= q - W ? SparsityView::kOutsideWindow
+                                              : SparsityView::kVisible;
+            QCOMPARE(wc->cell(kk, q), want);
+            seen += want == SparsityView::kVisible;
+            dropped += want == SparsityView::kOutsideWindow;
+            future += want == SparsityView::kFuture;
+        }
+    QCOMPARE(seen, 21 + (T - W) * W);  // 1 + ... + 6, then 6 per query
+    QCOMPARE(dropped, (T - W) * (T - W + 1) / 2);
+    QCOMPARE(future, T * (T - 1) / 2);
+    // Weights: only the band holds values, everything else is the masked grey (NaN).
+    auto *ac = view.attentionPlot()->colorMap()->data();
+    for (int q = 0; q < T; ++q)
+        for (int kk = 0; kk < T; ++kk) {
+            if (att.visible(q, kk))
+                QCOMPARE(ac->cell(kk, q), static_cast<double>(att.at(0, 1, q, kk)));
+            else
+                QVERIFY(std::isnan(ac->cell(kk, q)));
+        }
+    // Three distinct colours as drawn: the band, the dropped keys and the future.
+    view.windowPlot()->replot();
+    const QImage image = view.windowPlot()->toPixmap().toImage();
+    auto color_at = [&](int key, int query) {
+        return image.pixelColor(qRound(view.windowPlot()->xAxis->coordToPixel(key)),
+                                qRound(view.windowPlot()->yAxis->coordToPixel(query))).rgb();
+    };
+    // (Sample cells off the tick rows and columns, multiples of 5, where tick marks are drawn.)
+    const QRgb c_seen = color_at(11, 13), c_dropped = color_at(2, 21), c_future = color_at(21, 2);
+    QVERIFY(c_seen != c_dropped && c_dropped != c_future && c_seen != c_future);
+    QCOMPARE(color_at(1, 1), c_seen);
+    QCOMPARE(color_at(1, T - 2), c_dropped);
+    QCOMPARE(c_future, view.attentionPlot()->colorMap()->gradient().nanColor().rgb());
+
+    // Caption: the window and the saving at this T (1 - 129 / 300 = 57.0%).
+    QCOMPARE(att.windowSaving(), 1.0 - 129.0 / 300.0);
+    const QString caption = view.windowCaption();
+    QVERIFY2(caption.contains("6 most recent keys") && caption.contains(QString::fromUtf8("T\u00a0=\u00a024")) && caption.contains("57.0%"),
+             qPrintable(caption));
+    QVERIFY(view.windowPlot()->titleElement()->text().contains("W = 6"));
+    save_screenshot(&view, "sparsity-window.png");
+
+    // A window wider than the sequence saves nothing and says so; no window hides the panel.
+    att.window = 40;
+    view.setAttention(att);
+    QVERIFY(view.windowCaption().contains("no attention FLOPs saved"));
+    att.window = 0;
+    view.setAttention(att);
+    QApplication::processEvents();
+    QVERIFY(!view.windowPanel()->isVisible());
+    QVERIFY(view.windowCaption().isEmpty());
+    QVERIFY(!std::isnan(view.attentionPlot()->colorMap()->data()->cell(0, T - 1)));  // key 0 visible again
 }
 
 QTEST_MAIN(TestViewExperts)

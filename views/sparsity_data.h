@@ -23,17 +23,32 @@ struct RoutingMaskData {
 };
 
 // Softmax attention weights for every layer and head of one sequence. Entries above the
-// diagonal (key after query) are masked by the causal mask; their stored value is ignored.
+// diagonal (key after query) are masked by the causal mask, and with a sliding window W so are
+// keys more than W - 1 before the query; the stored value of a masked entry is ignored.
 struct AttentionData {
     int layers = 0;
     int heads = 0;
     int T = 0;
     std::vector<float> weights;  // [layers * heads * T * T]: [l][h][query][key]
     QStringList tokens;          // [T]
+    int window = 0;              // sliding window W (the model's sliding_window); 0 = none
 
     float at(int l, int h, int q, int k) const
     {
         return weights[((static_cast<size_t>(l) * heads + h) * T + q) * T + k];
+    }
+    // Query q sees key k: k <= q, and within the window when there is one.
+    bool causal(int q, int k) const { return k <= q; }
+    bool visible(int q, int k) const { return k <= q && (window <= 0 || k > q - window); }
+    // Share of the causal (query, key) pairs the window removes, which is the share of the
+    // attention score and value FLOPs it saves at this T.
+    double windowSaving() const
+    {
+        if (window <= 0 || window >= T)
+            return 0.0;
+        const double causal_pairs = 0.5 * T * (T + 1.0);
+        const double band_pairs = 0.5 * window * (window + 1.0) + double(T - window) * window;
+        return 1.0 - band_pairs / causal_pairs;
     }
 };
 

@@ -20,6 +20,10 @@ namespace {
 
 // Neutral grey for cells the causal mask removes: no colour of viridis is near it.
 const QColor kMaskedGrey(190, 190, 190);
+// The window mask: keys a query sees, keys the window drops (warm, so they stand out from both
+// the grey future and the cool visible band), and the causal future in the same grey as above.
+const QColor kVisibleBlue(49, 104, 142);
+const QColor kOutsideOrange(240, 150, 70);
 
 QString mask_tip()
 {
@@ -35,9 +39,32 @@ QString attention_tip()
     return explained_html(
         "Causal attention",
         "Row q shows how much query token q attends to each earlier key token k (the softmax weights "
-        "sum to 1 along a row). Grey cells lie above the diagonal: the causal mask forbids looking "
-        "at later tokens. In MLA (multi-head latent attention) all heads share one compressed "
+        "sum to 1 along a row). Grey cells are masked: above the diagonal the causal mask forbids "
+        "looking at later tokens; with a sliding window, keys older than the window are masked too "
+        "(see the mask beside). In MLA (multi-head latent attention) all heads share one compressed "
         "key/value latent per token, yet each head still has its own pattern.");
+}
+
+QString window_tip()
+{
+    return explained_html(
+        "Sliding-window attention",
+        "With a sliding window W, query q attends only to the W most recent keys, itself included "
+        "(keys q-W+1 ... q). Blue: keys the query sees; orange: earlier keys the window drops; grey: "
+        "later keys, removed by the causal mask. The engine skips the orange part entirely, so "
+        "attention costs O(T W) instead of O(T^2); a token still reaches further back through the "
+        "layers, W-1 positions per layer.");
+}
+
+QCPColorGradient window_gradient()
+{
+    // Three flat levels for the three states; cells hold exactly 0, 1 or 2.
+    QCPColorGradient g;
+    g.setColorStopAt(0.0, kVisibleBlue);
+    g.setColorStopAt(0.5, kOutsideOrange);
+    g.setColorStopAt(1.0, kMaskedGrey);
+    g.setLevelCount(3);
+    return g;
 }
 
 QString never_tip()
@@ -144,6 +171,35 @@ SparsityView::SparsityView(QWidget *parent) : QWidget(parent)
     attention_plot_->setColorLabel("attention weight");
     attention_plot_->setToolTip(attention_tip());
 
+    window_plot_ = new HeatmapPlot;
+    window_plot_->setGradient(window_gradient());
+    window_plot_->setColorRange(SparsityView::kVisible, SparsityView::kFuture);
+    window_plot_->setRowsTopDown(true);
+    window_plot_->xAxis->setLabel("key");
+    window_plot_->yAxis->setLabel("query");
+    window_plot_->setToolTip(window_tip());
+    {
+        // The colour scale is the legend: one label in the middle of each level's band.
+        QSharedPointer<QCPAxisTickerText> ticker(new QCPAxisTickerText);
+        ticker->addTick(0.25, "sees");
+        ticker->addTick(1.0, "outside\nwindow");
+        ticker->addTick(1.75, "future\n(causal)");
+        window_plot_->colorScale()->axis()->setTicker(ticker);
+    }
+    window_caption_ = new QLabel;
+    window_caption_->setWordWrap(true);
+    window_caption_->setObjectName("windowCaption");
+    window_caption_->setToolTip(window_tip());
+    window_panel_ = new QWidget;
+    auto *window_column = new QVBoxLayout(window_panel_);
+    window_column->setContentsMargins(0, 0, 0, 0);
+    window_column->addWidget(window_plot_, 1);
+    window_column->addWidget(window_caption_);
+    auto *attention_row = new QHBoxLayout;
+    attention_row->setContentsMargins(0, 0, 0, 0);
+    attention_row->addWidget(attention_plot_, 3);
+    attention_row->addWidget(window_panel_, 2);
+
     never_plot_ = new QCustomPlot;
     style_line_plot(never_plot_, "Experts never chosen", "% of routed experts");
     never_plot_->setToolTip(never_tip());
@@ -151,16 +207,16 @@ SparsityView::SparsityView(QWidget *parent) : QWidget(parent)
     style_line_plot(near_zero_plot_, "Near-zero FFN activations", "% of activations");
     near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
 
-    auto *grid = new QGridLayout;
+    auto *grid = grid_ = new QGridLayout;
     grid->addWidget(mask_plot_, 0, 0);
-    grid->addWidget(attention_plot_, 0, 1);
+    grid->addLayout(attention_row, 0, 1);
     grid->addWidget(never_plot_, 1, 0);
     grid->addWidget(near_zero_plot_, 1, 1);
     grid->setRowStretch(0, 3);
     grid->setRowStretch(1, 2);
     root->addLayout(grid, 1);
 
-    for (HeatmapPlot *p : {mask_plot_, attention_plot_})
+    for (HeatmapPlot *p : {mask_plot_, attention_plot_, window_plot_})
         add_export_actions(this, p, [p] {
             CsvContent content;
             content.matrix = p->toMatrix();
@@ -217,6 +273,7 @@ void SparsityView::setAttention(AttentionData data)
     layer_spin_->setValue(layer_ + 1);
     head_spin_->setValue(head_ + 1);
     updateAttention();
+    updateWindowMask();
 }
 
 void SparsityView::setAttentionHead(int layer, int head)
@@ -242,10 +299,12 @@ void SparsityView::updateAttention()
     if (ok) {
         for (int q = 0; q < T; ++q) {
             for (int k = 0; k < T; ++k) {
-                // Above the diagonal: NaN, drawn in the gradient's neutral grey NaN colour.
-                const double w = k > q ? std::nan("") : attention_.at(layer_, head_, q, k);
+                // Masked (above the diagonal or outside the window): NaN, drawn in the
+                // gradient's neutral grey NaN colour.
+                const bool seen = attention_.visible(q, k);
+                const double w = seen ? attention_.at(layer_, head_, q, k) : std::nan("");
                 attention_plot_->setCell(k, q, w);
-                if (k <= q)
+                if (seen)
                     hi = std::max(hi, w);
             }
         }
@@ -258,9 +317,50 @@ void SparsityView::updateAttention()
     attention_plot_->setColumnLabels(labels, kMaxTokenLabels);
     attention_plot_->xAxis->setTickLabelRotation(labels.size() == T && T <= kMaxTokenLabels && ok ? 90 : 0);
     attention_plot_->setColorRange(0, hi > 0 ? hi : 1.0);
-    attention_plot_->setTitle(ok ? QStringLiteral("Attention, layer %1, head %2 (grey: causal mask)").arg(layer_ + 1).arg(head_ + 1)
+    const QString masked = attention_.window > 0 ? QStringLiteral("grey: masked") : QStringLiteral("grey: causal mask");
+    attention_plot_->setTitle(ok ? QStringLiteral("Attention, layer %1, head %2 (%3)").arg(layer_ + 1).arg(head_ + 1).arg(masked)
                                  : QStringLiteral("Attention"));
     attention_plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void SparsityView::updateWindowMask()
+{
+    const int T = attention_.T, W = attention_.window;
+    window_panel_->setVisible(W > 0);
+    // The attention column holds two plots with a window: give it the larger share.
+    grid_->setColumnStretch(0, 1);
+    grid_->setColumnStretch(1, W > 0 ? 2 : 1);
+    const int n = T > 0 && W > 0 ? T : 1;
+    window_plot_->setGrid(n, n, -0.5, n - 0.5, -0.5, n - 0.5);
+    if (T > 0 && W > 0)
+        for (int q = 0; q < T; ++q)
+            for (int k = 0; k < T; ++k)
+                window_plot_->setCell(k, q, attention_.visible(q, k) ? kVisible
+                                            : attention_.causal(q, k) ? kOutsideWindow
+                                                                     : kFuture);
+    window_plot_->setRowLabels({}, 0);
+    window_plot_->setColumnLabels({}, 0);
+    window_plot_->setColorRange(kVisible, kFuture);
+    window_plot_->setTitle(W > 0 ? QStringLiteral("Sliding window W = %1").arg(W) : QStringLiteral("Sliding window"));
+    window_caption_->setText(windowCaption());
+    window_plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+QString SparsityView::windowCaption() const
+{
+    const int T = attention_.T, W = attention_.window;
+    if (W <= 0)
+        return {};
+    if (W >= T)
+        return QStringLiteral("Each query sees up to %1 keys, itself included. The window covers all %2 tokens "
+                              "here: no attention FLOPs saved at this length.")
+            .arg(W)
+            .arg(T);
+    return QStringLiteral("Each query sees its %1 most recent keys, itself included. Attention FLOPs at "
+                          "T\u00a0=\u00a0%2: <b>\u2212%3%</b> against full causal attention.")
+        .arg(W)
+        .arg(T)
+        .arg(100.0 * attention_.windowSaving(), 0, 'f', 1);
 }
 
 void SparsityView::setSparsityOverTraining(SparsityOverTraining data)

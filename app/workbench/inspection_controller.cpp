@@ -188,6 +188,7 @@ void InspectionController::finished() {
         att.layers = static_cast<int>(ins.attention.size());
         att.heads = static_cast<int>(ins.heads);
         att.T = static_cast<int>(ins.n_tokens());
+        att.window = static_cast<int>(ins.sliding_window);
         for (const std::string& t : ins.token_text) att.tokens << QString::fromStdString(t);
         for (const auto& w : ins.attention) att.weights.insert(att.weights.end(), w.begin(), w.end());
         sparsity_->setAttention(std::move(att));

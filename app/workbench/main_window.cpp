@@ -436,7 +436,10 @@ void MainWindow::show_model(const QString& name, const ModelConfig& model, int64
     };
     part(tr("embedding"), double(b.embedding), double(b.embedding), 0, tr("row lookup"));
     part(tr("attention (MLA)"), double(b.attention), double(b.attention),
-         2.0 * double(b.attention) + s.attention_flops_per_token, tr("%1 layers").arg(model.num_hidden_layers));
+         2.0 * double(b.attention) + s.attention_flops_per_token,
+         s.sliding_window > 0
+             ? tr("%1 layers, %2").arg(model.num_hidden_layers).arg(QString::fromStdString(format_sliding_window(s)))
+             : tr("%1 layers").arg(model.num_hidden_layers));
     part(tr("dense FFN"), double(b.dense_ffn), double(b.dense_ffn), 2.0 * double(b.dense_ffn),
          tr("%1 layers").arg(s.dense_layers));
     part(tr("routed experts"), double(b.routed_experts), experts_active, 2.0 * experts_active,

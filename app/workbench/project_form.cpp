@@ -76,6 +76,10 @@ ProjectForm::ProjectForm(QWidget* parent) : QWidget(parent) {
     add_int(f, tr("qk nope head dim"), "qk_nope_head_dim", [](Project& p) -> int64_t& { return p.model.qk_nope_head_dim; });
     add_int(f, tr("qk rope head dim"), "qk_rope_head_dim", [](Project& p) -> int64_t& { return p.model.qk_rope_head_dim; });
     add_int(f, tr("v head dim"), "v_head_dim", [](Project& p) -> int64_t& { return p.model.v_head_dim; });
+    add_int(f, tr("Sliding window"), "sliding_window", [](Project& p) -> int64_t& { return p.model.sliding_window; },
+            tr("0 = off: full causal attention. W > 0: each query attends only to its W most recent "
+               "tokens, itself included, so attention costs O(T·W) instead of O(T²) "
+               "(sliding_window, as in Mistral and Qwen2 configs)"));
 
     f = add_group(tr("MTP"));
     add_int(f, tr("MTP depth"), "num_nextn_predict_layers",

@@ -181,7 +181,8 @@ void RunLauncher::update_summary() {
             .arg(qs(format_count(double(s.total_params))), qs(format_count(double(s.active_params))),
                  qs(format_count(double(s.mtp_params))), qs(format_flops(s.forward_flops_per_token)),
                  qs(format_flops(s.train_flops_per_token)), qs(format_bytes(s.weights_fp32_bytes)),
-                 qs(format_bytes(s.training_bytes))));
+                 qs(format_bytes(s.training_bytes))) +
+        (s.sliding_window > 0 ? "<br>" + qs(format_sliding_window(s)).toHtmlEscaped() : QString()));
 }
 
 void RunLauncher::update_start() {

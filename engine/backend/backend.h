@@ -89,16 +89,20 @@ public:
                       int64_t head_stride, int64_t offset, int64_t rope_dim,
                       const int32_t* positions, float theta, bool inverse) = 0;
 
-    // --- Causal softmax attention, B sequences of T tokens, H heads.
-    // q, k: [n, H, dk]; v: [n, H, dv]; out: [n, H, dv]; probs: [B, H, T, T] saved for backward
-    // (entries above the diagonal are 0). scores = q.k * scale, masked causally, softmax in fp32.
+    // --- Causal softmax attention, B sequences of T tokens, H heads, optional sliding window.
+    // q, k: [n, H, dk]; v: [n, H, dv]; out: [n, H, dv]; probs: [B, H, T, T] saved for backward.
+    // scores = q.k * scale, softmax in fp32 over the visible keys: query i sees key j iff
+    // j <= i and (window == 0 or j > i - window), so window W means the W most recent keys,
+    // itself included; 0 = full causal. Every masked entry of probs is exactly 0, and an
+    // implementation should skip the work outside the band (that is the point of a window).
     virtual void attention_forward(const float* q, const float* k, const float* v, int64_t B,
                                    int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
-                                   float* probs, float* out) = 0;
+                                   int64_t window, float* probs, float* out) = 0;
+    // window must be the one of the forward pass that produced probs.
     virtual void attention_backward(const float* dout, const float* q, const float* k,
                                     const float* v, const float* probs, int64_t B, int64_t T,
-                                    int64_t H, int64_t dk, int64_t dv, float scale, float* dq,
-                                    float* dk_, float* dv_) = 0;
+                                    int64_t H, int64_t dk, int64_t dv, float scale,
+                                    int64_t window, float* dq, float* dk_, float* dv_) = 0;
 
     // --- SwiGLU: out = silu(g) * u over n values (g, u are the gate_proj and up_proj outputs).
     virtual void swiglu_forward(const float* g, const float* u, int64_t n, float* out) = 0;

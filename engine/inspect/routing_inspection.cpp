@@ -29,6 +29,7 @@ Inspection inspect_tokens(Model& model, const std::vector<int32_t>& tokens) {
     out.heads = cfg.num_attention_heads;
     out.n_group = cfg.n_group;
     out.topk_group = cfg.topk_group;
+    out.sliding_window = cfg.sliding_window;
 
     // forward_logits runs the main trunk only, so routing() holds the main MoE layers in order.
     std::vector<MoeLayer*> moe = model.moe_layers();

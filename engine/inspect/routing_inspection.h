@@ -22,9 +22,10 @@ struct Inspection {
     int64_t heads = 0;                    // attention heads
     int64_t n_group = 1;                  // expert groups (group-limited routing)
     int64_t topk_group = 1;               // groups a token may use
+    int64_t sliding_window = 0;           // attention window (0 = full causal)
     std::vector<RoutingRecord> routing;   // per MoE layer, parallel to `layers` (tokens == T)
     // Attention weights of every main decoder layer (HF index i at [i], dense layers included),
-    // each [H, T, T]: row q holds query q's weights over keys 0..q.
+    // each [H, T, T]: row q holds query q's weights over keys 0..q (0 outside the window).
     std::vector<std::vector<float>> attention;
     // Selection bias e_score_correction_bias per MoE layer [E]; zeros when the model has none.
     std::vector<std::vector<float>> bias;

@@ -56,6 +56,7 @@ const std::vector<Field>& fields() {
         {"v_head_dim", &ModelConfig::v_head_dim},
         {"num_nextn_predict_layers", &ModelConfig::num_nextn_predict_layers},
         {"max_position_embeddings", &ModelConfig::max_position_embeddings},
+        {"sliding_window", &ModelConfig::sliding_window},
         {"rope_theta", &ModelConfig::rope_theta},
         {"rms_norm_eps", &ModelConfig::rms_norm_eps},
         {"initializer_range", &ModelConfig::initializer_range},
@@ -122,8 +123,9 @@ void read_field(ModelConfig& c, const Field& f, const json& value) {
         [&](auto member) {
             using T = std::remove_reference_t<decltype(c.*member)>;
             if constexpr (std::is_same_v<T, int64_t>) {
-                // HF writes q_lora_rank null for the plain q projection (V2-Lite).
-                if (name == "q_lora_rank" && value.is_null())
+                // HF writes q_lora_rank null for the plain q projection (V2-Lite), and
+                // Mistral/Qwen2 write sliding_window null for full attention.
+                if ((name == "q_lora_rank" || name == "sliding_window") && value.is_null())
                     c.*member = 0;
                 else
                     c.*member = json_fields::get_int(value, name);
@@ -185,6 +187,9 @@ void ModelConfig::validate() const {
                 "must be even and > 0 (RoPE rotates pairs)", qk_rope_head_dim);
     require_positive("v_head_dim", v_head_dim);
     require_positive("max_position_embeddings", max_position_embeddings);
+    require_int(sliding_window >= 0, "sliding_window",
+                "must be >= 0 (keys a query sees, itself included; 0: full causal attention)",
+                sliding_window);
 
     // Layer layout.
     require_int(first_k_dense_replace >= 0 && first_k_dense_replace <= num_hidden_layers,
@@ -301,6 +306,8 @@ json ModelConfig::to_json() const {
     }
     // HF's DeepseekV3Attention builds the plain q_proj when q_lora_rank is None, not 0.
     if (q_lora_rank == 0) j["q_lora_rank"] = nullptr;
+    // Full attention is the absence of the field, so configs without a window stay unchanged.
+    if (sliding_window == 0) j.erase("sliding_window");
     return j;
 }
 

@@ -56,6 +56,7 @@ struct ModelConfig {
     int64_t v_head_dim = 16;
     int64_t num_nextn_predict_layers = 0; // MTP depth D
     int64_t max_position_embeddings = 1024;
+    int64_t sliding_window = 0;           // query i sees keys (i - W, i]; 0 (or null) = full causal
     double rope_theta = 10000.0;
     double rms_norm_eps = 1e-6;
     double initializer_range = 0.02;

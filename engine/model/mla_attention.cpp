@@ -16,7 +16,8 @@ MlaAttention::MlaAttention(ParameterStore& store, const std::string& prefix,
       eps_(static_cast<float>(cfg.rms_norm_eps)),
       theta_(static_cast<float>(cfg.rope_theta)),
       scale_(static_cast<float>(cfg.attention_scale())),
-      precision_(precision) {
+      precision_(precision),
+      window_(cfg.sliding_window) {
     const int64_t dqk = dn_ + dr_;
     if (qr_ > 0) {
         q_a_proj_ = &store.add(prefix + ".q_a_proj.weight", {qr_, D_});
@@ -80,7 +81,7 @@ void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
 
     probs_.resize({B, H_, T, T});
     o_.resize({n, H_ * dv_});
-    be.attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_,
+    be.attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_, window_,
                          probs_.data(), o_.data());
     projection_forward(be, precision_, *o_proj_, o_.data(), n, H_ * dv_, D_, out);
 }
@@ -99,7 +100,7 @@ void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
     d_k_.zero();
     d_v_.zero();
     be.attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), probs_.data(), B_, T_, H_,
-                          dqk, dv_, scale_, d_q_.data(), d_k_.data(), d_v_.data());
+                          dqk, dv_, scale_, window_, d_q_.data(), d_k_.data(), d_v_.data());
 
     // Split the per-head key/value gradients back into kv_b's output and the shared k_pe.
     d_kv_.resize({n, H_ * kvb});

@@ -4,6 +4,7 @@
 //   [c | k_pe] = kv_a_proj_with_mqa(h);  kv = kv_b_proj(kv_a_layernorm(c))
 //   per head: q = [q_nope | q_pe], k = [k_nope | k_pe (shared by all heads)], v
 //   RoPE (interleaved pairs) on q_pe and k_pe; causal softmax(q.k * scale) v; o_proj.
+//   With sliding_window W > 0 a query sees only its W most recent keys (itself included).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -35,6 +36,7 @@ private:
     int64_t D_, H_, dn_, dr_, dv_, qr_, kr_;
     float eps_, theta_, scale_;
     const PrecisionContext* precision_;  // of the projections (null: fp32)
+    int64_t window_;  // sliding window (config.sliding_window), 0 = full causal
     Parameter* q_proj_ = nullptr;  // q_lora_rank == 0
     Parameter* q_a_proj_ = nullptr;
     Parameter* q_a_norm_ = nullptr;

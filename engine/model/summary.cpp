@@ -41,12 +41,21 @@ LayerShapes layer_shapes(const ModelConfig& c) {
 }
 
 // Causal attention score (q.k) and value (P.v) FLOPs of one layer for one token.
-double attention_core_flops(const ModelConfig& c, int64_t seq_len) {
-    const double avg_ctx = (static_cast<double>(seq_len) + 1.0) / 2.0;
-    return 2.0 * c.num_attention_heads * (c.qk_head_dim() + c.v_head_dim) * avg_ctx;
+double attention_core_flops(const ModelConfig& c, int64_t seq_len, int64_t window) {
+    return 2.0 * c.num_attention_heads * (c.qk_head_dim() + c.v_head_dim) *
+           average_attention_context(seq_len, window);
 }
 
 }  // namespace
+
+double average_attention_context(int64_t seq_len, int64_t window) {
+    if (seq_len <= 0) return 0.0;
+    const double T = static_cast<double>(seq_len);
+    if (window <= 0 || window >= seq_len) return (T + 1.0) / 2.0;
+    // Positions 0..W-1 see i + 1 keys, the remaining T - W see W each.
+    const double W = static_cast<double>(window);
+    return (W * (W + 1.0) / 2.0 + (T - W) * W) / T;
+}
 
 ModelSummary summarize(const ModelConfig& c, int64_t seq_len) {
     const LayerShapes s = layer_shapes(c);
@@ -93,8 +102,14 @@ ModelSummary summarize(const ModelConfig& c, int64_t seq_len) {
     m.mtp_active_matmul_params =
         c.num_nextn_predict_layers * (2 * D * D + s.attention_matmul + mtp_active_ffn + V * D);
 
-    const double attn_layer = attention_core_flops(c, seq_len);
+    const double attn_layer = attention_core_flops(c, seq_len, c.sliding_window);
     m.attention_flops_per_token = L * attn_layer;
+    m.sliding_window = c.sliding_window;
+    m.attention_context = average_attention_context(seq_len, c.sliding_window);
+    m.attention_flops_full_per_token = L * attention_core_flops(c, seq_len, 0);
+    if (m.attention_flops_full_per_token > 0)
+        m.attention_flops_saved_fraction =
+            1.0 - m.attention_flops_per_token / m.attention_flops_full_per_token;
     m.forward_flops_per_token = 2.0 * m.active_matmul_params + m.attention_flops_per_token;
     m.mtp_forward_flops_per_token = 2.0 * m.mtp_active_matmul_params +
                                     c.num_nextn_predict_layers * attn_layer;
@@ -152,6 +167,23 @@ std::string format_bytes(double b) {
     return printf_string("%.0f %s", b, "B");
 }
 
+std::string format_sliding_window(const ModelSummary& m) {
+    if (m.sliding_window <= 0) return "";
+    char buffer[160];
+    if (m.attention_flops_saved_fraction <= 0)
+        std::snprintf(buffer, sizeof buffer,
+                      "sliding window %lld >= sequence length %lld: no attention FLOPs saved",
+                      static_cast<long long>(m.sliding_window), static_cast<long long>(m.seq_len));
+    else
+        std::snprintf(buffer, sizeof buffer,
+                      "sliding window %lld: attention FLOPs -%.1f%% (%.1f instead of %.1f keys "
+                      "per query)",
+                      static_cast<long long>(m.sliding_window),
+                      100.0 * m.attention_flops_saved_fraction, m.attention_context,
+                      average_attention_context(m.seq_len, 0));
+    return buffer;
+}
+
 std::string format_summary(const ModelSummary& m) {
     std::string out;
     char line[160];
@@ -188,7 +220,7 @@ std::string format_summary(const ModelSummary& m) {
         "no embedding lookup, norms, buffers");
     out += "FLOPs per token\n";
     row("attention scores + values", format_flops(m.attention_flops_per_token),
-        "average causal context (seq_len+1)/2");
+        m.sliding_window > 0 ? format_sliding_window(m) : "average causal context (seq_len+1)/2");
     row("forward (main model)", format_flops(m.forward_flops_per_token),
         "2 x active matmul + attention");
     row("forward (MTP modules)", format_flops(m.mtp_forward_flops_per_token), "");

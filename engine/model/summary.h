@@ -13,8 +13,9 @@
 //   experts of every MoE layer; MTP excluded. It includes the embedding and the head, like the
 //   published "37B active"; active_matmul_params drops what is not a matmul (the embedding row
 //   lookup, norm weights, the bias buffers).
-// - FLOPs per token: forward = 2 * active_matmul_params + causal attention over an average
-//   context of (seq_len + 1) / 2: 2 * H * (qk_head_dim + v_head_dim) * avg_ctx per layer.
+// - FLOPs per token: forward = 2 * active_matmul_params + causal attention over the average
+//   number of keys a query sees: 2 * H * (qk_head_dim + v_head_dim) * avg_ctx per layer, with
+//   avg_ctx = (seq_len + 1) / 2, or sum_i min(i + 1, W) / seq_len with a sliding window W.
 //   Training step = 3 x forward (backward = 2 x forward), MTP modules included.
 // - Memory: weights (all parameters, MTP included) in fp32 and bf16; fp32 gradients and two fp32
 //   AdamW moments for the trainable parameters (buffers excluded). Activations are not counted.
@@ -54,6 +55,13 @@ struct ModelSummary {
     int64_t mtp_active_matmul_params = 0;
 
     double attention_flops_per_token = 0;  // score + value FLOPs, all main layers
+    // Sliding window (config.sliding_window, 0 = none), the keys an average query sees, the
+    // attention FLOPs the same model would cost with full causal attention, and the share of
+    // them the window saves (0 without a window or when W >= seq_len).
+    int64_t sliding_window = 0;
+    double attention_context = 0;
+    double attention_flops_full_per_token = 0;
+    double attention_flops_saved_fraction = 0;
     double forward_flops_per_token = 0;    // main model
     double mtp_forward_flops_per_token = 0;
     double train_flops_per_token = 0;      // 3 x (forward + MTP forward)
@@ -68,8 +76,16 @@ struct ModelSummary {
 // seq_len sets the attention FLOPs (average causal context). The config should be valid.
 ModelSummary summarize(const ModelConfig& config, int64_t seq_len);
 
+// Keys an average query of a seq_len-token sequence attends to: sum_i min(i + 1, W) / seq_len
+// over positions i < seq_len; window 0 = full causal ((seq_len + 1) / 2).
+double average_attention_context(int64_t seq_len, int64_t window);
+
 // A readable multi-line table with human units (K/M/B parameters, GFLOP, GiB).
 std::string format_summary(const ModelSummary& summary);
+
+// "sliding window 32: attention FLOPs -56.4% (28.1 instead of 64.5 keys per query)", or why
+// nothing is saved (window >= seq_len); empty without a window. Shared by the CLI and the GUI.
+std::string format_sliding_window(const ModelSummary& summary);
 
 // Human units, also used by the GUI: 1.23B, 456.7M, 12.0K; 83.5 GFLOP; 1.25 TiB / 3.4 GiB.
 std::string format_count(double count);

@@ -37,10 +37,11 @@ class Config:
         norm_topk_prob=True, scoring_func="sigmoid", topk_method="noaux_tc",
         aux_loss_alpha=0.0, q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
         qk_rope_head_dim=64, v_head_dim=128, num_nextn_predict_layers=0,
-        rope_theta=10000.0, rms_norm_eps=1e-6, seq_aux=True,
+        rope_theta=10000.0, rms_norm_eps=1e-6, seq_aux=True, sliding_window=0,
     )
-    # HF writes `q_lora_rank: null` for "no low-rank q path"; null elsewhere means the default.
-    NULL_MEANS = dict(q_lora_rank=0)
+    # HF writes `q_lora_rank: null` for "no low-rank q path" and `sliding_window: null` for full
+    # attention; null elsewhere means the default.
+    NULL_MEANS = dict(q_lora_rank=0, sliding_window=0)
 
     def __init__(self, d):
         for k, v in self.DEFAULTS.items():
@@ -209,6 +210,16 @@ def rope_interleaved(x, theta):
     return torch.stack([o0, o1], dim=-1).flatten(-2)                              # [B, T, ..., r]
 
 
+def attention_mask(T, window):
+    """[T, T] bool, True where query t must not see key s: s > t, or s <= t - window."""
+    t = torch.arange(T)[:, None]
+    s = torch.arange(T)[None, :]
+    masked = s > t
+    if window and window > 0:
+        masked = masked | (s <= t - window)
+    return masked
+
+
 def mla_attention(p, pre, cfg, x):
     """Multi-head Latent Attention, naive (non-absorbed) form. x [B, T, D] -> [B, T, D]."""
     B, T, _ = x.shape
@@ -232,10 +243,10 @@ def mla_attention(p, pre, cfg, x):
     k_nope, v = kv[..., :dn], kv[..., dn:]                                        # [B,T,H,dn], [B,T,H,dv]
     k = torch.cat([k_nope, k_pe[:, :, None, :].expand(B, T, H, dr)], dim=-1)     # [B, T, H, dn+dr]
     qf = torch.cat([q_nope, q_pe], dim=-1)                                        # [B, T, H, dn+dr]
-    # causal softmax attention
+    # causal softmax attention; with a sliding window W, query t sees keys t-W < s <= t
     scale = 1.0 / math.sqrt(dn + dr)
     s = torch.einsum("bthd,bshd->bhts", qf, k) * scale                            # [B, H, T, T]
-    mask = torch.ones(T, T, dtype=torch.bool).triu(1)                             # key s > query t
+    mask = attention_mask(T, cfg.sliding_window)
     s = s.masked_fill(mask, float("-inf"))
     pr = torch.softmax(s, dim=-1)
     o = torch.einsum("bhts,bshd->bthd", pr, v).reshape(B, T, H * dv)              # [B, T, H*dv]

@@ -294,6 +294,28 @@ def check_causality(d):
     report("causal: changing token 6 leaves logits 0..5 unchanged", ok)
 
 
+def check_sliding_window(d):
+    """The band mask by hand, and the receptive field it implies through the 2 layers."""
+    m = R.attention_mask(5, 2)
+    want = [[s > t or s <= t - 2 for s in range(5)] for t in range(5)]
+    report("sliding window 2: mask == {s > t or s <= t - 2}", m.tolist() == want)
+    report("window 0 and window >= T are the causal mask",
+           torch.equal(R.attention_mask(6, 0), R.attention_mask(6, 6))
+           and torch.equal(R.attention_mask(6, 0), torch.ones(6, 6, dtype=torch.bool).triu(1)))
+    cfg, tensors = R.load_checkpoint(d)
+    cfg = R.Config(dict(cfg.raw, sliding_window=2))
+    p = R.to_params(cfg, tensors, torch.float64, requires_grad=False)
+    toks = torch.from_numpy(np.random.default_rng(16).integers(0, 32, size=(1, 10)))
+    t2 = toks.clone()
+    t2[0, 2] = (t2[0, 2] + 1) % 32
+    with torch.no_grad():
+        a, b = R.model_logits(p, cfg, toks), R.model_logits(p, cfg, t2)
+    # Two layers of window 2: position i reads tokens i-2..i, so token 2 reaches 2..4 only.
+    changed = [not torch.equal(a[:, i], b[:, i]) for i in range(10)]
+    report("window 2, 2 layers: token 2 changes logits 2..4 only", changed == [i in (2, 3, 4) for i in range(10)],
+           str(changed))
+
+
 def check_moe_per_token(d):
     """Re-derive one MoE layer token by token with plain Python lists for the gate."""
     cfg, tensors = R.load_checkpoint(d)
@@ -373,6 +395,7 @@ def main():
         check_roundtrip_variant(tmp)
         check_full_cli(tmp, d)
         check_causality(d)
+        check_sliding_window(d)
         check_moe_per_token(d)
         check_mtp_inputs(d)
         check_mtp_depth2(tmp)

@@ -59,11 +59,11 @@ public:
               bool inverse) override;
 
     void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T,
-                           int64_t H, int64_t dk, int64_t dv, float scale, float* probs,
-                           float* out) override;
+                           int64_t H, int64_t dk, int64_t dv, float scale, int64_t window,
+                           float* probs, float* out) override;
     void attention_backward(const float* dout, const float* q, const float* k, const float* v,
                             const float* probs, int64_t B, int64_t T, int64_t H, int64_t dk,
-                            int64_t dv, float scale, float* dq, float* dk_,
+                            int64_t dv, float scale, int64_t window, float* dq, float* dk_,
                             float* dv_) override;
 
     void swiglu_forward(const float* g, const float* u, int64_t n, float* out) override;
