@@ -1,5 +1,6 @@
 #include "worker/worker_server.h"
 
+#include <QCoreApplication>
 #include <QCryptographicHash>
 #include <QDir>
 #include <QDirIterator>

@@ -111,11 +111,11 @@ public:
 
     // Called by a session's engine thread (through a queued call) when events are waiting.
     Q_INVOKABLE void pump_session(int id);
+    WorkerSession* session(int id) const;
 
 private:
     friend class ClientConnection;
     void accept(QTcpSocket* socket);
-    WorkerSession* session(int id) const;
     nlohmann::json session_info(WorkerSession& s) const;
     void connection_closed(ClientConnection* c);
 
