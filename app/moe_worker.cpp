@@ -72,6 +72,8 @@ int main(int argc, char** argv) {
     cli.add_flag("--print-token", print_token, "print the token and exit");
     cli.add_option("--max-frame-mib", max_frame_mib, "largest protocol frame accepted, MiB")->check(CLI::Range(1, 1024));
     cli.add_option("--threads", threads, "default CPU threads of a run (0: the project's)");
+    size_t backlog = 20000;
+    cli.add_option("--backlog-events", backlog, "events kept per run for clients that reconnect")->check(CLI::Range(16, 10000000));
     try {
         cli.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -130,6 +132,7 @@ int main(int argc, char** argv) {
     o.tls_key = QString::fromStdString(tls_key);
     o.max_frame = max_frame_mib << 20;
     o.threads = threads;
+    o.backlog_events = backlog;
     if (!QDir().mkpath(o.runs_dir)) {
         std::fprintf(stderr, "moe-worker: cannot create runs folder %s\n", o.runs_dir.toLocal8Bit().constData());
         return 2;

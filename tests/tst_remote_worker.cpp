@@ -46,9 +46,9 @@ struct Worker {
     QByteArray token;
     QString runs() const { return dir.filePath("runs"); }
 
-    bool start() {
+    bool start(QStringList extra = {}) {
         proc.setProgram(MOE_WORKER_EXE);
-        proc.setArguments({"--port", "0", "--runs-dir", runs(), "--token-file", dir.filePath("token")});
+        proc.setArguments(QStringList{"--port", "0", "--runs-dir", runs(), "--token-file", dir.filePath("token")} + extra);
         proc.setProcessChannelMode(QProcess::MergedChannels);
         proc.start();
         if (!proc.waitForStarted(10000)) return false;
@@ -215,7 +215,7 @@ private slots:
         const QString remote_file = QDir(worker_->runs()).filePath(QString::fromStdString(s.remote_run_file()));
         QCOMPARE(file_bytes(QString::fromStdString(paths.run_file)), file_bytes(remote_file));
         RunReader r(paths.run_file);
-        QCOMPARE(r.metrics_count(), int64_t(6));
+        QCOMPARE(r.metrics_count(), int64_t(30));
 
         // An explicit download of the same file, resumed from a partial ".part".
         const QString again = local.filePath("again.h5");
@@ -256,10 +256,12 @@ private slots:
         RemoteSession s(&c, [&](const SessionEvent& e) {
             if (e.kind == SessionEvent::Kind::Step) steps.push_back(e.step.step);
         });
-        s.start(tiny(120), {local.filePath("m.h5").toStdString(), {}}, 1);
+        s.start(tiny(600), {local.filePath("m.h5").toStdString(), {}}, 1);
         QVERIFY(QTest::qWaitFor([&] { return steps.size() >= 10; }, 60000));
         c.socket()->abort();  // the link drops; the run goes on over there
         QVERIFY(QTest::qWaitFor([&] { return c.state() == RemoteConnection::State::Reconnecting; }, 5000));
+        QVERIFY(QTest::qWaitFor([&] { return c.state() == RemoteConnection::State::Connected; }, 10000));
+        const size_t at_reconnect = steps.size();
         // Meanwhile another client sees the run still going.
         {
             RemoteConnection other;
@@ -271,7 +273,37 @@ private slots:
             QVERIFY(found);
         }
         QVERIFY(QTest::qWaitFor([&] { return s.state() == SessionState::Finished; }, 120000));
-        QCOMPARE(steps.size(), size_t(120));
+        QVERIFY2(at_reconnect < 600, "the run ended before the client reconnected: not a mid-run reconnect");
+        QCOMPARE(steps.size(), size_t(600));
+        for (size_t i = 0; i < steps.size(); ++i) QCOMPARE(steps[i], int64_t(i + 1));
+        QCOMPARE(s.gaps_filled(), 0);
+    }
+
+    // A client away for longer than the worker's backlog: the stream says "gap" and the
+    // missing steps come from the run file, still each exactly once.
+    void gap_filled_from_the_run_file() {
+        Worker w;
+        QVERIFY(w.start({"--backlog-events", "40"}));
+        QTemporaryDir local;
+        RemoteConnection c;
+        QVERIFY(connect_ok(c, options(w)));
+        std::vector<int64_t> steps;
+        RemoteSession s(&c, [&](const SessionEvent& e) {
+            if (e.kind == SessionEvent::Kind::Step) steps.push_back(e.step.step);
+        });
+        s.start(tiny(150), {local.filePath("g.h5").toStdString(), {}}, 1);
+        QVERIFY(QTest::qWaitFor([&] { return steps.size() >= 5; }, 60000));
+        c.close();
+        RemoteConnection other;
+        QVERIFY(connect_ok(other, options(w)));
+        QVERIFY(QTest::qWaitFor([&] {
+            const json l = call(other, {{"type", "sessions"}});
+            return !l["sessions"].empty() && l["sessions"][0]["state"] == "finished";
+        }, 120000));
+        QVERIFY(connect_ok(c, options(w)));
+        QVERIFY(QTest::qWaitFor([&] { return s.state() == SessionState::Finished; }, 60000));
+        QCOMPARE(s.gaps_filled(), 1);
+        QCOMPARE(steps.size(), size_t(150));
         for (size_t i = 0; i < steps.size(); ++i) QCOMPARE(steps[i], int64_t(i + 1));
     }
 
@@ -380,8 +412,11 @@ private slots:
         QCOMPARE(neg["code"].get<std::string>(), std::string("bad_request"));
         const json huge = call(c, {{"type", "download"}, {"path", "x.h5"}, {"offset", 0}, {"length", 1 << 30}});
         QCOMPARE(huge["code"].get<std::string>(), std::string("bad_request"));
-        const json bad_project = call(c, {{"type", "start"}, {"project", {{"name", "x"}}}});
-        QCOMPARE(bad_project["type"].get<std::string>(), std::string("error"));
+        json invalid = tiny(10).to_json();
+        invalid["training"]["steps"] = -5;
+        const json bad_project = call(c, {{"type", "start"}, {"project", invalid}});
+        QCOMPARE(bad_project["code"].get<std::string>(), std::string("config_error"));
+        QCOMPARE(bad_project["field"].get<std::string>(), std::string("training.steps"));
         QVERIFY(call(c, {{"type", "ping"}})["type"] == "result");
     }
 
