@@ -7,6 +7,7 @@
 #include <QtTest>
 
 #include <QProcess>
+#include <QStandardPaths>
 #include <QRegularExpression>
 #include <QTcpSocket>
 #include <QTemporaryDir>
@@ -452,6 +453,43 @@ private slots:
             QCOMPARE(int64_t(s.size()), total);
             for (size_t k = 0; k < s.size(); ++k) QCOMPARE(s[k], int64_t(k));
         }
+    }
+
+    // TLS with a certificate the user provides: the fingerprint the worker prints is the one the
+    // client is asked to trust; a pinned but different fingerprint is refused.
+    void tls_with_pinned_fingerprint() {
+        if (QStandardPaths::findExecutable("openssl").isEmpty()) QSKIP("no openssl command to make a certificate");
+        Worker w;
+        const QString cert = w.dir.filePath("cert.pem"), key = w.dir.filePath("key.pem");
+        QCOMPARE(QProcess::execute("openssl", {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                                               "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=moe-worker",
+                                               "-loglevel", "error"}), 0);
+        QVERIFY(w.start({"--tls-cert", cert, "--tls-key", key}));
+        RemoteConnection::Options o = options(w);
+        o.tls = true;
+        QString asked;
+        RemoteConnection c;
+        c.confirm_fingerprint = [&](const QString& fp) {
+            asked = fp;
+            return true;
+        };
+        QVERIFY2(connect_ok(c, o), qPrintable(c.last_error()));
+        QCOMPARE(asked.count(':'), 31);  // SHA-256, hex pairs
+        QVERIFY(call(c, {{"type", "ping"}})["type"] == "result");
+        // Pinned: connects without asking.
+        RemoteConnection again;
+        o.trusted_fingerprint = asked;
+        QVERIFY(connect_ok(again, o));
+        // A different pinned fingerprint: refused, with both named.
+        RemoteConnection other;
+        o.trusted_fingerprint = QString(asked).replace(0, 2, asked.startsWith("00") ? "11" : "00");
+        QVERIFY(!connect_ok(other, o));
+        QVERIFY2(other.last_error().contains("certificate changed"), qPrintable(other.last_error()));
+        // A plain-TCP client gets nowhere on the TLS port.
+        RemoteConnection plain;
+        o.tls = false;
+        o.reconnect = false;
+        QVERIFY(!connect_ok(plain, o));
     }
 
     void worker_killed_mid_run_leaves_a_readable_file() {
