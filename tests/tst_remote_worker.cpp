@@ -462,8 +462,7 @@ private slots:
         Worker w;
         const QString cert = w.dir.filePath("cert.pem"), key = w.dir.filePath("key.pem");
         QCOMPARE(QProcess::execute("openssl", {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                                               "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=moe-worker",
-                                               "-loglevel", "error"}), 0);
+                                               "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=moe-worker"}), 0);
         QVERIFY(w.start({"--tls-cert", cert, "--tls-key", key}));
         RemoteConnection::Options o = options(w);
         o.tls = true;
