@@ -10,6 +10,10 @@ packages=(
   libhdf5-dev hdf5-tools libspdlog-dev libfmt-dev libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev
   # GUI
   qt6-base-dev qt6-base-dev-tools qt6-svg-dev libqcustomplot-dev libgl-dev
+  # moe-worker: TLS (Qt's OpenSSL backend loads libssl3), self-signed certificates (--tls-generate)
+  libssl3 openssl
+  # the protocol fuzz target: clang with libFuzzer (a gcc fallback driver runs without them)
+  clang libclang-rt-dev
   # tests: PyTorch reference, h5py readers, headless GUI
   python3 python3-numpy python3-torch python3-h5py xvfb xauth
   # data: Debian's fortune files, the multilingual corpus of engine/data/fortunes_corpus.h

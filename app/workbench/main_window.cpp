@@ -32,6 +32,8 @@
 #include "sparsity_view.h"
 #include "store/project.h"
 #include "training_curves_view.h"
+#include "remote_connection.h"
+#include "workbench/connect_dialog.h"
 #include "workbench/inspection_controller.h"
 #include "workbench/log_bridge.h"
 #include "workbench/project_form.h"
@@ -63,6 +65,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     resize(1440, 900);
 
     session_ = new SessionController(this);
+    engine_ = new remote::RemoteConnection(this);
     build_docks();
     build_actions();
     build_status_bar();
@@ -77,6 +80,13 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
         inspection_->refresh_checkpoints();  // a new step-* to inspect
     });
     connect(launcher_, &RunLauncher::start_requested, this, &MainWindow::start_run);
+    connect(engine_, &remote::RemoteConnection::state_changed, this, &MainWindow::on_engine_state);
+    connect(engine_, &remote::RemoteConnection::connection_error, this,
+            [this](const QString& e) { append_log("warning", tr("engine: %1").arg(e)); });
+    connect(session_, &SessionController::run_file_updated, this, [this](const QString& path) {
+        if (RunController* c = run(path)) c->reopen();
+        schedule_views();
+    });
     connect(launcher_, &RunLauncher::project_opened, this, [this](const QString& p) { add_recent("recent/projects", p); });
     connect(launcher_, &RunLauncher::message, this, [this](const QString& m) { append_log("warning", m); });
     connect(browser_, &RunBrowser::selection_changed, this, &MainWindow::show_runs);
@@ -213,6 +223,12 @@ void MainWindow::build_actions() {
         const QString d = QFileDialog::getExistingDirectory(this, tr("Runs folder"), browser_->folder());
         if (!d.isEmpty()) browser_->set_folder(d);
     });
+    QAction* connect_engine = file->addAction(tr("Connect to engine…"), this, [this] {
+        connect_dialog()->show();
+        connect_dialog()->raise();
+    });
+    connect_engine->setObjectName("actionConnectEngine");
+    connect_engine->setToolTip(tr("Train on a moe-worker on another machine (a GPU server)"));
     QMenu* recent_runs = file->addMenu(tr("Recent runs"));
     recent_runs->setObjectName("recentRunsMenu");
     connect(recent_runs, &QMenu::aboutToShow, this,
@@ -244,7 +260,9 @@ void MainWindow::build_status_bar() {
     loss_label_ = make("statusLoss", 110);
     speed_label_ = make("statusSpeed", 120);
     eta_label_ = make("statusEta", 100);
+    engine_label_ = make("statusEngine", 140);
     state_label_->setText(tr("idle"));
+    engine_label_->setText(tr("engine: this computer"));
 }
 
 void MainWindow::set_runs_dir(const QString& dir) {
@@ -252,8 +270,41 @@ void MainWindow::set_runs_dir(const QString& dir) {
     browser_->set_folder(dir);
 }
 
+ConnectDialog* MainWindow::connect_dialog() {
+    if (!connect_dialog_) connect_dialog_ = new ConnectDialog(engine_, this);
+    return connect_dialog_;
+}
+
+void MainWindow::on_engine_state() {
+    using S = remote::RemoteConnection::State;
+    const S s = engine_->state();
+    const QString where = engine_->address();
+    switch (s) {
+    case S::Connected: engine_label_->setText(tr("engine: %1").arg(where)); break;
+    case S::Connecting: engine_label_->setText(tr("engine: connecting to %1").arg(where)); break;
+    case S::Reconnecting: engine_label_->setText(tr("engine: %1 lost, retrying").arg(where)); break;
+    case S::Failed: engine_label_->setText(tr("engine: %1 failed").arg(where)); break;
+    case S::Disconnected: engine_label_->setText(tr("engine: this computer")); break;
+    }
+    engine_label_->setToolTip(engine_->last_error());
+    if (s == S::Connected) {
+        QStringList names, reasons;
+        QList<bool> available;
+        for (const auto& d : engine_->devices()) {
+            names << QString::fromStdString(d.value("name", "?"));
+            available << d.value("available", false);
+            reasons << QString::fromStdString(d.value("reason", ""));
+        }
+        launcher_->set_remote_devices(where, names, available, reasons);
+        append_log("info", tr("connected to engine %1 (%2 devices)").arg(where).arg(names.size()));
+    } else if (s == S::Disconnected || s == S::Failed) {
+        launcher_->set_remote_devices({}, {}, {}, {});
+    }
+}
+
 void MainWindow::start_run(const moe::Project& project, int threads) {
     if (session_->active()) return;
+    if (launcher_->remote_selected() ? !session_->use_remote(engine_) : !session_->use_local()) return;
     launcher_->set_run_active(true);  // no second Start while this one spins up
     if (!session_->start(project, threads)) launcher_->set_run_active(false);
     update_actions();

@@ -17,8 +17,13 @@ class QLabel;
 class QMenu;
 class QPlainTextEdit;
 
+namespace moe::remote {
+class RemoteConnection;
+}
+
 namespace moe::workbench {
 
+class ConnectDialog;
 class InspectionController;
 class RunBrowser;
 class RunController;
@@ -37,6 +42,9 @@ public:
     SessionController* session() const { return session_; }
     QPlainTextEdit* log_view() const { return log_; }
     InspectionController* inspection() const { return inspection_; }
+    // The link to a moe-worker (File > Connect to engine…); its devices join the launcher's.
+    moe::remote::RemoteConnection* engine() const { return engine_; }
+    ConnectDialog* connect_dialog();
 
     // Where new runs go (also the browser's folder).
     void set_runs_dir(const QString& dir);
@@ -83,6 +91,7 @@ private:
     void add_recent(const char* key, const QString& path);
     void fill_recent_menu(QMenu* menu, const char* key, bool runs);
     void update_actions();
+    void on_engine_state();
     void schedule_views();
     void refresh_views();
     RunController* ensure_run(const QString& path);
@@ -94,6 +103,9 @@ private:
     RunBrowser* browser_ = nullptr;
     QPlainTextEdit* log_ = nullptr;
     InspectionController* inspection_ = nullptr;
+    moe::remote::RemoteConnection* engine_ = nullptr;
+    ConnectDialog* connect_dialog_ = nullptr;
+    QLabel* engine_label_ = nullptr;
     QString model_source_, primary_path_;
     std::map<QString, QWidget*> views_;
     std::map<QString, RunController*> runs_;

@@ -100,6 +100,19 @@ void RunController::set_writer_done() {
     schedule_update();
 }
 
+void RunController::reopen() {
+    try {
+        auto fresh = std::make_unique<RunReader>(path_.toStdString());
+        reader_ = std::move(fresh);
+        read_new_metrics();
+        read_eval();
+        read_new_experts();
+        schedule_update();
+    } catch (const std::exception&) {
+        // Keep the previous copy: the next update brings a readable one.
+    }
+}
+
 void RunController::read_new_metrics() {
     if (from_session_) return;
     const MetricsColumns m = reader_->metrics_since(metrics_read_);

@@ -59,6 +59,9 @@ public:
     // Polls the file now (the timer does it while live); stops polling when the writer is done.
     void poll();
     void set_writer_done();
+    // The file at path() was replaced by a newer copy (a remote run's mirror): reads it again,
+    // keeping the metrics that came from the session.
+    void reopen();
     double longest_poll_ms() const { return longest_poll_ms_; }
 
 signals:

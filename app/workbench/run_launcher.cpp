@@ -12,6 +12,7 @@
 #include <QPushButton>
 #include <QScrollArea>
 #include <QSpinBox>
+#include <QStandardItemModel>
 #include <QThread>
 #include <QVBoxLayout>
 
@@ -74,6 +75,15 @@ RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
 
     auto* where = new QGroupBox(tr("Where it runs"));
     auto* wf = new QFormLayout(where);
+    device_ = new QComboBox;
+    device_->setObjectName("device");
+    device_->addItem(tr("This computer — CPU"), QString("local"));
+    device_->setToolTip(tr("Where the run trains: this computer, or a moe-worker (File > Connect to engine…)"));
+    wf->addRow(tr("Device"), device_);
+    connect(device_, &QComboBox::currentIndexChanged, this, [this] {
+        update_start();
+        emit device_changed(remote_selected());
+    });
     threads_ = new QSpinBox;
     threads_->setObjectName("threads");
     threads_->setRange(1, std::max(1, QThread::idealThreadCount()));
@@ -167,6 +177,36 @@ void RunLauncher::set_run_active(bool active) {
     update_start();
 }
 
+void RunLauncher::set_remote_devices(const QString& server, const QStringList& names, const QList<bool>& available,
+                                     const QStringList& reasons) {
+    const bool was_remote = remote_selected();
+    for (int i = device_->count() - 1; i >= 1; --i) device_->removeItem(i);
+    for (int i = 0; i < names.size(); ++i) {
+        const bool ok = i < available.size() && available[i];
+        const QString reason = i < reasons.size() ? reasons[i] : QString();
+        device_->addItem(tr("%1 — %2").arg(server, names[i]) + (ok ? QString() : " (" + reason + ")"),
+                         QString("remote:%1").arg(i));
+        if (!ok) {
+            // Greyed: listed so users see the worker's GPUs, but it cannot train on them.
+            if (auto* model = qobject_cast<QStandardItemModel*>(device_->model()))
+                if (QStandardItem* item = model->item(device_->count() - 1)) item->setEnabled(false);
+        }
+    }
+    if (was_remote && !remote_selected()) device_->setCurrentIndex(0);
+    // A fresh connection: its first usable device becomes the choice.
+    if (!server.isEmpty() && !was_remote)
+        for (int i = 1; i < device_->count(); ++i)
+            if (i - 1 < available.size() && available[i - 1]) {
+                device_->setCurrentIndex(i);
+                break;
+            }
+    update_start();
+}
+
+bool RunLauncher::remote_selected() const {
+    return device_->currentData().toString().startsWith("remote:");
+}
+
 void RunLauncher::update_summary() {
     if (!form_->valid()) {
         summary_->setText(tr("<i>Model summary: fix the highlighted field.</i>"));
@@ -188,7 +228,8 @@ void RunLauncher::update_summary() {
 void RunLauncher::update_start() {
     start_->setEnabled(form_->valid() && !run_active_);
     error_->setText(form_->valid() ? QString() : form_->error());
-    start_->setToolTip(form_->valid() ? tr("Train this project on the CPU")
+    start_->setToolTip(form_->valid() ? (remote_selected() ? tr("Train this project on %1").arg(device_->currentText())
+                                                           : tr("Train this project on this computer's CPU"))
                                       : tr("Fix the project first: %1").arg(form_->error()));
 }
 

@@ -35,7 +35,17 @@ public:
     // While a run is active the Start button stays off.
     void set_run_active(bool active);
 
+    // Devices of a connected moe-worker, listed after this computer's in the device box
+    // (`devices`: the worker's JSON list: id, name, kind, available, reason). An empty server
+    // removes them (disconnected).
+    void set_remote_devices(const QString& server, const QStringList& names, const QList<bool>& available,
+                            const QStringList& reasons);
+    // True when the chosen device is on the worker.
+    bool remote_selected() const;
+    QComboBox* device_box() const { return device_; }
+
 signals:
+    void device_changed(bool remote);
     void start_requested(const moe::Project& project, int threads);
     void project_opened(const QString& path);
     void message(const QString& text);  // for the log
@@ -50,6 +60,7 @@ private:
     QLabel* error_ = nullptr;
     QSpinBox* threads_ = nullptr;
     QListWidget* gpus_ = nullptr;
+    QComboBox* device_ = nullptr;
     QPushButton* start_ = nullptr;
     QString presets_dir_, project_path_, shown_error_field_;
     bool run_active_ = false;

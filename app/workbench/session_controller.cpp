@@ -3,7 +3,10 @@
 #include <QDateTime>
 #include <QDir>
 
+#include <spdlog/spdlog.h>
+
 #include "core/error.h"
+#include "remote_session.h"
 #include "session/local_session.h"
 #include "workbench/project_paths.h"
 
@@ -11,10 +14,34 @@ namespace moe::workbench {
 
 SessionController::SessionController(QObject* parent)
     : QObject(parent), session_(std::make_unique<LocalSession>()), runs_dir_(default_runs_dir()) {
-    // Called on the engine thread: copy the event and queue it to this object's (GUI) thread.
+    attach_listener();
+}
+
+void SessionController::attach_listener() {
+    // Called on the engine thread (local) or this thread (remote): copy the event and queue it
+    // to this object's (GUI) thread, so both arrive the same way.
     session_->set_listener([this](const SessionEvent& e) {
         QMetaObject::invokeMethod(this, [this, e] { handle(e); }, Qt::QueuedConnection);
     });
+}
+
+bool SessionController::use_local() {
+    if (active()) return false;
+    if (!remote_) return true;
+    session_ = std::make_unique<LocalSession>();
+    remote_ = false;
+    attach_listener();
+    return true;
+}
+
+bool SessionController::use_remote(moe::remote::RemoteConnection* connection) {
+    if (active() || !connection) return false;
+    // A finished local session is stopped and joined here; a remote one keeps running on its
+    // worker when replaced.
+    session_ = std::make_unique<moe::remote::RemoteSession>(connection);
+    remote_ = true;
+    attach_listener();
+    return true;
 }
 
 SessionController::~SessionController() {
@@ -95,7 +122,12 @@ void SessionController::handle(const SessionEvent& e) {
     case K::Eval: emit evaluated(e.eval); break;
     case K::Checkpoint: emit checkpoint_saved(QString::fromStdString(e.message)); break;
     case K::Failed: emit failed(QString::fromStdString(e.message), QString::fromStdString(e.field)); break;
-    case K::Log: break;  // a local session's lines reach the log dock through spdlog already
+    case K::Log:
+        // A local session's lines reach the log dock through spdlog already; a remote one's
+        // come only as events.
+        if (remote_) spdlog::info("[worker] {}", e.message);
+        break;
+    case K::RunFileUpdated: emit run_file_updated(run_file_); break;
     }
 }
 

@@ -9,6 +9,10 @@
 
 #include "session/session.h"
 
+namespace moe::remote {
+class RemoteConnection;
+}
+
 namespace moe::workbench {
 
 class SessionController : public QObject {
@@ -28,6 +32,12 @@ public:
     int64_t steps_done() const { return last_step_.step; }
     const StepReport& last_step() const { return last_step_; }
 
+    // Where the next run goes: this process (LocalSession) or a moe-worker (RemoteSession over
+    // `connection`). Refused (false) while a run is active.
+    bool use_local();
+    bool use_remote(moe::remote::RemoteConnection* connection);
+    bool remote() const { return remote_; }
+
     // false (and `failed`) when the session refuses at once; later errors come as `failed`.
     bool start(const moe::Project& project, int threads);
     bool resume_from(const QString& checkpoint_dir, int threads, int64_t total_steps = 0);
@@ -46,14 +56,18 @@ signals:
     void evaluated(const moe::EvalReport& report);
     void checkpoint_saved(const QString& dir);
     void failed(const QString& message, const QString& field);
+    // A remote run's local copy was refreshed from the worker: readers reopen it.
+    void run_file_updated(const QString& run_file);
 
 private:
     void handle(const SessionEvent& e);  // on the GUI thread
+    void attach_listener();
     TrainerPaths new_paths(const std::string& name) const;
 
     std::unique_ptr<Session> session_;
     SessionState state_ = SessionState::Idle;
     StepReport last_step_;
+    bool remote_ = false;
     QString runs_dir_, run_file_, pending_run_file_;
 };
 

@@ -1,6 +1,6 @@
 #pragma once
 // Session: the one interface the GUI drives to run training. LocalSession runs the engine on a
-// thread of this process; a remote session (app/, over TCP to moe-worker) will implement the same
+// thread of this process; RemoteSession (remote/, over TCP to moe-worker) implements the same
 // calls. Every call returns at once: commands are queued and the engine handles them between
 // optimizer steps. What happens is reported through the listener, called on the engine's thread
 // (the GUI marshals it to its own thread).
@@ -26,7 +26,9 @@ enum class SessionState {
 const char* to_string(SessionState state);
 
 struct SessionEvent {
-    enum class Kind { StateChanged, Step, Eval, Checkpoint, Log, Failed };
+    // RunFileUpdated: run_file() was replaced by a newer copy (a remote session's local mirror
+    // of the worker's run file); readers reopen it. A LocalSession never sends it.
+    enum class Kind { StateChanged, Step, Eval, Checkpoint, Log, Failed, RunFileUpdated };
     Kind kind = Kind::Log;
     SessionState state = SessionState::Idle;  // StateChanged: the new state (others: current)
     StepReport step;                          // Step

@@ -1,0 +1,560 @@
+#include "worker/worker_server.h"
+
+#include <QCoreApplication>
+#include <QCryptographicHash>
+#include <QDir>
+#include <QDirIterator>
+#include <QFile>
+#include <QFileInfo>
+#include <QHostAddress>
+#include <QSslConfiguration>
+#include <QSslServer>
+#include <QSslSocket>
+#include <QThread>
+#include <QThreadPool>
+
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "auth.h"
+#include "core/error.h"
+#include "framed_socket.h"
+#include "inspect/checkpoint_inspector.h"
+#include "messages.h"
+#include "session_codec.h"
+#include "store/project.h"
+
+namespace moe::worker {
+
+using nlohmann::json;
+using remote::ProtocolError;
+
+namespace {
+
+std::string str(const QString& s) { return s.toStdString(); }
+QString qs(const std::string& s) { return QString::fromStdString(s); }
+
+// Run names become file names: letters, digits, '-', '_', '.'; nothing else, no leading dot.
+QString safe_name(const std::string& name) {
+    QString out;
+    for (QChar c : QString::fromStdString(name).left(80))
+        out += (c.isLetterOrNumber() && c.unicode() < 128) || c == '-' || c == '_' || c == '.' ? c : QChar('_');
+    while (out.startsWith('.')) out.remove(0, 1);
+    return out.isEmpty() ? QString("run") : out;
+}
+
+QStringList nvidia_gpus() {
+    QStringList out;
+    const QDir dir("/proc/driver/nvidia/gpus");
+    for (const QString& bus : dir.entryList(QDir::Dirs | QDir::NoDotAndDotDot)) {
+        QFile info(dir.filePath(bus + "/information"));
+        QString model = bus;
+        if (info.open(QIODevice::ReadOnly))
+            for (const QString& line : QString::fromUtf8(info.readAll()).split('\n'))
+                if (line.startsWith("Model:")) model = line.mid(6).trimmed() + " (" + bus + ")";
+        out << model;
+    }
+    return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- WorkerSession
+
+WorkerSession::WorkerSession(WorkerServer* server, int id, QString run_rel, QString run_abs)
+    : server_(server), id_(id), run_rel_(std::move(run_rel)), run_abs_(std::move(run_abs)) {
+    session_.set_listener([this](const moe::SessionEvent& e) { on_event(e); });
+}
+
+WorkerSession::~WorkerSession() {
+    session_.stop();
+    // ~LocalSession joins; events after this point go nowhere.
+}
+
+void WorkerSession::on_event(const moe::SessionEvent& e) {
+    // Engine thread: no socket, no Qt object of the server; a queue and one posted wake-up.
+    if (e.kind == moe::SessionEvent::Kind::Step && snapshot_wanted_.exchange(false)) take_snapshot();
+    {
+        std::lock_guard lock(mutex_);
+        incoming_.push_back(e);
+    }
+    if (!wake_posted_.exchange(true))
+        QMetaObject::invokeMethod(server_, "pump_session", Qt::QueuedConnection, Q_ARG(int, id_));
+}
+
+bool WorkerSession::drain() {
+    std::deque<moe::SessionEvent> events;
+    wake_posted_ = false;
+    {
+        std::lock_guard lock(mutex_);
+        events.swap(incoming_);
+    }
+    const size_t cap = std::max<size_t>(16, server_->options().backlog_events);
+    for (const moe::SessionEvent& e : events) {
+        json m{{"type", "event"}, {"session", id_}, {"seq", next_seq()}, {"event", remote::to_json(e)}};
+        const std::string f = remote::encode_frame(m.dump(-1, ' ', false, json::error_handler_t::replace), {},
+                                                   remote::kDefaultMaxFrame * 4);
+        backlog_.push_back(QByteArray(f.data(), qsizetype(f.size())));
+        while (backlog_.size() > cap) {
+            backlog_.pop_front();
+            ++first_seq_;
+        }
+    }
+    return !events.empty();
+}
+
+void WorkerSession::request_snapshot(std::function<void(QString, QString)> done) {
+    {
+        std::lock_guard lock(snapshot_mutex_);
+        snapshot_waiters_.push_back(std::move(done));
+    }
+    if (session_.state() == moe::SessionState::Running) {
+        snapshot_wanted_ = true;  // taken after the next step, on the engine thread
+        // The run may finish before another step: check again shortly.
+        QTimer::singleShot(2000, server_, [this, id = id_, srv = QPointer<WorkerServer>(server_)] {
+            if (!srv || !srv->session(id)) return;
+            if (session_.state() != moe::SessionState::Running && snapshot_wanted_.exchange(false)) take_snapshot();
+        });
+    } else {
+        take_snapshot();  // paused, finished or failed: nothing is being written
+    }
+}
+
+void WorkerSession::take_snapshot() {
+    namespace fs = std::filesystem;
+    std::vector<std::function<void(QString, QString)>> waiters;
+    int n = 0;
+    {
+        std::lock_guard lock(snapshot_mutex_);
+        waiters.swap(snapshot_waiters_);
+        n = ++snapshot_counter_;
+    }
+    if (waiters.empty()) return;
+    QString rel = QString(".snapshots/session-%1-%2.h5").arg(id_).arg(n);
+    QString error;
+    try {
+        const fs::path root = server_->options().runs_dir.toStdString();
+        fs::create_directories(root / ".snapshots");
+        // Older snapshots of this session go: one per session is enough.
+        for (const auto& entry : fs::directory_iterator(root / ".snapshots"))
+            if (entry.path().filename().string().rfind("session-" + std::to_string(id_) + "-", 0) == 0)
+                fs::remove(entry.path());
+        fs::copy_file(run_abs_.toStdString(), root / rel.toStdString(), fs::copy_options::overwrite_existing);
+    } catch (const std::exception& e) {
+        error = QString("snapshot of %1 failed: %2").arg(run_rel_, QString::fromUtf8(e.what()));
+        rel.clear();
+    }
+    QMetaObject::invokeMethod(server_, [waiters, rel, error] {
+        for (const auto& w : waiters) w(rel, error);
+    }, Qt::QueuedConnection);
+}
+
+// ---------------------------------------------------------------- WorkerServer
+
+WorkerServer::WorkerServer(WorkerOptions options, QObject* parent) : QObject(parent), options_(std::move(options)) {
+    QDir().mkpath(options_.runs_dir);
+    options_.runs_dir = QFileInfo(options_.runs_dir).canonicalFilePath();
+}
+
+WorkerServer::~WorkerServer() {
+    for (ClientConnection* c : connections_) c->deleteLater();
+    // Each session's destructor stops its run cleanly (checkpoint, closed run file).
+    sessions_.clear();
+}
+
+bool WorkerServer::listen(QString* error) {
+    QHostAddress address;
+    if (!address.setAddress(options_.host)) {
+        if (error) *error = QString("cannot listen on host \"%1\": not an IP address").arg(options_.host);
+        return false;
+    }
+    if (tls()) {
+        if (!QSslSocket::supportsSsl()) {
+            if (error) *error = "TLS requested but this Qt has no working TLS backend (install libssl3)";
+            return false;
+        }
+        QFile cf(options_.tls_cert), kf(options_.tls_key);
+        if (!cf.open(QIODevice::ReadOnly)) {
+            if (error) *error = QString("cannot read TLS certificate %1: %2").arg(options_.tls_cert, cf.errorString());
+            return false;
+        }
+        if (!kf.open(QIODevice::ReadOnly)) {
+            if (error) *error = QString("cannot read TLS key %1: %2").arg(options_.tls_key, kf.errorString());
+            return false;
+        }
+        cert_ = QSslCertificate(&cf, QSsl::Pem);
+        const QByteArray key_pem = kf.readAll();
+        for (QSsl::KeyAlgorithm alg : {QSsl::Ec, QSsl::Rsa, QSsl::Dsa}) {
+            key_ = QSslKey(key_pem, alg, QSsl::Pem);
+            if (!key_.isNull()) break;
+        }
+        if (cert_.isNull()) {
+            if (error) *error = QString("%1 is not a PEM certificate").arg(options_.tls_cert);
+            return false;
+        }
+        if (key_.isNull()) {
+            if (error) *error = QString("%1 is not an unencrypted PEM private key (EC, RSA or DSA)").arg(options_.tls_key);
+            return false;
+        }
+        auto* ssl = new QSslServer(this);
+        QSslConfiguration conf = QSslConfiguration::defaultConfiguration();
+        conf.setLocalCertificate(cert_);
+        conf.setPrivateKey(key_);
+        conf.setPeerVerifyMode(QSslSocket::VerifyNone);
+        conf.setProtocol(QSsl::TlsV1_2OrLater);
+        ssl->setSslConfiguration(conf);
+        connect(ssl, &QSslServer::errorOccurred, this, [](QSslSocket* s, QAbstractSocket::SocketError) {
+            spdlog::warn("TLS connection from {} failed: {}", s->peerAddress().toString().toStdString(),
+                         s->errorString().toStdString());
+        });
+        server_ = ssl;
+    } else {
+        server_ = new QTcpServer(this);
+    }
+    server_->setMaxPendingConnections(options_.max_connections);
+    if (!server_->listen(address, options_.port)) {
+        if (error)
+            *error = QString("cannot listen on %1:%2: %3").arg(options_.host).arg(options_.port).arg(server_->errorString());
+        return false;
+    }
+    // QSslServer emits pendingConnectionAvailable once the TLS handshake is done.
+    connect(server_, &QTcpServer::pendingConnectionAvailable, this, [this] {
+        while (server_->hasPendingConnections()) accept(server_->nextPendingConnection());
+    });
+    return true;
+}
+
+quint16 WorkerServer::port() const { return server_ ? server_->serverPort() : 0; }
+
+QString WorkerServer::tls_fingerprint() const {
+    if (cert_.isNull()) return {};
+    return QString::fromLatin1(cert_.digest(QCryptographicHash::Sha256).toHex(':'));
+}
+
+json WorkerServer::devices() const {
+    json out = json::array();
+    const int cores = QThread::idealThreadCount();
+    out.push_back({{"id", "cpu"}, {"kind", "cpu"}, {"name", "CPU (" + std::to_string(cores) + " threads)"},
+                   {"threads", cores}, {"available", true}});
+    int i = 0;
+    for (const QString& g : nvidia_gpus())
+        out.push_back({{"id", "cuda:" + std::to_string(i++)}, {"kind", "gpu"}, {"name", str(g)},
+                       {"available", false}, {"reason", "this worker's engine has no CUDA backend"}});
+    return out;
+}
+
+WorkerSession* WorkerServer::session(int id) const {
+    auto it = sessions_.find(id);
+    return it == sessions_.end() ? nullptr : it->second.get();
+}
+
+json WorkerServer::session_info(WorkerSession& s) const {
+    return {{"session", s.id()}, {"state", moe::to_string(s.session().state())}, {"run_file", str(s.run_rel())},
+            {"steps_done", s.session().steps_done()}, {"first_seq", s.first_seq()}, {"next_seq", s.next_seq()}};
+}
+
+void WorkerServer::accept(QTcpSocket* socket) {
+    if (int(connections_.size()) >= options_.max_connections) {
+        remote::FramedSocket f(socket, 1024);
+        f.send(remote::make_error(0, "too_many_connections",
+                                  "the worker already serves " + std::to_string(connections_.size()) + " connections"));
+        socket->disconnectFromHost();
+        connect(socket, &QTcpSocket::disconnected, socket, &QObject::deleteLater);
+        return;
+    }
+    connections_.push_back(new ClientConnection(this, socket));
+}
+
+void WorkerServer::connection_closed(ClientConnection* c) {
+    std::erase(connections_, c);
+    c->deleteLater();
+}
+
+void WorkerServer::pump_session(int id) {
+    WorkerSession* s = session(id);
+    if (!s || !s->drain()) return;
+    for (ClientConnection* c : connections_) c->pump();
+}
+
+// ---------------------------------------------------------------- ClientConnection
+
+ClientConnection::ClientConnection(WorkerServer* server, QTcpSocket* socket)
+    : QObject(server), server_(server), socket_(socket) {
+    socket_->setParent(this);
+    // Until authenticated a peer may only send small frames.
+    framed_ = new remote::FramedSocket(socket_, remote::kPreAuthMaxFrame, this);
+    handshake_ = std::make_unique<remote::ServerHandshake>(server->options().token,
+                                                           std::string("moe-worker ") + MOE_VERSION, server->tls());
+    connect(framed_, &remote::FramedSocket::message, this, &ClientConnection::on_message);
+    connect(framed_, &remote::FramedSocket::protocol_error, this, [this](const QString& code, const QString& msg) {
+        spdlog::warn("closing connection from {}: {} ({})", socket_->peerAddress().toString().toStdString(),
+                     msg.toStdString(), code.toStdString());
+    });
+    connect(socket_, &QTcpSocket::disconnected, this, &ClientConnection::close_now);
+    connect(socket_, &QTcpSocket::errorOccurred, this, [this](QAbstractSocket::SocketError) {
+        if (socket_->state() == QAbstractSocket::UnconnectedState) close_now();
+    });
+    connect(socket_, &QTcpSocket::bytesWritten, this, [this] { pump(); });
+    handshake_timer_.setSingleShot(true);
+    connect(&handshake_timer_, &QTimer::timeout, this, [this] {
+        if (!authenticated_) framed_->close_with_error("handshake_timeout", "no authentication within the time limit");
+    });
+    handshake_timer_.start(server->options().handshake_timeout_ms);
+}
+
+ClientConnection::~ClientConnection() = default;
+
+void ClientConnection::close_now() {
+    if (closed_) return;
+    closed_ = true;
+    server_->connection_closed(this);
+}
+
+void ClientConnection::reply(const json& m, const QByteArray& binary) {
+    if (!closed_) framed_->send(m, binary);
+}
+
+void ClientConnection::reply_error(int64_t id, const std::string& code, const std::string& message) {
+    reply(remote::make_error(id, code, message));
+}
+
+void ClientConnection::on_message(const json& m, const QByteArray&) {
+    if (closed_) return;
+    if (!authenticated_) {
+        remote::HandshakeStep step = handshake_->on_message(m);
+        for (const json& r : step.replies) reply(r);
+        if (step.close) {
+            spdlog::warn("rejected connection from {}: {}", socket_->peerAddress().toString().toStdString(),
+                         step.replies.empty() ? "" : step.replies.back().value("message", ""));
+            framed_->close_with_error("closed", "connection closed");
+            return;
+        }
+        if (step.done) {
+            authenticated_ = true;
+            handshake_timer_.stop();
+            framed_->set_max_frame(server_->options().max_frame);
+            reply({{"type", "devices"}, {"devices", server_->devices()}});
+        }
+        return;
+    }
+    handle(m);
+}
+
+void ClientConnection::handle(const json& m) {
+    int64_t id = 0;
+    try {
+        id = remote::get_int(m, "id", 0, INT64_MAX);
+    } catch (const ProtocolError& e) {
+        reply_error(0, e.code(), std::string("request without a valid \"id\": ") + e.what());
+        return;
+    }
+    const std::string type = m.value("type", "");
+    try {
+        if (type == "ping") {
+            reply(remote::make_result(id));
+        } else if (type == "devices") {
+            reply(remote::make_result(id, {{"devices", server_->devices()}}));
+        } else if (type == "sessions") {
+            json list = json::array();
+            for (auto& [sid, s] : server_->sessions_) list.push_back(server_->session_info(*s));
+            reply(remote::make_result(id, {{"sessions", list}}));
+        } else if (type == "start") {
+            reply(remote::make_result(id, start(m, false)));
+        } else if (type == "resume_from") {
+            reply(remote::make_result(id, start(m, true)));
+        } else if (type == "command") {
+            const int sid = int(remote::get_int(m, "session", 0, INT32_MAX));
+            WorkerSession* s = server_->session(sid);
+            if (!s) throw ProtocolError("no_such_session", "no session " + std::to_string(sid) + " on this worker");
+            const std::string c = remote::get_string(m, "command", 32);
+            if (c == "pause") s->session().pause();
+            else if (c == "resume") s->session().resume();
+            else if (c == "step") s->session().step_once();
+            else if (c == "stop") s->session().stop();
+            else if (c == "checkpoint") s->session().save_checkpoint_now();
+            else throw ProtocolError("bad_request", "unknown command \"" + c + "\" (pause, resume, step, stop, checkpoint)");
+            reply(remote::make_result(id));
+        } else if (type == "subscribe") {
+            const int sid = int(remote::get_int(m, "session", 0, INT32_MAX));
+            WorkerSession* s = server_->session(sid);
+            if (!s) throw ProtocolError("no_such_session", "no session " + std::to_string(sid) + " on this worker");
+            s->drain();
+            const int64_t from = remote::get_int_or(m, "from_seq", 0, INT64_MAX, 0);
+            json r = server_->session_info(*s);
+            r["gap"] = from < s->first_seq();
+            reply(remote::make_result(id, r));
+            subscriptions_[sid] = std::min(from, s->next_seq());
+            pump();
+        } else if (type == "unsubscribe") {
+            subscriptions_.erase(int(remote::get_int(m, "session", 0, INT32_MAX)));
+            reply(remote::make_result(id));
+        } else if (type == "snapshot") {
+            const int sid = int(remote::get_int(m, "session", 0, INT32_MAX));
+            WorkerSession* s = server_->session(sid);
+            if (!s) throw ProtocolError("no_such_session", "no session " + std::to_string(sid) + " on this worker");
+            QPointer<ClientConnection> self(this);
+            s->request_snapshot([self, id](QString rel, QString error) {
+                if (!self) return;
+                if (rel.isEmpty()) self->reply_error(id, "snapshot_failed", error.toStdString());
+                else self->reply(remote::make_result(id, {{"path", rel.toStdString()}}));
+            });
+        } else if (type == "list_files") {
+            reply(remote::make_result(id, {{"files", list_files()}}));
+        } else if (type == "file_info") {
+            file_info(id, m);
+        } else if (type == "download") {
+            download(id, m);
+        } else if (type == "inspect") {
+            inspect(id, m);
+        } else if (type == "quantize") {
+            throw ProtocolError("not_available",
+                                "quantization queries are not available on this worker yet (engine/quant has no "
+                                "checkpoint quantizer to run)");
+        } else {
+            throw ProtocolError("unknown_request", "unknown request type \"" + type.substr(0, 40) + "\"");
+        }
+    } catch (const ProtocolError& e) {
+        reply_error(id, e.code(), e.what());
+    } catch (const moe::ConfigError& e) {
+        json err = remote::make_error(id, "config_error", e.what());
+        err["field"] = e.field();
+        reply(err);
+    } catch (const moe::Error& e) {
+        reply_error(id, "engine_error", e.what());
+    } catch (const std::exception& e) {
+        reply_error(id, "internal", e.what());
+    }
+}
+
+json ClientConnection::start(const json& m, bool resume) {
+    namespace fs = std::filesystem;
+    const QDir root(server_->options().runs_dir);
+    QString name;
+    moe::Project project;
+    QString checkpoint;
+    if (resume) {
+        checkpoint = qs(remote::resolve_inside(root.path().toStdString(), remote::get_string(m, "checkpoint")).string());
+        if (!QFileInfo(checkpoint).isDir())
+            throw ProtocolError("not_found", "checkpoint " + remote::get_string(m, "checkpoint") + " is not a folder");
+        name = safe_name(m.value("name", QFileInfo(checkpoint).fileName().toStdString() + "-resumed"));
+    } else {
+        project = moe::Project::from_json(remote::get_object(m, "project"));
+        project.validate();
+        name = safe_name(m.value("name", project.name));
+    }
+    int threads = int(remote::get_int_or(m, "threads", 0, 4096, server_->options().threads));
+    QString stem = name;
+    for (int i = 2; QFileInfo::exists(root.filePath(stem + ".h5")) || QFileInfo::exists(root.filePath(stem + ".ckpt")); ++i)
+        stem = name + QString("-%1").arg(i);
+    const moe::TrainerPaths paths{str(root.filePath(stem + ".h5")), str(root.filePath(stem + ".ckpt"))};
+    const int sid = server_->next_session_++;
+    auto ws = std::make_unique<WorkerSession>(server_, sid, stem + ".h5", root.filePath(stem + ".h5"));
+    if (resume) {
+        const int64_t total = remote::get_int_or(m, "total_steps", 0, INT64_MAX, 0);
+        ws->session().resume_from(str(checkpoint), paths, threads, total);
+    } else {
+        ws->session().start(project, paths, threads);
+    }
+    server_->sessions_[sid] = std::move(ws);
+    spdlog::info("session {} started: {}", sid, paths.run_file);
+    return {{"session", sid}, {"run_file", str(stem + ".h5")}, {"checkpoints", str(stem + ".ckpt")}};
+}
+
+json ClientConnection::list_files() const {
+    json out = json::array();
+    const QString root = server_->options().runs_dir;
+    QDirIterator it(root, QDir::Files | QDir::NoSymLinks, QDirIterator::Subdirectories);
+    while (it.hasNext() && out.size() < 10000) {
+        it.next();
+        const QFileInfo f = it.fileInfo();
+        const QString rel = QDir(root).relativeFilePath(f.filePath());
+        if (rel.startsWith(".snapshots/")) continue;
+        out.push_back({{"path", str(rel)}, {"size", f.size()}});
+    }
+    return out;
+}
+
+void ClientConnection::file_info(int64_t id, const json& m) {
+    const auto path = remote::resolve_inside(server_->options().runs_dir.toStdString(), remote::get_string(m, "path"));
+    const QString p = qs(path.string());
+    if (!QFileInfo(p).isFile()) throw ProtocolError("not_found", "no file " + remote::get_string(m, "path") + " in the runs folder");
+    // Hashing a large checkpoint takes a while: on the thread pool, answered when done.
+    QPointer<ClientConnection> self(this);
+    const std::string rel = remote::get_string(m, "path");
+    QThreadPool::globalInstance()->start([self, p, id, rel] {
+        QFile f(p);
+        json r;
+        if (!f.open(QIODevice::ReadOnly)) {
+            r = remote::make_error(id, "io_error", "cannot read " + rel + ": " + f.errorString().toStdString());
+        } else {
+            QCryptographicHash h(QCryptographicHash::Sha256);
+            h.addData(&f);
+            r = remote::make_result(id, {{"path", rel}, {"size", f.size()}, {"sha256", h.result().toHex().toStdString()}});
+        }
+        QMetaObject::invokeMethod(qApp, [self, r] {
+            if (self) self->reply(r);
+        }, Qt::QueuedConnection);
+    });
+}
+
+void ClientConnection::download(int64_t id, const json& m) {
+    const std::string rel = remote::get_string(m, "path");
+    const auto path = remote::resolve_inside(server_->options().runs_dir.toStdString(), rel);
+    const int64_t offset = remote::get_int(m, "offset", 0, INT64_MAX);
+    const int64_t length = remote::get_int_or(m, "length", 1, remote::kMaxChunk, 1 << 20);
+    if (length + 4096 > int64_t(server_->options().max_frame))
+        throw ProtocolError("bad_request", "field \"length\" = " + std::to_string(length) + " exceeds the frame limit");
+    QFile f(qs(path.string()));
+    if (!QFileInfo(f.fileName()).isFile()) throw ProtocolError("not_found", "no file " + rel + " in the runs folder");
+    if (!f.open(QIODevice::ReadOnly)) throw ProtocolError("io_error", "cannot read " + rel + ": " + str(f.errorString()));
+    const int64_t size = f.size();
+    if (offset > size)
+        throw ProtocolError("bad_request", "offset " + std::to_string(offset) + " is past the end of " + rel + " (" +
+                                               std::to_string(size) + " bytes)");
+    f.seek(offset);
+    const QByteArray data = f.read(length);
+    reply(remote::make_result(id, {{"path", rel}, {"offset", offset}, {"size", size},
+                                   {"eof", offset + data.size() >= size}}),
+          data);
+}
+
+void ClientConnection::inspect(int64_t id, const json& m) {
+    const std::string rel = remote::get_string(m, "checkpoint");
+    const auto path = remote::resolve_inside(server_->options().runs_dir.toStdString(), rel);
+    const std::string text = remote::get_string(m, "text", 1 << 16);
+    const bool attention = remote::get_bool_or(m, "attention", false);
+    QPointer<ClientConnection> self(this);
+    QThreadPool::globalInstance()->start([self, path, rel, text, attention, id] {
+        json r;
+        try {
+            moe::CheckpointInspector inspector(path.string(), 1);
+            r = remote::make_result(id, {{"inspection", remote::to_json(inspector.inspect_text(text), attention)}});
+        } catch (const std::exception& e) {
+            r = remote::make_error(id, "engine_error", "inspecting " + rel + ": " + e.what());
+        }
+        QMetaObject::invokeMethod(qApp, [self, r] {
+            if (self) self->reply(r);
+        }, Qt::QueuedConnection);
+    });
+}
+
+void ClientConnection::pump() {
+    if (closed_ || !authenticated_) return;
+    const qint64 cap = server_->options().max_client_queue;
+    for (auto& [sid, next] : subscriptions_) {
+        WorkerSession* s = server_->session(sid);
+        if (!s) continue;
+        if (next < s->first_seq()) {
+            // Fell out of the backlog: say so and continue from the oldest event kept.
+            reply({{"type", "gap"}, {"session", sid}, {"from_seq", next}, {"resume_seq", s->first_seq()}});
+            next = s->first_seq();
+        }
+        while (next < s->next_seq() && socket_->bytesToWrite() < cap) {
+            framed_->send_raw(s->frame(next));
+            ++next;
+        }
+    }
+}
+
+}  // namespace moe::worker

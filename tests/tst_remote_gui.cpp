@@ -1,0 +1,126 @@
+// The workbench window driving a moe-worker: Connect to engine (state in the dialog and the
+// status bar, the worker's devices in the launcher's device box), a run started on the worker
+// from the launcher, followed live in the same views as a local run, its final run file
+// mirrored locally. Recent servers remembered without the token. Screenshots for a person.
+#include <QtTest>
+
+#include <QComboBox>
+#include <QLabel>
+#include <QProcess>
+#include <QPushButton>
+#include <QRegularExpression>
+#include <QSettings>
+#include <QStandardPaths>
+#include <QStatusBar>
+#include <QTemporaryDir>
+
+#include "model_fixtures.h"
+#include "remote_connection.h"
+#include "store/run_reader.h"
+#include "workbench/connect_dialog.h"
+#include "workbench/main_window.h"
+#include "workbench/run_controller.h"
+#include "workbench/run_launcher.h"
+#include "workbench/session_controller.h"
+
+using namespace moe;
+using namespace moe::workbench;
+
+class TestRemoteGui : public QObject {
+    Q_OBJECT
+
+    QTemporaryDir dir_;
+    QProcess worker_;
+    quint16 port_ = 0;
+    QString token_;
+
+    void shoot(QWidget* w, const QString& name) {
+        QString d = qEnvironmentVariable("MOE_SCREENSHOT_DIR");
+        if (d.isEmpty()) d = QDir::temp().filePath("moe-screenshots");
+        QDir().mkpath(d);
+        QVERIFY(w->grab().save(QDir(d).filePath(name + ".png")));
+    }
+
+private slots:
+    void initTestCase() {
+        QStandardPaths::setTestModeEnabled(true);
+        QCoreApplication::setOrganizationName("moe-workbench-tests");
+        QCoreApplication::setApplicationName("tst_remote_gui");
+        QSettings().clear();
+        worker_.setProcessChannelMode(QProcess::MergedChannels);
+        worker_.start(MOE_WORKER_EXE, {"--port", "0", "--runs-dir", dir_.filePath("worker-runs"), "--token-file",
+                                       dir_.filePath("token")});
+        QByteArray out;
+        QVERIFY(QTest::qWaitFor([&] {
+            worker_.waitForReadyRead(50);
+            out += worker_.readAll();
+            const auto m = QRegularExpression("listening on 127\\.0\\.0\\.1:(\\d+)").match(QString::fromUtf8(out));
+            if (m.hasMatch()) port_ = quint16(m.captured(1).toUInt());
+            return port_ != 0;
+        }, 30000));
+        QFile f(dir_.filePath("token"));
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        token_ = QString::fromLatin1(f.readAll().trimmed());
+    }
+
+    void cleanupTestCase() {
+        worker_.terminate();
+        if (!worker_.waitForFinished(20000)) worker_.kill();
+    }
+
+    void run_on_the_worker_from_the_window() {
+        MainWindow w;
+        w.set_runs_dir(dir_.filePath("local-runs"));
+        w.show();
+        auto* engine_label = w.statusBar()->findChild<QLabel*>("statusEngine");
+        QVERIFY(engine_label);
+        QCOMPARE(w.launcher()->device_box()->count(), 1);  // this computer only
+
+        ConnectDialog* d = w.connect_dialog();
+        d->show();
+        d->connect_to("127.0.0.1", port_, token_, false);
+        QVERIFY(QTest::qWaitFor([&] { return w.engine()->state() == remote::RemoteConnection::State::Connected; }, 15000));
+        QVERIFY2(d->state_label()->text().contains("Connected"), qPrintable(d->state_label()->text()));
+        QVERIFY(engine_label->text().contains(QString::number(port_)));
+        QVERIFY(w.launcher()->device_box()->count() >= 2);
+        QVERIFY(w.launcher()->remote_selected());
+        shoot(d, "remote-connect-dialog");
+        d->hide();
+        // Recent servers: host and port, never the token.
+        const QStringList recent = ConnectDialog::recent_servers();
+        QVERIFY(!recent.isEmpty() && recent.front().contains(QString::number(port_)));
+        QSettings s;
+        for (const QString& k : s.allKeys()) QVERIFY2(!s.value(k).toString().contains(token_), qPrintable(k));
+
+        Project p = test::shrunk_tiny_tasks(40);
+        p.name = "remote-gui";
+        p.training.log_every = 5;
+        p.training.eval_every = 20;
+        p.training.routing_every = 20;
+        w.launcher()->set_project(p);
+        QVERIFY(w.launcher()->start_button()->isEnabled());
+        w.launcher()->start_button()->click();
+        QVERIFY(w.session()->remote());
+        QVERIFY(QTest::qWaitFor([&] { return w.session()->state() == SessionState::Finished ||
+                                             w.session()->state() == SessionState::Failed; }, 120000));
+        QCOMPARE(w.session()->state(), SessionState::Finished);
+        QTest::qWait(200);
+        RunController* run = w.session_run();
+        QVERIFY(run);
+        QCOMPARE(run->metric_rows(), int64_t(40));
+        QVERIFY(run->expert_rows() >= 8);  // from the mirrored run file
+        QVERIFY(run->path().startsWith(dir_.filePath("local-runs")));
+        RunReader local(run->path().toStdString());
+        QCOMPARE(local.metrics_count(), int64_t(40));
+        shoot(&w, "remote-run-finished");
+
+        // Back to this computer: the next run is local again.
+        w.launcher()->device_box()->setCurrentIndex(0);
+        QVERIFY(!w.launcher()->remote_selected());
+        w.engine()->close();
+        QTRY_COMPARE(w.launcher()->device_box()->count(), 1);
+    }
+};
+
+QTEST_MAIN(TestRemoteGui)
+#include "tst_remote_gui.moc"
