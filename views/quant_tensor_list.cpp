@@ -90,7 +90,7 @@ std::vector<int> order_tensors(const QuantRunData& run, const QuantRowData& row,
     const std::vector<float>& v = metric == QuantMetric::RelError ? row.rel_error : row.snr_db;
     // Worst first: the largest error or the lowest SNR; missing values (NaN, no row) last.
     auto badness = [&](int i) {
-        if (size_t(i) >= v.size() || !std::isfinite(v[size_t(i)])) return -INFINITY;
+        if (size_t(i) >= v.size() || !std::isfinite(v[size_t(i)])) return -HUGE_VAL;
         return metric == QuantMetric::RelError ? double(v[size_t(i)]) : -double(v[size_t(i)]);
     };
     std::stable_sort(out.begin(), out.end(), [&](int a, int b) { return badness(a) > badness(b); });
