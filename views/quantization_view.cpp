@@ -36,12 +36,12 @@ constexpr int kMaxOverlaid = 6;     // tensors drawn at once in "error over trai
 
 const Concept kRelError{
     "Relative quantization error",
-    "||x&#770; &minus; x|| / ||x||: the size of the rounding error compared with the tensor itself. "
+    "||Q(x) &minus; x|| / ||x||, Q(x) being x rounded to the format: the size of the rounding error compared with the tensor itself. "
     "BF16 keeps it near 0.3%, FP8 E4M3 near 3%; a tensor far above its neighbours has an outlier "
     "or a badly chosen scale."};
 const Concept kSnr{
     "Signal-to-noise ratio",
-    "10 log<sub>10</sub>(||x||&sup2; / ||x&#770; &minus; x||&sup2;) in decibels: higher is better. Every "
+    "10 log<sub>10</sub>(||x||&sup2; / ||Q(x) &minus; x||&sup2;) in decibels: higher is better. Every "
     "extra mantissa bit adds about 6 dB; FP8 E4M3 gives about 30 dB, BF16 about 50 dB."};
 const Concept kHistogram{
     "Values against the number grid",
@@ -52,7 +52,7 @@ const Concept kHistogram{
 const Concept kErrorHistogram{
     "Rounding errors",
     "How large each element's rounding error is, relative to the tensor's largest magnitude: "
-    "log<sub>2</sub>(|x&#770; &minus; x| / amax). With M mantissa bits most errors lie below "
+    "log<sub>2</sub>(|Q(x) &minus; x| / amax). With M mantissa bits most errors lie below "
     "2<sup>&minus;M&minus;1</sup>; a long tail to the right means saturation."};
 const Concept kScales{
     "Block scales",
@@ -101,8 +101,8 @@ void style_plot(QCustomPlot* plot) {
     plot->legend->setFont(small);
     plot->legend->setBrush(QColor(255, 255, 255, 220));
     plot->legend->setBorderPen(QPen(QColor(0xc8, 0xc8, 0xc8)));
-    plot->legend->setRowSpacing(-3);
-    plot->legend->setIconSize(18, 9);
+    plot->legend->setRowSpacing(0);  // negative spacing clips underscores
+    plot->legend->setIconSize(18, 13);  // taller rows: the underscores of names stay visible
 }
 
 QCPItemText* add_note(QCustomPlot* plot) {
@@ -265,15 +265,23 @@ QWidget* QuantizationView::buildBarPanel() {
         bars->setName(role_name(role));
         role_bars_.push_back(bars);
     }
+    // The role legend sits in a row under the title, where it never covers a bar.
     bar_plot_->legend->setVisible(true);
+    bar_plot_->axisRect()->insetLayout()->take(bar_plot_->legend);
+    bar_plot_->plotLayout()->insertRow(1);
+    bar_plot_->plotLayout()->addElement(1, 0, bar_plot_->legend);
+    bar_plot_->plotLayout()->setRowStretchFactor(1, 0.001);
     bar_plot_->legend->setFillOrder(QCPLegend::foColumnsFirst);
     bar_plot_->legend->setWrap(3);
-    bar_plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignRight);
+    bar_plot_->legend->setBorderPen(Qt::NoPen);
+    bar_plot_->legend->setMargins(QMargins(4, 0, 4, 0));
+    bar_plot_->xAxis->ticker()->setTickCount(4);
     bar_plot_->addLayer(QStringLiteral("highlight"), bar_plot_->layer(QStringLiteral("grid")), QCustomPlot::limAbove);
     bar_note_ = add_note(bar_plot_);
     bar_plot_->installEventFilter(this);
     bar_plot_->setMouseTracking(true);
     bar_scroll_ = new QScrollBar(Qt::Vertical);
+    bar_scroll_->setObjectName(QStringLiteral("quantBarScroll"));
     bar_scroll_->setToolTip(QStringLiteral("Scroll through the tensors (the mouse wheel over the bars does too)"));
     list->addWidget(bar_plot_, 1);
     list->addWidget(bar_scroll_);
@@ -339,15 +347,16 @@ QWidget* QuantizationView::buildHistogramPanel() {
     tensor_label_ = new QLabel;
     tensor_label_->setTextFormat(Qt::RichText);
     tensor_label_->setMinimumWidth(10);
-    tensor_label_->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Preferred);
+    tensor_label_->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Minimum);
     row->addWidget(caption(QStringLiteral("Histogram of")));
     row->addWidget(hist_combo_);
     row->addSpacing(6);
     row->addWidget(caption(QStringLiteral("Grid")));
     row->addWidget(format_combo_);
-    row->addSpacing(6);
-    row->addWidget(tensor_label_, 1);
+    row->addStretch(1);
     v->addLayout(row);
+    tensor_label_->setWordWrap(true);
+    v->addWidget(tensor_label_);
 
     hist_plot_ = new QCustomPlot;
     hist_plot_->setObjectName(QStringLiteral("quant-histogram"));
@@ -413,7 +422,7 @@ QWidget* QuantizationView::buildHistogramPanel() {
     grid_ticks_->setPen(QPen(QColor(30, 30, 30), 0));
     hist_note_ = add_note(hist_plot_);
     hist_plot_->legend->setVisible(true);
-    hist_plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+    hist_plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignHCenter);
     hist_plot_->setToolTip(explained_html(kHistogram));
     v->addWidget(hist_plot_, 1);
 
@@ -810,19 +819,22 @@ void QuantizationView::updateBars() {
     selected_ = kept;
 
     const std::vector<float>& values = metric_ == QuantMetric::RelError ? row_data_.rel_error : row_data_.snr_db;
+    const double unit = metric_ == QuantMetric::RelError ? 100.0 : 1.0;  // relative error in percent
     auto ticker = QSharedPointer<QCPAxisTickerText>::create();
+    // Long names lose their middle (the layer and the projection and role stay) to leave the bars
+    // at least half of the plot's width.
+    const QFontMetrics metrics(bar_plot_->yAxis->tickLabelFont());
+    const int label_width = std::max(90, int(bar_plot_->width() * 0.5));
     double top = 0;
     for (int r = 0; r < int(shown_.size()); ++r) {
         const int t = shown_[size_t(r)];
         const QuantTensor& tensor = run->tensors[size_t(t)];
-        const double v = size_t(t) < values.size() ? double(values[size_t(t)]) : kNaN;
+        const double v = size_t(t) < values.size() ? unit * double(values[size_t(t)]) : kNaN;
         if (std::isfinite(v)) {
             role_bars_[size_t(tensor.role)]->addData(r, v);
             top = std::max(top, v);
         }
-        QString label = short_tensor_name(tensor.key);
-        if (label.size() > 44) label = QStringLiteral("…") + label.right(43);
-        ticker->addTick(r, label);
+        ticker->addTick(r, metrics.elidedText(short_tensor_name(tensor.key), Qt::ElideMiddle, label_width));
         if (selected_.contains(tensor.key)) {
             auto* mark = new QCPItemRect(bar_plot_);
             mark->setLayer(QStringLiteral("highlight"));
@@ -837,12 +849,8 @@ void QuantizationView::updateBars() {
     }
     bar_plot_->yAxis->setTicker(ticker);
     bar_plot_->xAxis->setRange(0, top > 0 ? top * 1.06 : 1.0);
-    bar_plot_->xAxis->setLabel(metric_ == QuantMetric::RelError ? QStringLiteral("relative error ‖x̂ − x‖ / ‖x‖")
+    bar_plot_->xAxis->setLabel(metric_ == QuantMetric::RelError ? QStringLiteral("relative error (%), ‖Q(x) − x‖ / ‖x‖")
                                                                 : QStringLiteral("SNR (dB), higher is better"));
-    if (metric_ == QuantMetric::RelError) {
-        bar_plot_->xAxis->setNumberFormat(QStringLiteral("g"));
-        bar_plot_->xAxis->setNumberPrecision(3);
-    }
     qobject_cast<QCPTextElement*>(bar_plot_->plotLayout()->element(0, 0))
         ->setText(QStringLiteral("%1 per tensor at %2")
                       .arg(metric_ == QuantMetric::RelError ? QStringLiteral("Relative error") : QStringLiteral("SNR"),
@@ -937,6 +945,8 @@ void QuantizationView::updateGridOverlay() {
     grid_ticks_->data()->set(ticks, true);
     grid_lines_->data()->set(lines, true);
     grid_ticks_->setVisible(values);
+    // Dense formats fuse into a band: a light one, so it reads as "all representable here".
+    grid_ticks_->setPen(QPen(g.valuesPerBinade() <= 16 ? QColor(30, 30, 30) : QColor(30, 30, 30, 70), 0));
     grid_lines_->setVisible(values);
     grid_ticks_->setName(QStringLiteral("%1 grid: %2 values per binade, max %3, min subnormal %4")
                              .arg(g.name)
@@ -954,7 +964,7 @@ void QuantizationView::updateHistogram() {
     const QuantRunData* run = current();
     const bool values = hist_kind_ == HistogramKind::Values;
     auto* title = qobject_cast<QCPTextElement*>(hist_plot_->plotLayout()->element(0, 0));
-    hist_plot_->xAxis->setLabel(values ? QStringLiteral("log2 |x / scale|") : QStringLiteral("log2 (|x̂ − x| / amax)"));
+    hist_plot_->xAxis->setLabel(values ? QStringLiteral("log2 |x / scale|") : QStringLiteral("log2 (|Q(x) − x| / amax)"));
     const int t = run ? run->tensorIndex(selected_.value(0)) : -1;
     const int bins = run ? run->bins.count : 0;
     const auto& hist = values ? row_data_.value_hist : row_data_.error_hist;
@@ -985,7 +995,7 @@ void QuantizationView::updateHistogram() {
     double lo = std::isnan(first) ? -12 : first - 1, hi = std::isnan(last) ? 4 : last + 1;
     if (values) {
         lo = std::min(lo, std::log2(grid_.flushBelow()) - 1.5);
-        hi = std::max(hi, std::log2(grid_.max_finite) + 1.5);
+        hi = std::max(hi, std::log2(grid_.max_finite) + 2.5);  // room for the band's label
     }
     if (run) {
         lo = std::max(lo, run->bins.lo);
@@ -993,8 +1003,11 @@ void QuantizationView::updateHistogram() {
     }
     hist_plot_->xAxis->setRange(lo, hi);
     auto fixed = hist_plot_->xAxis->ticker().dynamicCast<QCPAxisTickerFixed>();
-    if (fixed) fixed->setTickStep(hi - lo > 30 ? 4 : 2);
-    hist_plot_->yAxis->setRange(0.5, std::max(peak, 10.0) * 6);
+    if (fixed) {
+        fixed->setTickStep(1);
+        fixed->setTickCount(std::max(4, hist_plot_->axisRect()->width() / 70));
+    }
+    hist_plot_->yAxis->setRange(0.5, std::max(peak, 10.0) * 40);  // the legend sits above the peak
     updateGridOverlay();
 
     QString name, info;
@@ -1025,7 +1038,7 @@ void QuantizationView::updateTraining() {
     for (int i = training_plot_->itemCount() - 1; i >= 0; --i)
         if (training_plot_->item(i) != training_note_) training_plot_->removeItem(i);
     const bool rel = metric_ == QuantMetric::RelError;
-    training_plot_->yAxis->setLabel(rel ? QStringLiteral("relative error") : QStringLiteral("SNR (dB)"));
+    training_plot_->yAxis->setLabel(rel ? QStringLiteral("relative error (%)") : QStringLiteral("SNR (dB)"));
     if (rel) {
         training_plot_->yAxis->setScaleType(QCPAxis::stLogarithmic);
         auto ticker = QSharedPointer<QCPAxisTickerLog>::create();
@@ -1064,7 +1077,7 @@ void QuantizationView::updateTraining() {
             const std::vector<double>& y = rel ? s.rel_error : s.snr_db;
             QVector<QCPGraphData> pts;
             for (size_t i = 0; i < s.step.size() && i < y.size(); ++i) {
-                double v = y[i];
+                double v = rel ? 100.0 * y[i] : y[i];
                 if (rel && !(v > 0)) v = kNaN;
                 pts.append(QCPGraphData(s.step[i], v));
                 x_lo = std::min(x_lo, s.step[i]);
@@ -1089,7 +1102,7 @@ void QuantizationView::updateTraining() {
         training_plot_->xAxis->setRange(x_lo, x_hi + 0.02 * (x_hi - x_lo));
         if (y_hi >= y_lo) {
             // Headroom above for the legend.
-            if (rel) training_plot_->yAxis->setRange(y_lo / 1.3, y_hi * std::max(3.0, std::pow(y_hi / y_lo, 0.6)));
+            if (rel) training_plot_->yAxis->setRange(y_lo / 1.3, y_hi * std::max(1.8, std::pow(y_hi / y_lo, 0.5)));
             else training_plot_->yAxis->setRange(y_lo - 2, y_hi + std::max(4.0, 0.6 * (y_hi - y_lo)));
         }
     }
@@ -1138,7 +1151,7 @@ void QuantizationView::updateScales() {
     };
     integer_ticks(scale_plot_->xAxis);
     integer_ticks(scale_plot_->yAxis);
-    scale_plot_->setTitle(QStringLiteral("Block scales of %1").arg(short_tensor_name(g.tensor)));
+    scale_plot_->setTitle(QStringLiteral("Block scales"));
     scale_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
@@ -1167,10 +1180,7 @@ bool QuantizationView::eventFilter(QObject* watched, QEvent* event) {
         }
         if (event->type() == QEvent::Resize) {
             // The rows that fit follow the height; after the layout has settled.
-            QMetaObject::invokeMethod(this, [this] {
-                updateBarRange();
-                bar_plot_->replot(QCustomPlot::rpQueuedReplot);
-            }, Qt::QueuedConnection);
+            QMetaObject::invokeMethod(this, [this] { updateBars(); }, Qt::QueuedConnection);
         }
     }
     return QWidget::eventFilter(watched, event);
