@@ -90,6 +90,17 @@ public:
         g.flops += 2.0 * double(M) * double(N) * double(K);
     }
 
+    // Quantized GEMMs (the precision modes) count as GEMM time, casts included.
+    void gemm_quantized(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float* A, int64_t lda, const BlockQuantSpec& a_spec, const float* B,
+                        int64_t ldb, const BlockQuantSpec& b_spec, float beta, float* C,
+                        int64_t ldc) override {
+        timed(kGemm, [&] {
+            inner_.gemm_quantized(transA, transB, M, N, K, alpha, A, lda, a_spec, B, ldb, b_spec,
+                                  beta, C, ldc);
+        });
+    }
+
     void copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
                  int64_t rows, int64_t cols) override {
         timed(kCopy2d, [&] { inner_.copy_2d(src, src_stride, dst, dst_stride, rows, cols); });

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -292,6 +293,112 @@ private slots:
         QVERIFY2(bad_row.contains("/experts") && bad_row.contains("4"), qPrintable(bad_row));
         const QString bad_layer = error_of([&] { r.expert_load_matrix(2); });
         QVERIFY2(bad_layer.contains("layer 2"), qPrintable(bad_layer));
+    }
+
+    // Format version 2: quantization error and sparsity rows, and their header attributes.
+    void quantAndSparsityRoundTrip() {
+        const std::string p = path("quant.h5");
+        RunHeader h = make_header();
+        h.precision = "fp8";
+        h.quant_tensors = {"model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.up_proj.weight@input",
+                           "model.layers.0.mlp.up_proj.weight@grad"};
+        h.quant_roles = {"weight", "activation", "gradient"};
+        h.scale_tensors = {"model.layers.0.mlp.up_proj.weight"};
+        h.scale_grid_rows = {2};
+        h.scale_grid_cols = {3};
+        h.ffn_layer_indices = {0, 1, 2};
+        h.near_zero_threshold = 0.01;
+        const int64_t Q = 3, B = kQuantHistogramBins;
+        auto quant_row = [&](int64_t i) {
+            QuantRow r;
+            r.step = 10 * i;
+            for (int64_t q = 0; q < Q; ++q) {
+                r.rel_error.push_back(static_cast<float>(q + 1) / 64.0f + static_cast<float>(i) / 1024.0f);
+                r.snr_db.push_back(30.0f + static_cast<float>(q) - static_cast<float>(i));
+                r.amax.push_back(static_cast<float>(i + q) + 0.5f);
+                r.frac_saturated.push_back(static_cast<float>(q) / 8.0f);
+                r.frac_flushed.push_back(static_cast<float>(i) / 16.0f);
+                r.value_zeros.push_back(static_cast<uint32_t>(q + i));
+            }
+            for (int64_t j = 0; j < Q * B; ++j) {
+                r.value_hist.push_back(static_cast<uint32_t>(j * 3 + i));
+                r.error_hist.push_back(static_cast<uint32_t>(4000000000u - j - i));  // needs uint32
+            }
+            for (int64_t j = 0; j < 6; ++j) r.scales.push_back(std::ldexp(1.0f, static_cast<int>(j - i)));
+            return r;
+        };
+        {
+            RunWriter w(p, h);
+            for (int64_t i = 0; i < 3; ++i) w.append(quant_row(i));
+            w.append(SparsityRow{5, {0.25f, 0.5f, 0.75f}, {0.0f, 0.125f}});
+            w.append(SparsityRow{15, {0.5f, 0.5f, 0.5f}, {0.25f, 0.0f}});
+            QCOMPARE(w.quant_rows(), int64_t(3));
+            QCOMPARE(w.sparsity_rows(), int64_t(2));
+            QuantRow bad = quant_row(0);
+            bad.scales.pop_back();
+            const QString msg = error_of([&] { w.append(bad); });
+            QVERIFY2(msg.contains("/quant/scales") && msg.contains("6") && msg.contains("5"), qPrintable(msg));
+            const QString msg2 = error_of([&] { w.append(SparsityRow{1, {0.0f}, {0.0f, 0.0f}}); });
+            QVERIFY2(msg2.contains("/sparsity/near_zero"), qPrintable(msg2));
+        }
+        RunReader r(p);
+        const RunHeader& g = r.header();
+        QCOMPARE(g.precision, std::string("fp8"));
+        QCOMPARE(g.quant_tensors, h.quant_tensors);
+        QCOMPARE(g.quant_roles, h.quant_roles);
+        QCOMPARE(g.scale_tensors, h.scale_tensors);
+        QCOMPARE(g.scale_grid_rows, h.scale_grid_rows);
+        QCOMPARE(g.scale_grid_cols, h.scale_grid_cols);
+        QCOMPARE(g.ffn_layer_indices, h.ffn_layer_indices);
+        QCOMPARE(g.near_zero_threshold, 0.01);
+        QCOMPARE(r.quant_count(), int64_t(3));
+        for (int64_t i = 0; i < 3; ++i) {
+            const QuantRow a = r.quant(i), b = quant_row(i);
+            QCOMPARE(a.step, b.step);
+            QVERIFY(a.rel_error == b.rel_error && a.snr_db == b.snr_db && a.amax == b.amax);
+            QVERIFY(a.frac_saturated == b.frac_saturated && a.frac_flushed == b.frac_flushed);
+            QVERIFY(a.value_hist == b.value_hist && a.value_zeros == b.value_zeros);
+            QVERIFY(a.error_hist == b.error_hist && a.scales == b.scales);
+        }
+        const QuantErrorSeries s = r.quant_error_series(1);
+        QCOMPARE(s.step, (std::vector<int64_t>{0, 10, 20}));
+        for (int64_t i = 0; i < 3; ++i) {
+            QCOMPARE(s.rel_error[i], quant_row(i).rel_error[1]);
+            QCOMPARE(s.snr_db[i], quant_row(i).snr_db[1]);
+            QCOMPARE(s.amax[i], quant_row(i).amax[1]);
+        }
+        QVERIFY(error_of([&] { r.quant_error_series(3); }).contains("Q=3"));
+        QVERIFY(error_of([&] { r.quant(3); }).contains("/quant"));
+        const SparsityRows sp = r.sparsity_rows();
+        QCOMPARE(sp.step, (std::vector<int64_t>{5, 15}));
+        QCOMPARE(sp.near_zero, (std::vector<float>{0.25f, 0.5f, 0.75f, 0.5f, 0.5f, 0.5f}));
+        QCOMPARE(sp.unused_experts, (std::vector<float>{0.0f, 0.125f, 0.25f, 0.0f}));
+    }
+
+    // A version-1 file (no /quant, /sparsity) still opens, with no rows of either.
+    void versionOneFilesStillOpen() {
+        const std::string p = write_run("v1.h5", 3);
+        {
+            hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+            QVERIFY(f >= 0);
+            QVERIFY(H5Ldelete(f, "/quant", H5P_DEFAULT) >= 0);
+            QVERIFY(H5Ldelete(f, "/sparsity", H5P_DEFAULT) >= 0);
+            QVERIFY(H5Adelete(f, "precision") >= 0);
+            hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
+            const int64_t one = 1;
+            QVERIFY(H5Awrite(a, H5T_NATIVE_INT64, &one) >= 0);
+            H5Aclose(a);
+            H5Fclose(f);
+        }
+        RunReader r(p);
+        QCOMPARE(r.header().format_version, int64_t(1));
+        QCOMPARE(r.header().precision, std::string("fp32"));
+        QCOMPARE(r.metrics_count(), int64_t(3));
+        QCOMPARE(r.quant_count(), int64_t(0));
+        QCOMPARE(r.sparsity_count(), int64_t(0));
+        QVERIFY(r.sparsity_rows().step.empty());
+        r.refresh();
+        QCOMPARE(r.quant_count(), int64_t(0));
     }
 
     void liveReadingWhileWriterIsOpen() {
@@ -608,7 +715,7 @@ private slots:
             H5Aclose(a);
             H5Fclose(f);
         }
-        expect(newer, {"format_version", "version 2", "newer"});
+        expect(newer, {"format_version", "version " + QString::number(kRunFormatVersion + 1), "newer"});
 
         // A run missing one dataset.
         const std::string missing = path("missing.h5");

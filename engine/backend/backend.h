@@ -10,6 +10,8 @@
 // - Shapes are in the comments; T is tokens per sequence, B sequences, n = B*T token rows.
 #include <cstdint>
 
+#include "quant/block_scaling.h"
+
 namespace moe {
 
 enum class ScoringFunc { Sigmoid, Softmax };
@@ -38,6 +40,18 @@ public:
     virtual void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
                       const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                       float* C, int64_t ldc) = 0;
+
+    // Low-precision GEMM of the precision modes: as gemm, but each operand is first cast the way
+    // its spec says (quant/block_scaling.h: element format, tiles in the operand's STORED layout
+    // - A is stored [M,K], or [K,M] when transA; B is [K,N], or [N,K] when transB - with one
+    // scale per tile), then multiplied with fp32 accumulation. That is what an FP8 / BF16
+    // tensor-core GEMM with DeepSeek's fine-grained scaling and promotion computes, up to the
+    // order of the fp32 sums.
+    virtual void gemm_quantized(bool transA, bool transB, int64_t M, int64_t N, int64_t K,
+                                float alpha, const float* A, int64_t lda,
+                                const BlockQuantSpec& a_spec, const float* B, int64_t ldb,
+                                const BlockQuantSpec& b_spec, float beta, float* C,
+                                int64_t ldc) = 0;
 
     // --- elementwise and copies ---
     // dst[r, 0:cols] (=|+=) src[r, 0:cols] for r < rows, with row strides (views into wider rows).

@@ -1,11 +1,11 @@
 #include "model/mla_attention.h"
 
-#include "model/linear.h"
+#include "model/projection.h"
 
 namespace moe {
 
 MlaAttention::MlaAttention(ParameterStore& store, const std::string& prefix,
-                           const ModelConfig& cfg)
+                           const ModelConfig& cfg, const PrecisionContext* precision)
     : D_(cfg.hidden_size),
       H_(cfg.num_attention_heads),
       dn_(cfg.qk_nope_head_dim),
@@ -15,7 +15,8 @@ MlaAttention::MlaAttention(ParameterStore& store, const std::string& prefix,
       kr_(cfg.kv_lora_rank),
       eps_(static_cast<float>(cfg.rms_norm_eps)),
       theta_(static_cast<float>(cfg.rope_theta)),
-      scale_(static_cast<float>(cfg.attention_scale())) {
+      scale_(static_cast<float>(cfg.attention_scale())),
+      precision_(precision) {
     const int64_t dqk = dn_ + dr_;
     if (qr_ > 0) {
         q_a_proj_ = &store.add(prefix + ".q_a_proj.weight", {qr_, D_});
@@ -44,23 +45,23 @@ void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
         qa_.resize({n, qr_});
         qa_n_.resize({n, qr_});
         q_rstd_.resize({n});
-        linear_forward(be, h, n, D_, q_a_proj_->value.data(), qr_, qa_.data());
+        projection_forward(be, precision_, *q_a_proj_, h, n, D_, qr_, qa_.data());
         be.rmsnorm_forward(qa_.data(), qr_, q_a_norm_->value.data(), n, qr_, eps_, qa_n_.data(),
                            qr_, q_rstd_.data());
-        linear_forward(be, qa_n_.data(), n, qr_, q_b_proj_->value.data(), H_ * dqk, q_.data());
+        projection_forward(be, precision_, *q_b_proj_, qa_n_.data(), n, qr_, H_ * dqk, q_.data());
     } else {
-        linear_forward(be, h, n, D_, q_proj_->value.data(), H_ * dqk, q_.data());
+        projection_forward(be, precision_, *q_proj_, h, n, D_, H_ * dqk, q_.data());
     }
 
     // Compressed latent and the shared rotary key: kva = [c | k_pe], [n, kr + dr].
     kva_.resize({n, kvw});
-    linear_forward(be, h, n, D_, kv_a_proj_->value.data(), kvw, kva_.data());
+    projection_forward(be, precision_, *kv_a_proj_, h, n, D_, kvw, kva_.data());
     c_n_.resize({n, kr_});
     kv_rstd_.resize({n});
     be.rmsnorm_forward(kva_.data(), kvw, kv_a_norm_->value.data(), n, kr_, eps_, c_n_.data(), kr_,
                        kv_rstd_.data());
     kv_.resize({n, H_ * kvb});
-    linear_forward(be, c_n_.data(), n, kr_, kv_b_proj_->value.data(), H_ * kvb, kv_.data());
+    projection_forward(be, precision_, *kv_b_proj_, c_n_.data(), n, kr_, H_ * kvb, kv_.data());
 
     // RoPE on every head's q_pe (in place) and on the one k_pe.
     be.rope(q_.data(), n, H_ * dqk, H_, dqk, dn_, dr_, positions, theta_, false);
@@ -81,7 +82,7 @@ void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
     o_.resize({n, H_ * dv_});
     be.attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_,
                          probs_.data(), o_.data());
-    linear_forward(be, o_.data(), n, H_ * dv_, o_proj_->value.data(), D_, out);
+    projection_forward(be, precision_, *o_proj_, o_.data(), n, H_ * dv_, D_, out);
 }
 
 void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
@@ -89,8 +90,7 @@ void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
 
     d_o_.resize({n, H_ * dv_});
     d_o_.zero();
-    linear_backward(be, dout, o_.data(), n, H_ * dv_, o_proj_->value.data(), D_, d_o_.data(),
-                    o_proj_->grad.data());
+    projection_backward(be, precision_, *o_proj_, dout, o_.data(), n, H_ * dv_, D_, d_o_.data());
 
     d_q_.resize({n, H_ * dqk});
     d_k_.resize({n, H_ * dqk});
@@ -119,31 +119,26 @@ void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
     // kv path.
     d_cn_.resize({n, kr_});
     d_cn_.zero();
-    linear_backward(be, d_kv_.data(), c_n_.data(), n, kr_, kv_b_proj_->value.data(), H_ * kvb,
-                    d_cn_.data(), kv_b_proj_->grad.data());
+    projection_backward(be, precision_, *kv_b_proj_, d_kv_.data(), c_n_.data(), n, kr_, H_ * kvb, d_cn_.data());
     d_kva_.resize({n, kvw});
     d_kva_.zero();
     be.rmsnorm_backward(d_cn_.data(), kr_, kva_.data(), kvw, kv_a_norm_->value.data(),
                         kv_rstd_.data(), n, kr_, d_kva_.data(), kvw, kv_a_norm_->grad.data());
     be.add_2d(d_kpe_.data(), dr_, d_kva_.data() + kr_, kvw, n, dr_);
-    linear_backward(be, d_kva_.data(), h_, n, D_, kv_a_proj_->value.data(), kvw, dh,
-                    kv_a_proj_->grad.data());
+    projection_backward(be, precision_, *kv_a_proj_, d_kva_.data(), h_, n, D_, kvw, dh);
 
     // q path.
     if (qr_ > 0) {
         d_qan_.resize({n, qr_});
         d_qan_.zero();
-        linear_backward(be, d_q_.data(), qa_n_.data(), n, qr_, q_b_proj_->value.data(), H_ * dqk,
-                        d_qan_.data(), q_b_proj_->grad.data());
+        projection_backward(be, precision_, *q_b_proj_, d_q_.data(), qa_n_.data(), n, qr_, H_ * dqk, d_qan_.data());
         d_qa_.resize({n, qr_});
         d_qa_.zero();
         be.rmsnorm_backward(d_qan_.data(), qr_, qa_.data(), qr_, q_a_norm_->value.data(),
                             q_rstd_.data(), n, qr_, d_qa_.data(), qr_, q_a_norm_->grad.data());
-        linear_backward(be, d_qa_.data(), h_, n, D_, q_a_proj_->value.data(), qr_, dh,
-                        q_a_proj_->grad.data());
+        projection_backward(be, precision_, *q_a_proj_, d_qa_.data(), h_, n, D_, qr_, dh);
     } else {
-        linear_backward(be, d_q_.data(), h_, n, D_, q_proj_->value.data(), H_ * dqk, dh,
-                        q_proj_->grad.data());
+        projection_backward(be, precision_, *q_proj_, d_q_.data(), h_, n, D_, H_ * dqk, dh);
     }
 }
 

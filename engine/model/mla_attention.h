@@ -11,13 +11,15 @@
 #include "backend/backend.h"
 #include "core/tensor.h"
 #include "model/config.h"
+#include "model/linear_precision.h"
 #include "model/parameters.h"
 
 namespace moe {
 
 class MlaAttention {
 public:
-    MlaAttention(ParameterStore& store, const std::string& prefix, const ModelConfig& cfg);
+    MlaAttention(ParameterStore& store, const std::string& prefix, const ModelConfig& cfg,
+                 const PrecisionContext* precision = nullptr);
 
     // h [B*T, D] (kept by pointer until backward) -> out [B*T, D] (overwritten).
     // positions [B*T]: each token's position in its sequence.
@@ -32,6 +34,7 @@ public:
 private:
     int64_t D_, H_, dn_, dr_, dv_, qr_, kr_;
     float eps_, theta_, scale_;
+    const PrecisionContext* precision_;  // of the projections (null: fp32)
     Parameter* q_proj_ = nullptr;  // q_lora_rank == 0
     Parameter* q_a_proj_ = nullptr;
     Parameter* q_a_norm_ = nullptr;

@@ -28,12 +28,13 @@ Model::Model(const ModelConfig& cfg, Backend& backend) : cfg_(cfg), be_(backend)
     const int64_t D = cfg_.hidden_size;
     embed_ = &params_.add("model.embed_tokens.weight", {cfg_.vocab_size, D});
     for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l)
-        blocks_.push_back(std::make_unique<TransformerBlock>(params_, layer_prefix(l), l, cfg_));
+        blocks_.push_back(
+            std::make_unique<TransformerBlock>(params_, layer_prefix(l), l, cfg_, &precision_));
     norm_ = &params_.add("model.norm.weight", {D});
     head_ = &params_.add("lm_head.weight", {cfg_.vocab_size, D});
     for (int64_t k = 1; k <= cfg_.num_nextn_predict_layers; ++k)
         mtp_.push_back(
-            std::make_unique<MtpModule>(params_, cfg_.num_hidden_layers + k - 1, cfg_));
+            std::make_unique<MtpModule>(params_, cfg_.num_hidden_layers + k - 1, cfg_, &precision_));
 }
 
 void Model::init_weights(uint64_t seed) {
@@ -175,7 +176,7 @@ LossReport Model::forward(const Batch& batch, const ForwardOptions& options) {
     return report;
 }
 
-void Model::backward() {
+void Model::backward(float loss_scale) {
     if (!has_forward_) throw Error("backward() needs a training forward() first");
     const int64_t n = B_ * T_, D = cfg_.hidden_size, V = cfg_.vocab_size;
     const int64_t depth = static_cast<int64_t>(mtp_.size());
@@ -188,11 +189,18 @@ void Model::backward() {
     d_logits_.resize({n, V});
     d_normed_.resize({n, D});
 
+    // No moe_layers() here: it allocates, and a steady-state step allocates nothing.
+    for (auto& b : blocks_)
+        if (b->is_moe()) b->moe()->set_aux_grad_scale(loss_scale);
+    for (auto& m : mtp_)
+        if (m->block().is_moe()) m->block().moe()->set_aux_grad_scale(loss_scale);
+
     // Main head: total = CE_mean + ...
     const float* h_main = blocks_.back()->output().data();
     d_logits_.zero();
     be_.cross_entropy_backward(logits_.data(), targets_.data(), n, V,
-                               static_cast<float>(1.0 / double(main_valid_)), d_logits_.data());
+                               static_cast<float>(double(loss_scale) / double(main_valid_)),
+                               d_logits_.data());
     d_normed_.zero();
     linear_backward(be_, d_logits_.data(), normed_.data(), n, D, head_->value.data(), V,
                     d_normed_.data(), head_->grad.data());
@@ -206,7 +214,8 @@ void Model::backward() {
         d_normed_.zero();
         if (mtp_valid_[k - 1] > 0) {
             d_logits_.zero();
-            const double scale = mtp_lambda_ / double(depth) / double(mtp_valid_[k - 1]);
+            const double scale =
+                loss_scale * mtp_lambda_ / double(depth) / double(mtp_valid_[k - 1]);
             be_.cross_entropy_backward(mtp_logits_[k - 1].data(), mtp_targets_[k - 1].data(), n,
                                        V, static_cast<float>(scale), d_logits_.data());
             linear_backward(be_, d_logits_.data(), m.normed().data(), n, D, head_->value.data(),
@@ -256,6 +265,20 @@ std::vector<std::pair<std::string, std::string>> Model::checkpoint_aliases() con
         out.emplace_back(p + ".embed_tokens.weight", "model.embed_tokens.weight");
         out.emplace_back(p + ".shared_head.head.weight", "lm_head.weight");
     }
+    return out;
+}
+
+std::vector<int64_t> Model::ffn_layer_indices() const {
+    std::vector<int64_t> out;
+    for (int64_t l = 0; l < cfg_.num_hidden_layers + cfg_.num_nextn_predict_layers; ++l)
+        out.push_back(l);
+    return out;
+}
+
+std::vector<double> Model::ffn_near_zero(float threshold) const {
+    std::vector<double> out;
+    for (const auto& b : blocks_) out.push_back(b->ffn_near_zero(threshold).fraction());
+    for (const auto& m : mtp_) out.push_back(m->block().ffn_near_zero(threshold).fraction());
     return out;
 }
 

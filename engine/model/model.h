@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "core/tensor.h"
 #include "model/config.h"
+#include "model/linear_precision.h"
 #include "model/mtp_module.h"
 #include "model/parameters.h"
 #include "model/routing_probe.h"
@@ -48,6 +49,11 @@ public:
     const ParameterStore& parameters() const { return params_; }
     Backend& backend() { return be_; }
 
+    // Precision of the projection GEMMs (model/linear_precision.h); fp32 unless set. Takes
+    // effect at the next forward. The context's recorder, when set, measures every cast.
+    void set_linear_recipe(const LinearRecipe& recipe) { precision_.recipe = recipe; }
+    PrecisionContext& precision() { return precision_; }
+
     // Normal(0, initializer_range) for matrices, 1 for norm weights, 0 for the gate bias.
     // Each parameter draws from its own counter-based stream, so the result does not depend on
     // thread count or creation order.
@@ -55,9 +61,11 @@ public:
 
     // Training forward: losses for the batch; activations are kept for backward().
     LossReport forward(const Batch& batch, const ForwardOptions& options = {});
-    // Gradients of the last forward's total loss, accumulated into each parameter's grad
-    // (call parameters().zero_grads() first for a fresh step).
-    void backward();
+    // Gradients of the last forward's total loss times loss_scale, accumulated into each
+    // parameter's grad (call parameters().zero_grads() first for a fresh step). loss_scale > 1 is
+    // fp16 loss scaling: it lifts small gradients out of fp16's flush-to-zero range; the
+    // optimizer divides it out again.
+    void backward(float loss_scale = 1.0f);
 
     // Inference forward of B sequences of T tokens (no targets, no MTP): logits() [B*T, V].
     void forward_logits(const int32_t* tokens, int64_t B, int64_t T, bool probe_routing = false);
@@ -69,6 +77,10 @@ public:
     const std::vector<RoutingRecord>& routing() const { return routing_; }
 
     std::vector<MoeLayer*> moe_layers();  // main layers first, then MTP layers
+    // HF layer index of every decoder layer, main then MTP (the FFN layers of the sparsity
+    // record), and the share of near-zero SwiGLU outputs in each during the last forward.
+    std::vector<int64_t> ffn_layer_indices() const;
+    std::vector<double> ffn_near_zero(float threshold) const;
     // Attention weights [B, H, T, T] of main layer `layer` (HF index) from the last forward;
     // the routing inspector shows them next to the experts. Error for a layer out of range.
     const Tensor& attention_probs(int64_t layer) const;
@@ -83,6 +95,7 @@ private:
 
     ModelConfig cfg_;
     Backend& be_;
+    PrecisionContext precision_;  // shared by every projection, so declared before the layers
     ParameterStore params_;
     Parameter* embed_ = nullptr;
     std::vector<std::unique_ptr<TransformerBlock>> blocks_;

@@ -1,11 +1,13 @@
 #include "model/moe_layer.h"
 
+#include <algorithm>
+
 #include "model/linear.h"
 
 namespace moe {
 
 MoeLayer::MoeLayer(ParameterStore& store, const std::string& prefix, int64_t layer_index,
-                   const ModelConfig& cfg)
+                   const ModelConfig& cfg, const PrecisionContext* precision)
     : layer_(layer_index),
       D_(cfg.hidden_size),
       E_(cfg.n_routed_experts),
@@ -18,10 +20,11 @@ MoeLayer::MoeLayer(ParameterStore& store, const std::string& prefix, int64_t lay
     experts_.reserve(static_cast<size_t>(E_));
     for (int64_t e = 0; e < E_; ++e)
         experts_.push_back(
-            SwiGluWeights::create(store, prefix + ".experts." + std::to_string(e), D_, F_));
+            SwiGluWeights::create(store, prefix + ".experts." + std::to_string(e), D_, F_,
+                                  precision));
     if (cfg.n_shared_experts > 0)
         shared_ = std::make_unique<SwiGluFfn>(store, prefix + ".shared_experts", D_,
-                                              cfg.n_shared_experts * F_);
+                                              cfg.n_shared_experts * F_, precision);
     counts_.assign(static_cast<size_t>(E_), 0);
     offsets_.assign(static_cast<size_t>(E_ + 1), 0);
 }
@@ -149,7 +152,8 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
         d_scores_.zero();
         const auto [aux_b, aux_t] = aux_shape();  // (1, B*T) for the batch-wise loss
         be.seq_aux_loss_backward(scores_.data(), topk_idx_.data(), aux_b, aux_t, E_, K_,
-                                 static_cast<float>(cfg_.aux_loss_alpha), 1.0f, d_scores_.data());
+                                 static_cast<float>(cfg_.aux_loss_alpha), aux_grad_scale_,
+                                 d_scores_.data());
         d_scores_extra = d_scores_.data();
     }
     d_logits_.resize({n, E_});
@@ -158,6 +162,13 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
                          weights_.data(), n, gp, d_logits_.data());
     linear_backward(be, d_logits_.data(), h_, n, D_, gate_->value.data(), E_, dh,
                     gate_->grad.data());
+}
+
+NearZeroCount MoeLayer::near_zero(float threshold) const {
+    const int64_t rows = B_ * T_ * K_;
+    NearZeroCount c = count_near_zero(a_.data(), std::min(rows * F_, a_.numel()), threshold);
+    if (shared_) c += count_near_zero(shared_->hidden().data(), shared_->hidden().numel(), threshold);
+    return c;
 }
 
 }  // namespace moe

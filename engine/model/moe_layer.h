@@ -11,6 +11,7 @@
 
 #include "backend/backend.h"
 #include "core/tensor.h"
+#include "model/activation_sparsity.h"
 #include "model/config.h"
 #include "model/parameters.h"
 #include "model/routing_probe.h"
@@ -21,15 +22,17 @@ namespace moe {
 class MoeLayer {
 public:
     MoeLayer(ParameterStore& store, const std::string& prefix, int64_t layer_index,
-             const ModelConfig& cfg);
+             const ModelConfig& cfg, const PrecisionContext* precision = nullptr);
 
     // h [B*T, D] (kept by pointer until backward) -> y [B*T, D] (overwritten). Returns this
     // layer's balance loss (0 when aux_loss_alpha == 0). probe: when non-null, filled with the
     // routing decisions of this pass.
     double forward(Backend& be, const float* h, int64_t B, int64_t T, RoutingRecord* probe,
                    float* y);
-    // dh += d/dh given dy; the balance loss enters with weight 1.
+    // dh += d/dh given dy; the balance loss enters with weight aux_grad_scale (1, or the loss
+    // scale of fp16 training, which multiplies every gradient the same way).
     void backward(Backend& be, const float* dy, float* dh);
+    void set_aux_grad_scale(float s) { aux_grad_scale_ = s; }
 
     // Tokens routed to each expert in the last forward [E] (counts over all B*T tokens).
     const std::vector<int64_t>& expert_counts() const { return counts_; }
@@ -37,6 +40,9 @@ public:
     bool has_bias() const { return bias_ != nullptr; }  // topk_method "noaux_tc"
     int64_t layer_index() const { return layer_; }
     int64_t n_experts() const { return E_; }
+    // SwiGLU outputs of the last forward (routed experts' rows and the shared experts) with
+    // |a| < threshold.
+    NearZeroCount near_zero(float threshold) const;
 
 private:
     GateParams gate_params() const;
@@ -55,6 +61,7 @@ private:
     const float* h_ = nullptr;
     int64_t B_ = 0, T_ = 0;
     bool aux_on_ = false;
+    float aux_grad_scale_ = 1.0f;
     Tensor logits_, scores_, weights_, xp_, g_, u_, a_, yp_;
     std::vector<int32_t> topk_idx_, row_token_, slot_row_;
     std::vector<int64_t> offsets_, counts_;

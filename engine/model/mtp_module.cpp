@@ -1,6 +1,6 @@
 #include "model/mtp_module.h"
 
-#include "model/linear.h"
+#include "model/projection.h"
 
 namespace moe {
 
@@ -8,14 +8,16 @@ namespace {
 std::string layer_prefix(int64_t index) { return "model.layers." + std::to_string(index); }
 }  // namespace
 
-MtpModule::MtpModule(ParameterStore& store, int64_t layer_index, const ModelConfig& cfg)
+MtpModule::MtpModule(ParameterStore& store, int64_t layer_index, const ModelConfig& cfg,
+                     const PrecisionContext* precision)
     : D_(cfg.hidden_size),
       eps_(static_cast<float>(cfg.rms_norm_eps)),
       enorm_(&store.add(layer_prefix(layer_index) + ".enorm.weight", {cfg.hidden_size})),
       hnorm_(&store.add(layer_prefix(layer_index) + ".hnorm.weight", {cfg.hidden_size})),
       eh_proj_(&store.add(layer_prefix(layer_index) + ".eh_proj.weight",
                           {cfg.hidden_size, 2 * cfg.hidden_size})),
-      block_(store, layer_prefix(layer_index), layer_index, cfg),
+      precision_(precision),
+      block_(store, layer_prefix(layer_index), layer_index, cfg, precision),
       head_norm_(&store.add(layer_prefix(layer_index) + ".shared_head.norm.weight",
                             {cfg.hidden_size})) {}
 
@@ -37,7 +39,7 @@ double MtpModule::forward(Backend& be, const float* emb, const float* h_prev, in
                        e_rstd_.data());
     be.rmsnorm_forward(h_prev, D_, hnorm_->value.data(), n, D_, eps_, cat_.data() + D_, 2 * D_,
                        h_rstd_.data());
-    linear_forward(be, cat_.data(), n, 2 * D_, eh_proj_->value.data(), D_, proj_.data());
+    projection_forward(be, precision_, *eh_proj_, cat_.data(), n, 2 * D_, D_, proj_.data());
     const double aux = block_.forward(be, proj_.data(), B, T, positions, probe);
     be.rmsnorm_forward(block_.output().data(), D_, head_norm_->value.data(), n, D_, eps_,
                        normed_.data(), D_, head_rstd_.data());
@@ -57,8 +59,7 @@ void MtpModule::backward(Backend& be, const float* d_normed, const float* d_out_
     block_.backward(be, d_out_.data(), d_proj_.data());
     d_cat_.resize({n, 2 * D_});
     d_cat_.zero();
-    linear_backward(be, d_proj_.data(), cat_.data(), n, 2 * D_, eh_proj_->value.data(), D_,
-                    d_cat_.data(), eh_proj_->grad.data());
+    projection_backward(be, precision_, *eh_proj_, d_proj_.data(), cat_.data(), n, 2 * D_, D_, d_cat_.data());
     be.rmsnorm_backward(d_cat_.data(), 2 * D_, emb_, D_, enorm_->value.data(), e_rstd_.data(), n,
                         D_, d_emb, D_, enorm_->grad.data());
     be.rmsnorm_backward(d_cat_.data() + D_, 2 * D_, h_prev_, D_, hnorm_->value.data(),

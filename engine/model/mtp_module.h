@@ -11,13 +11,15 @@
 #include "core/tensor.h"
 #include "model/config.h"
 #include "model/parameters.h"
+#include "model/linear_precision.h"
 #include "model/transformer_block.h"
 
 namespace moe {
 
 class MtpModule {
 public:
-    MtpModule(ParameterStore& store, int64_t layer_index, const ModelConfig& cfg);
+    MtpModule(ParameterStore& store, int64_t layer_index, const ModelConfig& cfg,
+              const PrecisionContext* precision = nullptr);
 
     // emb [n, D]: Emb(t_{i+k}) (from the shared embedding); h_prev [n, D]: h^{k-1}.
     // Writes the module's final normalized hidden state (input to the shared head) to
@@ -32,6 +34,7 @@ public:
     const Tensor& output() const { return block_.output(); }
     const Tensor& normed() const { return normed_; }
     TransformerBlock& block() { return block_; }
+    const TransformerBlock& block() const { return block_; }
 
 private:
     int64_t D_;
@@ -39,6 +42,7 @@ private:
     Parameter* enorm_;
     Parameter* hnorm_;
     Parameter* eh_proj_;
+    const PrecisionContext* precision_;
     TransformerBlock block_;
     Parameter* head_norm_;
 

@@ -1,12 +1,14 @@
 #include "model/swiglu_ffn.h"
 
-#include "model/linear.h"
+#include "model/projection.h"
 
 namespace moe {
 
 SwiGluWeights SwiGluWeights::create(ParameterStore& store, const std::string& prefix,
-                                    int64_t dim, int64_t width) {
+                                    int64_t dim, int64_t width,
+                                    const PrecisionContext* precision) {
     SwiGluWeights w;
+    w.precision = precision;
     w.gate = &store.add(prefix + ".gate_proj.weight", {width, dim});
     w.up = &store.add(prefix + ".up_proj.weight", {width, dim});
     w.down = &store.add(prefix + ".down_proj.weight", {dim, width});
@@ -18,10 +20,10 @@ SwiGluWeights SwiGluWeights::create(ParameterStore& store, const std::string& pr
 void swiglu_ffn_forward(Backend& be, const SwiGluWeights& w, const float* x, int64_t rows,
                         SwiGluActivations act, float* y) {
     const int64_t D = w.dim, F = w.width;
-    linear_forward(be, x, rows, D, w.gate->value.data(), F, act.g);
-    linear_forward(be, x, rows, D, w.up->value.data(), F, act.u);
+    projection_forward(be, w.precision, *w.gate, x, rows, D, F, act.g);
+    projection_forward(be, w.precision, *w.up, x, rows, D, F, act.u);
     be.swiglu_forward(act.g, act.u, rows * F, act.a);
-    linear_forward(be, act.a, rows, F, w.down->value.data(), D, y);
+    projection_forward(be, w.precision, *w.down, act.a, rows, F, D, y);
 }
 
 void swiglu_ffn_backward(Backend& be, const SwiGluWeights& w, const float* x, int64_t rows,
@@ -31,15 +33,15 @@ void swiglu_ffn_backward(Backend& be, const SwiGluWeights& w, const float* x, in
     be.zero(grad.a, rows * F);
     be.zero(grad.g, rows * F);
     be.zero(grad.u, rows * F);
-    linear_backward(be, dy, act.a, rows, F, w.down->value.data(), D, grad.a, w.down->grad.data());
+    projection_backward(be, w.precision, *w.down, dy, act.a, rows, F, D, grad.a);
     be.swiglu_backward(grad.a, act.g, act.u, rows * F, grad.g, grad.u);
-    linear_backward(be, grad.g, x, rows, D, w.gate->value.data(), F, dx, w.gate->grad.data());
-    linear_backward(be, grad.u, x, rows, D, w.up->value.data(), F, dx, w.up->grad.data());
+    projection_backward(be, w.precision, *w.gate, grad.g, x, rows, D, F, dx);
+    projection_backward(be, w.precision, *w.up, grad.u, x, rows, D, F, dx);
 }
 
 SwiGluFfn::SwiGluFfn(ParameterStore& store, const std::string& prefix, int64_t dim,
-                     int64_t width)
-    : w_(SwiGluWeights::create(store, prefix, dim, width)) {}
+                     int64_t width, const PrecisionContext* precision)
+    : w_(SwiGluWeights::create(store, prefix, dim, width, precision)) {}
 
 void SwiGluFfn::forward(Backend& be, const float* x, int64_t rows, float* y) {
     x_ = x;

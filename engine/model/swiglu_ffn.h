@@ -6,6 +6,7 @@
 
 #include "backend/backend.h"
 #include "core/tensor.h"
+#include "model/linear_precision.h"
 #include "model/parameters.h"
 
 namespace moe {
@@ -18,9 +19,10 @@ struct SwiGluWeights {
     Parameter* down = nullptr;
     int64_t dim = 0;    // D
     int64_t width = 0;  // F
+    const PrecisionContext* precision = nullptr;  // the model's projection precision (null: fp32)
 
     static SwiGluWeights create(ParameterStore& store, const std::string& prefix, int64_t dim,
-                                int64_t width);
+                                int64_t width, const PrecisionContext* precision = nullptr);
 };
 
 // Activations of a SwiGLU over `rows` tokens: g, u, a = silu(g) * u, each [rows, F].
@@ -41,7 +43,8 @@ void swiglu_ffn_backward(Backend& be, const SwiGluWeights& w, const float* x, in
 // A dense SwiGLU layer with its own buffers (dense FFN, shared experts).
 class SwiGluFfn {
 public:
-    SwiGluFfn(ParameterStore& store, const std::string& prefix, int64_t dim, int64_t width);
+    SwiGluFfn(ParameterStore& store, const std::string& prefix, int64_t dim, int64_t width,
+              const PrecisionContext* precision = nullptr);
     void forward(Backend& be, const float* x, int64_t rows, float* y);
     void backward(Backend& be, const float* dy, float* dx);  // uses the x of the last forward
     const SwiGluWeights& weights() const { return w_; }

@@ -3,17 +3,19 @@
 namespace moe {
 
 TransformerBlock::TransformerBlock(ParameterStore& store, const std::string& prefix,
-                                   int64_t layer_index, const ModelConfig& cfg)
+                                   int64_t layer_index, const ModelConfig& cfg,
+                                   const PrecisionContext* precision)
     : D_(cfg.hidden_size),
       eps_(static_cast<float>(cfg.rms_norm_eps)),
       attn_norm_(&store.add(prefix + ".input_layernorm.weight", {cfg.hidden_size})),
       ffn_norm_(nullptr),
-      attn_(store, prefix + ".self_attn", cfg) {
+      attn_(store, prefix + ".self_attn", cfg, precision) {
     ffn_norm_ = &store.add(prefix + ".post_attention_layernorm.weight", {cfg.hidden_size});
     if (cfg.is_moe_layer(layer_index))
-        moe_ = std::make_unique<MoeLayer>(store, prefix + ".mlp", layer_index, cfg);
+        moe_ = std::make_unique<MoeLayer>(store, prefix + ".mlp", layer_index, cfg, precision);
     else
-        dense_ = std::make_unique<SwiGluFfn>(store, prefix + ".mlp", D_, cfg.intermediate_size);
+        dense_ = std::make_unique<SwiGluFfn>(store, prefix + ".mlp", D_, cfg.intermediate_size,
+                                             precision);
 }
 
 double TransformerBlock::forward(Backend& be, const float* x, int64_t B, int64_t T,
@@ -62,6 +64,11 @@ void TransformerBlock::backward(Backend& be, const float* d_out, float* dx) {
     attn_.backward(be, d_mid_.data(), d_h1_.data());
     be.rmsnorm_backward(d_h1_.data(), D_, x_, D_, attn_norm_->value.data(), rstd1_.data(), n, D_,
                         dx, D_, attn_norm_->grad.data());
+}
+
+NearZeroCount TransformerBlock::ffn_near_zero(float threshold) const {
+    if (moe_) return moe_->near_zero(threshold);
+    return count_near_zero(dense_->hidden().data(), dense_->hidden().numel(), threshold);
 }
 
 }  // namespace moe

@@ -19,7 +19,7 @@ class TransformerBlock {
 public:
     // prefix: "model.layers.<index>"
     TransformerBlock(ParameterStore& store, const std::string& prefix, int64_t layer_index,
-                     const ModelConfig& cfg);
+                     const ModelConfig& cfg, const PrecisionContext* precision = nullptr);
 
     // x [B*T, D] (kept by pointer until backward) -> output() [B*T, D]. Returns the balance
     // loss of this layer's MoE (0 for dense layers).
@@ -33,6 +33,8 @@ public:
     MlaAttention& attention() { return attn_; }
     const MlaAttention& attention() const { return attn_; }
     bool is_moe() const { return moe_ != nullptr; }
+    // Near-zero SwiGLU outputs of this block's FFN (dense or MoE) in the last forward.
+    NearZeroCount ffn_near_zero(float threshold) const;
 
 private:
     int64_t D_;

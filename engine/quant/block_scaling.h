@@ -8,7 +8,12 @@
 //   per-tensor: one scale for the whole matrix (TileShape{0, 0}), the comparison that shows
 //   why fine-grained scaling matters with outliers.
 // Dequantized value = decode(code) * scale, scale = amax / format_max (1 when amax is 0), or
-// with pow2_scales the next power of two >= that, so scaling itself is exact.
+// with pow2_scales the next power of two >= that, so scaling itself is exact. code = the
+// format's round-to-nearest-even cast of x / scale, saturating at +-format_max. Details:
+//   - amax is over the tile's finite elements: NaN stays NaN, +-Inf saturates to +-max * scale,
+//     neither changes the scale of its neighbours. Scales are kept >= FLT_MIN.
+//   - scaled = false: the plain cast (scales all 1): FP8 saturates, BF16/FP16 overflow to +-Inf.
+//   - FP32 is the identity (scales 1), whatever `scaled` says.
 #include <cstdint>
 #include <vector>
 
@@ -40,8 +45,9 @@ struct BlockQuantSpec {
 int64_t tile_grid_rows(int64_t rows, TileShape tile);
 int64_t tile_grid_cols(int64_t cols, TileShape tile);
 
-// What a cast did: elements whose scaled magnitude exceeded the format's max (clamped), and
-// nonzero elements that became zero.
+// What a cast did: finite elements whose scaled value rounded past the format's max (clamped to
+// +-max, or +-Inf for an unscaled BF16/FP16 cast; an Inf input is not counted), and nonzero
+// elements whose result is zero (flushed below half the smallest subnormal).
 struct CastCounts {
     int64_t saturated = 0;
     int64_t flushed_to_zero = 0;
@@ -53,8 +59,11 @@ struct CastCounts {
 };
 
 // out = dequantize(quantize(x)) of a [rows, cols] matrix with row strides ld_x / ld_out (out may
-// be x itself). scales, if not null, receives [tile_grid_rows, tile_grid_cols] row-major. The
-// result is what a GPU's scaled FP8 GEMM sees, element for element. Parallel over tiles.
+// be x itself, with the same stride). scales, if not null, receives [tile_grid_rows,
+// tile_grid_cols] row-major. The result is what a GPU's scaled FP8 GEMM sees, element for
+// element, and equals dequantize_blocks(quantize_blocks(x)) bit for bit. Two parallel passes
+// (tile amax, then the cast by rows), deterministic for any thread count; no allocation once a
+// thread has seen its largest tile grid. ConfigError for ld < cols or a negative tile extent.
 CastCounts fake_quantize(const float* x, int64_t rows, int64_t cols, int64_t ld_x,
                          const BlockQuantSpec& spec, float* out, int64_t ld_out,
                          float* scales = nullptr);
@@ -71,6 +80,10 @@ BlockQuantized quantize_blocks(const float* x, int64_t rows, int64_t cols, int64
                                const BlockQuantSpec& spec);
 void dequantize_blocks(const BlockQuantized& q, float* out, int64_t ld_out);
 
+// Round-to-nearest-even of x to a float with only `mantissa_bits` fraction bits (1..23; 23 returns
+// x): the limited accumulator of the GEMM reference. ConfigError outside 1..23.
+float round_to_mantissa_bits(float x, int mantissa_bits);
+
 // Reference block-scaled GEMM with DeepSeek's promotion rule, C[M,N] = A[M,K] * B[K,N]^T...
 // precisely: A [M,K] quantized with tiles along K (a_spec.tile applies to A as stored), B stored
 // [N,K] (the y = x W^T layout) quantized with b_spec.tile; the products of each 128-long K
@@ -78,6 +91,12 @@ void dequantize_blocks(const BlockQuantized& q, float* out, int64_t ld_out);
 // tensor cores' limited accumulator is about 13), then multiplied by the two tiles' scales and
 // added to an fp32 accumulator ("promotion"). promote_every = 0 promotes only at the end (no
 // promotion), which shows the error the rule removes for long K. Slow; for tests and figures.
+// The operands are exactly fake_quantize's (same codes and scales). Scales are applied at
+// promotion, so each chunk must see one scale per operand: with promote_every > 0 each
+// operand's tile extent along K must be a multiple of it or cover K (ConfigError
+// "promote_every" otherwise; 1x128 and 128x128 tiles with 128 are the DeepSeek case). With
+// promote_every = 0 and tiles finer than K, each product is scaled before it enters the limited
+// accumulator. Each add rounds the exact sum once (RNE) to the accumulator's width.
 void gemm_block_scaled_reference(const float* A, const float* B, int64_t M, int64_t N,
                                  int64_t K, const BlockQuantSpec& a_spec,
                                  const BlockQuantSpec& b_spec, int promote_every,

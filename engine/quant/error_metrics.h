@@ -9,13 +9,15 @@ namespace moe {
 struct QuantErrorStats {
     int64_t count = 0;
     double rel_fro_error = 0;   // ||xq - x||_F / ||x||_F (0 when x is all zero)
-    double snr_db = 0;          // 10 log10(||x||^2 / ||xq - x||^2); +inf stored as 300
+    double snr_db = 0;          // 10 log10(||x||^2 / ||xq - x||^2), clamped to +-300: no
+                                // error (or n = 0) is 300, an error on an all-zero x is -300
     float amax = 0;             // max |x|
     double max_abs_error = 0;
     double frac_saturated = 0;  // from the cast's CastCounts
     double frac_flushed = 0;
 };
 
+// Sums in double over fixed 4096-element blocks: the same figures for any thread count.
 QuantErrorStats quant_error(const float* x, const float* xq, int64_t n, int64_t saturated = 0,
                             int64_t flushed_to_zero = 0);
 
@@ -31,9 +33,12 @@ struct Log2Histogram {
 };
 
 // values: of v[i] / (divisor, e.g. the tile scale; 1 for none). errors: of |xq - x| / amax.
+// NaN values are skipped; powers of two land exactly at the start of their bin.
 void add_to_histogram(Log2Histogram& h, const float* v, int64_t n, float divisor = 1.0f);
 
-// Blockwise statistics: relative error per tile, [tile_grid_rows, tile_grid_cols].
+// Blockwise statistics: relative error per tile, [tile_grid_rows, tile_grid_cols] row-major, x and
+// xq with the same row stride ld; a tile extent of 0 is the whole dimension, edge tiles are
+// partial, an all-zero tile reports 0. Sums in double, in a fixed order.
 std::vector<float> tile_rel_errors(const float* x, const float* xq, int64_t rows, int64_t cols,
                                    int64_t ld, int64_t tile_rows, int64_t tile_cols);
 

@@ -19,7 +19,7 @@ const std::vector<std::string> kTrainingFields = {
     "batch_size",    "seq_len",      "seed",          "threads",      "steps",
     "data",          "optimizer",    "balance",       "mtp",          "log_every",
     "eval_every",    "eval_batches", "routing_every", "probe_tokens", "checkpoint_every",
-    "keep_checkpoints", "max_bad_steps"};
+    "keep_checkpoints", "max_bad_steps", "precision"};
 const std::vector<std::string> kProjectFields = {"name", "description", "model", "training"};
 
 }  // namespace
@@ -48,6 +48,7 @@ void TrainingSettings::validate() const {
     optimizer.validate();
     balance.validate();
     mtp.validate();
+    precision.validate();
 }
 
 TrainingSettings TrainingSettings::from_json(const json& j) {
@@ -64,6 +65,7 @@ TrainingSettings TrainingSettings::from_json(const json& j) {
         else if (key == "optimizer") t.optimizer = OptimizerSettings::from_json(value);
         else if (key == "balance") t.balance = BalanceSettings::from_json(value);
         else if (key == "mtp") t.mtp = MtpSchedule::from_json(value);
+        else if (key == "precision") t.precision = PrecisionSettings::from_json(value);
         else if (key == "log_every") t.log_every = json_fields::get_int(value, field);
         else if (key == "eval_every") t.eval_every = json_fields::get_int(value, field);
         else if (key == "eval_batches") t.eval_batches = json_fields::get_int(value, field);
@@ -93,6 +95,7 @@ json TrainingSettings::to_json() const {
                 {"optimizer", optimizer.to_json()},
                 {"balance", balance.to_json()},
                 {"mtp", mtp.to_json()},
+                {"precision", precision.to_json()},
                 {"log_every", log_every},
                 {"eval_every", eval_every},
                 {"eval_batches", eval_batches},

@@ -25,6 +25,7 @@ struct TrainingSettings {
     OptimizerSettings optimizer;    // AdamW, LR schedule, clipping, accumulation
     BalanceSettings balance;        // aux_free | seq_aux | batch_aux | none
     MtpSchedule mtp;                // MTP loss weight over training
+    PrecisionSettings precision;    // fp32 | bf16 | fp16 | fp8 projection GEMMs
 
     // Bookkeeping intervals, in optimizer steps (0 turns the item off).
     int64_t log_every = 10;         // metrics and expert load rows in the run file

@@ -103,6 +103,8 @@ struct RoutingRow {
 // Quantization error of every quantized tensor at one step: /quant/*[Q_rows]. Written only by
 // runs whose precision quantizes something (not fp32). Histograms: Log2Histogram bins
 // (quant/error_metrics.h): values of x / (its tile's scale), errors of |xq - x| / amax.
+inline constexpr int64_t kQuantHistogramBins = 160;  // = Log2Histogram::kBins
+
 struct QuantRow {
     int64_t step = 0;
     std::vector<float> rel_error;        // [Q] relative Frobenius error
@@ -110,9 +112,9 @@ struct QuantRow {
     std::vector<float> amax;             // [Q]
     std::vector<float> frac_saturated;   // [Q]
     std::vector<float> frac_flushed;     // [Q]
-    std::vector<uint32_t> value_hist;    // [Q * kBins]
+    std::vector<uint32_t> value_hist;    // [Q * kQuantHistogramBins]
     std::vector<uint32_t> value_zeros;   // [Q]
-    std::vector<uint32_t> error_hist;    // [Q * kBins]
+    std::vector<uint32_t> error_hist;    // [Q * kQuantHistogramBins]
     std::vector<float> scales;           // [n_scale_values()] the scale grids, concatenated
 };
 

@@ -19,6 +19,7 @@ hid_t native_type(RunDtype t) {
         case RunDtype::I64: return H5T_NATIVE_INT64;
         case RunDtype::F32: return H5T_NATIVE_FLOAT;
         case RunDtype::F64: return H5T_NATIVE_DOUBLE;
+        case RunDtype::U32: return H5T_NATIVE_UINT32;
     }
     return H5T_NATIVE_DOUBLE;
 }
@@ -114,6 +115,17 @@ int64_t read_int64_attr(hid_t loc, const std::string& name, const std::string& p
     return v[0];
 }
 
+double read_double_attr(hid_t loc, const std::string& name, const std::string& path, const std::string& where) {
+    const std::string what = "attribute " + name + " on " + where;
+    h5::Attribute a = open_attr(loc, name, path, where, "a number");
+    h5::Dataspace space = h5::make<h5::Dataspace>(H5Aget_space(a.get()), path, what);
+    if (h5::check(H5Sget_simple_extent_npoints(space.get()), path, what) != 1)
+        throw FileError(path, what + ": expected one number");
+    double v = 0;
+    h5::check(H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v), path, "reading " + what);
+    return v;
+}
+
 void require_link(hid_t f, const std::string& name, const std::string& path, const std::string& expected) {
     // H5Lexists fails (rather than answering no) when a parent group is missing, so walk down.
     std::string prefix;
@@ -192,8 +204,11 @@ struct RunReader::Impl {
         throw std::logic_error("run reader: no column " + group + "/" + name);
     }
 
-    // Complete rows of a group: the shortest of its datasets.
+    // Complete rows of a group: the shortest of its datasets (0 for a group the file's format
+    // version does not have).
     int64_t count_rows(const std::string& group, const std::string& path) const {
+        const auto it = groups.find(group);
+        if (it == groups.end() || it->second.empty()) return 0;
         int64_t n = std::numeric_limits<int64_t>::max();
         for (const auto& c : groups.at(group))
             n = std::min(n, static_cast<int64_t>(dims_of(c.ds.get(), path, c.spec.path())[0]));
@@ -250,7 +265,8 @@ RunReader::RunReader(const std::string& path) : path_(path), impl_(std::make_uni
     h.top_k = read_int64_attr(f, "top_k", path, "/");
     h.label_names = read_strings_attr(f, "label_names", path, "/");
 
-    for (const auto& group : run_row_groups()) require_link(f, "/" + group, path, "a group");
+    const std::vector<std::string> row_groups = run_row_groups(h.format_version);
+    for (const auto& group : row_groups) require_link(f, "/" + group, path, "a group");
     {
         h5::Group g = h5::make<h5::Group>(H5Gopen2(f, "/experts", H5P_DEFAULT), path, "opening group /experts");
         h.moe_layer_indices = read_int64s_attr(g.get(), "layer_indices", path, "/experts");
@@ -261,9 +277,31 @@ RunReader::RunReader(const std::string& path) : path_(path), impl_(std::make_uni
     }
     h.probe_tokens = read_fixed_int32s(f, "/routing/probe_tokens", path);
     h.probe_labels = read_fixed_int32s(f, "/routing/probe_labels", path);
+    if (h.format_version >= 2) {
+        h.precision = read_string_attr(f, "precision", path, "/");
+        h5::Group q = h5::make<h5::Group>(H5Gopen2(f, "/quant", H5P_DEFAULT), path, "opening group /quant");
+        h.quant_tensors = read_strings_attr(q.get(), "tensors", path, "/quant");
+        h.quant_roles = read_strings_attr(q.get(), "roles", path, "/quant");
+        h.scale_tensors = read_strings_attr(q.get(), "scale_tensors", path, "/quant");
+        h.scale_grid_rows = read_int64s_attr(q.get(), "scale_grid_rows", path, "/quant");
+        h.scale_grid_cols = read_int64s_attr(q.get(), "scale_grid_cols", path, "/quant");
+        if (h.quant_roles.size() != h.quant_tensors.size())
+            throw FileError(path, "attribute roles on /quant: expected " + std::to_string(h.quant_tensors.size()) +
+                                      " roles (one per tensor), got " + std::to_string(h.quant_roles.size()));
+        if (h.scale_grid_rows.size() != h.scale_tensors.size() || h.scale_grid_cols.size() != h.scale_tensors.size())
+            throw FileError(path, "attributes scale_grid_rows/scale_grid_cols on /quant: expected " +
+                                      std::to_string(h.scale_tensors.size()) + " grid shapes each");
+        for (size_t i = 0; i < h.scale_grid_rows.size(); ++i)
+            if (h.scale_grid_rows[i] < 0 || h.scale_grid_cols[i] < 0)
+                throw FileError(path, "attributes scale_grid_rows/scale_grid_cols on /quant: negative shape for " +
+                                          h.scale_tensors[i]);
+        h5::Group sp = h5::make<h5::Group>(H5Gopen2(f, "/sparsity", H5P_DEFAULT), path, "opening group /sparsity");
+        h.ffn_layer_indices = read_int64s_attr(sp.get(), "ffn_layer_indices", path, "/sparsity");
+        h.near_zero_threshold = read_double_attr(sp.get(), "near_zero_threshold", path, "/sparsity");
+    }
 
     // Row datasets: present, with the rank and inner shape the header implies.
-    for (const auto& group : run_row_groups()) {
+    for (const auto& group : row_groups) {
         auto& columns = impl_->groups[group];
         for (auto& spec : run_group_datasets(group, h)) {
             const std::string where = spec.path();
@@ -279,7 +317,8 @@ RunReader::RunReader(const std::string& path) : path_(path), impl_(std::make_uni
                                           shape_string(dims));
             h5::Datatype t = h5::make<h5::Datatype>(H5Dget_type(ds.get()), path, where);
             const H5T_class_t cls = H5Tget_class(t.get());
-            const bool is_int = spec.dtype == RunDtype::I32 || spec.dtype == RunDtype::I64;
+            const bool is_int =
+                spec.dtype == RunDtype::I32 || spec.dtype == RunDtype::I64 || spec.dtype == RunDtype::U32;
             if (cls != (is_int ? H5T_INTEGER : H5T_FLOAT))
                 throw FileError(path, "dataset " + where + ": expected " + expected + ", found a " +
                                           (cls == H5T_INTEGER ? "integer" : cls == H5T_FLOAT ? "float" : "non-numeric") +
@@ -298,7 +337,7 @@ bool RunReader::refresh() {
     if (!impl_) return false;
     h5::Lock lock(h5::hdf5_mutex());
     bool grew = false;
-    for (const auto& group : run_row_groups()) {
+    for (const auto& group : run_row_groups(header_.format_version)) {
         if (live_)
             for (auto& c : impl_->groups[group])
                 h5::check(H5Drefresh(c.ds.get()), path_, "refreshing dataset " + c.spec.path());
@@ -313,6 +352,10 @@ int64_t RunReader::metrics_count() const { return impl_ ? impl_->rows.at("metric
 int64_t RunReader::eval_count() const { return impl_ ? impl_->rows.at("eval") : 0; }
 int64_t RunReader::experts_count() const { return impl_ ? impl_->rows.at("experts") : 0; }
 int64_t RunReader::routing_count() const { return impl_ ? impl_->rows.at("routing") : 0; }
+int64_t RunReader::quant_count() const { return impl_ && impl_->rows.count("quant") ? impl_->rows.at("quant") : 0; }
+int64_t RunReader::sparsity_count() const {
+    return impl_ && impl_->rows.count("sparsity") ? impl_->rows.at("sparsity") : 0;
+}
 
 MetricsColumns RunReader::metrics_since(int64_t row) const {
     MetricsColumns m;
@@ -419,6 +462,65 @@ RoutingRow RunReader::routing(int64_t i) const {
     r.topk = read_column<int32_t>(impl_->column("routing", "topk"), i, 1, path_);
     r.weights = read_column<float>(impl_->column("routing", "weights"), i, 1, path_);
     r.scores = read_column<float>(impl_->column("routing", "scores"), i, 1, path_);
+    return r;
+}
+
+QuantRow RunReader::quant(int64_t i) const {
+    check_index(i, quant_count(), path_, "quant");
+    h5::Lock lock(h5::hdf5_mutex());
+    auto col = [&](const char* name) -> const Column& { return impl_->column("quant", name); };
+    QuantRow r;
+    r.step = read_column<int64_t>(col("step"), i, 1, path_)[0];
+    r.rel_error = read_column<float>(col("rel_error"), i, 1, path_);
+    r.snr_db = read_column<float>(col("snr_db"), i, 1, path_);
+    r.amax = read_column<float>(col("amax"), i, 1, path_);
+    r.frac_saturated = read_column<float>(col("frac_saturated"), i, 1, path_);
+    r.frac_flushed = read_column<float>(col("frac_flushed"), i, 1, path_);
+    r.value_hist = read_column<uint32_t>(col("value_hist"), i, 1, path_);
+    r.value_zeros = read_column<uint32_t>(col("value_zeros"), i, 1, path_);
+    r.error_hist = read_column<uint32_t>(col("error_hist"), i, 1, path_);
+    r.scales = read_column<float>(col("scales"), i, 1, path_);
+    return r;
+}
+
+QuantErrorSeries RunReader::quant_error_series(int64_t q) const {
+    const int64_t Q = header_.n_quant();
+    if (q < 0 || q >= Q)
+        throw FileError(path_, "/quant: tensor " + std::to_string(q) + " out of range (Q=" + std::to_string(Q) + ")");
+    QuantErrorSeries out;
+    const int64_t n = quant_count();
+    if (n == 0) return out;
+    h5::Lock lock(h5::hdf5_mutex());
+    out.step = read_column<int64_t>(impl_->column("quant", "step"), 0, n, path_);
+    // One column of a [rows, Q] dataset.
+    auto read_tensor = [&](const char* name) {
+        const Column& c = impl_->column("quant", name);
+        std::vector<float> v(static_cast<size_t>(n));
+        const hsize_t start[2] = {0, static_cast<hsize_t>(q)};
+        const hsize_t count[2] = {static_cast<hsize_t>(n), 1};
+        const std::string where = c.spec.path();
+        h5::Dataspace fs = h5::make<h5::Dataspace>(H5Dget_space(c.ds.get()), path_, where);
+        h5::check(H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), path_,
+                  "selecting tensor " + std::to_string(q) + " of " + where);
+        h5::Dataspace ms = h5::make<h5::Dataspace>(H5Screate_simple(2, count, nullptr), path_, where);
+        h5::check(H5Dread(c.ds.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), H5P_DEFAULT, v.data()), path_,
+                  "reading tensor " + std::to_string(q) + " of " + where);
+        return v;
+    };
+    out.rel_error = read_tensor("rel_error");
+    out.snr_db = read_tensor("snr_db");
+    out.amax = read_tensor("amax");
+    return out;
+}
+
+SparsityRows RunReader::sparsity_rows() const {
+    SparsityRows r;
+    const int64_t n = sparsity_count();
+    if (n == 0) return r;
+    h5::Lock lock(h5::hdf5_mutex());
+    r.step = read_column<int64_t>(impl_->column("sparsity", "step"), 0, n, path_);
+    r.near_zero = read_column<float>(impl_->column("sparsity", "near_zero"), 0, n, path_);
+    r.unused_experts = read_column<float>(impl_->column("sparsity", "unused_experts"), 0, n, path_);
     return r;
 }
 

@@ -7,7 +7,9 @@ namespace moe {
 
 namespace {
 
-int64_t dtype_bytes(RunDtype t) { return (t == RunDtype::I32 || t == RunDtype::F32) ? 4 : 8; }
+int64_t dtype_bytes(RunDtype t) {
+    return (t == RunDtype::I32 || t == RunDtype::F32 || t == RunDtype::U32) ? 4 : 8;
+}
 
 // Aim for chunks of about 256 KiB: small rows (metrics scalars) get 256 rows per chunk so a
 // column is a handful of chunks; big rows (routing scores of a full model) get one row per chunk
@@ -32,6 +34,7 @@ const char* run_dtype_name(RunDtype t) {
         case RunDtype::I64: return "int64";
         case RunDtype::F32: return "float32";
         case RunDtype::F64: return "float64";
+        case RunDtype::U32: return "uint32";
     }
     return "?";
 }
@@ -72,6 +75,23 @@ std::vector<RunDatasetSpec> run_group_datasets(const std::string& group, const R
         return {spec(group, "step", RunDtype::I64, {}), spec(group, "topk", RunDtype::I32, {L, T, K}),
                 spec(group, "weights", RunDtype::F32, {L, T, K}),
                 spec(group, "scores", RunDtype::F32, {L, T, E})};
+    if (group == "quant") {
+        const int64_t Q = h.n_quant(), bins = kQuantHistogramBins;
+        return {spec(group, "step", RunDtype::I64, {}),
+                spec(group, "rel_error", RunDtype::F32, {Q}),
+                spec(group, "snr_db", RunDtype::F32, {Q}),
+                spec(group, "amax", RunDtype::F32, {Q}),
+                spec(group, "frac_saturated", RunDtype::F32, {Q}),
+                spec(group, "frac_flushed", RunDtype::F32, {Q}),
+                spec(group, "value_hist", RunDtype::U32, {Q, bins}),
+                spec(group, "value_zeros", RunDtype::U32, {Q}),
+                spec(group, "error_hist", RunDtype::U32, {Q, bins}),
+                spec(group, "scales", RunDtype::F32, {h.n_scale_values()})};
+    }
+    if (group == "sparsity")
+        return {spec(group, "step", RunDtype::I64, {}),
+                spec(group, "near_zero", RunDtype::F32, {h.n_ffn_layers()}),
+                spec(group, "unused_experts", RunDtype::F32, {L})};
     throw std::invalid_argument("run_group_datasets: unknown group " + group);
 }
 

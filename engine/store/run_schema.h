@@ -10,9 +10,9 @@
 
 namespace moe {
 
-enum class RunDtype { I32, I64, F32, F64 };
+enum class RunDtype { I32, I64, F32, F64, U32 };
 
-const char* run_dtype_name(RunDtype t);  // "int32", "int64", "float32", "float64"
+const char* run_dtype_name(RunDtype t);  // "int32", "int64", "float32", "float64", "uint32"
 
 struct RunDatasetSpec {
     std::string group;           // "metrics", "eval", "experts", "routing"
@@ -26,12 +26,20 @@ struct RunDatasetSpec {
 };
 
 // The datasets of one group, in the order the writer writes a row (the reader relies on the
-// group, not the order). Groups: metrics, eval, experts, routing.
+// group, not the order). Groups: metrics, eval, experts, routing (version 1); quant, sparsity
+// (version 2).
 std::vector<RunDatasetSpec> run_group_datasets(const std::string& group, const RunHeader& h);
 
 inline const std::vector<std::string>& run_row_groups() {
-    static const std::vector<std::string> groups{"metrics", "eval", "experts", "routing"};
+    static const std::vector<std::string> groups{"metrics", "eval",  "experts",
+                                                 "routing", "quant", "sparsity"};
     return groups;
+}
+
+// The row groups a file of format_version `version` has.
+inline std::vector<std::string> run_row_groups(int64_t version) {
+    if (version >= 2) return run_row_groups();
+    return {"metrics", "eval", "experts", "routing"};
 }
 
 // /metrics column names, in MetricsRow order.

@@ -23,6 +23,7 @@ hid_t file_type(RunDtype t) {
         case RunDtype::I64: return H5T_STD_I64LE;
         case RunDtype::F32: return H5T_IEEE_F32LE;
         case RunDtype::F64: return H5T_IEEE_F64LE;
+        case RunDtype::U32: return H5T_STD_U32LE;
     }
     return H5T_IEEE_F64LE;
 }
@@ -33,6 +34,7 @@ hid_t native_type(RunDtype t) {
         case RunDtype::I64: return H5T_NATIVE_INT64;
         case RunDtype::F32: return H5T_NATIVE_FLOAT;
         case RunDtype::F64: return H5T_NATIVE_DOUBLE;
+        case RunDtype::U32: return H5T_NATIVE_UINT32;
     }
     return H5T_NATIVE_DOUBLE;
 }
@@ -73,6 +75,15 @@ void write_int64s_attr(hid_t loc, const std::string& name, const std::vector<int
     const int64_t zero = 0;
     h5::check(H5Awrite(a.get(), H5T_NATIVE_INT64, values.empty() ? &zero : values.data()), path,
               "writing " + what);
+}
+
+void write_double_attr(hid_t loc, const std::string& name, double value, const std::string& path,
+                       const std::string& where) {
+    const std::string what = "attribute " + name + " on " + where;
+    h5::Dataspace s = h5::make<h5::Dataspace>(H5Screate(H5S_SCALAR), path, what);
+    h5::Attribute a = h5::make<h5::Attribute>(
+        H5Acreate2(loc, name.c_str(), H5T_IEEE_F64LE, s.get(), H5P_DEFAULT, H5P_DEFAULT), path, what);
+    h5::check(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, &value), path, "writing " + what);
 }
 
 // A small fixed-size 1-D int32 dataset (the probe), written once before SWMR starts.
@@ -163,6 +174,17 @@ RunWriter::RunWriter(const std::string& path, const RunHeader& header, bool over
                                   " labels (one per probe token), got " +
                                   std::to_string(header_.probe_labels.size()));
 
+    if (header_.quant_roles.size() != header_.quant_tensors.size())
+        throw FileError(path, "header quant_roles: expected " + std::to_string(header_.quant_tensors.size()) +
+                                  " roles (one per quantized tensor), got " +
+                                  std::to_string(header_.quant_roles.size()));
+    if (header_.scale_grid_rows.size() != header_.scale_tensors.size() ||
+        header_.scale_grid_cols.size() != header_.scale_tensors.size())
+        throw FileError(path, "header scale_grid_rows/scale_grid_cols: expected " +
+                                  std::to_string(header_.scale_tensors.size()) + " grid shapes, got " +
+                                  std::to_string(header_.scale_grid_rows.size()) + "/" +
+                                  std::to_string(header_.scale_grid_cols.size()));
+
     struct stat st{};
     if (!overwrite && ::stat(path.c_str(), &st) == 0)
         throw FileError(path, "a file already exists there; refusing to overwrite a run file "
@@ -191,6 +213,7 @@ RunWriter::RunWriter(const std::string& path, const RunHeader& header, bool over
         write_int64s_attr(f, "n_experts", {header_.n_experts}, true, path, "/");
         write_int64s_attr(f, "top_k", {header_.top_k}, true, path, "/");
         write_strings_attr(f, "label_names", header_.label_names, path, "/");
+        write_string_attr(f, "precision", header_.precision, path, "/");
 
         // Raw-data chunk cache off: each H5Dwrite goes straight to the file, so row data reaches
         // the OS before the metadata (extent, chunk index) that points at it, which is only written
@@ -209,6 +232,18 @@ RunWriter::RunWriter(const std::string& path, const RunHeader& header, bool over
                 write_string_attr(g.get(), "probe_text", header_.probe_text, path, "/routing");
                 write_fixed_int32s(g.get(), "probe_tokens", header_.probe_tokens, path, "/routing/probe_tokens");
                 write_fixed_int32s(g.get(), "probe_labels", header_.probe_labels, path, "/routing/probe_labels");
+            }
+            if (group == "quant") {
+                write_strings_attr(g.get(), "tensors", header_.quant_tensors, path, "/quant");
+                write_strings_attr(g.get(), "roles", header_.quant_roles, path, "/quant");
+                write_strings_attr(g.get(), "scale_tensors", header_.scale_tensors, path, "/quant");
+                write_int64s_attr(g.get(), "scale_grid_rows", header_.scale_grid_rows, false, path, "/quant");
+                write_int64s_attr(g.get(), "scale_grid_cols", header_.scale_grid_cols, false, path, "/quant");
+            }
+            if (group == "sparsity") {
+                write_int64s_attr(g.get(), "ffn_layer_indices", header_.ffn_layer_indices, false, path, "/sparsity");
+                write_int64s_attr(g.get(), "moe_layer_indices", header_.moe_layer_indices, false, path, "/sparsity");
+                write_double_attr(g.get(), "near_zero_threshold", header_.near_zero_threshold, path, "/sparsity");
             }
             auto& columns = impl_->groups[group];
             impl_->rows[group] = 0;
@@ -269,6 +304,8 @@ int64_t RunWriter::metrics_rows() const { return impl_ ? impl_->rows.at("metrics
 int64_t RunWriter::eval_rows() const { return impl_ ? impl_->rows.at("eval") : 0; }
 int64_t RunWriter::experts_rows() const { return impl_ ? impl_->rows.at("experts") : 0; }
 int64_t RunWriter::routing_rows() const { return impl_ ? impl_->rows.at("routing") : 0; }
+int64_t RunWriter::quant_rows() const { return impl_ ? impl_->rows.at("quant") : 0; }
+int64_t RunWriter::sparsity_rows() const { return impl_ ? impl_->rows.at("sparsity") : 0; }
 
 namespace {
 
@@ -361,6 +398,53 @@ void RunWriter::append(const RoutingRow& r) {
         write_row(impl_->column("routing", "topk"), row, r.topk.data(), path_);
         write_row(impl_->column("routing", "weights"), row, r.weights.data(), path_);
         write_row(impl_->column("routing", "scores"), row, r.scores.data(), path_);
+    });
+}
+
+void RunWriter::append(const QuantRow& r) {
+    const int64_t Q = header_.n_quant(), B = kQuantHistogramBins, S = header_.n_scale_values();
+    const std::string q = "Q=" + std::to_string(Q);
+    auto check = [&](const char* name, size_t got, int64_t expected, const std::string& shape) {
+        if (static_cast<int64_t>(got) != expected)
+            throw FileError(path_, size_mismatch(std::string("/quant/") + name, expected, static_cast<int64_t>(got), shape));
+    };
+    check("rel_error", r.rel_error.size(), Q, q);
+    check("snr_db", r.snr_db.size(), Q, q);
+    check("amax", r.amax.size(), Q, q);
+    check("frac_saturated", r.frac_saturated.size(), Q, q);
+    check("frac_flushed", r.frac_flushed.size(), Q, q);
+    check("value_hist", r.value_hist.size(), Q * B, q + " x bins=" + std::to_string(B));
+    check("value_zeros", r.value_zeros.size(), Q, q);
+    check("error_hist", r.error_hist.size(), Q * B, q + " x bins=" + std::to_string(B));
+    check("scales", r.scales.size(), S, "the scale grids of " + std::to_string(header_.scale_tensors.size()) + " tensors");
+    if (!impl_) throw FileError(path_, "append to a moved-from run writer");
+    impl_->append_row(path_, "quant", [&](int64_t row) {
+        write_row(impl_->column("quant", "step"), row, &r.step, path_);
+        write_row(impl_->column("quant", "rel_error"), row, r.rel_error.data(), path_);
+        write_row(impl_->column("quant", "snr_db"), row, r.snr_db.data(), path_);
+        write_row(impl_->column("quant", "amax"), row, r.amax.data(), path_);
+        write_row(impl_->column("quant", "frac_saturated"), row, r.frac_saturated.data(), path_);
+        write_row(impl_->column("quant", "frac_flushed"), row, r.frac_flushed.data(), path_);
+        write_row(impl_->column("quant", "value_hist"), row, r.value_hist.data(), path_);
+        write_row(impl_->column("quant", "value_zeros"), row, r.value_zeros.data(), path_);
+        write_row(impl_->column("quant", "error_hist"), row, r.error_hist.data(), path_);
+        write_row(impl_->column("quant", "scales"), row, r.scales.data(), path_);
+    });
+}
+
+void RunWriter::append(const SparsityRow& r) {
+    const int64_t F = header_.n_ffn_layers(), L = header_.n_layers();
+    if (static_cast<int64_t>(r.near_zero.size()) != F)
+        throw FileError(path_, size_mismatch("/sparsity/near_zero", F, static_cast<int64_t>(r.near_zero.size()),
+                                             "FFN layers=" + std::to_string(F)));
+    if (static_cast<int64_t>(r.unused_experts.size()) != L)
+        throw FileError(path_, size_mismatch("/sparsity/unused_experts", L,
+                                             static_cast<int64_t>(r.unused_experts.size()), "L=" + std::to_string(L)));
+    if (!impl_) throw FileError(path_, "append to a moved-from run writer");
+    impl_->append_row(path_, "sparsity", [&](int64_t row) {
+        write_row(impl_->column("sparsity", "step"), row, &r.step, path_);
+        write_row(impl_->column("sparsity", "near_zero"), row, r.near_zero.data(), path_);
+        write_row(impl_->column("sparsity", "unused_experts"), row, r.unused_experts.data(), path_);
     });
 }
 

@@ -32,11 +32,15 @@ public:
     void append(const EvalRow& row);
     void append(const ExpertsRow& row);
     void append(const RoutingRow& row);
+    void append(const QuantRow& row);
+    void append(const SparsityRow& row);
 
     int64_t metrics_rows() const;
     int64_t eval_rows() const;
     int64_t experts_rows() const;
     int64_t routing_rows() const;
+    int64_t quant_rows() const;
+    int64_t sparsity_rows() const;
 
     // Makes every appended row visible to readers and durable against a crash of this process
     // (H5Fflush). Cheap: a few small writes, fine to call at every log step.

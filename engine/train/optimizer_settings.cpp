@@ -289,4 +289,80 @@ MtpSchedule MtpSchedule::from_json(const json& j, const std::string& prefix) {
 
 json MtpSchedule::to_json() const { return write_fields(mtp_fields(), *this); }
 
+// ---- LossScaleSettings, PrecisionSettings
+
+namespace {
+
+const std::vector<std::string> kScalings = {"tile", "tensor"};
+const std::vector<std::string> kScaleRoundings = {"exact", "pow2"};
+
+const std::vector<Field<LossScaleSettings>>& loss_scale_fields() {
+    static const std::vector<Field<LossScaleSettings>> t = {
+        {"initial", &LossScaleSettings::initial},
+        {"growth_interval", &LossScaleSettings::growth_interval},
+        {"backoff", &LossScaleSettings::backoff},
+        {"growth", &LossScaleSettings::growth},
+    };
+    return t;
+}
+
+const std::vector<Field<PrecisionSettings>>& precision_fields() {
+    static const std::vector<Field<PrecisionSettings>> t = {
+        {"mode", &PrecisionSettings::mode},
+        {"scaling", &PrecisionSettings::scaling},
+        {"scale_rounding", &PrecisionSettings::scale_rounding},
+        {"record_every", &PrecisionSettings::record_every},
+    };
+    return t;
+}
+
+}  // namespace
+
+void LossScaleSettings::validate(const std::string& prefix) const {
+    check(std::isfinite(initial) && initial >= 1.0 && initial <= 16777216.0, prefix, "initial",
+          "must be in [1, 2^24]", initial);
+    check(growth_interval >= 1, prefix, "growth_interval", "must be >= 1", double(growth_interval));
+    check(backoff > 0.0 && backoff < 1.0, prefix, "backoff", "must be in (0, 1)", backoff);
+    check(growth > 1.0 && growth <= 16.0, prefix, "growth", "must be in (1, 16]", growth);
+}
+
+LossScaleSettings LossScaleSettings::from_json(const json& j, const std::string& prefix) {
+    LossScaleSettings s;
+    read_fields(j, prefix, loss_scale_fields(), {}, s);
+    s.validate(prefix);
+    return s;
+}
+
+json LossScaleSettings::to_json() const { return write_fields(loss_scale_fields(), *this); }
+
+LinearRecipe PrecisionSettings::recipe() const {
+    LinearRecipe r;
+    r.mode = parse_linear_precision(mode, "training.precision.mode");
+    r.per_tensor = scaling == "tensor";
+    r.pow2_scales = scale_rounding == "pow2";
+    return r;
+}
+
+void PrecisionSettings::validate(const std::string& prefix) const {
+    parse_linear_precision(mode, prefix + ".mode");
+    check_kind(scaling, kScalings, prefix + ".scaling");
+    check_kind(scale_rounding, kScaleRoundings, prefix + ".scale_rounding");
+    check(record_every >= 0, prefix, "record_every", "must be >= 0 (0 = never)", double(record_every));
+    loss_scale.validate(prefix + ".loss_scale");
+}
+
+PrecisionSettings PrecisionSettings::from_json(const json& j, const std::string& prefix) {
+    PrecisionSettings s;
+    read_fields(j, prefix, precision_fields(), {"loss_scale"}, s);
+    if (j.contains("loss_scale")) s.loss_scale = LossScaleSettings::from_json(j["loss_scale"], prefix + ".loss_scale");
+    s.validate(prefix);
+    return s;
+}
+
+json PrecisionSettings::to_json() const {
+    json j = write_fields(precision_fields(), *this);
+    j["loss_scale"] = loss_scale.to_json();
+    return j;
+}
+
 }  // namespace moe

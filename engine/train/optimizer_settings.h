@@ -10,6 +10,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "model/linear_precision.h"
+
 namespace moe {
 
 struct ModelConfig;
@@ -98,6 +100,47 @@ struct MtpSchedule {
                                  const std::string& prefix = "training.mtp");
     nlohmann::json to_json() const;
     bool operator==(const MtpSchedule&) const = default;
+};
+
+// fp16 dynamic loss scaling: the loss (so every gradient) is multiplied by `scale` before the
+// backward pass; a step whose gradients overflow (Inf/NaN) is skipped and the scale multiplied
+// by `backoff`; after `growth_interval` good steps in a row it is multiplied by `growth`.
+struct LossScaleSettings {
+    double initial = 65536.0;
+    int64_t growth_interval = 200;
+    double backoff = 0.5;
+    double growth = 2.0;
+
+    void validate(const std::string& prefix = "training.precision.loss_scale") const;
+    static LossScaleSettings from_json(const nlohmann::json& j,
+                                       const std::string& prefix = "training.precision.loss_scale");
+    nlohmann::json to_json() const;
+    bool operator==(const LossScaleSettings&) const = default;
+};
+
+// The precision of the projection GEMMs (model/linear_precision.h) and what the run file
+// records about it.
+//   mode            fp32 | bf16 | fp16 | fp8
+//   scaling         fp8 scales per "tile" (1x128 activations, 128x128 weights, the DeepSeek
+//                   recipe) or per "tensor" (one scale per operand: the comparison)
+//   scale_rounding  "exact" (amax / 448) or "pow2" (rounded up to a power of two)
+//   record_every    steps between /quant rows of the run file (0: never); quantized modes only
+//   loss_scale      fp16 only
+struct PrecisionSettings {
+    std::string mode = "fp32";
+    std::string scaling = "tile";
+    std::string scale_rounding = "exact";
+    int64_t record_every = 100;
+    LossScaleSettings loss_scale;
+
+    LinearRecipe recipe() const;
+    bool loss_scaling() const { return mode == "fp16"; }
+
+    void validate(const std::string& prefix = "training.precision") const;
+    static PrecisionSettings from_json(const nlohmann::json& j,
+                                       const std::string& prefix = "training.precision");
+    nlohmann::json to_json() const;
+    bool operator==(const PrecisionSettings&) const = default;
 };
 
 }  // namespace moe

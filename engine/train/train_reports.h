@@ -17,6 +17,7 @@ struct StepReport {
     double wall_s = 0;        // training time so far (resumed runs include earlier sessions)
     double eta_s = 0;         // at the recent rate
     bool skipped = false;     // NaN/Inf loss or gradient: no update was made
+    double loss_scale = 1.0;  // fp16 dynamic loss scale used for this step (1 otherwise)
     std::vector<double> maxvio;  // per MoE layer, this step's global batch
 };
 

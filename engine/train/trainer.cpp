@@ -8,8 +8,15 @@
 #include "core/error.h"
 #include "train/evaluator.h"
 #include "train/grad_clip.h"
+#include "model/linear_precision.h"
+#include "quant/quant_recorder.h"
 
 namespace moe {
+
+namespace {
+// |a| below this counts as a near-zero SwiGLU output in /sparsity (docs/run-format.md).
+constexpr float kNearZeroThreshold = 1e-3f;
+}  // namespace
 
 namespace {
 
@@ -38,6 +45,8 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
     backend_ = std::make_unique<CpuBackend>(threads > 0 ? threads : static_cast<int>(tr.threads));
     model_ = std::make_unique<Model>(project_.model, *backend_);
     model_->init_weights(static_cast<uint64_t>(tr.seed));
+    model_->set_linear_recipe(tr.precision.recipe());
+    scaler_ = std::make_unique<LossScaler>(tr.precision.loss_scale, tr.precision.loss_scaling());
     data_ = std::make_unique<DataLoader>(tr.data, static_cast<uint64_t>(tr.seed), tr.batch_size,
                                          tr.seq_len);
     optimizer_ = std::make_unique<AdamW>(model_->parameters(), *backend_, tr.optimizer);
@@ -66,6 +75,7 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& checkpoint_dir,
     t->tokens_ = st.tokens;
     t->wall_s_ = st.wall_s;
     t->bad_steps_ = st.bad_steps;
+    t->scaler_->restore(st.loss_scale, st.loss_scale_good_steps);
     t->last_checkpoint_ = checkpoint_dir;
     t->open_run_file("cpu (" + std::to_string(t->backend_->threads()) + " threads)");
     return t;
@@ -86,6 +96,42 @@ void Trainer::open_run_file(const std::string& device) {
     h.probe_tokens.assign(probe_.batch.tokens.begin(), probe_.batch.tokens.begin() + tp);
     h.probe_text = probe_.text.substr(0, static_cast<size_t>(tp));
     h.probe_labels.assign(probe_.labels.begin(), probe_.labels.begin() + tp);
+
+    // Precision: which casts /quant measures, and whose block scales it keeps (every projection
+    // weight, and the inputs of layer 0's attention projections, whose shape is fixed).
+    const TrainingSettings& tr = project_.training;
+    const LinearRecipe recipe = tr.precision.recipe();
+    h.precision = tr.precision.mode;
+    if (recipe.quantized() && tr.precision.record_every > 0) {
+        std::vector<QuantRole> roles;
+        auto add_scale = [&](const std::string& key, int64_t rows, int64_t cols, TileShape tile) {
+            h.scale_tensors.push_back(key);
+            h.scale_grid_rows.push_back(tile_grid_rows(rows, tile));
+            h.scale_grid_cols.push_back(tile_grid_cols(cols, tile));
+        };
+        for (const Parameter* p : model_->parameters().all()) {
+            if (!is_projection_weight(p->name, p->value.rank())) continue;
+            const int64_t out = p->value.shape()[0], in = p->value.shape()[1];
+            for (auto [suffix, role] : {std::pair{"", QuantRole::Weight},
+                                        std::pair{"@input", QuantRole::Activation},
+                                        std::pair{"@grad", QuantRole::Gradient}}) {
+                h.quant_tensors.push_back(p->name + suffix);
+                h.quant_roles.push_back(to_string(role));
+                roles.push_back(role);
+            }
+            add_scale(p->name, out, in, recipe.weight().tile);
+            if (p->name.starts_with("model.layers.0.self_attn.") &&
+                !p->name.ends_with("o_proj.weight") && !p->name.ends_with("q_b_proj.weight") &&
+                !p->name.ends_with("kv_b_proj.weight"))
+                add_scale(p->name + "@input", tr.batch_size * tr.seq_len, in,
+                          recipe.activation().tile);
+        }
+        recorder_ = std::make_unique<QuantRecorder>(h.quant_tensors, roles, h.scale_tensors,
+                                                    h.scale_grid_rows, h.scale_grid_cols);
+    }
+    h.ffn_layer_indices = model_->ffn_layer_indices();
+    h.near_zero_threshold = kNearZeroThreshold;
+
     make_parent_dirs(paths_.run_file);
     run_ = std::make_unique<RunWriter>(paths_.run_file, h);
 }
@@ -112,6 +158,8 @@ TrainingState Trainer::state() const {
     s.wall_s = wall_s_;
     s.bad_steps = bad_steps_;
     s.optimizer_step = optimizer_->step_count();
+    s.loss_scale = scaler_->scale();
+    s.loss_scale_good_steps = scaler_->good_steps();
     s.data = data_->state();
     s.project = project_;
     s.run_file = paths_.run_file;
@@ -129,28 +177,45 @@ StepReport Trainer::step() {
 
     model_->parameters().zero_grads();
     StepReport r;
+    const double loss_scale = scaler_->scale();
+    const bool record = records_quant_at(step_ + 1);
+    // The recorder measures the first micro-batch's casts; cleared even if a pass throws.
+    struct RecorderGuard {
+        PrecisionContext& pc;
+        ~RecorderGuard() { pc.recorder = nullptr; }
+    } guard{model_->precision()};
+    if (record) recorder_->begin();
     for (int64_t a = 0; a < accum; ++a) {
         data_->next_train_batch(batch_);
+        model_->precision().recorder = record && a == 0 ? recorder_.get() : nullptr;
         const LossReport lr = model_->forward(batch_, opt);
-        model_->backward();
+        model_->backward(static_cast<float>(loss_scale));
+        model_->precision().recorder = nullptr;
         balancer_->accumulate(moe_layers_);
         r.loss += lr.loss / double(accum);
         r.mtp_loss += lr.mtp_loss / double(accum);
         r.aux_loss += lr.aux_loss / double(accum);
     }
-    const GradNorm gn = global_grad_norm(model_->parameters(), *backend_, tr.optimizer.grad_clip,
-                                         1.0 / double(accum));
+    // Gradients are sums over micro-batches of loss_scale * d loss: both divide out here.
+    const double unscale = 1.0 / (double(accum) * loss_scale);
+    const GradNorm gn =
+        global_grad_norm(model_->parameters(), *backend_, tr.optimizer.grad_clip, unscale);
     r.grad_norm = gn.norm;
+    r.loss_scale = loss_scale;
     r.lr = tr.optimizer.schedule.lr_at(step_, tr.optimizer.lr);
-    const bool finite = gn.finite && std::isfinite(r.loss + r.mtp_loss + r.aux_loss);
-    if (finite) {
-        optimizer_->step(r.lr, gn.factor / double(accum));
+    const bool finite_loss = std::isfinite(r.loss + r.mtp_loss + r.aux_loss);
+    // fp16: an overflow in the gradients is the loss scale's business (skip, back off), not a
+    // divergence; a non-finite loss always is.
+    const bool apply = scaler_->update(finite_loss && gn.finite) && finite_loss;
+    const bool expected_overflow = finite_loss && scaler_->last_was_overflow();
+    if (apply) {
+        optimizer_->step(r.lr, gn.factor * unscale);
         balancer_->update(moe_layers_, *backend_);
         bad_steps_ = 0;
         for (const auto& c : balancer_->last_counts()) r.maxvio.push_back(max_violation(c));
     } else {
         balancer_->reset();
-        ++bad_steps_;
+        if (!expected_overflow) ++bad_steps_;
         r.skipped = true;
     }
 
@@ -176,7 +241,7 @@ StepReport Trainer::step() {
     m.lr = r.lr;
     m.grad_norm = r.grad_norm;
     m.tokens_per_s = r.tokens_per_s;
-    m.loss_scale = 1.0;  // fp32: no loss scaling
+    m.loss_scale = loss_scale;
     m.skipped = r.skipped ? 1 : 0;
     run_->append(m);
 
@@ -192,6 +257,11 @@ StepReport Trainer::step() {
             e.maxvio.push_back(static_cast<float>(r.maxvio[l]));
         }
         if (!moe_layers_.empty()) run_->append(e);
+        write_sparsity_row();
+        run_->flush();
+    }
+    if (record) {
+        run_->append(recorder_->row(step_));
         run_->flush();
     }
     if ((tr.eval_every && step_ % tr.eval_every == 0) || finished()) evaluate();
@@ -212,6 +282,27 @@ StepReport Trainer::step() {
                     (dir.empty() ? std::string() : "; last good weights saved in " + dir));
     }
     return r;
+}
+
+bool Trainer::records_quant_at(int64_t step) const {
+    const int64_t every = project_.training.precision.record_every;
+    if (!recorder_ || every <= 0) return false;
+    return step == 1 || step % every == 0 || step == project_.training.steps;
+}
+
+// Activation sparsity of the step's last micro-batch and the experts the step left unused.
+void Trainer::write_sparsity_row() {
+    SparsityRow row;
+    row.step = step_;
+    for (double f : model_->ffn_near_zero(kNearZeroThreshold))
+        row.near_zero.push_back(static_cast<float>(f));
+    for (const auto& counts : balancer_->last_counts()) {
+        int64_t unused = 0;
+        for (auto c : counts) unused += c == 0;
+        row.unused_experts.push_back(
+            counts.empty() ? 0.0f : static_cast<float>(double(unused) / double(counts.size())));
+    }
+    if (row.unused_experts.size() == moe_layers_.size() && !moe_layers_.empty()) run_->append(row);
 }
 
 EvalReport Trainer::evaluate() {

@@ -19,10 +19,13 @@
 #include "store/run_writer.h"
 #include "train/adamw.h"
 #include "train/bias_balancer.h"
+#include "train/loss_scaler.h"
 #include "train/train_reports.h"
 #include "train/training_checkpoint.h"
 
 namespace moe {
+
+class QuantRecorder;
 
 struct TrainerPaths {
     std::string run_file;         // HDF5 run file to create (must not exist)
@@ -64,6 +67,8 @@ private:
     Trainer(const Project& project, const TrainerPaths& paths, int threads, bool fresh);
     void open_run_file(const std::string& device);
     void write_routing_snapshot();
+    void write_sparsity_row();
+    bool records_quant_at(int64_t step) const;  // step counted from 1
     TrainingState state() const;
 
     Project project_;
@@ -74,6 +79,8 @@ private:
     std::unique_ptr<AdamW> optimizer_;
     std::unique_ptr<BiasBalancer> balancer_;
     std::unique_ptr<RunWriter> run_;
+    std::unique_ptr<LossScaler> scaler_;
+    std::unique_ptr<QuantRecorder> recorder_;  // quantized modes with record_every > 0
     ProbeBatch probe_;
     Batch batch_;
     std::vector<MoeLayer*> moe_layers_;

@@ -51,6 +51,8 @@ nlohmann::json TrainingState::to_json() const {
                           {"wall_s", wall_s},
                           {"bad_steps", bad_steps},
                           {"optimizer_step", optimizer_step},
+                          {"loss_scale", loss_scale},
+                          {"loss_scale_good_steps", loss_scale_good_steps},
                           {"data", data},
                           {"run_file", run_file},
                           {"project", project.to_json()}};
@@ -71,6 +73,10 @@ TrainingState TrainingState::from_json(const nlohmann::json& j, const std::strin
     s.wall_s = field<double>(j, "wall_s", path);
     s.bad_steps = field<int64_t>(j, "bad_steps", path);
     s.optimizer_step = field<int64_t>(j, "optimizer_step", path);
+    // Absent in checkpoints from before the precision modes: fp32, scale 1.
+    if (j.contains("loss_scale")) s.loss_scale = field<double>(j, "loss_scale", path);
+    if (j.contains("loss_scale_good_steps"))
+        s.loss_scale_good_steps = field<int64_t>(j, "loss_scale_good_steps", path);
     s.data = j.at("data");
     s.run_file = j.value("run_file", "");
     try {

@@ -25,6 +25,8 @@ struct TrainingState {
     double wall_s = 0;           // training time so far
     int64_t bad_steps = 0;       // consecutive skipped steps at the time of saving
     int64_t optimizer_step = 0;  // AdamW's step count (bias correction)
+    double loss_scale = 1.0;     // fp16 dynamic loss scale, and the good steps toward its growth
+    int64_t loss_scale_good_steps = 0;
     nlohmann::json data;         // DataLoader::state()
     Project project;
     std::string run_file;        // the run file this checkpoint belongs to

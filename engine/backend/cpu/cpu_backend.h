@@ -29,6 +29,10 @@ public:
     void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
               int64_t ldc) override;
+    void gemm_quantized(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float* A, int64_t lda, const BlockQuantSpec& a_spec, const float* B,
+                        int64_t ldb, const BlockQuantSpec& b_spec, float beta, float* C,
+                        int64_t ldc) override;
 
     void copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
                  int64_t rows, int64_t cols) override;
@@ -130,6 +134,7 @@ private:
     std::vector<uint8_t> flags_;       // per-thread flags (gate eligibility)
     std::vector<int64_t> cursor_;      // route plan fill positions [E]
     std::vector<float> seq_f_;         // seq aux loss f_i per sequence [B, E]
+    std::vector<float> quant_a_, quant_b_;  // gemm_quantized: the cast copies of A and B
 };
 
 }  // namespace moe
