@@ -7,8 +7,14 @@
 #include "quant_tensor_list.h"
 #include "quantization_view.h"
 
+#include "store/run_writer.h"
+#include "workbench/main_window.h"
+#include "workbench/run_controller.h"
+
 #include <QApplication>
 #include <QDir>
+#include <QDockWidget>
+#include <QStandardPaths>
 #include <QFileInfo>
 #include <QMouseEvent>
 #include <QScrollBar>
@@ -159,6 +165,7 @@ private slots:
     void severalRunsOverlaid();
     void exports();
     void screenshots();
+    void workbenchFeedsViewFromRunFile();
 };
 
 void TestViewQuant::numberGridE4M3() {
@@ -524,6 +531,124 @@ void TestViewQuant::screenshots() {
     view.setRoleFilter(RoleFilter::Activations);
     show_and_settle(&view, {1400, 900});
     save_screenshot(&view, "quant_bf16_activations_1400x900.png");
+}
+
+// A real run file (RunWriter, HDF5) with /quant, /sparsity and fp16 loss scales, read by the
+// workbench's RunController and shown by the main window's Quantization dock.
+void TestViewQuant::workbenchFeedsViewFromRunFile() {
+    QStandardPaths::setTestModeEnabled(true);
+    QCoreApplication::setOrganizationName("moe-workbench-tests");
+    QCoreApplication::setApplicationName("tst_view_quant");
+    QTemporaryDir dir;
+    const QString path = dir.filePath("fp16-run.h5");
+    moe::RunHeader h;
+    h.name = "fp16-run";
+    h.precision = "fp16";
+    h.config_json = R"({"num_hidden_layers": 2})";
+    h.moe_layer_indices = {1};
+    h.n_experts = 4;
+    h.top_k = 2;
+    h.quant_tensors = {"model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.down_proj.weight@input",
+                       "model.layers.1.self_attn.o_proj.weight@grad"};
+    h.quant_roles = {"weight", "activation", "gradient"};
+    h.scale_tensors = {"model.layers.0.mlp.down_proj.weight"};
+    h.scale_grid_rows = {2};
+    h.scale_grid_cols = {3};
+    h.ffn_layer_indices = {0, 1, 2};
+    h.near_zero_threshold = 1e-3;
+    const int Q = 3, bins = 160;
+    {
+        moe::RunWriter w(path.toStdString(), h);
+        for (int s = 1; s <= 6; ++s) {
+            moe::MetricsRow m;
+            m.step = s;
+            m.tokens = 1000 * s;
+            m.loss = 5.0 - 0.1 * s;
+            m.loss_scale = s == 4 ? 32768 : 65536;
+            m.skipped = s == 4;
+            w.append(m);
+        }
+        for (int r = 0; r < 3; ++r) {
+            moe::QuantRow q;
+            q.step = 2 * (r + 1);
+            q.rel_error = {0.001f * (r + 1), 0.002f, 0.004f};
+            q.snr_db = {50, 48, 44};
+            q.amax = {1, 2, 3};
+            q.frac_saturated = {0, 0, 0.001f};
+            q.frac_flushed = {0, 0.01f, 0};
+            q.value_hist.assign(size_t(Q * bins), 0);
+            q.error_hist.assign(size_t(Q * bins), 0);
+            q.value_hist[size_t(0 * bins + 100)] = 77;  // tensor 0: log2 in [1, 1.25)
+            q.value_zeros = {0, 5, 0};
+            q.scales = {1, 2, 4, 8, 16, 32 * float(r + 1)};
+            w.append(q);
+            moe::SparsityRow sp;
+            sp.step = q.step;
+            sp.near_zero = {0.1f, 0.2f, 0.3f + 0.1f * r};
+            sp.unused_experts = {0.25f};
+            w.append(sp);
+        }
+        w.flush();
+    }
+
+    moe::workbench::RunController c(path);
+    QCOMPARE(c.precision(), QStringLiteral("fp16"));
+    QCOMPARE(c.quant_rows(), 3);
+    const QuantRunData d = c.quant_data();
+    QCOMPARE(d.tensorCount(), 3);
+    QCOMPARE(d.tensors[2].role, QuantRole::Gradient);
+    QCOMPARE(d.steps, (std::vector<double>{2, 4, 6}));
+    QCOMPARE(d.scale_grids.size(), size_t(1));
+    QCOMPARE(d.bins.count, 160);
+    QVERIFY(d.rows.empty());  // read on demand
+    const QuantRowData row = d.row(2);
+    QCOMPARE(row.step, 6.0);
+    QCOMPARE(row.rel_error[0], 0.003f);
+    QCOMPARE(row.value_hist[100], 77u);
+    QCOMPARE(row.scales[5], 96.0f);
+    const QuantSeries series = d.series(0);
+    QCOMPARE(series.step, (std::vector<double>{2, 4, 6}));
+    QCOMPARE(series.rel_error[1], double(0.002f));
+
+    // Sparsity: near-zero per FFN layer (MTP past the main layers), unused experts per MoE layer.
+    const SparsityOverTraining sp = c.sparsity_over_training();
+    QCOMPARE(sp.near_zero.size(), size_t(3));
+    QCOMPARE(sp.near_zero[2].name, QStringLiteral("MTP 1"));
+    QCOMPARE(sp.near_zero[2].y.back(), double(0.5f));
+    QCOMPARE(sp.never_chosen.size(), size_t(1));
+    QCOMPARE(sp.never_chosen[0].y[0], 0.25);
+
+    // Curves: precision and the fp16 loss scale with its skipped step.
+    const RunCurves rc = c.curves();
+    QCOMPARE(rc.precision, QStringLiteral("fp16"));
+    QCOMPARE(rc.loss_scale.size(), size_t(6));
+    QCOMPARE(rc.loss_scale[3], 32768.0);
+    QCOMPARE(rc.skipped[3], 1.0);
+
+    // The main window's Quantization dock shows the run.
+    moe::workbench::MainWindow w;
+    w.set_runs_dir(dir.filePath("runs"));
+    w.resize(1400, 900);
+    w.show();
+    QVERIFY(QTest::qWaitForWindowExposed(&w));
+    QVERIFY(w.open_run(path));
+    auto* view = qobject_cast<QuantizationView*>(w.view_widget("quantDock"));
+    QVERIFY(view);
+    QTRY_COMPARE(int(view->data().runs.size()), 1);
+    QVERIFY(!view->emptyStateShown());
+    QCOMPARE(view->stepIndex(), 2);
+    QCOMPARE(view->gridFormat(), GridFormat::FP16);
+    // Worst first: the gradient.
+    QCOMPARE(view->shownTensors().front(), 2);
+    view->selectTensor(h.quant_tensors[0].c_str());
+    QCOMPARE(view->histogramGraph()->data()->at(100)->value, 77.0);
+    QCOMPARE(view->trainingPlot()->graphCount(), 1);
+    QCOMPARE(view->trainingPlot()->graph(0)->dataCount(), 3);
+    QCOMPARE(view->scalePlot()->toMatrix().at(1, 2), std::log2(96.0));
+    if (auto* dock = w.findChild<QDockWidget*>("quantDock")) {
+        dock->raise();
+        save_screenshot(&w, "workbench_quant_dock.png");
+    }
 }
 
 QTEST_MAIN(TestViewQuant)

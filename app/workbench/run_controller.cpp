@@ -51,7 +51,7 @@ void RunController::follow_session() {
     from_session_ = true;
     step_.clear(), tokens_.clear(), wall_s_.clear(), loss_.clear(), mtp_loss_.clear(), aux_loss_.clear();
     lr_.clear(), grad_norm_.clear(), tokens_per_s_.clear();
-    loss_scale_.clear(), skipped_.clear();  // step reports carry no loss scale
+    loss_scale_.clear(), skipped_.clear();
 }
 
 void RunController::add_step(const StepReport& r) {
@@ -65,6 +65,10 @@ void RunController::add_step(const StepReport& r) {
     lr_.push_back(r.lr);
     grad_norm_.push_back(r.grad_norm);
     tokens_per_s_.push_back(r.tokens_per_s);
+    if (reader_->header().precision == "fp16") {
+        loss_scale_.push_back(r.loss_scale);
+        skipped_.push_back(r.skipped ? 1.0 : 0.0);
+    }
     schedule_update();
 }
 
