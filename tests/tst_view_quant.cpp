@@ -6,6 +6,7 @@
 #include "plot_export.h"
 #include "quant_tensor_list.h"
 #include "quantization_view.h"
+#include "training_curves_view.h"
 
 #include "store/run_writer.h"
 #include "workbench/main_window.h"
@@ -165,6 +166,7 @@ private slots:
     void severalRunsOverlaid();
     void exports();
     void screenshots();
+    void curvesShowPrecisionAndLossScale();
     void workbenchFeedsViewFromRunFile();
 };
 
@@ -531,6 +533,60 @@ void TestViewQuant::screenshots() {
     view.setRoleFilter(RoleFilter::Activations);
     show_and_settle(&view, {1400, 900});
     save_screenshot(&view, "quant_bf16_activations_1400x900.png");
+}
+
+// Overlaid runs of different precision name it in the legend; an fp16 run gets the loss-scale
+// panel (log2) with its skipped steps marked.
+void TestViewQuant::curvesShowPrecisionAndLossScale() {
+    auto make = [](const QString& name, const QString& precision, bool fp16) {
+        RunCurves r;
+        r.run_name = name;
+        r.precision = precision;
+        for (int s = 1; s <= 400; ++s) {
+            r.step.push_back(s);
+            r.tokens.push_back(4096.0 * s);
+            r.wall_s.push_back(0.5 * s);
+            const bool skip = fp16 && (s == 120 || s == 260);
+            r.loss.push_back(skip ? NAN : 5.5 * std::exp(-s / 150.0) + 1.2 + 0.05 * noise(uint64_t(s)));
+            r.lr.push_back(3e-4 * std::min(1.0, s / 50.0));
+            r.grad_norm.push_back(1.0 + 0.3 * noise(uint64_t(s) + 9));
+            r.tokens_per_s.push_back(8000 + 500 * noise(uint64_t(s) + 5));
+            if (fp16) {
+                // Doubles every 100 good steps, halves on an overflow.
+                double scale = 65536;
+                for (int k = 1; k <= s; ++k) scale = (k == 120 || k == 260) ? scale / 2 : (k % 100 == 0 ? scale * 2 : scale);
+                r.loss_scale.push_back(scale);
+                r.skipped.push_back(skip ? 1.0 : 0.0);
+            }
+        }
+        return r;
+    };
+    TrainingCurvesView view;
+    view.setRuns({make("run-a", "fp8", false), make("run-b", "fp16", true)});
+    show_and_settle(&view, {1400, 900});
+    view.flush();
+    QCOMPARE(view.graph(0, Metric::Loss, true)->name(), QStringLiteral("run-a (fp8)"));
+    QCOMPARE(view.graph(1, Metric::Loss, true)->name(), QStringLiteral("run-b (fp16)"));
+    QCustomPlot* ls = view.plot(TrainingCurvesView::PanelLossScale);
+    QVERIFY(ls->isVisible());
+    QVERIFY(view.graph(0, Metric::LossScale, true) == nullptr);
+    QCOMPARE(view.graph(1, Metric::LossScale, true)->dataCount(), 400);
+    QCOMPARE(ls->yAxis->scaleType(), QCPAxis::stLogarithmic);
+    QCPGraph* skipped = nullptr;
+    for (int i = 0; i < ls->graphCount(); ++i)
+        if (ls->graph(i)->name() == "skipped step") skipped = ls->graph(i);
+    QVERIFY(skipped);
+    QCOMPARE(skipped->dataCount(), 2);
+    QCOMPARE(skipped->data()->at(0)->key, 120.0);
+    save_screenshot(&view, "curves_fp8_fp16_loss_scale_1400x900.png");
+    show_and_settle(&view, {900, 600});
+    view.flush();
+    save_screenshot(&view, "curves_fp8_fp16_loss_scale_900x600.png");
+    // Same precision: names stay plain; no fp16 run: no loss-scale panel.
+    view.setRuns({make("run-a", "fp8", false), make("run-c", "fp8", false)});
+    view.flush();
+    QCOMPARE(view.graph(0, Metric::Loss, true)->name(), QStringLiteral("run-a"));
+    QVERIFY(!ls->isVisible());
 }
 
 // A real run file (RunWriter, HDF5) with /quant, /sparsity and fp16 loss scales, read by the
