@@ -223,6 +223,10 @@ void TestViewQuant::tensorNames() {
     QCOMPARE(short_tensor_name("model.layers.12.mlp.down_proj.weight@input"), QStringLiteral("layers.12.mlp.down_proj @in"));
     QCOMPARE(short_tensor_name("model.layers.1.self_attn.o_proj.weight@grad"), QStringLiteral("layers.1.self_attn.o_proj @grad"));
     QCOMPARE(short_tensor_name("lm_head.weight"), QStringLiteral("lm_head"));
+    QCOMPARE(compact_tensor_name("model.layers.12.mlp.experts.3.down_proj.weight@input"), QStringLiteral("L12 e3.down @in"));
+    QCOMPARE(compact_tensor_name("model.layers.1.self_attn.q_b_proj.weight@grad"), QStringLiteral("L1 attn.q_b @grad"));
+    QCOMPARE(compact_tensor_name("model.layers.2.mlp.shared_experts.up_proj.weight"), QStringLiteral("L2 shared.up"));
+    QCOMPARE(compact_tensor_name("lm_head.weight"), QStringLiteral("head"));
     QVERIFY(natural_less("model.layers.2.x", "model.layers.10.x"));
     QVERIFY(!natural_less("model.layers.10.x", "model.layers.2.x"));
     QVERIFY(natural_less("a.experts.3.up", "a.experts.12.up"));

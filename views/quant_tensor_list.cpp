@@ -27,6 +27,19 @@ QString short_tensor_name(const QString& key) {
     return base + suffix;
 }
 
+QString compact_tensor_name(const QString& key) {
+    QString s = short_tensor_name(key);
+    static const QRegularExpression layer(QStringLiteral("^layers\\.(\\d+)\\."));
+    s.replace(layer, QStringLiteral("L\\1 "));
+    s.replace(QLatin1String("self_attn."), QLatin1String("attn."));
+    s.replace(QLatin1String("mlp.shared_experts."), QLatin1String("shared."));
+    s.replace(QRegularExpression(QStringLiteral("mlp\\.experts\\.(\\d+)\\.")), QStringLiteral("e\\1."));
+    s.replace(QLatin1String("mlp."), QString());
+    s.replace(QLatin1String("_proj"), QString());
+    if (s == QLatin1String("lm_head")) s = QStringLiteral("head");
+    return s;
+}
+
 QString role_name(QuantRole role) {
     switch (role) {
     case QuantRole::Weight: return QStringLiteral("weight");

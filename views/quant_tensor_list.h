@@ -19,6 +19,8 @@ int tensor_layer(const QString& key);
 // Compact display name: "model." and ".weight" dropped, the role suffix kept short
 // ("layers.12.mlp.down_proj @in", "layers.12.mlp.down_proj @grad").
 QString short_tensor_name(const QString& key);
+// Shorter still, for narrow lists: "L12 e3.down @in", "L1 attn.q_b @grad", "head".
+QString compact_tensor_name(const QString& key);
 QString role_name(QuantRole role);  // "weight", "activation", "gradient"
 // Names compare like people read them: "layers.2" before "layers.10".
 bool natural_less(const QString& a, const QString& b);

@@ -834,7 +834,10 @@ void QuantizationView::updateBars() {
             role_bars_[size_t(tensor.role)]->addData(r, v);
             top = std::max(top, v);
         }
-        ticker->addTick(r, metrics.elidedText(short_tensor_name(tensor.key), Qt::ElideMiddle, label_width));
+        // The full name when it fits, else the compact one (the tooltip always has the key).
+        QString label = short_tensor_name(tensor.key);
+        if (metrics.horizontalAdvance(label) > label_width) label = compact_tensor_name(tensor.key);
+        ticker->addTick(r, metrics.elidedText(label, Qt::ElideMiddle, label_width));
         if (selected_.contains(tensor.key)) {
             auto* mark = new QCPItemRect(bar_plot_);
             mark->setLayer(QStringLiteral("highlight"));
@@ -849,7 +852,7 @@ void QuantizationView::updateBars() {
     }
     bar_plot_->yAxis->setTicker(ticker);
     bar_plot_->xAxis->setRange(0, top > 0 ? top * 1.06 : 1.0);
-    bar_plot_->xAxis->setLabel(metric_ == QuantMetric::RelError ? QStringLiteral("relative error (%), ‖Q(x) − x‖ / ‖x‖")
+    bar_plot_->xAxis->setLabel(metric_ == QuantMetric::RelError ? QStringLiteral("relative error (%)")
                                                                 : QStringLiteral("SNR (dB), higher is better"));
     qobject_cast<QCPTextElement*>(bar_plot_->plotLayout()->element(0, 0))
         ->setText(QStringLiteral("%1 per tensor at %2")
