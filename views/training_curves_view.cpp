@@ -34,6 +34,12 @@ struct PanelInfo {
     const Concept* concept_;
 };
 
+constexpr Concept kLossScale{
+    "Loss scale (fp16)",
+    "FP16 gradients underflow to zero below 2<sup>-24</sup>, so the loss is multiplied by this scale "
+    "before the backward pass and the gradients divided by it after. The scale doubles after a run "
+    "of good steps and halves when a gradient overflows; that step is skipped (crosses)."};
+
 const PanelInfo kPanels[TrainingCurvesView::PanelCount] = {
     {"training-loss", "Training loss", "Loss (nats/token)", &explain::kLoss},
     {"eval-loss", "Evaluation loss", "Loss (nats/token)", &explain::kEvalLoss},
@@ -41,6 +47,7 @@ const PanelInfo kPanels[TrainingCurvesView::PanelCount] = {
     {"learning-rate", "Learning rate", "Learning rate", &explain::kLearningRate},
     {"grad-norm", "Gradient norm", "Global L2 norm", &explain::kGradNorm},
     {"throughput", "Throughput", "Tokens / s", &explain::kTokensPerSecond},
+    {"loss-scale", "Loss scale (fp16)", "Loss scale", &kLossScale},
 };
 
 TrainingCurvesView::Panel panel_of(Metric m) {
@@ -52,6 +59,7 @@ TrainingCurvesView::Panel panel_of(Metric m) {
     case Metric::Lr: return TrainingCurvesView::PanelLr;
     case Metric::GradNorm: return TrainingCurvesView::PanelGrad;
     case Metric::TokensPerS: return TrainingCurvesView::PanelThroughput;
+    case Metric::LossScale: return TrainingCurvesView::PanelLossScale;
     }
     return TrainingCurvesView::PanelLoss;
 }
@@ -65,12 +73,25 @@ const std::vector<double>& column(const RunCurves& r, Metric m) {
     case Metric::GradNorm: return r.grad_norm;
     case Metric::TokensPerS: return r.tokens_per_s;
     case Metric::EvalLoss: return r.eval.loss;
+    case Metric::LossScale: return r.loss_scale;
     }
     return r.loss;
 }
 
-constexpr Metric kStepMetrics[] = {Metric::Loss, Metric::MtpLoss, Metric::AuxLoss,
-                                   Metric::Lr,   Metric::GradNorm, Metric::TokensPerS};
+constexpr Metric kStepMetrics[] = {Metric::Loss, Metric::MtpLoss,  Metric::AuxLoss,   Metric::Lr,
+                                   Metric::GradNorm, Metric::TokensPerS, Metric::LossScale};
+
+// Curves drawn as logged, never smoothed: sparse evaluations, and the loss scale, whose jumps
+// are the point.
+bool unsmoothed(Metric m) { return m == Metric::EvalLoss || m == Metric::LossScale; }
+
+// Loss scales are powers of two: label them 2^16 rather than 65536.
+class PowerOfTwoTicker : public QCPAxisTickerLog {
+protected:
+    QString getTickLabel(double tick, const QLocale&, QChar, int) override {
+        return QStringLiteral("2^%1").arg(std::log2(tick), 0, 'g', 3);
+    }
+};
 
 // Steps and tokens read best with SI prefixes (250k, 1.5M) instead of 2.5·10^5.
 class SiTicker : public QCPAxisTicker {
@@ -174,10 +195,14 @@ void TrainingCurvesView::buildUi() {
     grid->setSpacing(4);
     for (int p = 0; p < PanelCount; ++p) {
         setupPlot(static_cast<Panel>(p));
-        grid->addWidget(plots_[p], p / 3, p % 3);
+        if (p == PanelLossScale) grid->addWidget(plots_[p], 2, 0, 1, 3);  // a strip under the six
+        else grid->addWidget(plots_[p], p / 3, p % 3);
     }
     for (int c = 0; c < 3; ++c) grid->setColumnStretch(c, 1);
-    for (int r = 0; r < 2; ++r) grid->setRowStretch(r, 1);
+    for (int r = 0; r < 2; ++r) grid->setRowStretch(r, 2);
+    grid->setRowStretch(2, 1);
+    plots_[PanelLossScale]->setMinimumHeight(150);
+    plots_[PanelLossScale]->setVisible(false);
     top->addLayout(grid, 1);
     updateAxes();
 }
@@ -296,7 +321,7 @@ bool TrainingCurvesView::eventFilter(QObject* watched, QEvent* event) {
 namespace {
 // Which graphs a run needs: its name, which columns are logged, its eval labels.
 QString run_signature(const RunCurves& r) {
-    QString sig = r.run_name + QLatin1Char('|');
+    QString sig = r.run_name + QLatin1Char('|') + r.precision + QLatin1Char('|');
     for (Metric m : kStepMetrics) sig += column(r, m).empty() ? QLatin1Char('0') : QLatin1Char('1');
     sig += r.eval.loss.empty() ? QLatin1Char('0') : QLatin1Char('1');
     return sig + r.eval.labels.join(QLatin1Char(',')) + QLatin1Char('\n');
@@ -353,6 +378,9 @@ void TrainingCurvesView::setRuns(const std::vector<RunCurves>& runs) {
                 append_tail(st.data.lr, now.lr);
                 append_tail(st.data.grad_norm, now.grad_norm);
                 append_tail(st.data.tokens_per_s, now.tokens_per_s);
+                append_tail(st.data.loss_scale, now.loss_scale);
+                append_tail(st.data.skipped, now.skipped);
+                st.data.precision = now.precision;
                 st.data.eval = now.eval;  // eval is small: copy it whole
                 placeEval(st);
                 std::size_t k = 0;
@@ -380,6 +408,8 @@ bool TrainingCurvesView::appendInto(RunState& st, const RunCurves& more) {
     append_all(st.data.lr, more.lr);
     append_all(st.data.grad_norm, more.grad_norm);
     append_all(st.data.tokens_per_s, more.tokens_per_s);
+    append_all(st.data.loss_scale, more.loss_scale);
+    append_all(st.data.skipped, more.skipped);
     EvalCurves& ev = st.data.eval;
     append_all(ev.step, more.eval.step);
     append_all(ev.loss, more.eval.loss);
@@ -454,6 +484,7 @@ void TrainingCurvesView::rebuildCurves() {
             c.smooth->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, color, 4));
             c.raw->setVisible(false);
         }
+        if (metric == Metric::LossScale) c.smooth->setLineStyle(QCPGraph::lsStepLeft);
         c.tracer = new QCPItemTracer(plot);
         c.tracer->setLayer(QStringLiteral("overlay"));
         c.tracer->setStyle(QCPItemTracer::tsCircle);
@@ -468,7 +499,7 @@ void TrainingCurvesView::rebuildCurves() {
     for (int i = 0; i < int(runs_.size()); ++i) {
         const RunCurves& r = runs_[size_t(i)].data;
         const QColor color = category_color(i);
-        const QString run = r.run_name;
+        const QString run = runLabel(i);
         auto with = [&](const QString& what) { return several ? run + QStringLiteral(" · ") + what : what; };
         if (!r.loss.empty()) add(i, Metric::Loss, -1, several ? run : QStringLiteral("loss"), color, Qt::SolidLine);
         // (with several runs the overall eval curve carries the run's name in the legend)
@@ -477,6 +508,7 @@ void TrainingCurvesView::rebuildCurves() {
         if (!r.lr.empty()) add(i, Metric::Lr, -1, run, color, Qt::SolidLine);
         if (!r.grad_norm.empty()) add(i, Metric::GradNorm, -1, run, color, Qt::SolidLine);
         if (!r.tokens_per_s.empty()) add(i, Metric::TokensPerS, -1, run, color, Qt::SolidLine);
+        if (!r.loss_scale.empty()) add(i, Metric::LossScale, -1, run, color, Qt::SolidLine);
         if (!r.eval.loss.empty()) {
             add(i, Metric::EvalLoss, -1, with(QStringLiteral("all")), color, Qt::SolidLine);
             if (several) curves_.back().smooth->setName(run);
@@ -509,6 +541,22 @@ void TrainingCurvesView::rebuildCurves() {
         if (mtp) key(PanelLoss, QStringLiteral("MTP (dashed)"), Qt::DashLine);
         for (int j = 0; j < labels.size(); ++j) key(PanelEval, labels[j], label_styles[j % 4]);
     }
+    // Skipped steps: red crosses on the loss-scale line, one legend entry for all runs.
+    for (QCPGraph* g : skipped_marks_)
+        if (g) plots_[PanelLossScale]->removeGraph(g);
+    skipped_marks_.assign(runs_.size(), nullptr);
+    bool legend_entry = false;
+    for (int i = 0; i < int(runs_.size()); ++i) {
+        if (runs_[size_t(i)].data.loss_scale.empty()) continue;
+        QCPGraph* g = plots_[PanelLossScale]->addGraph();
+        g->setLineStyle(QCPGraph::lsNone);
+        g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCross, QColor(0xd0, 0x20, 0x20), 7));
+        g->setName(QStringLiteral("skipped step"));
+        if (legend_entry) g->removeFromLegend();
+        legend_entry = true;
+        skipped_marks_[size_t(i)] = g;
+    }
+    plots_[PanelLossScale]->setVisible(legend_entry);
     for (int p = 0; p < PanelCount; ++p) {
         bool any = false;
         for (const Curve& c : curves_)
@@ -553,12 +601,12 @@ void TrainingCurvesView::resmooth(Curve& c) {
     c.ema = EmaState{};
     c.ema.weight = smoothing_;
     c.smoothed.clear();
-    if (c.metric == Metric::EvalLoss || smoothing_ <= 0.0) return;
+    if (unsmoothed(c.metric) || smoothing_ <= 0.0) return;
     ema_smooth_append(rawOf(c), c.ema, c.smoothed);
 }
 
 void TrainingCurvesView::smoothTail(Curve& c, std::size_t old_size) {
-    if (c.metric == Metric::EvalLoss || smoothing_ <= 0.0) return;
+    if (unsmoothed(c.metric) || smoothing_ <= 0.0) return;
     const auto raw = rawOf(c);
     if (c.smoothed.size() != old_size || old_size > raw.size()) {
         resmooth(c);
@@ -633,7 +681,14 @@ void TrainingCurvesView::updateAxes() {
         }
         }
         plot->xAxis->setLabel(x_axis_title(x_kind_));
-        if (log_y_) {
+        if (p == PanelLossScale) {
+            // Always log2: the scale moves by factors of two.
+            plot->yAxis->setScaleType(QCPAxis::stLogarithmic);
+            auto ticker = QSharedPointer<PowerOfTwoTicker>::create();
+            ticker->setLogBase(2);
+            ticker->setSubTickCount(0);
+            plot->yAxis->setTicker(ticker);
+        } else if (log_y_) {
             plot->yAxis->setScaleType(QCPAxis::stLogarithmic);
             auto ticker = QSharedPointer<QCPAxisTickerLog>::create();
             ticker->setLogBase(10);
@@ -657,9 +712,34 @@ void TrainingCurvesView::updateRunLegend() {
     QString html;
     for (int i = 0; i < int(runs_.size()); ++i) {
         html += QStringLiteral("<span style='color:%1; font-size:large'>&#9632;</span>&nbsp;%2&nbsp;&nbsp;&nbsp;")
-                    .arg(category_color(i).name(), runs_[size_t(i)].data.run_name.toHtmlEscaped());
+                    .arg(category_color(i).name(), runLabel(i).toHtmlEscaped());
     }
     run_legend_->setText(html);
+}
+
+QString TrainingCurvesView::runLabel(int run) const {
+    const RunCurves& r = runs_[size_t(run)].data;
+    bool differ = false;
+    for (const RunState& other : runs_)
+        differ = differ || (!other.data.precision.isEmpty() && other.data.precision != r.precision);
+    return differ && !r.precision.isEmpty() ? QStringLiteral("%1 (%2)").arg(r.run_name, r.precision) : r.run_name;
+}
+
+void TrainingCurvesView::updateSkippedMarks() {
+    QVector<QCPGraphData> points;
+    for (int i = 0; i < int(skipped_marks_.size()); ++i) {
+        QCPGraph* g = skipped_marks_[size_t(i)];
+        if (!g) continue;
+        const RunCurves& r = runs_[size_t(i)].data;
+        Curve probe;
+        probe.run = i;
+        probe.metric = Metric::LossScale;
+        const auto x = xOf(probe);
+        points.clear();
+        for (std::size_t k = 0; k < r.skipped.size() && k < r.loss_scale.size() && k < x.size(); ++k)
+            if (r.skipped[k] != 0 && r.loss_scale[k] > 0) points.append(QCPGraphData(x[k], r.loss_scale[k]));
+        g->data()->set(points, true);
+    }
 }
 
 // ---- x range and redraw ----
@@ -732,11 +812,11 @@ void TrainingCurvesView::updatePlots() {
     y_min.fill(std::numeric_limits<double>::infinity());
     y_max.fill(-std::numeric_limits<double>::infinity());
     QVector<QCPGraphData> buffer;
-    auto fill = [&](QCPGraph* g, const XY& xy) {
+    auto fill = [&](QCPGraph* g, const XY& xy, bool log) {
         buffer.resize(qsizetype(xy.x.size()));
         for (std::size_t i = 0; i < xy.x.size(); ++i) {
             double v = xy.y[i];
-            if (log_y_ && !(v > 0.0)) v = kNaN;  // a log axis cannot show <= 0: leave a gap
+            if (log && !(v > 0.0)) v = kNaN;  // a log axis cannot show <= 0: leave a gap
             buffer[qsizetype(i)] = QCPGraphData(xy.x[i], v);
         }
         g->data()->set(buffer, true);
@@ -747,7 +827,8 @@ void TrainingCurvesView::updatePlots() {
         const auto x = xOf(c);
         const bool smoothed = !c.smoothed.empty();
         const XY drawn = downsample_minmax(x, drawnOf(c), ext_lo, ext_hi, buckets);
-        fill(c.smooth, drawn);
+        const bool log = panelLog(c.panel);
+        fill(c.smooth, drawn, log);
         // Dense min/max zig-zags drawn with a wide pen go through Qt's path stroker and cost
         // seconds; a one-pixel cosmetic pen takes the fast line path and looks the same there.
         const bool dense = double(drawn.x.size()) > 0.5 * px * (ext_hi - ext_lo) / std::max(width, 1e-300);
@@ -758,13 +839,13 @@ void TrainingCurvesView::updatePlots() {
             c.smooth->setPen(pen);
         }
         c.raw->setVisible(smoothed);
-        if (smoothed) fill(c.raw, downsample_minmax(x, rawOf(c), ext_lo, ext_hi, buckets));
+        if (smoothed) fill(c.raw, downsample_minmax(x, rawOf(c), ext_lo, ext_hi, buckets), log);
         else c.raw->data()->clear();
         // Fit y to what is drawn strongly (the smoothed curve), from the downsampled points
         // (they hold every bucket's extremes).
         for (std::size_t i = 0; i < drawn.x.size(); ++i) {
             const double xv = drawn.x[i], v = drawn.y[i];
-            if (xv < lo || xv > hi || !std::isfinite(v) || (log_y_ && v <= 0.0)) continue;
+            if (xv < lo || xv > hi || !std::isfinite(v) || (log && v <= 0.0)) continue;
             y_min[c.panel] = std::min(y_min[c.panel], v);
             y_max[c.panel] = std::max(y_max[c.panel], v);
         }
@@ -775,9 +856,12 @@ void TrainingCurvesView::updatePlots() {
         plot->xAxis->setRange(lo, hi);
         syncing_ = false;
         double a = y_min[p], b = y_max[p];
+        const bool log = panelLog(p);
         if (a > b) {
-            a = log_y_ ? 0.1 : 0.0, b = 1.0;
-        } else if (log_y_) {
+            a = log ? 0.1 : 0.0, b = 1.0;
+        } else if (p == PanelLossScale) {
+            a /= 2, b *= b > a ? 4 : 8;  // whole factors of two, room for the legend
+        } else if (log) {
             const double f = b > a ? std::pow(b / a, 0.06) : 2.0;
             a /= f, b *= f * (plot->legend->visible() ? std::pow(b / a, 0.12) : 1.0);
         } else {
@@ -788,6 +872,7 @@ void TrainingCurvesView::updatePlots() {
         plot->yAxis->setRange(a, b);
         plot->replot(QCustomPlot::rpQueuedRefresh);
     }
+    updateSkippedMarks();
     if (!std::isnan(hover_x_)) updateHover();
     last_update_ms_ = double(timer.nsecsElapsed()) / 1e6;
 }

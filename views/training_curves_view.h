@@ -30,7 +30,8 @@ namespace moe::views {
 class TrainingCurvesView : public QWidget {
     Q_OBJECT
 public:
-    enum Panel { PanelLoss, PanelEval, PanelAux, PanelLr, PanelGrad, PanelThroughput, PanelCount };
+    // PanelLossScale is shown only while some run has a loss scale (fp16).
+    enum Panel { PanelLoss, PanelEval, PanelAux, PanelLr, PanelGrad, PanelThroughput, PanelLossScale, PanelCount };
 
     explicit TrainingCurvesView(QWidget* parent = nullptr);
     ~TrainingCurvesView() override;
@@ -104,6 +105,10 @@ private:
     bool dataXRange(double& lo, double& hi) const;
     void updateHover();
     void updateRunLegend();
+    void updateSkippedMarks();
+    // "run-a", or "run-a (fp8)" when the shown runs differ in precision.
+    QString runLabel(int run) const;
+    bool panelLog(int panel) const { return log_y_ || panel == PanelLossScale; }
 
     std::span<const double> xOf(const Curve& c) const;
     std::span<const double> rawOf(const Curve& c) const;
@@ -117,6 +122,7 @@ private:
     std::array<QCustomPlot*, PanelCount> plots_{};
     std::array<Hover, PanelCount> hover_{};
     std::array<QCPItemText*, PanelCount> empty_note_{};
+    std::vector<QCPGraph*> skipped_marks_;  // per run: skipped steps on the loss-scale panel
 
     XAxisKind x_kind_ = XAxisKind::Step;
     bool log_y_ = false;

@@ -218,10 +218,15 @@ void InspectionController::show_mask() {
 void InspectionController::update_over_training() {
     if (!sparsity_) return;
     const int rows = run_ ? run_->expert_load_data().step_count() : 0;
-    if (rows == over_training_rows_) return;
+    const int64_t sparsity_rows = run_ ? run_->sparsity_rows() : 0;
+    if (rows == over_training_rows_ && sparsity_rows == over_training_sparsity_rows_) return;
     over_training_rows_ = rows;
+    over_training_sparsity_rows_ = sparsity_rows;
     views::SparsityOverTraining o;
-    if (run_) {
+    if (run_ && sparsity_rows > 0) {
+        // Format version 2 runs log both curves in /sparsity.
+        o = run_->sparsity_over_training();
+    } else if (run_) {
         const views::ExpertLoadData& x = run_->expert_load_data();
         // Per layer: share of routed experts that got no token at each logged step.
         for (int l = 0; l < x.layers() && x.valid(); ++l) {
@@ -234,6 +239,12 @@ void InspectionController::update_over_training() {
             o.never_chosen.push_back(std::move(s));
         }
     }
+    if (!o.near_zero.empty())
+        sparsity_->setNearZeroNote(QString());
+    else if (run_ && run_->header().format_version >= 2 && run_->live())
+        sparsity_->setNearZeroNote(tr("No sparsity rows yet: they are written at every logged step."));
+    else
+        sparsity_->setNearZeroNote(tr("Not recorded by this run: run files before format version 2 do not store FFN activations."));
     sparsity_->setSparsityOverTraining(std::move(o));
 }
 

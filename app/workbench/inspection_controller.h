@@ -81,6 +81,7 @@ private:
     QString job_names_[2], job_dirs_[2];
     std::optional<Inspection> last_;
     int over_training_rows_ = -1;
+    int64_t over_training_sparsity_rows_ = -1;
 };
 
 }  // namespace moe::workbench

@@ -28,6 +28,7 @@
 #include "expert_load_view.h"
 #include "model/summary.h"
 #include "model_view.h"
+#include "quantization_view.h"
 #include "routing_inspector_view.h"
 #include "sparsity_view.h"
 #include "store/project.h"
@@ -125,7 +126,8 @@ void MainWindow::build_docks() {
     QDockWidget* logd = add_dock(tr("Log"), "logDock", log_);
     const std::pair<QString, QString> views[] = {
         {tr("Training curves"), "curvesDock"}, {tr("Expert load"), "expertLoadDock"},
-        {tr("Routing inspector"), "routingDock"}, {tr("Sparsity"), "sparsityDock"}, {tr("Model"), "modelDock"},
+        {tr("Routing inspector"), "routingDock"}, {tr("Sparsity"), "sparsityDock"},
+        {tr("Quantization"), "quantDock"}, {tr("Model"), "modelDock"},
     };
     std::map<QString, QDockWidget*> docks;
     for (const auto& [title, name] : views) {
@@ -134,6 +136,7 @@ void MainWindow::build_docks() {
         else if (name == "expertLoadDock") content = new views::ExpertLoadView;
         else if (name == "routingDock") content = new views::RoutingInspectorView;
         else if (name == "sparsityDock") content = new views::SparsityView;
+        else if (name == "quantDock") content = new views::QuantizationView;
         else content = new views::ModelView;
         content->setObjectName(name + "View");
         views_[name] = content;
@@ -155,7 +158,7 @@ void MainWindow::build_docks() {
     tabifyDockWidget(launch, logd);  // a tab, not a strip: the views keep the window's height
     launch->raise();
     addDockWidget(Qt::RightDockWidgetArea, docks["curvesDock"]);
-    for (const char* n : {"expertLoadDock", "routingDock", "sparsityDock", "modelDock"})
+    for (const char* n : {"expertLoadDock", "routingDock", "sparsityDock", "quantDock", "modelDock"})
         tabifyDockWidget(docks["curvesDock"], docks[n]);
     docks["curvesDock"]->raise();
     resizeDocks({launch, docks["curvesDock"]}, {380, 1060}, Qt::Horizontal);
@@ -444,6 +447,7 @@ void MainWindow::refresh_views() {
             experts_shown_path_ = path;
             experts_shown_rows_ = rows;
         }
+    refresh_quant_view(shown);
     // The inspector and sparsity views follow the same run; the model dock shows its model
     // when the shown run changes.
     inspection_->set_run(primary);
@@ -464,6 +468,21 @@ void MainWindow::refresh_views() {
     }
     primary_path_ = path;
     longest_refresh_ms_ = std::max(longest_refresh_ms_, timer.nsecsElapsed() / 1e6);
+}
+
+void MainWindow::refresh_quant_view(const QStringList& shown) {
+    auto* v = qobject_cast<views::QuantizationView*>(view_widget("quantDock"));
+    if (!v) return;
+    // Every shown run, overlaid in "error over training"; re-sent only when a run or its row
+    // count changed (rows are read from the file when the view shows them).
+    QString signature;
+    for (const QString& p : shown)
+        signature += QString("%1|%2|%3\n").arg(p).arg(run(p)->quant_rows()).arg(run(p)->live());
+    if (signature == quant_shown_signature_) return;
+    quant_shown_signature_ = signature;
+    views::QuantizationData data;
+    for (const QString& p : shown) data.runs.push_back(run(p)->quant_data());
+    v->setData(std::move(data));
 }
 
 void MainWindow::update_model_view() {

@@ -1,6 +1,6 @@
 #pragma once
 // MainWindow: the workbench. Docks: run launcher, run browser, training curves, expert load,
-// routing inspector, sparsity, model, log. A run-control toolbar drives the SessionController;
+// routing inspector, sparsity, quantization, model, log. A run-control toolbar drives the SessionController;
 // RunControllers turn run files (live or finished) into the views' data. Window geometry, dock
 // layout and the recent projects and runs persist in QSettings.
 #include <QMainWindow>
@@ -67,7 +67,7 @@ public:
     QStringList recent_runs() const;
 
     // Views' dock contents by dock name ("curvesDock", "expertLoadDock", "routingDock",
-    // "sparsityDock", "modelDock").
+    // "sparsityDock", "quantDock", "modelDock").
     QWidget* view_widget(const QString& dock_name) const;
     // What the model dock shows: "project" (the launcher's) or a run file's path.
     QString model_source() const { return model_source_; }
@@ -94,6 +94,7 @@ private:
     void on_engine_state();
     void schedule_views();
     void refresh_views();
+    void refresh_quant_view(const QStringList& shown);
     RunController* ensure_run(const QString& path);
     void update_model_view();  // from the launcher's project
     void show_model(const QString& name, const ModelConfig& model, int64_t seq_len, const QString& source);
@@ -115,6 +116,7 @@ private:
     double longest_refresh_ms_ = 0;
     QString experts_shown_path_;
     int experts_shown_rows_ = -1;
+    QString quant_shown_signature_;
 
     QAction *act_start_ = nullptr, *act_pause_ = nullptr, *act_step_ = nullptr, *act_resume_ = nullptr,
             *act_stop_ = nullptr, *act_checkpoint_ = nullptr, *act_resume_ckpt_ = nullptr;

@@ -2,10 +2,13 @@
 
 #include <QElapsedTimer>
 #include <QFileInfo>
+#include <QPointer>
 
 #include <cmath>
 
 #include <nlohmann/json.hpp>
+
+#include "quant/error_metrics.h"
 
 namespace moe::workbench {
 
@@ -21,13 +24,13 @@ RunController::RunController(const QString& path, QObject* parent)
     // HF indices past the main layers are MTP modules: "layer 3", ..., "MTP 1".
     for (int64_t l = 0; l < h.n_layers(); ++l) {
         const int64_t hf = h.moe_layer_indices[size_t(l)];
-        experts_.layer_names << (main_layers_ > 0 && hf >= main_layers_ ? QString("MTP %1").arg(hf - main_layers_ + 1)
-                                                                         : QString("layer %1").arg(hf));
+        experts_.layer_names << layer_name(hf);
     }
     experts_.experts = int(h.n_experts);
     read_new_metrics();
     read_new_experts();
     read_eval();
+    read_quant_steps();
     // ~5 Hz polling is live enough for curves and costs a few extent reads.
     poll_timer_.setInterval(200);
     connect(&poll_timer_, &QTimer::timeout, this, &RunController::poll);
@@ -48,6 +51,7 @@ void RunController::follow_session() {
     from_session_ = true;
     step_.clear(), tokens_.clear(), wall_s_.clear(), loss_.clear(), mtp_loss_.clear(), aux_loss_.clear();
     lr_.clear(), grad_norm_.clear(), tokens_per_s_.clear();
+    loss_scale_.clear(), skipped_.clear();
 }
 
 void RunController::add_step(const StepReport& r) {
@@ -61,6 +65,10 @@ void RunController::add_step(const StepReport& r) {
     lr_.push_back(r.lr);
     grad_norm_.push_back(r.grad_norm);
     tokens_per_s_.push_back(r.tokens_per_s);
+    if (reader_->header().precision == "fp16") {
+        loss_scale_.push_back(r.loss_scale);
+        skipped_.push_back(r.skipped ? 1.0 : 0.0);
+    }
     schedule_update();
 }
 
@@ -72,6 +80,7 @@ void RunController::poll() {
             read_new_metrics();
             read_eval();
             read_new_experts();
+            read_quant_steps();
             schedule_update();
         }
     } catch (const std::exception&) {
@@ -91,10 +100,12 @@ void RunController::set_writer_done() {
             metrics_read_ = 0;
             step_.clear(), tokens_.clear(), wall_s_.clear(), loss_.clear(), mtp_loss_.clear(), aux_loss_.clear();
             lr_.clear(), grad_norm_.clear(), tokens_per_s_.clear();
+            loss_scale_.clear(), skipped_.clear();
             read_new_metrics();
         }
         read_eval();
         read_new_experts();
+        read_quant_steps();
     } catch (const std::exception&) {
     }
     schedule_update();
@@ -116,6 +127,8 @@ void RunController::reopen() {
 void RunController::read_new_metrics() {
     if (from_session_) return;
     const MetricsColumns m = reader_->metrics_since(metrics_read_);
+    // Only fp16 scales its loss; for the other precisions the column holds 0 or 1.
+    const bool fp16 = reader_->header().precision == "fp16";
     for (int64_t i = 0; i < m.size(); ++i) {
         const bool skip = m.skipped[size_t(i)] != 0;
         step_.push_back(double(m.step[size_t(i)]));
@@ -127,6 +140,10 @@ void RunController::read_new_metrics() {
         lr_.push_back(m.lr[size_t(i)]);
         grad_norm_.push_back(m.grad_norm[size_t(i)]);
         tokens_per_s_.push_back(m.tokens_per_s[size_t(i)]);
+        if (fp16) {
+            loss_scale_.push_back(m.loss_scale[size_t(i)]);
+            skipped_.push_back(skip ? 1.0 : 0.0);
+        }
     }
     metrics_read_ += m.size();
 }
@@ -149,6 +166,9 @@ void RunController::read_new_experts() {
 views::RunCurves RunController::curves() const {
     views::RunCurves c;
     c.run_name = name();
+    c.precision = precision();
+    c.loss_scale = loss_scale_;
+    c.skipped = skipped_;
     c.step = step_;
     c.tokens = tokens_;
     c.wall_s = wall_s_;
@@ -168,6 +188,99 @@ views::RunCurves RunController::curves() const {
             c.eval.label_loss[l].push_back(l < e.label_loss.size() ? e.label_loss[l] : NAN);
     }
     return c;
+}
+
+QString RunController::layer_name(int64_t hf) const {
+    return main_layers_ > 0 && hf >= main_layers_ ? QString("MTP %1").arg(hf - main_layers_ + 1) : QString("layer %1").arg(hf);
+}
+
+void RunController::read_quant_steps() {
+    const RunHeader& h = reader_->header();
+    if (h.n_quant() == 0) return;
+    const int64_t n = reader_->quant_count();
+    if (n == int64_t(quant_steps_.size())) return;
+    // The steps come with any tensor's series: one read per dataset.
+    const QuantErrorSeries s = reader_->quant_error_series(0);
+    quant_steps_.assign(s.step.begin(), s.step.end());
+}
+
+views::QuantRunData RunController::quant_data() const {
+    const RunHeader& h = reader_->header();
+    views::QuantRunData d;
+    d.run_name = name();
+    d.precision = precision();
+    d.live = live_;
+    for (size_t q = 0; q < h.quant_tensors.size(); ++q) {
+        const QString key = QString::fromStdString(h.quant_tensors[q]);
+        const QString role = q < h.quant_roles.size() ? QString::fromStdString(h.quant_roles[q]) : QString();
+        d.tensors.push_back({key, views::quant_role_from(role, key)});
+    }
+    for (size_t g = 0; g < h.scale_tensors.size() && g < h.scale_grid_rows.size() && g < h.scale_grid_cols.size(); ++g)
+        d.scale_grids.push_back({QString::fromStdString(h.scale_tensors[g]), int(h.scale_grid_rows[g]),
+                                 int(h.scale_grid_cols[g])});
+    d.bins.lo = Log2Histogram::kLo;
+    d.bins.hi = Log2Histogram::kHi;
+    d.bins.count = Log2Histogram::kBins;
+    d.steps = quant_steps_;
+    // The loaders go through this controller (its reader is replaced when the writer finishes)
+    // and give nothing once it is gone or while the file is momentarily unreadable.
+    const QPointer<RunController> self(const_cast<RunController*>(this));
+    d.load_row = [self](int r) {
+        views::QuantRowData out;
+        if (!self) return out;
+        try {
+            QuantRow q = self->reader_->quant(r);
+            out.step = double(q.step);
+            out.rel_error = std::move(q.rel_error);
+            out.snr_db = std::move(q.snr_db);
+            out.amax = std::move(q.amax);
+            out.frac_saturated = std::move(q.frac_saturated);
+            out.frac_flushed = std::move(q.frac_flushed);
+            out.value_hist = std::move(q.value_hist);
+            out.value_zeros = std::move(q.value_zeros);
+            out.error_hist = std::move(q.error_hist);
+            out.scales = std::move(q.scales);
+        } catch (const std::exception&) {
+        }
+        return out;
+    };
+    d.load_series = [self](int t) {
+        views::QuantSeries out;
+        if (!self) return out;
+        try {
+            const QuantErrorSeries s = self->reader_->quant_error_series(t);
+            out.step.assign(s.step.begin(), s.step.end());
+            out.rel_error.assign(s.rel_error.begin(), s.rel_error.end());
+            out.snr_db.assign(s.snr_db.begin(), s.snr_db.end());
+        } catch (const std::exception&) {
+        }
+        return out;
+    };
+    return d;
+}
+
+views::SparsityOverTraining RunController::sparsity_over_training() const {
+    const RunHeader& h = reader_->header();
+    views::SparsityOverTraining o;
+    o.near_zero_threshold = h.near_zero_threshold;
+    if (reader_->sparsity_count() == 0) return o;
+    const SparsityRows rows = reader_->sparsity_rows();
+    const std::vector<double> steps(rows.step.begin(), rows.step.end());
+    const size_t n = steps.size();
+    const size_t F = size_t(h.n_ffn_layers()), L = size_t(h.n_layers());
+    if (F > 0 && rows.near_zero.size() >= n * F)
+        for (size_t f = 0; f < F; ++f) {
+            views::Series s{layer_name(h.ffn_layer_indices[f]), steps, std::vector<double>(n)};
+            for (size_t i = 0; i < n; ++i) s.y[i] = rows.near_zero[i * F + f];
+            o.near_zero.push_back(std::move(s));
+        }
+    if (L > 0 && rows.unused_experts.size() >= n * L)
+        for (size_t l = 0; l < L; ++l) {
+            views::Series s{experts_.layer_names.value(int(l)), steps, std::vector<double>(n)};
+            for (size_t i = 0; i < n; ++i) s.y[i] = rows.unused_experts[i * L + l];
+            o.never_chosen.push_back(std::move(s));
+        }
+    return o;
 }
 
 void RunController::schedule_update() {

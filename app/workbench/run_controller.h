@@ -12,7 +12,9 @@
 
 #include "expert_load_data.h"
 #include "plot_data.h"
+#include "quantization_data.h"
 #include "run_curves.h"
+#include "sparsity_data.h"
 #include "store/run_reader.h"
 #include "train/train_reports.h"
 
@@ -52,6 +54,17 @@ public:
     views::RunCurves curves() const;
     const views::ExpertLoadData& expert_load_data() const { return experts_; }
 
+    // "fp32", "bf16", "fp16" or "fp8" (format version 2; "fp32" for older files).
+    QString precision() const { return QString::fromStdString(reader_->header().precision); }
+    // /quant as the Quantization view's data. Only the steps are held; a row (every tensor's
+    // histograms, ~1 MB for the tiny preset) or one tensor's series is read from the file when
+    // the view asks, so a long run costs no memory here.
+    views::QuantRunData quant_data() const;
+    int64_t quant_rows() const { return int64_t(quant_steps_.size()); }
+    // /sparsity: near-zero SwiGLU outputs per FFN layer and unused experts per MoE layer.
+    views::SparsityOverTraining sparsity_over_training() const;
+    int64_t sparsity_rows() const { return reader_->sparsity_count(); }
+
     // Metrics of a live session arrive as step reports (every step) rather than as file rows
     // (flushed every log_every steps); the file still provides experts, evals and routing.
     void follow_session();
@@ -71,7 +84,9 @@ private:
     void read_new_metrics();
     void read_eval();
     void read_new_experts();
+    void read_quant_steps();
     void schedule_update();
+    QString layer_name(int64_t hf_index) const;  // "layer 3", or "MTP 1" past the main layers
 
     QString path_;
     std::unique_ptr<RunReader> reader_;
@@ -80,6 +95,8 @@ private:
     double longest_poll_ms_ = 0;
     int64_t main_layers_ = 0;
     std::vector<double> step_, tokens_, wall_s_, loss_, mtp_loss_, aux_loss_, lr_, grad_norm_, tokens_per_s_;
+    std::vector<double> loss_scale_, skipped_;  // kept for fp16 runs only
+    std::vector<double> quant_steps_;
     std::vector<EvalRow> eval_;
     views::ExpertLoadData experts_;
     QTimer poll_timer_, update_timer_;
