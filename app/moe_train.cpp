@@ -5,6 +5,7 @@
 //   moe-train PROJECT.json --step                one forward/backward pass on a random batch
 //   moe-train PROJECT.json --save-init DIR        the initialized model as an HF checkpoint
 //   moe-train --logits CKPT_DIR --tokens FILE --out OUT.safetensors
+//   moe-train --quant-eval CKPT_DIR [--formats fp8,int8,int4-g128]   inference with quantized weights
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +15,7 @@
 #include <ctime>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -23,6 +25,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/token_lines.h"
+#include "inspect/weight_quantization.h"
 #include "model/model.h"
 #include "model/summary.h"
 #include "store/model_checkpoint.h"
@@ -126,6 +129,39 @@ int write_logits(const std::string& ckpt, const std::string& tokens_path, const 
     return 0;
 }
 
+// Validation loss and routing of a checkpoint with its projection weights quantized to each
+// format (engine/inspect/weight_quantization.h), as a table.
+int quant_eval(const std::string& ckpt, const std::string& formats_csv, int threads) {
+    const moe::TrainingState st = moe::load_training_state(ckpt);
+    const moe::TrainingSettings& tr = st.project.training;
+    const moe::ModelConfig cfg = moe::load_checkpoint_config(ckpt);
+    moe::CpuBackend backend(threads ? threads : static_cast<int>(tr.threads));
+    moe::Model model(cfg, backend);
+    moe::load_model_weights(ckpt, model);
+    moe::DataLoader data(tr.data, static_cast<uint64_t>(tr.seed), tr.batch_size, tr.seq_len);
+    const moe::ProbeBatch probe = data.probe_batch(tr.probe_tokens);
+    const std::vector<int32_t> probe_tokens(probe.batch.tokens.begin(),
+                                            probe.batch.tokens.begin() + probe.batch.seq_len);
+    std::vector<moe::WeightFormat> formats;
+    if (formats_csv.empty()) {
+        formats = moe::default_weight_formats();
+    } else {
+        std::stringstream ss(formats_csv);
+        for (std::string f; std::getline(ss, f, ',');) formats.push_back(moe::WeightFormat::parse(f, "--formats"));
+    }
+    std::printf("%s (step %lld): projection weights quantized, %lld validation batches, routing "
+                "compared on %zu probe tokens\n",
+                ckpt.c_str(), static_cast<long long>(st.step), static_cast<long long>(tr.eval_batches),
+                probe_tokens.size());
+    std::printf("  %-12s %6s %10s %9s %9s %12s %10s\n", "format", "bits", "weight err", "val loss",
+                "change", "routing same", "top-1 same");
+    for (const auto& r : moe::evaluate_weight_formats(model, data, tr.eval_batches, probe_tokens, formats))
+        std::printf("  %-12s %6.2f %10.4f %9.4f %+8.2f%% %11.1f%% %9.1f%%\n", r.format.c_str(),
+                    r.bits_per_weight, r.weight_rel_error, r.val_loss, 100.0 * r.loss_change,
+                    100.0 * r.routing.exact, 100.0 * r.routing.top1);
+    return 0;
+}
+
 // A run file's outcome in a few lines: final losses, the last evaluation per label, and load
 // balance (MaxVio and dead experts averaged over the last quarter of the logged steps).
 int report_run(const std::string& path) {
@@ -134,6 +170,7 @@ int report_run(const std::string& path) {
     const moe::MetricsColumns m = r.metrics();
     std::printf("run %s (%s): %lld steps logged\n", h.name.c_str(), path.c_str(),
                 static_cast<long long>(m.size()));
+    std::printf("  precision %s\n", h.precision.c_str());
     if (m.size() > 0) {
         const int64_t last = m.size() - 1;
         std::printf("  last step %lld: loss %.4f  mtp %.4f  aux %.6f  tokens %lld  wall %.0f s\n",
@@ -168,6 +205,32 @@ int report_run(const std::string& path) {
                         static_cast<long long>(h.moe_layer_indices[l]), vio / n, dead / n);
         }
         std::printf("    mean MaxVio %.3f\n", all / double(h.n_layers()));
+    }
+    if (r.quant_count() > 0) {
+        const moe::QuantRow q = r.quant(r.quant_count() - 1);
+        std::printf("  quantization error at step %lld (mean over tensors):\n", static_cast<long long>(q.step));
+        for (const char* role : {"weight", "activation", "gradient"}) {
+            double err = 0, snr = 0, sat = 0;
+            int64_t n = 0;
+            for (int64_t i = 0; i < h.n_quant(); ++i)
+                if (h.quant_roles[i] == role && q.amax[i] > 0) {
+                    err += q.rel_error[i];
+                    snr += q.snr_db[i];
+                    sat += q.frac_saturated[i];
+                    ++n;
+                }
+            if (n > 0)
+                std::printf("    %-10s rel. error %.4f  SNR %.1f dB  saturated %.4f%%  (%lld tensors)\n", role,
+                            err / double(n), snr / double(n), 100.0 * sat / double(n), static_cast<long long>(n));
+        }
+    }
+    if (r.sparsity_count() > 0) {
+        const moe::SparsityRows s = r.sparsity_rows();
+        const size_t F = static_cast<size_t>(h.n_ffn_layers()), last = s.step.size() - 1;
+        std::printf("  sparsity at step %lld: near-zero SwiGLU outputs (|a| < %g) per layer:",
+                    static_cast<long long>(s.step[last]), h.near_zero_threshold);
+        for (size_t l = 0; l < F; ++l) std::printf(" %.1f%%", 100.0 * s.near_zero[last * F + l]);
+        std::printf("\n");
     }
     return 0;
 }
@@ -279,6 +342,12 @@ int main(int argc, char** argv) {
     app.add_option("--out", out_path,
                    "Run file to write when training (default runs/NAME-TIME.h5; checkpoints go to "
                    "NAME-TIME.ckpt/), or the safetensors file for --logits");
+    std::string quant_eval_ckpt, formats;
+    app.add_option("--quant-eval", quant_eval_ckpt,
+                   "Checkpoint directory: validation loss and routing with the projection weights "
+                   "quantized to each of --formats");
+    app.add_option("--formats", formats, "For --quant-eval: comma-separated fp32, fp8, int8, int4, "
+                   "int4-gN, ...-asym (default fp32,fp8,int8,int4-g128,int4)");
     app.add_option("--threads", threads, "CPU threads (0 = all cores; default: the project's)");
     app.add_option("--batch-rows", chunk, "Sequences evaluated at once by --logits")->check(CLI::PositiveNumber);
     CLI11_PARSE(app, argc, argv);
@@ -290,6 +359,7 @@ int main(int argc, char** argv) {
             return write_logits(logits_ckpt, tokens_path, out_path, threads, chunk);
         }
         if (!report.empty()) return report_run(report);
+        if (!quant_eval_ckpt.empty()) return quant_eval(quant_eval_ckpt, formats, threads);
         if (!resume_path.empty()) {
             const moe::TrainingState st = moe::load_training_state(resume_path);
             const std::string run = out_path.empty() ? default_run_path(st.project.name) : out_path;

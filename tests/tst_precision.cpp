@@ -12,6 +12,7 @@
 #include "model/linear_precision.h"
 #include "model/model.h"
 #include "model_fixtures.h"
+#include "inspect/weight_quantization.h"
 #include "quant/block_scaling.h"
 #include "quant/quant_recorder.h"
 #include "store/run_reader.h"
@@ -303,6 +304,49 @@ private slots:
         QCOMPARE(r32.quant_count(), int64_t(0));
         QCOMPARE(r32.header().n_quant(), int64_t(0));
         QVERIFY(r32.sparsity_count() >= 4);
+    }
+
+    // Inference with quantized weights: fp32 reproduces itself, int8 is closer than fp8, int4
+    // is the furthest, and every format restores the weights afterwards.
+    void weightQuantizedInference() {
+        QTemporaryDir tmp;
+        Project p = test::shrunk_tiny_tasks(30);
+        p.model.moe_intermediate_size = 128;  // a group of 128 fits the experts' down_proj
+        p.model.intermediate_size = 128;
+        p.model.hidden_size = 128;
+        Trainer t(p, {tmp.filePath("run.h5").toStdString(), ""}, 1);
+        while (!t.finished()) t.step();
+        Model& m = t.model();
+        const std::vector<float> before(m.parameters().at("model.layers.1.mlp.experts.0.up_proj.weight").value.data(),
+                                        m.parameters().at("model.layers.1.mlp.experts.0.up_proj.weight").value.data() +
+                                            m.parameters().at("model.layers.1.mlp.experts.0.up_proj.weight").value.numel());
+        const ProbeBatch probe = t.data().probe_batch(32);
+        const std::vector<int32_t> tokens(probe.batch.tokens.begin(), probe.batch.tokens.begin() + probe.batch.seq_len);
+        std::vector<WeightFormat> formats;
+        for (const char* f : {"fp32", "fp8", "int8", "int4-g128", "int4"}) formats.push_back(WeightFormat::parse(f));
+        const auto res = evaluate_weight_formats(m, t.data(), 2, tokens, formats);
+        QCOMPARE(res.size(), size_t(5));
+        for (const auto& r : res)
+            qInfo("%-10s bits %.2f  weight err %.4f  val loss %.4f (%+.2f%%)  routing same %.1f%%  top-1 %.1f%%",
+                  r.format.c_str(), r.bits_per_weight, r.weight_rel_error, r.val_loss, 100 * r.loss_change,
+                  100 * r.routing.exact, 100 * r.routing.top1);
+        QCOMPARE(res[0].loss_change, 0.0);
+        QCOMPARE(res[0].weight_rel_error, 0.0);
+        QCOMPARE(res[0].routing.exact, 1.0);
+        QCOMPARE(res[0].bits_per_weight, 32.0);
+        QVERIFY(res[1].weight_rel_error > 0.01 && res[1].weight_rel_error < 0.06);  // E4M3: ~3 bits
+        QVERIFY(res[2].weight_rel_error < res[1].weight_rel_error);                // int8 < fp8
+        QVERIFY(res[3].weight_rel_error > res[2].weight_rel_error * 4);             // int4 >> int8
+        QVERIFY(res[4].weight_rel_error >= res[3].weight_rel_error);                // groups help
+        QVERIFY(res[1].bits_per_weight > 8 && res[1].bits_per_weight < 8.1);
+        QVERIFY(res[3].bits_per_weight > 4 && res[3].bits_per_weight < 4.6);
+        QVERIFY(std::fabs(res[3].loss_change) > std::fabs(res[2].loss_change));
+        QVERIFY(res[3].routing.overlap <= 1.0 && res[3].routing.overlap > 0.5);
+        const Tensor& after = m.parameters().at("model.layers.1.mlp.experts.0.up_proj.weight").value;
+        QVERIFY(std::equal(before.begin(), before.end(), after.data()));
+        QVERIFY(thrown([] { WeightFormat::parse("int3"); }).contains("int3"));
+        QCOMPARE(WeightFormat::parse("int4-g32-asym").int_spec.group_size, int64_t(32));
+        QVERIFY(!WeightFormat::parse("int4-g32-asym").int_spec.symmetric);
     }
 
     void precisionSettingsAreValidated() {
