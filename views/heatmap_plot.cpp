@@ -103,6 +103,10 @@ void HeatmapPlot::setGrid(int nx, int ny, double x0, double x1, double y0, doubl
 {
     nx = std::max(nx, 1);
     ny = std::max(ny, 1);
+    split_x_ = nx == 1;
+    split_y_ = ny == 1;
+    if (split_x_) nx = 2;
+    if (split_y_) ny = 2;
     const double wx = (x1 - x0) / nx;
     const double wy = (y1 - y0) / ny;
     // QCPColorMap ranges name the CENTRES of the first and last cells.
@@ -154,12 +158,18 @@ void HeatmapPlot::setSymmetricColorRange(double max_abs)
     map_->setDataRange(QCPRange(-max_abs, max_abs));
 }
 
+void HeatmapPlot::setCell(int ix, int iy, double value)
+{
+    for (int dx = 0; dx <= (split_x_ ? 1 : 0); ++dx)
+        for (int dy = 0; dy <= (split_y_ ? 1 : 0); ++dy) map_->data()->setCell(ix + dx, iy + dy, value);
+}
+
 Matrix HeatmapPlot::toMatrix() const
 {
     QCPColorMapData *cells = map_->data();
     Matrix m;
-    m.rows = cells->valueSize();
-    m.cols = cells->keySize();
+    m.rows = split_y_ ? 1 : cells->valueSize();
+    m.cols = split_x_ ? 1 : cells->keySize();
     m.values.resize(static_cast<size_t>(m.rows) * m.cols);
     for (int r = 0; r < m.rows; ++r)
         for (int c = 0; c < m.cols; ++c)

@@ -26,7 +26,7 @@ public:
     // nx x ny cells whose outer EDGES are [x0, x1] x [y0, y1]; the axes show exactly that area.
     // Cells start as NaN (drawn in the gradient's NaN colour or transparent).
     void setGrid(int nx, int ny, double x0, double x1, double y0, double y1);
-    void setCell(int ix, int iy, double value) { map_->data()->setCell(ix, iy, value); }
+    void setCell(int ix, int iy, double value);
 
     // Text labels for rows (y = 0, 1, ...) or columns (x = 0, 1, ...) when there are at most
     // max_labels of them; otherwise integer ticks so indices stay readable.
@@ -44,6 +44,9 @@ public:
     Matrix toMatrix() const;
 
 private:
+    // QCPColorMap cannot draw a dimension of one cell (its range of cell centres is empty), so a
+    // single row or column is stored as two identical half-cells.
+    bool split_x_ = false, split_y_ = false;
     static void setLabels(QCPAxis *axis, const QStringList &labels, int max_labels);
 
     QCPColorMap *map_ = nullptr;

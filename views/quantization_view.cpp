@@ -627,7 +627,14 @@ void QuantizationView::fillScaleCombo() {
         for (const ScaleGrid& g : run->scale_grids)
             scale_combo_->addItem(short_tensor_name(g.tensor) + QStringLiteral(" (%1 x %2)").arg(g.rows).arg(g.cols));
     const int again = scale_combo_->findText(old_grid);
-    scale_grid_ = again >= 0 ? again : 0;
+    // First look: the largest grid (a small weight has a single 128x128 block, a plain square).
+    int largest = 0;
+    if (run)
+        for (int i = 0; i < static_cast<int>(run->scale_grids.size()); ++i)
+            if (run->scale_grids[i].rows * run->scale_grids[i].cols >
+                run->scale_grids[largest].rows * run->scale_grids[largest].cols)
+                largest = i;
+    scale_grid_ = again >= 0 ? again : largest;
     scale_combo_->setCurrentIndex(scale_grid_);
     scale_combo_->setEnabled(scale_combo_->count() > 1);
 }
