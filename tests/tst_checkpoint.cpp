@@ -1,8 +1,9 @@
-// Checkpoint weights: round trip with MTP aliases, strict name/shape checks, FP8 rejection,
+// Checkpoint weights: round trip with MTP aliases, strict name/shape checks, FP8 (block-scaled) checkpoints,
 // BF16 checkpoints, the sharded layout, and error messages that name the file and the tensor.
 // Needs only ParameterStore (config.json is the caller's business).
 #include <QtTest>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,7 @@
 
 #include "core/error.h"
 #include "model/parameters.h"
+#include "quant/block_scaling.h"
 #include "store/checkpoint.h"
 #include "store/safetensors.h"
 #include "test_support.h"
@@ -223,7 +225,60 @@ private slots:
         QVERIFY(same_values(loaded, before));  // rejected before anything was written
     }
 
-    void fp8Rejected() {
+    // DeepSeek-V3's FP8 layout: a weight as F8_E4M3 codes plus <name>_scale_inv, one fp32
+    // multiplier per 128x128 block. It loads as exactly decode(code) * scale.
+    void fp8CheckpointDequantizes() {
+        ParameterStore saved;
+        build_store(saved, 13);
+        Parameter& big = saved.add("model.layers.0.mlp.up_proj.weight", {200, 300});  // partial blocks
+        test::fill_uniform(big.value.data(), big.value.numel(), 99, 3.0f);
+        BlockQuantSpec spec;
+        spec.format = ElementFormat::E4M3;
+        spec.tile = kTile128x128;
+        const BlockQuantized bq = quantize_blocks(big.value.data(), 200, 300, 300, spec);
+        std::vector<float> expected(200 * 300);
+        dequantize_blocks(bq, expected.data(), 300);
+
+        auto write = [&](const std::string& dir, bool with_scale, Shape scale_shape) {
+            SafetensorsWriter w;
+            auto ts = tensors_of(saved);
+            for (auto& [name, t] : ts)
+                if (name != big.name) w.add_f32(name, t);
+            w.add_u8(big.name, "F8_E4M3", bq.codes, {200, 300});
+            std::vector<float> scales = bq.scales;
+            scales.resize(static_cast<size_t>(shape_numel(scale_shape)), 1.0f);
+            if (with_scale) w.add_f32(big.name + "_scale_inv", scales.data(), scale_shape);
+            std::filesystem::create_directories(dir);
+            w.write(dir + "/model.safetensors");
+        };
+        const std::string dir = new_dir();
+        write(dir, true, {2, 3});
+        ParameterStore loaded;
+        build_store(loaded, 14);
+        loaded.add(big.name, {200, 300});
+        load_checkpoint_weights(dir, loaded, kAliases);
+        QVERIFY(std::memcmp(loaded.at(big.name).value.data(), expected.data(), sizeof(float) * expected.size()) == 0);
+        QCOMPARE(loaded.at("lm_head.weight").value[3], saved.at("lm_head.weight").value[3]);
+        double err = 0, norm = 0;
+        for (size_t i = 0; i < expected.size(); ++i) {
+            err += std::pow(double(expected[i]) - big.value[static_cast<int64_t>(i)], 2);
+            norm += std::pow(double(big.value[static_cast<int64_t>(i)]), 2);
+        }
+        QVERIFY(std::sqrt(err / norm) > 1e-3 && std::sqrt(err / norm) < 0.05);  // really FP8
+
+        const std::string no_scale = new_dir();
+        write(no_scale, false, {2, 3});
+        QString msg = error_of([&] { load_checkpoint_weights(no_scale, loaded, kAliases); });
+        QVERIFY2(msg.contains(QString::fromStdString(big.name)) && msg.contains("_scale_inv") &&
+                     msg.contains("F8_E4M3"), qPrintable(msg));
+        const std::string bad_grid = new_dir();
+        write(bad_grid, true, {3, 3});
+        msg = error_of([&] { load_checkpoint_weights(bad_grid, loaded, kAliases); });
+        QVERIFY2(msg.contains("[3, 3]") && msg.contains("[2, 3]") && msg.contains("[200, 300]"), qPrintable(msg));
+    }
+
+    // A block scale next to a weight that is not FP8 is a broken file, named as such.
+    void strayFp8ScaleRejected() {
         ParameterStore saved;
         build_store(saved, 13);
         auto ts = tensors_of(saved);
@@ -235,7 +290,7 @@ private slots:
         const QString msg = error_of([&] { load_checkpoint_weights(dir, loaded, kAliases); });
         QVERIFY2(msg.contains(q(dir + "/model.safetensors")) &&
                      msg.contains("model.layers.0.mlp.gate.weight_scale_inv") &&
-                     msg.contains("FP8") && msg.contains("not supported"),
+                     msg.contains("FP8 block scale") && msg.contains("F32"),
                  qPrintable(msg));
     }
 

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "quant/block_scaling.h"
+#include "quant/number_formats.h"
 #include "store/safetensors.h"
 
 namespace moe {
@@ -169,20 +171,46 @@ void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
         alias_by_name[a.alias] = &a;
     }
 
-    // FP8 first: an FP8 checkpoint would otherwise show up as a confusing list of unexpected
-    // scale tensors and dtype errors.
+    // FP8 checkpoints (DeepSeek-V3's released format): a weight stored as F8_E4M3 / F8_E5M2
+    // codes comes with "<name>_scale_inv" [ceil(out/128), ceil(in/128)], the fp32 multiplier of
+    // each 128x128 block. Each pair is checked here and dequantized when read below.
+    std::set<std::string> scales;
     for (const std::string& name : ct.order) {
         const SafetensorsEntry& e = *ct.by_name.at(name).entry;
-        if (ends_with(name, ".weight_scale_inv") || e.dtype.rfind("F8_", 0) == 0)
-            throw FileError(ct.file_of(name),
-                            "tensor '" + name + "' (" + e.dtype + ") belongs to an FP8-quantized " +
-                                "checkpoint; FP8 checkpoints are not supported yet (dequantize " +
-                                "it to BF16 or FP32 first)");
+        if (ends_with(name, "_scale_inv")) {
+            const std::string weight = name.substr(0, name.size() - 10);
+            const auto w = ct.by_name.find(weight);
+            if (w == ct.by_name.end() || w->second.entry->dtype.rfind("F8_", 0) != 0)
+                throw FileError(ct.file_of(name), "tensor '" + name + "' is an FP8 block scale, but '" +
+                                                      weight + "' is " +
+                                                      (w == ct.by_name.end() ? std::string("missing")
+                                                                             : "stored as " + w->second.entry->dtype));
+            scales.insert(name);
+            continue;
+        }
+        if (e.dtype.rfind("F8_", 0) != 0) continue;
+        if (e.dtype != "F8_E4M3" && e.dtype != "F8_E5M2")
+            throw FileError(ct.file_of(name), "tensor '" + name + "' has dtype " + e.dtype +
+                                                  " (FP8 weights must be F8_E4M3 or F8_E5M2)");
+        const auto s = ct.by_name.find(name + "_scale_inv");
+        if (e.shape.size() != 2 || s == ct.by_name.end())
+            throw FileError(ct.file_of(name), "tensor '" + name + "' is FP8 (" + e.dtype + ", shape " +
+                                                  shape_to_string(e.shape) + ") " +
+                                                  (e.shape.size() != 2 ? "but not a matrix"
+                                                                       : "without its block scale '" + name +
+                                                                             "_scale_inv'"));
+        const Shape grid{tile_grid_rows(e.shape[0], kTile128x128), tile_grid_cols(e.shape[1], kTile128x128)};
+        if (s->second.entry->shape != grid)
+            throw FileError(ct.file_of(name), "tensor '" + name + "_scale_inv' has shape " +
+                                                  shape_to_string(s->second.entry->shape) + ", expected " +
+                                                  shape_to_string(grid) + " (one scale per 128x128 block of " +
+                                                  shape_to_string(e.shape) + ")");
     }
 
     std::vector<std::string> unexpected, missing;
     for (const std::string& name : ct.order)
-        if (!params.find(name) && !alias_by_name.count(name)) unexpected.push_back(name);
+        if (!params.find(name) && !alias_by_name.count(name) && !scales.count(name))
+            unexpected.push_back(name);
     for (const Parameter* p : params.all())
         if (!ct.by_name.count(p->name)) missing.push_back(p->name);
     if (!unexpected.empty() || !missing.empty()) {
@@ -207,10 +235,12 @@ void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
                                                       shape_to_string(e.shape) +
                                                       " in the checkpoint, the model expects " +
                                                       shape_to_string(p->value.shape()));
-            if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16" && e.dtype != "F64")
+            if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16" && e.dtype != "F64" &&
+                e.dtype.rfind("F8_", 0) != 0)
                 throw FileError(ct.file_of(name), "tensor '" + name + "' has dtype " + e.dtype +
-                                                      "; weights must be F32, BF16, F16 or F64");
-        } else {
+                                                      "; weights must be F32, BF16, F16, F64 or FP8 "
+                                                      "with block scales");
+        } else if (!scales.count(name)) {  // block scales were checked with their weights
             const CheckpointAlias& a = *alias_by_name.at(name);
             const Shape& expected = params.at(a.source).value.shape();
             if (e.shape != expected)
@@ -223,7 +253,21 @@ void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
 
     for (Parameter* p : params.all()) {
         const auto& loc = ct.by_name.at(p->name);
-        loc.reader->read_f32_into(p->name, p->value.data(), p->value.numel());
+        if (loc.entry->dtype.rfind("F8_", 0) != 0) {
+            loc.reader->read_f32_into(p->name, p->value.data(), p->value.numel());
+            continue;
+        }
+        const std::string scale_name = p->name + "_scale_inv";
+        const auto& sloc = ct.by_name.at(scale_name);
+        BlockQuantized q;
+        q.rows = p->value.shape()[0];
+        q.cols = p->value.shape()[1];
+        q.spec.format = loc.entry->dtype == "F8_E4M3" ? ElementFormat::E4M3 : ElementFormat::E5M2;
+        q.spec.tile = kTile128x128;
+        q.codes = loc.reader->read_bytes_u8(p->name);
+        q.scales.resize(static_cast<size_t>(sloc.entry->numel()));
+        sloc.reader->read_f32_into(scale_name, q.scales.data(), sloc.entry->numel());
+        dequantize_blocks(q, p->value.data(), q.cols);
     }
 }
 

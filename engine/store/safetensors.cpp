@@ -321,6 +321,16 @@ void SafetensorsReader::read_bytes(const SafetensorsEntry& e, void* dst) const {
     }
 }
 
+std::vector<uint8_t> SafetensorsReader::read_bytes_u8(const std::string& name) const {
+    const SafetensorsEntry& e = entry(name);
+    if (safetensors_dtype_size(e.dtype) != 1)
+        throw FileError(path_, "tensor " + in_quotes(name) + " has dtype " + e.dtype +
+                                   ", expected a one-byte dtype (U8, I8, F8_E4M3, F8_E5M2)");
+    std::vector<uint8_t> out(static_cast<size_t>(e.numel()));
+    read_bytes(e, out.data());
+    return out;
+}
+
 void SafetensorsReader::read_f32_into(const std::string& name, float* dst, int64_t count) const {
     const SafetensorsEntry& e = entry(name);
     const int64_t n = e.numel();
@@ -432,6 +442,23 @@ void SafetensorsWriter::add_i32(const std::string& name, std::vector<int32_t> va
     items_.push_back(std::move(it));
 }
 
+void SafetensorsWriter::add_u8(const std::string& name, const std::string& dtype,
+                               std::vector<uint8_t> values, Shape shape) {
+    check_new_name(name);
+    if (safetensors_dtype_size(dtype) != 1)
+        throw Error("safetensors writer: tensor '" + name + "': dtype " + dtype + " is not one byte wide");
+    if (shape_numel(shape) != static_cast<int64_t>(values.size()))
+        throw Error("safetensors writer: tensor '" + name + "' has shape " +
+                    shape_to_string(shape) + " but " + std::to_string(values.size()) + " values");
+    Item it;
+    it.name = name;
+    it.dtype = dtype;
+    it.shape = std::move(shape);
+    it.bytes = values.size();
+    it.bytes_u8 = std::move(values);
+    items_.push_back(std::move(it));
+}
+
 void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) {
     metadata_[key] = value;
 }
@@ -470,7 +497,9 @@ void SafetensorsWriter::write(const std::string& path) const {
     if (int err = write_all(fd, len_bytes, 8)) throw fail("writing the header length", err);
     if (int err = write_all(fd, text.data(), text.size())) throw fail("writing the header", err);
     for (const Item& it : items_) {
-        const void* data = it.dtype == "I32" ? static_cast<const void*>(it.ints.data()) : it.data;
+        const void* data = it.dtype == "I32"                 ? static_cast<const void*>(it.ints.data())
+                           : safetensors_dtype_size(it.dtype) == 1 ? static_cast<const void*>(it.bytes_u8.data())
+                                                                   : it.data;
         if (int err = write_all(fd, data, it.bytes))
             throw fail("writing tensor '" + it.name + "'", err);
     }

@@ -52,6 +52,9 @@ public:
     Tensor read_f32(const std::string& name) const;
     // Same, into caller memory of exactly `count` elements (loads parameters without a copy).
     void read_f32_into(const std::string& name, float* dst, int64_t count) const;
+    // The raw bytes of a one-byte dtype (U8, I8, F8_E4M3, F8_E5M2), e.g. FP8 codes to decode
+    // with their block scales; other dtypes are a FileError naming the tensor.
+    std::vector<uint8_t> read_bytes_u8(const std::string& name) const;
     // I32 and I64 (an I64 value outside the int32 range is a FileError naming it).
     std::vector<int32_t> read_i32(const std::string& name) const;
 
@@ -80,6 +83,9 @@ public:
     void add_f32(const std::string& name, const float* data, const Shape& shape);
     // Shape defaults to 1-D [values.size()]; otherwise its element count must match.
     void add_i32(const std::string& name, std::vector<int32_t> values, Shape shape = {});
+    // One-byte codes (dtype "U8", "F8_E4M3", "F8_E5M2"); copied.
+    void add_u8(const std::string& name, const std::string& dtype, std::vector<uint8_t> values,
+                Shape shape);
     void set_metadata(const std::string& key, const std::string& value);
 
     size_t size() const { return items_.size(); }
@@ -97,6 +103,7 @@ private:
         const void* data = nullptr;  // points into the caller's memory or into ints
         uint64_t bytes = 0;
         std::vector<int32_t> ints;
+        std::vector<uint8_t> bytes_u8;
     };
     void check_new_name(const std::string& name) const;
 
