@@ -16,6 +16,7 @@
 #include <QThread>
 #include <QVBoxLayout>
 
+#include "core/driver_gpus.h"
 #include "model/summary.h"
 #include "workbench/project_form.h"
 
@@ -27,15 +28,7 @@ namespace {
 // because this build cannot train on them.
 QStringList nvidia_gpus() {
     QStringList out;
-    const QDir dir("/proc/driver/nvidia/gpus");
-    for (const QString& bus : dir.entryList(QDir::Dirs | QDir::NoDotAndDotDot)) {
-        QFile info(dir.filePath(bus + "/information"));
-        QString model = bus;
-        if (info.open(QIODevice::ReadOnly))
-            for (const QString& line : QString::fromUtf8(info.readAll()).split('\n'))
-                if (line.startsWith("Model:")) model = line.mid(6).trimmed() + " (" + bus + ")";
-        out << model;
-    }
+    for (const std::string& gpu : moe::driver_gpus()) out << QString::fromStdString(gpu);
     return out;
 }
 

@@ -17,6 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/driver_gpus.h"
 #include "auth.h"
 #include "core/error.h"
 #include "framed_socket.h"
@@ -46,15 +47,7 @@ QString safe_name(const std::string& name) {
 
 QStringList nvidia_gpus() {
     QStringList out;
-    const QDir dir("/proc/driver/nvidia/gpus");
-    for (const QString& bus : dir.entryList(QDir::Dirs | QDir::NoDotAndDotDot)) {
-        QFile info(dir.filePath(bus + "/information"));
-        QString model = bus;
-        if (info.open(QIODevice::ReadOnly))
-            for (const QString& line : QString::fromUtf8(info.readAll()).split('\n'))
-                if (line.startsWith("Model:")) model = line.mid(6).trimmed() + " (" + bus + ")";
-        out << model;
-    }
+    for (const std::string& gpu : moe::driver_gpus()) out << QString::fromStdString(gpu);
     return out;
 }
 
