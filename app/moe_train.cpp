@@ -132,16 +132,6 @@ int write_logits(const std::string& ckpt, const std::string& tokens_path, const 
 // Validation loss and routing of a checkpoint with its projection weights quantized to each
 // format (engine/inspect/weight_quantization.h), as a table.
 int quant_eval(const std::string& ckpt, const std::string& formats_csv, int threads) {
-    const moe::TrainingState st = moe::load_training_state(ckpt);
-    const moe::TrainingSettings& tr = st.project.training;
-    const moe::ModelConfig cfg = moe::load_checkpoint_config(ckpt);
-    moe::CpuBackend backend(threads ? threads : static_cast<int>(tr.threads));
-    moe::Model model(cfg, backend);
-    moe::load_model_weights(ckpt, model);
-    moe::DataLoader data(tr.data, static_cast<uint64_t>(tr.seed), tr.batch_size, tr.seq_len);
-    const moe::ProbeBatch probe = data.probe_batch(tr.probe_tokens);
-    const std::vector<int32_t> probe_tokens(probe.batch.tokens.begin(),
-                                            probe.batch.tokens.begin() + probe.batch.seq_len);
     std::vector<moe::WeightFormat> formats;
     if (formats_csv.empty()) {
         formats = moe::default_weight_formats();
@@ -149,13 +139,14 @@ int quant_eval(const std::string& ckpt, const std::string& formats_csv, int thre
         std::stringstream ss(formats_csv);
         for (std::string f; std::getline(ss, f, ',');) formats.push_back(moe::WeightFormat::parse(f, "--formats"));
     }
+    const moe::CheckpointWeightFormats res = moe::evaluate_checkpoint_weight_formats(ckpt, formats, threads);
     std::printf("%s (step %lld): projection weights quantized, %lld validation batches, routing "
-                "compared on %zu probe tokens\n",
-                ckpt.c_str(), static_cast<long long>(st.step), static_cast<long long>(tr.eval_batches),
-                probe_tokens.size());
+                "compared on %lld probe tokens\n",
+                ckpt.c_str(), static_cast<long long>(res.step), static_cast<long long>(res.eval_batches),
+                static_cast<long long>(res.probe_tokens));
     std::printf("  %-12s %6s %10s %9s %9s %12s %10s\n", "format", "bits", "weight err", "val loss",
                 "change", "routing same", "top-1 same");
-    for (const auto& r : moe::evaluate_weight_formats(model, data, tr.eval_batches, probe_tokens, formats))
+    for (const auto& r : res.results)
         std::printf("  %-12s %6.2f %10.4f %9.4f %+8.2f%% %11.1f%% %9.1f%%\n", r.format.c_str(),
                     r.bits_per_weight, r.weight_rel_error, r.val_loss, 100.0 * r.loss_change,
                     100.0 * r.routing.exact, 100.0 * r.routing.top1);

@@ -243,8 +243,16 @@ private slots:
         QVERIFY2(ins["type"] == "result", ins.dump().c_str());
         QCOMPARE(ins["inspection"]["tokens"].size(), size_t(5));
         QCOMPARE(ins["inspection"]["layers"].size(), size_t(p.model.num_hidden_layers - p.model.first_k_dense_replace));
-        const json q = call(c, {{"type", "quantize"}, {"checkpoint", ckpt}});
-        QCOMPARE(q["code"].get<std::string>(), std::string("not_available"));
+        // Inference with quantized weights of the same checkpoint, on the worker.
+        const json q = call(c, {{"type", "quantize"}, {"checkpoint", ckpt}, {"formats", {"fp32", "fp8", "int4"}}},
+                            nullptr, 60000);
+        QVERIFY2(q["type"] == "result", q.dump().c_str());
+        QCOMPARE(q["formats"].size(), size_t(3));
+        QCOMPARE(q["formats"][0]["loss_change"].get<double>(), 0.0);
+        QVERIFY(q["formats"][1]["weight_rel_error"].get<double>() > 0.01);
+        QVERIFY(q["formats"][2]["weight_rel_error"].get<double>() > q["formats"][1]["weight_rel_error"].get<double>());
+        const json bad_format = call(c, {{"type", "quantize"}, {"checkpoint", ckpt}, {"formats", {"int3"}}});
+        QCOMPARE(bad_format["code"].get<std::string>(), std::string("config_error"));
         const json unknown = call(c, {{"type", "frobnicate"}});
         QCOMPARE(unknown["code"].get<std::string>(), std::string("unknown_request"));
     }
@@ -407,6 +415,8 @@ private slots:
         }
         const json ckpt = call(c, {{"type", "inspect"}, {"checkpoint", "../"}, {"text", "x"}});
         QCOMPARE(ckpt["code"].get<std::string>(), std::string("path_outside_root"));
+        const json quant = call(c, {{"type", "quantize"}, {"checkpoint", "/etc"}});
+        QCOMPARE(quant["code"].get<std::string>(), std::string("path_outside_root"));
         const json resume = call(c, {{"type", "resume_from"}, {"checkpoint", "/tmp"}});
         QCOMPARE(resume["code"].get<std::string>(), std::string("path_outside_root"));
         const json neg = call(c, {{"type", "download"}, {"path", "x.h5"}, {"offset", -5}});

@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "framed_socket.h"
 #include "inspect/checkpoint_inspector.h"
+#include "inspect/weight_quantization.h"
 #include "messages.h"
 #include "session_codec.h"
 #include "store/project.h"
@@ -401,9 +402,7 @@ void ClientConnection::handle(const json& m) {
         } else if (type == "inspect") {
             inspect(id, m);
         } else if (type == "quantize") {
-            throw ProtocolError("not_available",
-                                "quantization queries are not available on this worker yet (engine/quant has no "
-                                "checkpoint quantizer to run)");
+            quantize(id, m);
         } else {
             throw ProtocolError("unknown_request", "unknown request type \"" + type.substr(0, 40) + "\"");
         }
@@ -525,6 +524,47 @@ void ClientConnection::inspect(int64_t id, const json& m) {
             r = remote::make_result(id, {{"inspection", remote::to_json(inspector.inspect_text(text), attention)}});
         } catch (const std::exception& e) {
             r = remote::make_error(id, "engine_error", "inspecting " + rel + ": " + e.what());
+        }
+        QMetaObject::invokeMethod(qApp, [self, r] {
+            if (self) self->reply(r);
+        }, Qt::QueuedConnection);
+    });
+}
+
+// Inference with quantized weights of a checkpoint in the runs folder, on the thread pool
+// (seconds for the small presets), like inspect.
+void ClientConnection::quantize(int64_t id, const json& m) {
+    const std::string rel = remote::get_string(m, "checkpoint");
+    const auto path = remote::resolve_inside(server_->options().runs_dir.toStdString(), rel);
+    std::vector<moe::WeightFormat> formats;
+    if (m.contains("formats")) {
+        if (!m["formats"].is_array() || m["formats"].empty() || m["formats"].size() > 16)
+            throw ProtocolError("bad_request", "formats: expected an array of 1 to 16 format names");
+        for (const json& f : m["formats"]) {
+            if (!f.is_string()) throw ProtocolError("bad_request", "formats: expected strings");
+            formats.push_back(moe::WeightFormat::parse(f.get<std::string>().substr(0, 40), "formats"));
+        }
+    } else {
+        formats = moe::default_weight_formats();
+    }
+    QPointer<ClientConnection> self(this);
+    QThreadPool::globalInstance()->start([self, path, rel, formats, id] {
+        json r;
+        try {
+            const moe::CheckpointWeightFormats res = moe::evaluate_checkpoint_weight_formats(path.string(), formats, 1);
+            json rows = json::array();
+            for (const auto& x : res.results)
+                rows.push_back({{"format", x.format},
+                                {"bits_per_weight", x.bits_per_weight},
+                                {"weight_rel_error", x.weight_rel_error},
+                                {"val_loss", x.val_loss},
+                                {"loss_change", x.loss_change},
+                                {"routing_exact", x.routing.exact},
+                                {"routing_overlap", x.routing.overlap},
+                                {"routing_top1", x.routing.top1}});
+            r = remote::make_result(id, {{"step", res.step}, {"formats", rows}});
+        } catch (const std::exception& e) {
+            r = remote::make_error(id, "engine_error", "quantizing " + rel + ": " + e.what());
         }
         QMetaObject::invokeMethod(qApp, [self, r] {
             if (self) self->reply(r);

@@ -149,6 +149,7 @@ private:
     void download(int64_t id, const nlohmann::json& m);
     void file_info(int64_t id, const nlohmann::json& m);
     void inspect(int64_t id, const nlohmann::json& m);
+    void quantize(int64_t id, const nlohmann::json& m);
     nlohmann::json list_files() const;
 
     WorkerServer* server_;

@@ -3,7 +3,10 @@
 #include <cmath>
 #include <map>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "store/model_checkpoint.h"
+#include "train/training_checkpoint.h"
 #include "model/linear_precision.h"
 #include "quant/block_scaling.h"
 #include "train/evaluator.h"
@@ -126,6 +129,27 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
         restore();
         throw;
     }
+    return out;
+}
+
+CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& checkpoint_dir,
+                                                           const std::vector<WeightFormat>& formats,
+                                                           int threads) {
+    const TrainingState st = load_training_state(checkpoint_dir);
+    const TrainingSettings& tr = st.project.training;
+    const ModelConfig cfg = load_checkpoint_config(checkpoint_dir);
+    CpuBackend backend(threads > 0 ? threads : static_cast<int>(tr.threads));
+    Model model(cfg, backend);
+    load_model_weights(checkpoint_dir, model);
+    DataLoader data(tr.data, static_cast<uint64_t>(tr.seed), tr.batch_size, tr.seq_len);
+    const ProbeBatch probe = data.probe_batch(tr.probe_tokens);
+    const std::vector<int32_t> probe_tokens(probe.batch.tokens.begin(),
+                                            probe.batch.tokens.begin() + probe.batch.seq_len);
+    CheckpointWeightFormats out;
+    out.step = st.step;
+    out.eval_batches = tr.eval_batches;
+    out.probe_tokens = static_cast<int64_t>(probe_tokens.size());
+    out.results = evaluate_weight_formats(model, data, tr.eval_batches, probe_tokens, formats);
     return out;
 }
 

@@ -44,4 +44,16 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
                                                         const std::vector<int32_t>& probe_tokens,
                                                         const std::vector<WeightFormat>& formats);
 
+// The same for a training checkpoint directory (trainer_state.json gives the data and the
+// probe): loads it on a CPU backend with `threads` threads (0 = the project's setting).
+struct CheckpointWeightFormats {
+    int64_t step = 0;
+    int64_t eval_batches = 0;
+    int64_t probe_tokens = 0;
+    std::vector<WeightFormatResult> results;
+};
+CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& checkpoint_dir,
+                                                           const std::vector<WeightFormat>& formats,
+                                                           int threads = 0);
+
 }  // namespace moe
