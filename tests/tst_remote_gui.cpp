@@ -2,6 +2,9 @@
 // status bar, the worker's devices in the launcher's device box), a run started on the worker
 // from the launcher, followed live in the same views as a local run, its final run file
 // mirrored locally. Recent servers remembered without the token. Screenshots for a person.
+#include <QAction>
+#include <QInputDialog>
+#include <QTimer>
 #include <QtTest>
 
 #include <QComboBox>
@@ -113,6 +116,28 @@ private slots:
         RunReader local(run->path().toStdString());
         QCOMPARE(local.metrics_count(), int64_t(40));
         shoot(&w, "remote-run-finished");
+
+        // Resume from a checkpoint on the worker: the window lists the worker's step-* folders.
+        QStringList offered;
+        QTimer accept_dialog;
+        connect(&accept_dialog, &QTimer::timeout, [&] {
+            if (auto* dlg = qobject_cast<QInputDialog*>(QApplication::activeModalWidget())) {
+                offered = dlg->comboBoxItems();
+                dlg->accept();
+            }
+        });
+        accept_dialog.start(50);
+        const QString first_run = run->path();
+        w.findChild<QAction*>("actionResumeCheckpoint")->trigger();
+        QVERIFY(QTest::qWaitFor([&] { return !offered.isEmpty(); }, 15000));
+        accept_dialog.stop();
+        QVERIFY2(offered.last().contains("step-00000040") && !offered.last().startsWith("/"),
+                 qPrintable(offered.join(", ")));
+        QVERIFY(QTest::qWaitFor([&] { return w.session_run() && w.session_run()->path() != first_run &&
+                                             (w.session()->state() == SessionState::Finished ||
+                                              w.session()->state() == SessionState::Failed); }, 60000));
+        QCOMPARE(w.session()->state(), SessionState::Finished);
+        QVERIFY(w.session_run()->path().contains("resumed"));
 
         // Back to this computer: the next run is local again.
         w.launcher()->device_box()->setCurrentIndex(0);

@@ -9,12 +9,14 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFontDatabase>
+#include <QInputDialog>
 #include <QPushButton>
 #include <QTime>
 #include <QLabel>
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QPlainTextEdit>
+#include <QPointer>
 #include <QScrollArea>
 #include <QSettings>
 #include <QStatusBar>
@@ -314,6 +316,10 @@ void MainWindow::start_run(const moe::Project& project, int threads) {
 }
 
 void MainWindow::resume_from_checkpoint() {
+    if (launcher_->remote_selected()) {
+        resume_remote_checkpoint();
+        return;
+    }
     const QString dir = QFileDialog::getExistingDirectory(this, tr("Resume from checkpoint (a step-* folder)"),
                                                           session_->runs_dir());
     if (dir.isEmpty() || session_->active()) return;
@@ -323,6 +329,44 @@ void MainWindow::resume_from_checkpoint() {
     }
     launcher_->set_run_active(true);
     if (!session_->resume_from(dir, launcher_->threads())) launcher_->set_run_active(false);
+}
+
+// On a worker the checkpoint lives in the worker's runs folder: list its step-* folders (from
+// list_files) and let the user pick one; the worker resumes it, this window follows the run.
+void MainWindow::resume_remote_checkpoint() {
+    if (session_->active()) return;
+    QPointer<MainWindow> self(this);
+    engine_->request({{"type", "list_files"}}, [self](const nlohmann::json& m, const QByteArray&) {
+        if (!self) return;
+        if (m.value("type", "") != "result") {
+            self->report_error(tr("Resume from checkpoint"),
+                               tr("The worker did not list its files: %1")
+                                   .arg(QString::fromStdString(m.value("message", m.dump()))));
+            return;
+        }
+        QStringList dirs;
+        for (const auto& f : m["files"]) {
+            const QString path = QString::fromStdString(f.value("path", ""));
+            const int at = path.lastIndexOf("/step-");
+            if (at < 0 || !path.endsWith("/config.json")) continue;
+            const QString dir = path.left(path.size() - int(QString("/config.json").size()));
+            if (!dirs.contains(dir)) dirs << dir;
+        }
+        if (dirs.isEmpty()) {
+            self->report_error(tr("Resume from checkpoint"), tr("The worker has no checkpoints (step-* folders) yet."));
+            return;
+        }
+        dirs.sort();
+        bool ok = false;
+        const QString dir = QInputDialog::getItem(self, tr("Resume from checkpoint on the worker"),
+                                                  tr("Checkpoint in the worker's runs folder:"), dirs,
+                                                  int(dirs.size()) - 1, false, &ok);
+        if (!ok || dir.isEmpty() || self->session_->active()) return;
+        if (!self->session_->use_remote(self->engine_)) return;
+        self->launcher_->set_run_active(true);
+        if (!self->session_->resume_from(dir, self->launcher_->threads())) self->launcher_->set_run_active(false);
+        self->update_actions();
+    });
 }
 
 void MainWindow::on_run_started(const QString& path) {

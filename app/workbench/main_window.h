@@ -92,6 +92,7 @@ private:
     void fill_recent_menu(QMenu* menu, const char* key, bool runs);
     void update_actions();
     void on_engine_state();
+    void resume_remote_checkpoint();
     void schedule_views();
     void refresh_views();
     void refresh_quant_view(const QStringList& shown);
