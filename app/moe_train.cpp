@@ -1,5 +1,6 @@
 // moe-train: the headless command line of MoE Workbench.
 //   moe-train PROJECT.json [--steps N] [--out RUN.h5] [--threads N]   train (the default)
+//     [--device cpu|cuda:N]  where to train (only cpu trains today; see app/device_choice.h)
 //   moe-train --resume CHECKPOINT_DIR [--steps N] [--out RUN.h5]      continue a run exactly
 //   moe-train PROJECT.json --summary             model size, active parameters, FLOPs, memory
 //   moe-train PROJECT.json --step                one forward/backward pass on a random batch
@@ -20,6 +21,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "device_choice.h"
 #include "openmp_wait_policy.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
@@ -317,6 +319,7 @@ int main(int argc, char** argv) {
     moe::app::ensure_passive_openmp_waits(argv);
     CLI::App app{"moe-train: train, inspect and evaluate DeepSeek-V3-style MoE models (headless)"};
     std::string project_path, logits_ckpt, tokens_path, out_path, save_init, resume_path, report;
+    std::string device = "cpu";
     bool summary = false, step = false;
     int threads = 0;
     int64_t chunk = 8, steps = 0;
@@ -340,10 +343,12 @@ int main(int argc, char** argv) {
     app.add_option("--formats", formats, "For --quant-eval: comma-separated fp32, fp8, int8, int4, "
                    "int4-gN, ...-asym (default fp32,fp8,int8,int4-g128,int4)");
     app.add_option("--threads", threads, "CPU threads (0 = all cores; default: the project's)");
+    app.add_option("--device", device, "Where to compute: cpu (default) or cuda:N");
     app.add_option("--batch-rows", chunk, "Sequences evaluated at once by --logits")->check(CLI::PositiveNumber);
     CLI11_PARSE(app, argc, argv);
 
     try {
+        moe::app::require_trainable_device(device);
         if (!logits_ckpt.empty()) {
             if (tokens_path.empty() || out_path.empty())
                 throw moe::Error("--logits needs --tokens FILE and --out OUT.safetensors");

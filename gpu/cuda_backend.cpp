@@ -1,0 +1,475 @@
+// CudaBackend: argument checks, scratch, error handling, cuBLAS GEMMs, and the calls into
+// gpu/kernels/. Compiled by the host compiler as C++20 (it includes engine headers).
+#include "cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+
+namespace moe::gpu {
+
+namespace {
+
+void check(cudaError_t e, const char* op, const char* call) {
+    if (e != cudaSuccess)
+        throw Error(std::string("CUDA backend, ") + op + ": " + call + " failed: " +
+                    cudaGetErrorString(e));
+}
+
+void check_blas(cublasStatus_t s, const char* op, const char* call) {
+    if (s != CUBLAS_STATUS_SUCCESS)
+        throw Error(std::string("CUDA backend, ") + op + ": " + call + " failed: " +
+                    cublasGetStatusString(s));
+}
+
+// A kernel launch (the kernel API returns the launch's error).
+void launch(cudaError_t e, const char* op) { check(e, op, "kernel launch"); }
+
+int to_int(int64_t v, const char* op, const char* what) {
+    if (v < 0 || v > INT_MAX)
+        throw Error(std::string("CUDA backend, ") + op + ": " + what + " = " +
+                    std::to_string(v) + " does not fit cuBLAS's int");
+    return static_cast<int>(v);
+}
+
+cublasHandle_t blas(void* h) { return static_cast<cublasHandle_t>(h); }
+
+// The same validation as the CPU backend's gate (error texts match).
+void check_gate(const GateParams& p) {
+    const auto fail = [](const std::string& msg) { throw Error("moe_gate: " + msg); };
+    if (p.n_experts <= 0) fail("n_experts must be positive, got " + std::to_string(p.n_experts));
+    if (p.top_k <= 0 || p.top_k > p.n_experts)
+        fail("top_k " + std::to_string(p.top_k) + " must be in [1, n_experts = " +
+             std::to_string(p.n_experts) + "]");
+    if (p.n_group > 1) {
+        if (p.n_experts % p.n_group != 0)
+            fail("n_experts " + std::to_string(p.n_experts) + " is not divisible by n_group " +
+                 std::to_string(p.n_group));
+        if (p.topk_group < 1 || p.topk_group > p.n_group)
+            fail("topk_group " + std::to_string(p.topk_group) + " must be in [1, n_group = " +
+                 std::to_string(p.n_group) + "]");
+        if (p.top_k > p.topk_group * (p.n_experts / p.n_group))
+            fail("top_k " + std::to_string(p.top_k) + " exceeds the experts in topk_group " +
+                 std::to_string(p.topk_group) + " groups");
+    }
+}
+
+kern::GateArgs gate_args(const GateParams& p) {
+    return {p.n_experts, p.top_k, p.n_group > 1 ? p.n_group : 1, p.topk_group,
+            p.scoring == ScoringFunc::Softmax, p.norm_topk_prob, p.routed_scaling_factor, p.bias};
+}
+
+// Scratch slots (each grows independently).
+enum Slot { kFlag = 0, kPartials, kQuantA, kQuantB, kScalesA, kScalesB, kWorkA, kWorkB };
+
+}  // namespace
+
+CudaBackend::CudaBackend(int device) : device_(device) {
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess)
+        throw Error(std::string("CUDA backend: no usable CUDA driver or device (cudaGetDeviceCount: ") +
+                    cudaGetErrorString(e) + ")");
+    if (device < 0 || device >= count)
+        throw Error("CUDA backend: device cuda:" + std::to_string(device) + " does not exist (" +
+                    std::to_string(count) + " CUDA device(s) found)");
+    check(cudaSetDevice(device), "init", "cudaSetDevice");
+    cublasHandle_t h = nullptr;
+    check_blas(cublasCreate(&h), "init", "cublasCreate");
+    cublas_ = h;
+    // fp32 path: plain SGEMM, no TF32 tensor-core rounding of the operands.
+    check_blas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "init", "cublasSetMathMode");
+    check_blas(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), "init", "cublasSetPointerMode");
+}
+
+CudaBackend::~CudaBackend() {
+    // No throwing here: failures at teardown (a dead context) are ignored.
+    for (void* p : scratch_)
+        if (p) cudaFree(p);
+    if (cublas_) cublasDestroy(blas(cublas_));
+}
+
+void* CudaBackend::scratch(int slot, size_t bytes) {
+    if (bytes == 0) bytes = 1;
+    if (scratch_bytes_[slot] < bytes) {
+        if (scratch_[slot]) check(cudaFree(scratch_[slot]), "scratch", "cudaFree");
+        scratch_[slot] = nullptr;
+        scratch_bytes_[slot] = 0;
+        check(cudaMalloc(&scratch_[slot], bytes), "scratch", "cudaMalloc");
+        scratch_bytes_[slot] = bytes;
+    }
+    return scratch_[slot];
+}
+
+// kFlag holds the int flag at offset 0 and a double result at offset 8.
+int* CudaBackend::reset_bad(const char* op) {
+    int* flag = static_cast<int*>(scratch(kFlag, 16));
+    const int none = INT_MAX;
+    check(cudaMemcpy(flag, &none, sizeof(int), cudaMemcpyHostToDevice), op, "cudaMemcpy");
+    return flag;
+}
+
+int CudaBackend::read_bad(const char* op) {
+    int v = INT_MAX;
+    check(cudaMemcpy(&v, scratch_[kFlag], sizeof(int), cudaMemcpyDeviceToHost), op, "cudaMemcpy");
+    return v == INT_MAX ? -1 : v;
+}
+
+namespace {
+
+int32_t fetch(const int32_t* device_ptr, const char* op) {
+    int32_t v = 0;
+    check(cudaMemcpy(&v, device_ptr, sizeof(v), cudaMemcpyDeviceToHost), op, "cudaMemcpy");
+    return v;
+}
+
+double fetch_result(void* flag_slot, const char* op) {
+    double v = 0.0;
+    check(cudaMemcpy(&v, static_cast<char*>(flag_slot) + 8, sizeof(v), cudaMemcpyDeviceToHost),
+          op, "cudaMemcpy");
+    return v;
+}
+
+}  // namespace
+
+// --- GEMM: row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so the operands
+// go to cuBLAS swapped, each with its own transpose flag and leading dimension unchanged.
+void CudaBackend::gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                       float* C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {  // empty product: only beta * C remains (beta == 0 overwrites, as in BLAS)
+        launch(kern::scale_2d(C, ldc, M, N, beta, true), "gemm");
+        return;
+    }
+    check_blas(cublasSgemm(blas(cublas_), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                           transA ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(N, "gemm", "N"),
+                           to_int(M, "gemm", "M"), to_int(K, "gemm", "K"), &alpha, B,
+                           to_int(ldb, "gemm", "ldb"), A, to_int(lda, "gemm", "lda"), &beta, C,
+                           to_int(ldc, "gemm", "ldc")),
+               "gemm", "cublasSgemm");
+}
+
+// Casts a stored [rows, cols] operand into dst (dense) as fake_quantize would.
+void CudaBackend::cast_operand(const char* op, const float* src, int64_t rows, int64_t cols,
+                               int64_t ld, const BlockQuantSpec& spec, int slot, float* dst) {
+    if (spec.tile.rows < 0 || spec.tile.cols < 0)
+        throw ConfigError("tile", "extents must be >= 0, got " + std::to_string(spec.tile.rows) +
+                                      "x" + std::to_string(spec.tile.cols));
+    if (ld < cols)
+        throw ConfigError("ld_x", "must be >= cols (" + std::to_string(cols) + "), got " +
+                                      std::to_string(ld));
+    kern::CastArgs a{};
+    a.tile_rows = spec.tile.rows == 0 ? std::max<int64_t>(rows, 1) : spec.tile.rows;
+    a.tile_cols = spec.tile.cols == 0 ? std::max<int64_t>(cols, 1) : spec.tile.cols;
+    a.max_finite = format_max(spec.format);
+    a.scaled = spec.scaled;
+    a.pow2_scales = spec.pow2_scales;
+    a.bf16 = spec.format == ElementFormat::BF16;
+    // As engine/quant's element_cast: FP8 and every scaled cast saturate; an unscaled
+    // BF16/FP16 cast overflows to +-Inf.
+    switch (spec.format) {
+        case ElementFormat::E4M3: a.mantissa_bits = 3; a.min_exponent = -6; a.saturate = true; break;
+        case ElementFormat::E5M2: a.mantissa_bits = 2; a.min_exponent = -14; a.saturate = true; break;
+        case ElementFormat::FP16: a.mantissa_bits = 10; a.min_exponent = -14; a.saturate = spec.scaled; break;
+        case ElementFormat::BF16: a.mantissa_bits = 7; a.min_exponent = -126; a.saturate = spec.scaled; break;
+        case ElementFormat::FP32: break;  // not called for FP32
+    }
+    const int64_t tiles = ((rows + a.tile_rows - 1) / a.tile_rows) *
+                          ((cols + a.tile_cols - 1) / a.tile_cols);
+    float* scales = static_cast<float*>(scratch(slot, sizeof(float) * tiles));
+    launch(kern::fake_quantize(src, rows, cols, ld, a, scales, dst), op);
+}
+
+void CudaBackend::gemm_quantized(bool transA, bool transB, int64_t M, int64_t N, int64_t K,
+                                 float alpha, const float* A, int64_t lda,
+                                 const BlockQuantSpec& a_spec, const float* B, int64_t ldb,
+                                 const BlockQuantSpec& b_spec, float beta, float* C,
+                                 int64_t ldc) {
+    if (M <= 0 || N <= 0 || K <= 0) {
+        gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const int64_t a_rows = transA ? K : M, a_cols = transA ? M : K;
+    const int64_t b_rows = transB ? N : K, b_cols = transB ? K : N;
+    // FP32 is the identity: that operand is used in place.
+    const float* qa = A;
+    int64_t qlda = lda;
+    if (a_spec.format != ElementFormat::FP32) {
+        float* dst = static_cast<float*>(scratch(kQuantA, sizeof(float) * a_rows * a_cols));
+        cast_operand("gemm_quantized", A, a_rows, a_cols, lda, a_spec, kScalesA, dst);
+        qa = dst;
+        qlda = a_cols;
+    }
+    const float* qb = B;
+    int64_t qldb = ldb;
+    if (b_spec.format != ElementFormat::FP32) {
+        float* dst = static_cast<float*>(scratch(kQuantB, sizeof(float) * b_rows * b_cols));
+        cast_operand("gemm_quantized", B, b_rows, b_cols, ldb, b_spec, kScalesB, dst);
+        qb = dst;
+        qldb = b_cols;
+    }
+    gemm(transA, transB, M, N, K, alpha, qa, qlda, qb, qldb, beta, C, ldc);
+}
+
+// --- elementwise, copies, sums ---
+
+void CudaBackend::copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                          int64_t rows, int64_t cols) {
+    launch(kern::copy_2d(src, src_stride, dst, dst_stride, rows, cols, false), "copy_2d");
+}
+
+void CudaBackend::add_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                         int64_t rows, int64_t cols) {
+    launch(kern::copy_2d(src, src_stride, dst, dst_stride, rows, cols, true), "add_2d");
+}
+
+void CudaBackend::zero(float* x, int64_t n) {
+    if (n > 0) check(cudaMemsetAsync(x, 0, sizeof(float) * n), "zero", "cudaMemsetAsync");
+}
+
+void CudaBackend::scale(float* x, float alpha, int64_t n) {
+    // A plain product (x * 0 keeps NaN as NaN, as on the CPU), not BLAS's beta == 0 rule.
+    launch(kern::scale_2d(x, n, 1, n, alpha, false), "scale");
+}
+
+double CudaBackend::sum(const float* x, int64_t n) {
+    void* flag = scratch(kFlag, 16);
+    auto* partials = static_cast<double*>(scratch(kPartials, sizeof(double) * kern::reduce_blocks(n)));
+    launch(kern::reduce_float(x, n, false, partials, reinterpret_cast<double*>(static_cast<char*>(flag) + 8)), "sum");
+    return fetch_result(flag, "sum");
+}
+
+double CudaBackend::sum_squares(const float* x, int64_t n) {
+    void* flag = scratch(kFlag, 16);
+    auto* partials = static_cast<double*>(scratch(kPartials, sizeof(double) * kern::reduce_blocks(n)));
+    launch(kern::reduce_float(x, n, true, partials, reinterpret_cast<double*>(static_cast<char*>(flag) + 8)), "sum_squares");
+    return fetch_result(flag, "sum_squares");
+}
+
+// --- embedding ---
+
+void CudaBackend::embedding_forward(const int32_t* tokens, int64_t n, const float* table,
+                                    int64_t vocab, int64_t dim, float* out) {
+    int* bad = reset_bad("embedding_forward");
+    launch(kern::embedding_forward(tokens, n, table, vocab, dim, out, bad), "embedding_forward");
+    if (const int t = read_bad("embedding_forward"); t >= 0)
+        throw Error("embedding_forward: token " + std::to_string(fetch(tokens + t, "embedding_forward")) +
+                    " at row " + std::to_string(t) + " is outside the vocabulary [0, " +
+                    std::to_string(vocab) + ")");
+}
+
+void CudaBackend::embedding_backward(const int32_t* tokens, int64_t n, const float* dout,
+                                     int64_t vocab, int64_t dim, float* dtable) {
+    int* bad = reset_bad("embedding_backward");
+    launch(kern::embedding_backward(tokens, n, dout, vocab, dim, dtable, bad), "embedding_backward");
+    if (const int t = read_bad("embedding_backward"); t >= 0)
+        throw Error("embedding_backward: token " + std::to_string(fetch(tokens + t, "embedding_backward")) +
+                    " at row " + std::to_string(t) + " is outside the vocabulary [0, " +
+                    std::to_string(vocab) + ")");
+}
+
+// --- norm, rope, attention, swiglu ---
+
+void CudaBackend::rmsnorm_forward(const float* x, int64_t x_stride, const float* w, int64_t rows,
+                                  int64_t dim, float eps, float* y, int64_t y_stride,
+                                  float* rstd) {
+    launch(kern::rmsnorm_forward(x, x_stride, w, rows, dim, eps, y, y_stride, rstd), "rmsnorm_forward");
+}
+
+void CudaBackend::rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x,
+                                   int64_t x_stride, const float* w, const float* rstd,
+                                   int64_t rows, int64_t dim, float* dx, int64_t dx_stride,
+                                   float* dw) {
+    launch(kern::rmsnorm_backward(dy, dy_stride, x, x_stride, w, rstd, rows, dim, dx, dx_stride, dw),
+           "rmsnorm_backward");
+}
+
+void CudaBackend::rope(float* x, int64_t rows, int64_t row_stride, int64_t heads,
+                       int64_t head_stride, int64_t offset, int64_t rope_dim,
+                       const int32_t* positions, float theta, bool inverse) {
+    launch(kern::rope(x, rows, row_stride, heads, head_stride, offset, rope_dim, positions, theta, inverse),
+           "rope");
+}
+
+namespace {
+
+void check_attention(const char* op, int64_t B, int64_t T, int64_t H, int64_t window) {
+    if (window < 0) throw Error(std::string(op) + ": window must be >= 0, got " + std::to_string(window));
+    if (B * H > 65535 || T > INT_MAX)
+        throw Error(std::string(op) + ": B*H = " + std::to_string(B * H) +
+                    " exceeds the CUDA kernel's grid limit of 65535 (sequence, head) pairs");
+}
+
+}  // namespace
+
+void CudaBackend::attention_forward(const float* q, const float* k, const float* v, int64_t B,
+                                    int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
+                                    int64_t window, float* probs, float* out) {
+    check_attention("attention_forward", B, T, H, window);
+    launch(kern::attention_forward(q, k, v, B, T, H, dk, dv, scale, window, probs, out),
+           "attention_forward");
+}
+
+void CudaBackend::attention_backward(const float* dout, const float* q, const float* k,
+                                     const float* v, const float* probs, int64_t B, int64_t T,
+                                     int64_t H, int64_t dk, int64_t dv, float scale,
+                                     int64_t window, float* dq, float* dk_, float* dv_) {
+    check_attention("attention_backward", B, T, H, window);
+    auto* dS = static_cast<float*>(scratch(kWorkA, sizeof(float) * B * H * T * T));
+    launch(kern::attention_backward(dout, q, k, v, probs, B, T, H, dk, dv, scale, window, dS, dq,
+                                    dk_, dv_),
+           "attention_backward");
+}
+
+void CudaBackend::swiglu_forward(const float* g, const float* u, int64_t n, float* out) {
+    launch(kern::swiglu_forward(g, u, n, out), "swiglu_forward");
+}
+
+void CudaBackend::swiglu_backward(const float* dout, const float* g, const float* u, int64_t n,
+                                  float* dg, float* du) {
+    launch(kern::swiglu_backward(dout, g, u, n, dg, du), "swiglu_backward");
+}
+
+// --- cross-entropy ---
+
+void CudaBackend::cross_entropy_forward(const float* logits, const int32_t* targets, int64_t n,
+                                        int64_t vocab, float* losses) {
+    int* bad = reset_bad("cross_entropy_forward");
+    launch(kern::cross_entropy_forward(logits, targets, n, vocab, losses, bad), "cross_entropy_forward");
+    if (const int t = read_bad("cross_entropy_forward"); t >= 0)
+        throw Error("cross_entropy_forward: target " +
+                    std::to_string(fetch(targets + t, "cross_entropy_forward")) + " at row " +
+                    std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+}
+
+void CudaBackend::cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n,
+                                         int64_t vocab, float scale, float* dlogits) {
+    int* bad = reset_bad("cross_entropy_backward");
+    launch(kern::cross_entropy_backward(logits, targets, n, vocab, scale, dlogits, bad),
+           "cross_entropy_backward");
+    if (const int t = read_bad("cross_entropy_backward"); t >= 0)
+        throw Error("cross_entropy_backward: target " +
+                    std::to_string(fetch(targets + t, "cross_entropy_backward")) + " at row " +
+                    std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+}
+
+// --- router and balance loss ---
+
+void CudaBackend::moe_gate_forward(const float* logits, int64_t n, const GateParams& p,
+                                   float* scores, int32_t* topk_idx, float* topk_weight) {
+    check_gate(p);
+    const kern::GateArgs a = gate_args(p);
+    auto* flags = static_cast<uint8_t*>(scratch(kWorkA, static_cast<size_t>(n * (a.E + a.G))));
+    auto* gscore = static_cast<float*>(scratch(kWorkB, sizeof(float) * n * a.G));
+    launch(kern::gate_forward(logits, n, a, scores, topk_idx, topk_weight, flags, gscore),
+           "moe_gate_forward");
+}
+
+void CudaBackend::moe_gate_backward(const float* d_topk_weight, const float* d_scores_extra,
+                                    const float* scores, const int32_t* topk_idx,
+                                    const float* topk_weight, int64_t n, const GateParams& p,
+                                    float* dlogits) {
+    check_gate(p);
+    (void)topk_weight;  // recomputed from scores, as on the CPU
+    launch(kern::gate_backward(d_topk_weight, d_scores_extra, scores, topk_idx, n, gate_args(p), dlogits),
+           "moe_gate_backward");
+}
+
+double CudaBackend::seq_aux_loss_forward(const float* scores, const int32_t* topk_idx, int64_t B,
+                                         int64_t T, int64_t E, int64_t K, float alpha) {
+    if (B <= 0 || T <= 0) return 0.0;
+    auto* f = static_cast<float*>(scratch(kWorkA, sizeof(float) * B * E));
+    auto* terms = static_cast<double*>(scratch(kWorkB, sizeof(double) * B * T));
+    launch(kern::seq_aux_terms(scores, topk_idx, B, T, E, K, f, terms), "seq_aux_loss_forward");
+    void* flag = scratch(kFlag, 16);
+    auto* partials = static_cast<double*>(scratch(kPartials, sizeof(double) * kern::reduce_blocks(B * T)));
+    launch(kern::reduce_double(terms, B * T, partials,
+                               reinterpret_cast<double*>(static_cast<char*>(flag) + 8)),
+           "seq_aux_loss_forward");
+    return alpha * fetch_result(flag, "seq_aux_loss_forward") / (static_cast<double>(B) * T);
+}
+
+void CudaBackend::seq_aux_loss_backward(const float* scores, const int32_t* topk_idx, int64_t B,
+                                        int64_t T, int64_t E, int64_t K, float alpha,
+                                        float dloss, float* d_scores) {
+    if (B <= 0 || T <= 0) return;
+    auto* f = static_cast<float*>(scratch(kWorkA, sizeof(float) * B * E));
+    const double c = static_cast<double>(dloss) * alpha / (static_cast<double>(B) * T);
+    launch(kern::seq_aux_backward(scores, topk_idx, B, T, E, K, c, f, d_scores), "seq_aux_loss_backward");
+}
+
+// --- dispatch ---
+
+void CudaBackend::moe_route_plan(const int32_t* topk_idx, int64_t n, int64_t K, int64_t E,
+                                 int64_t* offsets, int32_t* row_token, int32_t* slot_row) {
+    int* bad = reset_bad("moe_route_plan");
+    auto* d_offsets = static_cast<int64_t*>(scratch(kWorkB, sizeof(int64_t) * (E + 1)));
+    launch(kern::route_plan(topk_idx, n, K, E, d_offsets, row_token, slot_row, bad), "moe_route_plan");
+    if (const int i = read_bad("moe_route_plan"); i >= 0)
+        throw Error("moe_route_plan: expert " + std::to_string(fetch(topk_idx + i, "moe_route_plan")) +
+                    " of token " + std::to_string(i / K) + " is outside [0, " + std::to_string(E) + ")");
+    // The contract: offsets go to host memory (the model sizes the expert GEMMs from them).
+    check(cudaMemcpy(offsets, d_offsets, sizeof(int64_t) * (E + 1), cudaMemcpyDeviceToHost),
+          "moe_route_plan", "cudaMemcpy");
+}
+
+void CudaBackend::moe_permute(const float* x, const int32_t* row_token, int64_t rows, int64_t dim,
+                              float* xp) {
+    launch(kern::permute(x, row_token, rows, dim, xp), "moe_permute");
+}
+
+void CudaBackend::moe_permute_backward(const float* dxp, const int32_t* slot_row, int64_t n,
+                                       int64_t K, int64_t dim, float* dx) {
+    launch(kern::permute_backward(dxp, slot_row, n, K, dim, dx), "moe_permute_backward");
+}
+
+void CudaBackend::moe_unpermute(const float* yp, const float* w, const int32_t* slot_row,
+                                int64_t n, int64_t K, int64_t dim, float* y) {
+    launch(kern::unpermute(yp, w, slot_row, n, K, dim, y), "moe_unpermute");
+}
+
+void CudaBackend::moe_unpermute_backward(const float* dy, const float* yp, const float* w,
+                                         const int32_t* slot_row, int64_t n, int64_t K,
+                                         int64_t dim, float* dyp, float* dw) {
+    launch(kern::unpermute_backward(dy, yp, w, slot_row, n, K, dim, dyp, dw), "moe_unpermute_backward");
+}
+
+// --- optimizer and balancing ---
+
+void CudaBackend::adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr,
+                               float beta1, float beta2, float eps, float weight_decay,
+                               float grad_scale, int64_t step) {
+    const float bc1 = 1.0f - static_cast<float>(std::pow(double(beta1), double(step)));
+    const float bc2 = 1.0f - static_cast<float>(std::pow(double(beta2), double(step)));
+    launch(kern::adamw(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, grad_scale, bc1, bc2),
+           "adamw_update");
+}
+
+// A handful of experts: the bias comes to the host, gets the CPU's exact update, goes back.
+void CudaBackend::balance_bias_update(float* bias, const int64_t* counts, int64_t n_experts,
+                                      float gamma) {
+    if (n_experts <= 0) return;
+    std::vector<float> b(static_cast<size_t>(n_experts));
+    check(cudaMemcpy(b.data(), bias, sizeof(float) * n_experts, cudaMemcpyDeviceToHost),
+          "balance_bias_update", "cudaMemcpy");
+    double mean = 0.0;
+    for (int64_t i = 0; i < n_experts; ++i) mean += double(counts[i]);
+    mean /= double(n_experts);
+    for (int64_t i = 0; i < n_experts; ++i) {
+        const double c = double(counts[i]);
+        const float sign = c < mean ? 1.0f : (c > mean ? -1.0f : 0.0f);
+        b[i] += gamma * sign;
+    }
+    check(cudaMemcpy(bias, b.data(), sizeof(float) * n_experts, cudaMemcpyHostToDevice),
+          "balance_bias_update", "cudaMemcpy");
+}
+
+}  // namespace moe::gpu

@@ -1,0 +1,144 @@
+#pragma once
+// CudaBackend: Backend (engine/backend/backend.h) on one CUDA device, same contract as
+// CpuBackend with one difference in where memory lives:
+//
+//   Every float / int32 pointer an op takes is a DEVICE pointer (cudaMalloc'd), except the
+//   two places the contract names host memory: moe_route_plan writes `offsets` to the HOST
+//   (row_token and slot_row stay on the device, where permute/unpermute read them), and
+//   balance_bias_update reads `counts` from the HOST. GateParams::bias is a device pointer.
+//   Scalar results (sum, sum_squares, seq_aux_loss_forward) are returned to the host, which
+//   synchronizes.
+//
+// All work goes to the legacy default stream, so ops are ordered with each other and with
+// plain cudaMemcpy. GEMMs are cuBLAS SGEMM with TF32 off (true fp32, as the CPU path);
+// gemm_quantized casts both operands on the device exactly like engine/quant's fake_quantize
+// and then runs the same SGEMM. Everything else is a kernel in gpu/kernels/ (compiled by nvcc
+// as C++17; this header and cuda_backend.cpp are C++20 like the engine, so nvcc never sees
+// engine headers).
+//
+// Determinism: no float atomics; each sum has a fixed order, and cuBLAS is run to run
+// reproducible on one GPU model. Results differ from the CPU's in the order of fp32 sums and
+// in the last bit of exp (tolerances in gpu/tests/gpu_ops_test.cpp).
+// Errors: every CUDA/cuBLAS call is checked; a failure throws moe::Error naming the op, the
+// call and the CUDA error string. Invalid tokens, targets or experts throw like the CPU's.
+// Not thread-safe: one caller at a time per instance.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "backend/backend.h"
+
+namespace moe::gpu {
+
+class CudaBackend final : public Backend {
+public:
+    // Selects `device` (cudaSetDevice) and creates the cuBLAS handle; Error when the device
+    // does not exist or CUDA is unavailable (the message says why).
+    explicit CudaBackend(int device = 0);
+    ~CudaBackend() override;
+    CudaBackend(const CudaBackend&) = delete;
+    CudaBackend& operator=(const CudaBackend&) = delete;
+
+    const char* name() const override { return "cuda"; }
+    void set_threads(int) override {}  // host threads do not apply
+    int threads() const override { return 1; }
+    int device() const { return device_; }
+
+    void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+              const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+              int64_t ldc) override;
+    void gemm_quantized(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float* A, int64_t lda, const BlockQuantSpec& a_spec, const float* B,
+                        int64_t ldb, const BlockQuantSpec& b_spec, float beta, float* C,
+                        int64_t ldc) override;
+
+    void copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                 int64_t rows, int64_t cols) override;
+    void add_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                int64_t rows, int64_t cols) override;
+    void zero(float* x, int64_t n) override;
+    void scale(float* x, float alpha, int64_t n) override;
+    double sum(const float* x, int64_t n) override;
+
+    void embedding_forward(const int32_t* tokens, int64_t n, const float* table, int64_t vocab,
+                           int64_t dim, float* out) override;
+    void embedding_backward(const int32_t* tokens, int64_t n, const float* dout, int64_t vocab,
+                            int64_t dim, float* dtable) override;
+
+    void rmsnorm_forward(const float* x, int64_t x_stride, const float* w, int64_t rows,
+                         int64_t dim, float eps, float* y, int64_t y_stride,
+                         float* rstd) override;
+    void rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x, int64_t x_stride,
+                          const float* w, const float* rstd, int64_t rows, int64_t dim,
+                          float* dx, int64_t dx_stride, float* dw) override;
+
+    void rope(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_stride,
+              int64_t offset, int64_t rope_dim, const int32_t* positions, float theta,
+              bool inverse) override;
+
+    void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T,
+                           int64_t H, int64_t dk, int64_t dv, float scale, int64_t window,
+                           float* probs, float* out) override;
+    void attention_backward(const float* dout, const float* q, const float* k, const float* v,
+                            const float* probs, int64_t B, int64_t T, int64_t H, int64_t dk,
+                            int64_t dv, float scale, int64_t window, float* dq, float* dk_,
+                            float* dv_) override;
+
+    void swiglu_forward(const float* g, const float* u, int64_t n, float* out) override;
+    void swiglu_backward(const float* dout, const float* g, const float* u, int64_t n, float* dg,
+                         float* du) override;
+
+    void cross_entropy_forward(const float* logits, const int32_t* targets, int64_t n,
+                               int64_t vocab, float* losses) override;
+    void cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n,
+                                int64_t vocab, float scale, float* dlogits) override;
+
+    void moe_gate_forward(const float* logits, int64_t n, const GateParams& p, float* scores,
+                          int32_t* topk_idx, float* topk_weight) override;
+    void moe_gate_backward(const float* d_topk_weight, const float* d_scores_extra,
+                           const float* scores, const int32_t* topk_idx,
+                           const float* topk_weight, int64_t n, const GateParams& p,
+                           float* dlogits) override;
+
+    double seq_aux_loss_forward(const float* scores, const int32_t* topk_idx, int64_t B,
+                                int64_t T, int64_t E, int64_t K, float alpha) override;
+    void seq_aux_loss_backward(const float* scores, const int32_t* topk_idx, int64_t B,
+                               int64_t T, int64_t E, int64_t K, float alpha, float dloss,
+                               float* d_scores) override;
+
+    void moe_route_plan(const int32_t* topk_idx, int64_t n, int64_t K, int64_t E,
+                        int64_t* offsets, int32_t* row_token, int32_t* slot_row) override;
+    void moe_permute(const float* x, const int32_t* row_token, int64_t rows, int64_t dim,
+                     float* xp) override;
+    void moe_permute_backward(const float* dxp, const int32_t* slot_row, int64_t n, int64_t K,
+                              int64_t dim, float* dx) override;
+    void moe_unpermute(const float* yp, const float* w, const int32_t* slot_row, int64_t n,
+                       int64_t K, int64_t dim, float* y) override;
+    void moe_unpermute_backward(const float* dy, const float* yp, const float* w,
+                                const int32_t* slot_row, int64_t n, int64_t K, int64_t dim,
+                                float* dyp, float* dw) override;
+
+    double sum_squares(const float* x, int64_t n) override;
+    void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr,
+                      float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                      int64_t step) override;
+    void balance_bias_update(float* bias, const int64_t* counts, int64_t n_experts,
+                             float gamma) override;
+
+private:
+    // Device scratch that only grows (a steady-state step allocates nothing).
+    void* scratch(int slot, size_t bytes);
+    // The "bad index" flag: reset before a validating kernel, read (synchronizing) after it.
+    int* reset_bad(const char* op);
+    int read_bad(const char* op);
+    void cast_operand(const char* op, const float* src, int64_t rows, int64_t cols, int64_t ld,
+                      const BlockQuantSpec& spec, int slot, float* dst);
+
+    int device_ = 0;
+    void* cublas_ = nullptr;  // cublasHandle_t (kept opaque: no cuBLAS header here)
+    static constexpr int kSlots = 8;
+    void* scratch_[kSlots] = {};
+    size_t scratch_bytes_[kSlots] = {};
+};
+
+}  // namespace moe::gpu

@@ -1,0 +1,117 @@
+#pragma once
+// The CUDA kernels behind CudaBackend as plain C++17 functions on DEVICE pointers, launched on the
+// legacy default stream (so they are ordered with cudaMemcpy and with each other). Only the .cu
+// files in this folder are compiled by nvcc; CudaBackend (a .cpp compiled as C++20 with the rest
+// of the engine) includes this header and backend.h, so nvcc never sees engine headers.
+//
+// Every function returns the launch's cudaError_t (cudaGetLastError after the launch); the
+// backend turns a failure into moe::Error naming the op. Ops that validate indices (tokens,
+// targets, experts) take `bad`, a device int that the kernel lowers (atomicMin on an int: the
+// result does not depend on the order) to the first offending row; the caller reads it back.
+//
+// Determinism: no float atomics anywhere. Every sum has one owner thread or a fixed tree.
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace moe::gpu::kern {
+
+// --- elementwise (elementwise.cu) ---
+cudaError_t copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                    int64_t rows, int64_t cols, bool add);
+// x[r, c] *= alpha with a row stride; with beta_rule, alpha == 0 writes 0 (BLAS's beta == 0
+// rule: NaN in C is overwritten).
+cudaError_t scale_2d(float* x, int64_t ld, int64_t rows, int64_t cols, float alpha,
+                     bool beta_rule);
+cudaError_t swiglu_forward(const float* g, const float* u, int64_t n, float* out);
+cudaError_t swiglu_backward(const float* dout, const float* g, const float* u, int64_t n,
+                            float* dg, float* du);
+cudaError_t adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, float grad_scale, float bc1,
+                  float bc2);
+cudaError_t embedding_forward(const int32_t* tokens, int64_t n, const float* table,
+                              int64_t vocab, int64_t dim, float* out, int* bad);
+cudaError_t embedding_backward(const int32_t* tokens, int64_t n, const float* dout,
+                               int64_t vocab, int64_t dim, float* dtable, int* bad);
+
+// --- fixed-order reductions in double (reduce.cu) ---
+// Partial sums of 4096-element blocks (a fixed tree inside each), then one block adds the
+// partials the same way: the result depends only on n. partials holds reduce_blocks(n) doubles.
+int64_t reduce_blocks(int64_t n);
+cudaError_t reduce_float(const float* x, int64_t n, bool squares, double* partials,
+                         double* result);
+cudaError_t reduce_double(const double* x, int64_t n, double* partials, double* result);
+
+// --- RMSNorm and RoPE (norm_rope.cu) ---
+cudaError_t rmsnorm_forward(const float* x, int64_t x_stride, const float* w, int64_t rows,
+                            int64_t dim, float eps, float* y, int64_t y_stride, float* rstd);
+cudaError_t rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x,
+                             int64_t x_stride, const float* w, const float* rstd, int64_t rows,
+                             int64_t dim, float* dx, int64_t dx_stride, float* dw);
+cudaError_t rope(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_stride,
+                 int64_t offset, int64_t rope_dim, const int32_t* positions, float theta,
+                 bool inverse);
+
+// --- attention (attention.cu); dS is scratch [B*H, T, T] ---
+cudaError_t attention_forward(const float* q, const float* k, const float* v, int64_t B,
+                              int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
+                              int64_t window, float* probs, float* out);
+cudaError_t attention_backward(const float* dout, const float* q, const float* k,
+                               const float* v, const float* probs, int64_t B, int64_t T,
+                               int64_t H, int64_t dk, int64_t dv, float scale, int64_t window,
+                               float* dS, float* dq, float* dk_, float* dv_);
+
+// --- cross-entropy (cross_entropy.cu) ---
+cudaError_t cross_entropy_forward(const float* logits, const int32_t* targets, int64_t n,
+                                  int64_t vocab, float* losses, int* bad);
+cudaError_t cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n,
+                                   int64_t vocab, float scale, float* dlogits, int* bad);
+
+// --- MoE router and balance loss (gate.cu); parameters already validated by the caller ---
+struct GateArgs {
+    int64_t E, K, G, topk_group;  // G = 1: no group limit
+    bool softmax, norm_topk_prob;
+    float routed_scaling_factor;
+    const float* bias;  // device [E] or null
+};
+// scratch: n * (E + G) bytes of flags and n * G floats of group scores.
+cudaError_t gate_forward(const float* logits, int64_t n, const GateArgs& a, float* scores,
+                         int32_t* topk_idx, float* topk_weight, uint8_t* flags,
+                         float* gscore);
+cudaError_t gate_backward(const float* d_topk_weight, const float* d_scores_extra,
+                          const float* scores, const int32_t* topk_idx, int64_t n,
+                          const GateArgs& a, float* dlogits);
+// f [B, E] (scratch), terms [B*T] doubles (scratch): the caller reduces terms.
+cudaError_t seq_aux_terms(const float* scores, const int32_t* topk_idx, int64_t B, int64_t T,
+                          int64_t E, int64_t K, float* f, double* terms);
+cudaError_t seq_aux_backward(const float* scores, const int32_t* topk_idx, int64_t B, int64_t T,
+                             int64_t E, int64_t K, double c, float* f, float* d_scores);
+
+// --- dispatch (dispatch.cu) ---
+// offsets [E+1] int64 on the device; row_token, slot_row as in backend.h.
+cudaError_t route_plan(const int32_t* topk_idx, int64_t n, int64_t K, int64_t E,
+                       int64_t* offsets, int32_t* row_token, int32_t* slot_row, int* bad);
+cudaError_t permute(const float* x, const int32_t* row_token, int64_t rows, int64_t dim,
+                    float* xp);
+cudaError_t permute_backward(const float* dxp, const int32_t* slot_row, int64_t n, int64_t K,
+                             int64_t dim, float* dx);
+cudaError_t unpermute(const float* yp, const float* w, const int32_t* slot_row, int64_t n,
+                      int64_t K, int64_t dim, float* y);
+cudaError_t unpermute_backward(const float* dy, const float* yp, const float* w,
+                               const int32_t* slot_row, int64_t n, int64_t K, int64_t dim,
+                               float* dyp, float* dw);
+
+// --- fake quantization (fake_quant.cu): engine/quant/block_scaling.h's cast, bit for bit ---
+struct CastArgs {
+    int64_t tile_rows, tile_cols;  // resolved extents (>= 1)
+    float max_finite;              // format_max(format)
+    bool scaled, pow2_scales;
+    bool saturate;                 // past the max: +-max (else +-Inf)
+    bool bf16;                     // round on the bits (else on the value grid)
+    int mantissa_bits, min_exponent;
+};
+// out [rows, cols] dense = dequantize(quantize(x)); scales [grid_rows * grid_cols] scratch.
+cudaError_t fake_quantize(const float* x, int64_t rows, int64_t cols, int64_t ld,
+                          const CastArgs& a, float* scales, float* out);
+
+}  // namespace moe::gpu::kern

@@ -1,0 +1,103 @@
+// RMSNorm (one block per row, the sum of squares in a fixed double tree) and interleaved RoPE.
+#include "common.cuh"
+#include "kernels.h"
+
+namespace moe::gpu::kern {
+
+namespace {
+
+__global__ void rmsnorm_forward_k(const float* x, int64_t xs, const float* w, int64_t dim,
+                                  float eps, float* y, int64_t ys, float* rstd) {
+    __shared__ double sh[kThreads];
+    const int64_t r = blockIdx.x;
+    const float* xr = x + r * xs;
+    double ss = 0.0;
+    for (int64_t j = threadIdx.x; j < dim; j += kThreads) ss += double(xr[j]) * xr[j];
+    ss = block_sum(ss, sh);
+    const float rs = static_cast<float>(1.0 / sqrt(ss / dim + eps));
+    float* yr = y + r * ys;
+    for (int64_t j = threadIdx.x; j < dim; j += kThreads) yr[j] = w[j] * (xr[j] * rs);
+    if (threadIdx.x == 0) rstd[r] = rs;
+}
+
+// dx = rstd * w * dy - rstd^3 / dim * x * dot(w * dy, x), one block per row.
+__global__ void rmsnorm_dx_k(const float* dy, int64_t dys, const float* x, int64_t xs,
+                             const float* w, const float* rstd, int64_t dim, float* dx,
+                             int64_t dxs) {
+    __shared__ double sh[kThreads];
+    const int64_t r = blockIdx.x;
+    const float* dyr = dy + r * dys;
+    const float* xr = x + r * xs;
+    const float rs = rstd[r];
+    double dot = 0.0;
+    for (int64_t j = threadIdx.x; j < dim; j += kThreads) dot += double(w[j] * dyr[j]) * xr[j];
+    dot = block_sum(dot, sh);
+    const float c = static_cast<float>(dot * rs * rs * rs / dim);
+    float* dxr = dx + r * dxs;
+    for (int64_t j = threadIdx.x; j < dim; j += kThreads) dxr[j] += rs * w[j] * dyr[j] - c * xr[j];
+}
+
+// dw[j] += sum_r dy * x * rstd: one thread per column walks the rows in order (no atomics).
+__global__ void rmsnorm_dw_k(const float* dy, int64_t dys, const float* x, int64_t xs,
+                             const float* rstd, int64_t rows, int64_t dim, float* dw) {
+    MOE_GRID_LOOP(j, dim) {
+        double s = 0.0;
+        for (int64_t r = 0; r < rows; ++r) s += double(dy[r * dys + j] * x[r * xs + j] * rstd[r]);
+        dw[j] += static_cast<float>(s);
+    }
+}
+
+// One thread per (row, pair); the rotation (angle in double, as on the CPU) applies to all heads.
+__global__ void rope_k(float* x, int64_t rows, int64_t rs, int64_t heads, int64_t hs,
+                       int64_t offset, int64_t rope_dim, const int32_t* pos, double log_theta,
+                       bool inverse) {
+    const int64_t half = rope_dim / 2;
+    MOE_GRID_LOOP(i, rows * half) {
+        const int64_t r = i / half, p = i % half;
+        const double inv_freq = exp(-log_theta * (2.0 * p) / rope_dim);
+        const double ang = double(pos[r]) * inv_freq;
+        const float c = static_cast<float>(cos(ang));
+        const float s = static_cast<float>(inverse ? -sin(ang) : sin(ang));
+        float* xr = x + r * rs + offset + 2 * p;
+        for (int64_t h = 0; h < heads; ++h) {
+            float* q = xr + h * hs;
+            const float a = q[0], b = q[1];
+            q[0] = a * c - b * s;
+            q[1] = a * s + b * c;
+        }
+    }
+}
+
+}  // namespace
+
+cudaError_t rmsnorm_forward(const float* x, int64_t x_stride, const float* w, int64_t rows,
+                            int64_t dim, float eps, float* y, int64_t y_stride, float* rstd) {
+    if (rows <= 0) return cudaSuccess;
+    rmsnorm_forward_k<<<static_cast<unsigned>(rows), kThreads>>>(x, x_stride, w, dim, eps, y,
+                                                                 y_stride, rstd);
+    return launched();
+}
+
+cudaError_t rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x,
+                             int64_t x_stride, const float* w, const float* rstd, int64_t rows,
+                             int64_t dim, float* dx, int64_t dx_stride, float* dw) {
+    if (rows <= 0 || dim <= 0) return cudaSuccess;
+    rmsnorm_dx_k<<<static_cast<unsigned>(rows), kThreads>>>(dy, dy_stride, x, x_stride, w, rstd,
+                                                            dim, dx, dx_stride);
+    const cudaError_t e = launched();
+    if (e != cudaSuccess) return e;
+    rmsnorm_dw_k<<<grid_for(dim, 128), 128>>>(dy, dy_stride, x, x_stride, rstd, rows, dim, dw);
+    return launched();
+}
+
+cudaError_t rope(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_stride,
+                 int64_t offset, int64_t rope_dim, const int32_t* positions, float theta,
+                 bool inverse) {
+    if (rows <= 0 || rope_dim < 2) return cudaSuccess;
+    rope_k<<<grid_for(rows * (rope_dim / 2)), kThreads>>>(x, rows, row_stride, heads, head_stride,
+                                                          offset, rope_dim, positions,
+                                                          log(double(theta)), inverse);
+    return launched();
+}
+
+}  // namespace moe::gpu::kern
