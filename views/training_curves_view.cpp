@@ -176,6 +176,8 @@ void TrainingCurvesView::buildUi() {
 
     run_legend_ = new QLabel;
     run_legend_->setTextFormat(Qt::RichText);
+    // Its own row, wrapping: several long run names must not widen the view past the dock.
+    run_legend_->setWordWrap(true);
 
     bar->addWidget(x_label);
     bar->addWidget(x_combo_);
@@ -188,8 +190,8 @@ void TrainingCurvesView::buildUi() {
     bar->addWidget(follow_check_);
     bar->addWidget(fit);
     bar->addStretch(1);
-    bar->addWidget(run_legend_);
     top->addLayout(bar);
+    top->addWidget(run_legend_);
 
     auto* grid = new QGridLayout;
     grid->setSpacing(4);

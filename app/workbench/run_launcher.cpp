@@ -86,12 +86,13 @@ RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
     gpus_->setObjectName("gpus");
     gpus_->setMaximumHeight(48);
     QStringList gpus = nvidia_gpus();
-    const QString reason = tr("this build has no CUDA backend");
+    const QString reason = tr("GPU training: not yet");
     if (gpus.isEmpty()) gpus << tr("no GPU found");
     for (const QString& g : gpus) {
         auto* item = new QListWidgetItem(g + " — " + reason);
         item->setFlags(Qt::NoItemFlags);  // greyed: cannot be chosen
-        item->setToolTip(reason);
+        item->setToolTip(tr("The CUDA backend implements and tests every op, but the trainer does not "
+                            "place the model on a GPU yet (docs/performance.md). Remote workers run on their CPU."));
         gpus_->addItem(item);
     }
     wf->addRow(tr("GPUs"), gpus_);
