@@ -146,10 +146,10 @@ int quant_eval(const std::string& ckpt, const std::string& formats_csv, int thre
                 "compared on %lld probe tokens\n",
                 ckpt.c_str(), static_cast<long long>(res.step), static_cast<long long>(res.eval_batches),
                 static_cast<long long>(res.probe_tokens));
-    std::printf("  %-12s %6s %10s %9s %9s %12s %10s\n", "format", "bits", "weight err", "val loss",
+    std::printf("  %-15s %6s %10s %9s %9s %12s %10s\n", "format", "bits", "weight err", "val loss",
                 "change", "routing same", "top-1 same");
     for (const auto& r : res.results)
-        std::printf("  %-12s %6.2f %10.4f %9.4f %+8.2f%% %11.1f%% %9.1f%%\n", r.format.c_str(),
+        std::printf("  %-15s %6.2f %10.4f %9.4f %+8.2f%% %11.1f%% %9.1f%%\n", r.format.c_str(),
                     r.bits_per_weight, r.weight_rel_error, r.val_loss, 100.0 * r.loss_change,
                     100.0 * r.routing.exact, 100.0 * r.routing.top1);
     return 0;

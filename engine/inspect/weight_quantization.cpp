@@ -46,7 +46,8 @@ WeightFormat WeightFormat::parse(const std::string& name, const std::string& fie
 
 std::vector<WeightFormat> default_weight_formats() {
     std::vector<WeightFormat> out;
-    for (const char* n : {"fp32", "fp8", "int8", "int4-g128", "int4"}) out.push_back(WeightFormat::parse(n));
+    for (const char* n : {"fp32", "fp8", "int8", "int4-g128", "int4"})
+        out.push_back(WeightFormat::parse(n));
     return out;
 }
 
@@ -91,7 +92,8 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
             saved[p->name].assign(p->value.data(), p->value.data() + p->value.numel());
         }
     auto restore = [&] {
-        for (Parameter* p : weights) std::copy(saved[p->name].begin(), saved[p->name].end(), p->value.data());
+        for (Parameter* p : weights)
+            std::copy(saved[p->name].begin(), saved[p->name].end(), p->value.data());
     };
     const bool has_moe = !model.moe_layers().empty();
     const double lambda = 0.0;  // main loss only: MTP modules are not used for inference

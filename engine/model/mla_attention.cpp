@@ -120,7 +120,8 @@ void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
     // kv path.
     d_cn_.resize({n, kr_});
     d_cn_.zero();
-    projection_backward(be, precision_, *kv_b_proj_, d_kv_.data(), c_n_.data(), n, kr_, H_ * kvb, d_cn_.data());
+    projection_backward(be, precision_, *kv_b_proj_, d_kv_.data(), c_n_.data(), n, kr_, H_ * kvb,
+                        d_cn_.data());
     d_kva_.resize({n, kvw});
     d_kva_.zero();
     be.rmsnorm_backward(d_cn_.data(), kr_, kva_.data(), kvw, kv_a_norm_->value.data(),
@@ -132,7 +133,8 @@ void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
     if (qr_ > 0) {
         d_qan_.resize({n, qr_});
         d_qan_.zero();
-        projection_backward(be, precision_, *q_b_proj_, d_q_.data(), qa_n_.data(), n, qr_, H_ * dqk, d_qan_.data());
+        projection_backward(be, precision_, *q_b_proj_, d_q_.data(), qa_n_.data(), n, qr_, H_ * dqk,
+                            d_qan_.data());
         d_qa_.resize({n, qr_});
         d_qa_.zero();
         be.rmsnorm_backward(d_qan_.data(), qr_, qa_.data(), qr_, q_a_norm_->value.data(),

@@ -33,8 +33,8 @@ Model::Model(const ModelConfig& cfg, Backend& backend) : cfg_(cfg), be_(backend)
     norm_ = &params_.add("model.norm.weight", {D});
     head_ = &params_.add("lm_head.weight", {cfg_.vocab_size, D});
     for (int64_t k = 1; k <= cfg_.num_nextn_predict_layers; ++k)
-        mtp_.push_back(
-            std::make_unique<MtpModule>(params_, cfg_.num_hidden_layers + k - 1, cfg_, &precision_));
+        mtp_.push_back(std::make_unique<MtpModule>(params_, cfg_.num_hidden_layers + k - 1, cfg_,
+                                                   &precision_));
 }
 
 void Model::init_weights(uint64_t seed) {

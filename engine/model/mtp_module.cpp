@@ -59,7 +59,8 @@ void MtpModule::backward(Backend& be, const float* d_normed, const float* d_out_
     block_.backward(be, d_out_.data(), d_proj_.data());
     d_cat_.resize({n, 2 * D_});
     d_cat_.zero();
-    projection_backward(be, precision_, *eh_proj_, d_proj_.data(), cat_.data(), n, 2 * D_, D_, d_cat_.data());
+    projection_backward(be, precision_, *eh_proj_, d_proj_.data(), cat_.data(), n, 2 * D_, D_,
+                        d_cat_.data());
     be.rmsnorm_backward(d_cat_.data(), 2 * D_, emb_, D_, enorm_->value.data(), e_rstd_.data(), n,
                         D_, d_emb, D_, enorm_->grad.data());
     be.rmsnorm_backward(d_cat_.data() + D_, 2 * D_, h_prev_, D_, hnorm_->value.data(),

@@ -31,7 +31,8 @@ void projection_backward(Backend& be, const PrecisionContext* pc, Parameter& w, 
     if (pc->recorder)
         pc->recorder->observe(w.name + "@grad", QuantRole::Gradient, dy, n, out, out,
                               r.activation());
-    // dgrad: dx[n, in] += dy[n, out] W[out, in]; K = out runs along dy's rows' columns and W's rows.
+    // dgrad: dx[n, in] += dy[n, out] W[out, in]; K = out runs along dy's rows' columns and W's
+    // rows.
     if (dx)
         be.gemm_quantized(false, false, n, in, out, 1.0f, dy, out, r.activation(),
                           w.value.data(), in, r.weight(), 1.0f, dx, in);

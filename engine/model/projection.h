@@ -1,6 +1,6 @@
 #pragma once
-// Projections: the linear layers whose GEMMs follow the model's precision (model/linear_precision.h),
-// y = x W^T with W a Parameter stored [out, in]. In fp32 they are exactly linear_forward /
+// Projections: the linear layers whose GEMMs follow the model's precision (linear_precision.h):
+// y = x W^T, with W a Parameter stored [out, in]. In fp32 they are exactly linear_forward /
 // linear_backward; otherwise each GEMM goes through Backend::gemm_quantized with the recipe's
 // casts, and a recorder, when set, measures every cast (weight, input, output gradient).
 #include <cstdint>

@@ -25,7 +25,8 @@ QuantRecorder::QuantRecorder(std::vector<std::string> keys, std::vector<QuantRol
       grid_cols_(std::move(scale_grid_cols)) {
     if (roles.size() != keys_.size() || grid_rows_.size() != scale_keys_.size() ||
         grid_cols_.size() != scale_keys_.size())
-        throw std::invalid_argument("QuantRecorder: keys/roles or scale keys/grids differ in length");
+        throw std::invalid_argument(
+            "QuantRecorder: keys/roles or scale keys/grids differ in length");
     for (size_t i = 0; i < keys_.size(); ++i) index_[keys_[i]] = i;
     acc_.resize(keys_.size());
     scales_.resize(scale_keys_.size());
@@ -39,7 +40,8 @@ void QuantRecorder::begin() {
 }
 
 int64_t QuantRecorder::observed() const {
-    return std::count_if(acc_.begin(), acc_.end(), [](const Accumulator& a) { return a.count > 0; });
+    return std::count_if(acc_.begin(), acc_.end(),
+                         [](const Accumulator& a) { return a.count > 0; });
 }
 
 namespace {

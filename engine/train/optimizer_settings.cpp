@@ -347,14 +347,16 @@ void PrecisionSettings::validate(const std::string& prefix) const {
     parse_linear_precision(mode, prefix + ".mode");
     check_kind(scaling, kScalings, prefix + ".scaling");
     check_kind(scale_rounding, kScaleRoundings, prefix + ".scale_rounding");
-    check(record_every >= 0, prefix, "record_every", "must be >= 0 (0 = never)", double(record_every));
+    check(record_every >= 0, prefix, "record_every", "must be >= 0 (0 = never)",
+          double(record_every));
     loss_scale.validate(prefix + ".loss_scale");
 }
 
 PrecisionSettings PrecisionSettings::from_json(const json& j, const std::string& prefix) {
     PrecisionSettings s;
     read_fields(j, prefix, precision_fields(), {"loss_scale"}, s);
-    if (j.contains("loss_scale")) s.loss_scale = LossScaleSettings::from_json(j["loss_scale"], prefix + ".loss_scale");
+    if (j.contains("loss_scale"))
+        s.loss_scale = LossScaleSettings::from_json(j["loss_scale"], prefix + ".loss_scale");
     s.validate(prefix);
     return s;
 }

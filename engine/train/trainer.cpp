@@ -251,7 +251,8 @@ StepReport Trainer::step() {
         for (size_t l = 0; l < moe_layers_.size(); ++l) {
             const auto& counts = balancer_->last_counts()[l];
             e.load.insert(e.load.end(), counts.begin(), counts.end());
-            const Tensor* bias = moe_layers_[l]->has_bias() ? &moe_layers_[l]->bias().value : nullptr;
+            const Tensor* bias =
+                moe_layers_[l]->has_bias() ? &moe_layers_[l]->bias().value : nullptr;
             for (int64_t i = 0; i < moe_layers_[l]->n_experts(); ++i)
                 e.bias.push_back(bias ? (*bias)[i] : 0.0f);
             e.maxvio.push_back(static_cast<float>(r.maxvio[l]));
