@@ -41,25 +41,6 @@ int to_int(int64_t v, const char* op, const char* what) {
 
 cublasHandle_t blas(void* h) { return static_cast<cublasHandle_t>(h); }
 
-// The same validation as the CPU backend's gate (error texts match).
-void check_gate(const GateParams& p) {
-    const auto fail = [](const std::string& msg) { throw Error("moe_gate: " + msg); };
-    if (p.n_experts <= 0) fail("n_experts must be positive, got " + std::to_string(p.n_experts));
-    if (p.top_k <= 0 || p.top_k > p.n_experts)
-        fail("top_k " + std::to_string(p.top_k) + " must be in [1, n_experts = " +
-             std::to_string(p.n_experts) + "]");
-    if (p.n_group > 1) {
-        if (p.n_experts % p.n_group != 0)
-            fail("n_experts " + std::to_string(p.n_experts) + " is not divisible by n_group " +
-                 std::to_string(p.n_group));
-        if (p.topk_group < 1 || p.topk_group > p.n_group)
-            fail("topk_group " + std::to_string(p.topk_group) + " must be in [1, n_group = " +
-                 std::to_string(p.n_group) + "]");
-        if (p.top_k > p.topk_group * (p.n_experts / p.n_group))
-            fail("top_k " + std::to_string(p.top_k) + " exceeds the experts in topk_group " +
-                 std::to_string(p.topk_group) + " groups");
-    }
-}
 
 kern::GateArgs gate_args(const GateParams& p) {
     return {p.n_experts, p.top_k, p.n_group > 1 ? p.n_group : 1, p.topk_group,
@@ -365,7 +346,7 @@ void CudaBackend::cross_entropy_backward(const float* logits, const int32_t* tar
 
 void CudaBackend::moe_gate_forward(const float* logits, int64_t n, const GateParams& p,
                                    float* scores, int32_t* topk_idx, float* topk_weight) {
-    check_gate(p);
+    validate_gate_params(p);
     const kern::GateArgs a = gate_args(p);
     auto* flags = static_cast<uint8_t*>(scratch(kWorkA, static_cast<size_t>(n * (a.E + a.G))));
     auto* gscore = static_cast<float*>(scratch(kWorkB, sizeof(float) * n * a.G));
@@ -377,7 +358,7 @@ void CudaBackend::moe_gate_backward(const float* d_topk_weight, const float* d_s
                                     const float* scores, const int32_t* topk_idx,
                                     const float* topk_weight, int64_t n, const GateParams& p,
                                     float* dlogits) {
-    check_gate(p);
+    validate_gate_params(p);
     (void)topk_weight;  // recomputed from scores, as on the CPU
     launch(kern::gate_backward(d_topk_weight, d_scores_extra, scores, topk_idx, n, gate_args(p), dlogits),
            "moe_gate_backward");

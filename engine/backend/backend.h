@@ -28,6 +28,11 @@ struct GateParams {
     const float* bias = nullptr;    // e_score_correction_bias [E], selection only; null = none
 };
 
+// Checks a gate's settings (positive E, 1 <= K <= E, groups that divide E, enough experts in
+// the kept groups); Error "moe_gate: ..." naming the value otherwise. Every backend calls it
+// before routing, so all report bad settings the same way.
+void validate_gate_params(const GateParams& p);
+
 class Backend {
 public:
     virtual ~Backend() = default;

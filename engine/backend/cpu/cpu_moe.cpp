@@ -17,25 +17,6 @@ using cpu::sigmoid;
 
 namespace {
 
-void check_gate(const GateParams& p) {
-    const auto fail = [](const std::string& msg) { throw Error("moe_gate: " + msg); };
-    if (p.n_experts <= 0) fail("n_experts must be positive, got " + std::to_string(p.n_experts));
-    if (p.top_k <= 0 || p.top_k > p.n_experts)
-        fail("top_k " + std::to_string(p.top_k) + " must be in [1, n_experts = " +
-             std::to_string(p.n_experts) + "]");
-    if (p.n_group > 1) {
-        if (p.n_experts % p.n_group != 0)
-            fail("n_experts " + std::to_string(p.n_experts) + " is not divisible by n_group " +
-                 std::to_string(p.n_group));
-        if (p.topk_group < 1 || p.topk_group > p.n_group)
-            fail("topk_group " + std::to_string(p.topk_group) + " must be in [1, n_group = " +
-                 std::to_string(p.n_group) + "]");
-        if (p.top_k > p.topk_group * (p.n_experts / p.n_group))
-            fail("top_k " + std::to_string(p.top_k) + " exceeds the experts in topk_group " +
-                 std::to_string(p.topk_group) + " groups");
-    }
-}
-
 // Index of the largest value among candidates (cand[i] != 0); ties go to the lower index.
 // The first candidate seeds the search so a NaN can never leave the result undefined.
 int64_t argmax_candidates(const float* v, const uint8_t* cand, int64_t n) {
@@ -50,7 +31,7 @@ int64_t argmax_candidates(const float* v, const uint8_t* cand, int64_t n) {
 // logits [n, E] -> scores [n, E], topk_idx [n, K], topk_weight [n, K]; see backend.h.
 void CpuBackend::moe_gate_forward(const float* logits, int64_t n, const GateParams& p,
                                   float* scores, int32_t* topk_idx, float* topk_weight) {
-    check_gate(p);
+    validate_gate_params(p);
     const int64_t E = p.n_experts, K = p.top_k;
     const bool grouped = p.n_group > 1;
     const int64_t G = grouped ? p.n_group : 1, Eg = E / G;
@@ -140,7 +121,7 @@ void CpuBackend::moe_gate_backward(const float* d_topk_weight, const float* d_sc
                                    const float* scores, const int32_t* topk_idx,
                                    const float* topk_weight, int64_t n, const GateParams& p,
                                    float* dlogits) {
-    check_gate(p);
+    validate_gate_params(p);
     const int64_t E = p.n_experts, K = p.top_k;
     const float r = p.routed_scaling_factor;
     const int nt = team(n * E * 4);
