@@ -3,6 +3,7 @@
 // opened; corrupt files reported without taking the window down; settings round trip; the
 // longest event-loop block while training; screenshots for a person to look at.
 #include <QtTest>
+#include <QSignalSpy>
 
 #include <QFile>
 #include <QIcon>
@@ -36,6 +37,7 @@
 #include "model_fixtures.h"
 #include "test_support.h"
 #include "train/trainer.h"
+#include "workbench/weight_formats_dialog.h"
 #include "workbench/inspection_controller.h"
 #include "workbench/main_window.h"
 #include "workbench/project_form.h"
@@ -294,6 +296,42 @@ private slots:
         QVERIFY(w.recent_runs().contains(c->path()));
         QTest::qWait(100);
         shoot(&w, "workbench-finished-run");
+    }
+
+    // Run > Evaluate quantized weights…: the engine runs off the GUI thread, the table fills.
+    void quantizedWeightsDialog() {
+        const QString run_file = dir_.filePath("qweights/run.h5");
+        const QString root = InspectionController::checkpoint_root(run_file);
+        {
+            Trainer t(small_project(10), {run_file.toStdString(), root.toStdString()}, 1);
+            while (!t.finished()) t.step();
+            t.close();
+        }
+        MainWindow w;
+        w.set_runs_dir(dir_.filePath("qweights"));
+        w.show();
+        QVERIFY(w.findChild<QAction*>("actionQuantizedWeights"));
+        WeightFormatsDialog* d = w.weight_formats_dialog();
+        QSignalSpy done(d, &WeightFormatsDialog::finished_evaluation);
+        d->evaluate(root + "/step-00000010");
+        QVERIFY(d->busy() || d->table()->rowCount() > 0);
+        QElapsedTimer responsive;
+        responsive.start();
+        QTest::qWait(1);  // the event loop keeps turning while the engine works
+        QVERIFY(responsive.elapsed() < 1000);
+        QVERIFY(done.wait(60000));
+        QCOMPARE(d->table()->rowCount(), 5);
+        QCOMPARE(d->table()->item(0, 0)->text(), QString("fp32"));
+        QCOMPARE(d->table()->item(0, 4)->text(), QString("+0.00%"));
+        QCOMPARE(d->table()->item(1, 0)->text(), QString("fp8"));
+        QVERIFY(d->table()->item(1, 2)->text() != QString("0.00%"));
+        QVERIFY2(d->status()->text().contains("step 10"), qPrintable(d->status()->text()));
+        // A folder that is not a checkpoint: an error in the dialog, nothing thrown.
+        d->evaluate(dir_.filePath("qweights"));
+        QVERIFY(done.wait(30000));
+        QVERIFY2(d->status()->text().startsWith("Could not evaluate") &&
+                     d->status()->text().contains("trainer_state.json"),
+                 qPrintable(d->status()->text()));
     }
 
     void everyDockShowsData() {

@@ -44,6 +44,7 @@
 #include "workbench/run_browser.h"
 #include "workbench/run_controller.h"
 #include "workbench/run_launcher.h"
+#include "workbench/weight_formats_dialog.h"
 #include "workbench/session_controller.h"
 
 namespace moe::workbench {
@@ -246,6 +247,14 @@ void MainWindow::build_actions() {
 
     QMenu* runm = menuBar()->addMenu(tr("&Run"));
     for (QAction* a : {act_start_, act_pause_, act_step_, act_resume_, act_stop_, act_checkpoint_}) runm->addAction(a);
+    runm->addSeparator();
+    QAction* quant_weights = runm->addAction(tr("Evaluate quantized weights…"), this, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(
+            this, tr("Checkpoint to evaluate with fp8 / int8 / int4 weights (a step-* folder)"), session_->runs_dir());
+        if (!dir.isEmpty()) weight_formats_dialog()->evaluate(dir);
+    });
+    quant_weights->setObjectName("actionQuantizedWeights");
+    quant_weights->setToolTip(tr("Validation loss and routing of a checkpoint with its weights in fp8, int8, int4"));
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     for (QDockWidget* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());
@@ -273,6 +282,11 @@ void MainWindow::build_status_bar() {
 void MainWindow::set_runs_dir(const QString& dir) {
     session_->set_runs_dir(dir);
     browser_->set_folder(dir);
+}
+
+WeightFormatsDialog* MainWindow::weight_formats_dialog() {
+    if (!weight_formats_) weight_formats_ = new WeightFormatsDialog(this);
+    return weight_formats_;
 }
 
 ConnectDialog* MainWindow::connect_dialog() {

@@ -26,6 +26,7 @@ namespace moe::workbench {
 class ConnectDialog;
 class InspectionController;
 class RunBrowser;
+class WeightFormatsDialog;
 class RunController;
 class RunLauncher;
 class SessionController;
@@ -45,6 +46,8 @@ public:
     // The link to a moe-worker (File > Connect to engine…); its devices join the launcher's.
     moe::remote::RemoteConnection* engine() const { return engine_; }
     ConnectDialog* connect_dialog();
+    // Run > Evaluate quantized weights…: a checkpoint's loss and routing in fp8 / int8 / int4.
+    WeightFormatsDialog* weight_formats_dialog();
 
     // Where new runs go (also the browser's folder).
     void set_runs_dir(const QString& dir);
@@ -107,6 +110,7 @@ private:
     InspectionController* inspection_ = nullptr;
     moe::remote::RemoteConnection* engine_ = nullptr;
     ConnectDialog* connect_dialog_ = nullptr;
+    WeightFormatsDialog* weight_formats_ = nullptr;
     QLabel* engine_label_ = nullptr;
     QString model_source_, primary_path_;
     std::map<QString, QWidget*> views_;
