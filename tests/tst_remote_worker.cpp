@@ -300,9 +300,13 @@ private slots:
         RemoteSession s(&c, [&](const SessionEvent& e) {
             if (e.kind == SessionEvent::Kind::Step) steps.push_back(e.step.step);
         });
-        s.start(tiny(150), {local.filePath("g.h5").toStdString(), {}}, 1);
+        // Long enough that the client is surely away mid-run: a short run on a quiet machine can
+        // reach the client in one read, leaving nothing to miss.
+        const int64_t total = 1000;
+        s.start(tiny(total), {local.filePath("g.h5").toStdString(), {}}, 1);
         QVERIFY(QTest::qWaitFor([&] { return steps.size() >= 5; }, 60000));
         c.close();
+        QVERIFY2(steps.size() + 100 < size_t(total), "the run was nearly over before the client left");
         RemoteConnection other;
         QVERIFY(connect_ok(other, options(w)));
         QVERIFY(QTest::qWaitFor([&] {
@@ -312,7 +316,7 @@ private slots:
         QVERIFY(connect_ok(c, options(w)));
         QVERIFY(QTest::qWaitFor([&] { return s.state() == SessionState::Finished; }, 60000));
         QCOMPARE(s.gaps_filled(), 1);
-        QCOMPARE(steps.size(), size_t(150));
+        QCOMPARE(steps.size(), size_t(total));
         for (size_t i = 0; i < steps.size(); ++i) QCOMPARE(steps[i], int64_t(i + 1));
     }
 
