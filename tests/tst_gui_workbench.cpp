@@ -314,11 +314,7 @@ private slots:
         WeightFormatsDialog* d = w.weight_formats_dialog();
         QSignalSpy done(d, &WeightFormatsDialog::finished_evaluation);
         d->evaluate(root + "/step-00000010");
-        QVERIFY(d->busy() || d->table()->rowCount() > 0);
-        QElapsedTimer responsive;
-        responsive.start();
-        QTest::qWait(1);  // the event loop keeps turning while the engine works
-        QVERIFY(responsive.elapsed() < 1000);
+        QVERIFY(d->busy());  // evaluate() returned at once: the engine works off the GUI thread
         QVERIFY(done.wait(60000));
         QCOMPARE(d->table()->rowCount(), 5);
         QCOMPARE(d->table()->item(0, 0)->text(), QString("fp32"));

@@ -158,20 +158,14 @@ private slots:
         m.init_weights(1);
         m.set_linear_recipe(recipe(LinearPrecision::FP8));
         std::vector<std::string> keys;
-        std::vector<QuantRole> roles;
         for (const Parameter* p : m.parameters().all()) {
             if (p->name == "lm_head.weight" || p->name.ends_with(".mlp.gate.weight"))
                 QVERIFY(!is_projection_weight(p->name, p->value.rank()));
             if (!is_projection_weight(p->name, p->value.rank())) continue;
-            for (auto [s, r] : {std::pair{"", QuantRole::Weight}, std::pair{"@input", QuantRole::Activation},
-                                std::pair{"@grad", QuantRole::Gradient}}) {
-                keys.push_back(p->name + s);
-                roles.push_back(r);
-            }
+            for (const char* suffix : {"", "@input", "@grad"}) keys.push_back(p->name + suffix);
         }
         keys.push_back("lm_head.weight");
-        roles.push_back(QuantRole::Weight);
-        QuantRecorder rec(keys, roles, {}, {}, {});
+        QuantRecorder rec(keys, {}, {}, {});
         m.precision().recorder = &rec;
         const Batch batch = test::random_batch(cfg.vocab_size, 2, 16, 1);
         m.parameters().zero_grads();

@@ -13,9 +13,8 @@ void projection_forward(Backend& be, const PrecisionContext* pc, const Parameter
     }
     const LinearRecipe& r = pc->recipe;
     if (pc->recorder) {
-        pc->recorder->observe(w.name, QuantRole::Weight, w.value.data(), out, in, in, r.weight());
-        pc->recorder->observe(w.name + "@input", QuantRole::Activation, x, n, in, in,
-                              r.activation());
+        pc->recorder->observe(w.name, w.value.data(), out, in, in, r.weight());
+        pc->recorder->observe(w.name + "@input", x, n, in, in, r.activation());
     }
     be.gemm_quantized(false, true, n, out, in, 1.0f, x, in, r.activation(), w.value.data(), in,
                       r.weight(), 0.0f, y, out);
@@ -29,8 +28,7 @@ void projection_backward(Backend& be, const PrecisionContext* pc, Parameter& w, 
     }
     const LinearRecipe& r = pc->recipe;
     if (pc->recorder)
-        pc->recorder->observe(w.name + "@grad", QuantRole::Gradient, dy, n, out, out,
-                              r.activation());
+        pc->recorder->observe(w.name + "@grad", dy, n, out, out, r.activation());
     // dgrad: dx[n, in] += dy[n, out] W[out, in]; K = out runs along dy's rows' columns and W's
     // rows.
     if (dx)

@@ -15,18 +15,15 @@ const char* to_string(QuantRole role) {
     return "?";
 }
 
-QuantRecorder::QuantRecorder(std::vector<std::string> keys, std::vector<QuantRole> roles,
-                             std::vector<std::string> scale_keys,
+QuantRecorder::QuantRecorder(std::vector<std::string> keys, std::vector<std::string> scale_keys,
                              std::vector<int64_t> scale_grid_rows,
                              std::vector<int64_t> scale_grid_cols)
     : keys_(std::move(keys)),
       scale_keys_(std::move(scale_keys)),
       grid_rows_(std::move(scale_grid_rows)),
       grid_cols_(std::move(scale_grid_cols)) {
-    if (roles.size() != keys_.size() || grid_rows_.size() != scale_keys_.size() ||
-        grid_cols_.size() != scale_keys_.size())
-        throw std::invalid_argument(
-            "QuantRecorder: keys/roles or scale keys/grids differ in length");
+    if (grid_rows_.size() != scale_keys_.size() || grid_cols_.size() != scale_keys_.size())
+        throw std::invalid_argument("QuantRecorder: scale keys and grid shapes differ in length");
     for (size_t i = 0; i < keys_.size(); ++i) index_[keys_[i]] = i;
     acc_.resize(keys_.size());
     scales_.resize(scale_keys_.size());
@@ -54,8 +51,8 @@ int log2_bin(double magnitude) {
 
 }  // namespace
 
-void QuantRecorder::observe(const std::string& key, QuantRole, const float* x, int64_t rows,
-                            int64_t cols, int64_t ld, const BlockQuantSpec& spec) {
+void QuantRecorder::observe(const std::string& key, const float* x, int64_t rows, int64_t cols,
+                            int64_t ld, const BlockQuantSpec& spec) {
     const auto it = index_.find(key);
     if (it == index_.end() || rows <= 0 || cols <= 0) return;
     Accumulator& a = acc_[it->second];

@@ -21,18 +21,18 @@ const char* to_string(QuantRole role);  // "weight", "activation", "gradient"
 
 class QuantRecorder {
 public:
-    // keys/roles: the tensors in run-file order (RunHeader::quant_tensors / quant_roles).
+    // keys: the tensors in run-file order (RunHeader::quant_tensors; their roles are part of the
+    // key: "<weight>", "<weight>@input", "<weight>@grad").
     // scale_keys with their grid shapes: the tensors whose block scales a row keeps; an
     // observation whose grid has another shape (an expert's variable token count) is not kept.
-    QuantRecorder(std::vector<std::string> keys, std::vector<QuantRole> roles,
-                  std::vector<std::string> scale_keys, std::vector<int64_t> scale_grid_rows,
+    QuantRecorder(std::vector<std::string> keys, std::vector<std::string> scale_keys, std::vector<int64_t> scale_grid_rows,
                   std::vector<int64_t> scale_grid_cols);
 
     void begin();  // forgets the previous step's observations
     // One cast of a [rows, cols] operand (row stride ld). Observations of the same key within a
     // step (micro-batches) are merged. Keys not in the list are ignored.
-    void observe(const std::string& key, QuantRole role, const float* x, int64_t rows,
-                 int64_t cols, int64_t ld, const BlockQuantSpec& spec);
+    void observe(const std::string& key, const float* x, int64_t rows, int64_t cols, int64_t ld,
+                 const BlockQuantSpec& spec);
     // The row for the run file; tensors not observed this step get zeros.
     QuantRow row(int64_t step) const;
     int64_t observed() const;  // keys observed since begin()

@@ -103,7 +103,6 @@ void Trainer::open_run_file(const std::string& device) {
     const LinearRecipe recipe = tr.precision.recipe();
     h.precision = tr.precision.mode;
     if (recipe.quantized() && tr.precision.record_every > 0) {
-        std::vector<QuantRole> roles;
         auto add_scale = [&](const std::string& key, int64_t rows, int64_t cols, TileShape tile) {
             h.scale_tensors.push_back(key);
             h.scale_grid_rows.push_back(tile_grid_rows(rows, tile));
@@ -117,7 +116,6 @@ void Trainer::open_run_file(const std::string& device) {
                                         std::pair{"@grad", QuantRole::Gradient}}) {
                 h.quant_tensors.push_back(p->name + suffix);
                 h.quant_roles.push_back(to_string(role));
-                roles.push_back(role);
             }
             add_scale(p->name, out, in, recipe.weight().tile);
             if (p->name.starts_with("model.layers.0.self_attn.") &&
@@ -126,7 +124,7 @@ void Trainer::open_run_file(const std::string& device) {
                 add_scale(p->name + "@input", tr.batch_size * tr.seq_len, in,
                           recipe.activation().tile);
         }
-        recorder_ = std::make_unique<QuantRecorder>(h.quant_tensors, roles, h.scale_tensors,
+        recorder_ = std::make_unique<QuantRecorder>(h.quant_tensors, h.scale_tensors,
                                                     h.scale_grid_rows, h.scale_grid_cols);
     }
     h.ffn_layer_indices = model_->ffn_layer_indices();
