@@ -25,15 +25,31 @@ using namespace moe::test;
 
 // Heap use is counted so the steady-state test can show a training step allocates (almost)
 // nothing: every buffer is sized on the first step and reused.
+// Every unaligned form is replaced, so whatever form allocates, its matching delete frees (the
+// standard library mixes them: std::stable_sort's buffer comes from the nothrow new); the
+// aligned forms stay the library's own, also in pairs.
 static std::atomic<int64_t> g_alloc_count{0}, g_alloc_bytes{0};
-void* operator new(std::size_t n) {
+static void* counted_malloc(std::size_t n) noexcept {
     g_alloc_count.fetch_add(1, std::memory_order_relaxed);
     g_alloc_bytes.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
-    if (void* p = std::malloc(n)) return p;
+    return std::malloc(n == 0 ? 1 : n);
+}
+void* operator new(std::size_t n) {
+    if (void* p = counted_malloc(n)) return p;
     throw std::bad_alloc();
 }
+void* operator new[](std::size_t n) {
+    if (void* p = counted_malloc(n)) return p;
+    throw std::bad_alloc();
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 class TestModel : public QObject {
     Q_OBJECT

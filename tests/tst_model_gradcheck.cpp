@@ -32,10 +32,37 @@ struct Target {
 };
 
 struct CheckResult {
-    double worst = 0.0;
+    double worst = 0.0;       // largest error / allowed error over the checked tensors (< 1 passes)
+    double worst_rel = 0.0;   // largest |numeric - analytic| / max(|analytic|, |numeric|)
     std::string worst_name;
     int checked = 0;
+    int insensitive = 0;      // tensors whose float noise would hide a 10% gradient error
 };
+
+// Relative error allowed on top of the measured float noise (truncation error of the central
+// difference and what noise the estimate misses).
+constexpr double kTolerance = 2e-2;
+
+// The check measures the gradient's error, not float32 noise. The loss is a float32 forward
+// pass, so L(theta + s v) carries rounding noise that differs between CPUs (OpenBLAS kernels).
+// Its size is measured where the central difference evaluates the loss: the second
+// differences of L at spacing h/64 around theta + h v and theta - h v cancel the function's
+// slope, and its curvature is far below float noise at that spacing, so what remains is noise.
+// The numeric derivative (L+ - L-) / 2h is then trusted to within kNoiseFactor * noise / h,
+// and a tensor passes when |numeric - analytic| <= kTolerance * max(|a|, |n|) + that bound.
+constexpr double kNoiseFactor = 4.0;
+
+double loss_noise(const std::function<double()>& loss, const std::function<void(double)>& set,
+                  double s, double spacing) {
+    double l[5];
+    for (int j = 0; j < 5; ++j) {
+        set(s + (j - 2) * spacing);
+        l[j] = loss();
+    }
+    double worst = 0.0;
+    for (int j = 1; j < 4; ++j) worst = std::max(worst, std::fabs(l[j - 1] - 2 * l[j] + l[j + 1]));
+    return worst / 2;  // a second difference of independent noise is ~2.4x its spread
+}
 
 // loss(): runs the forward pass and returns the scalar; routing(): a signature of the discrete
 // choices (empty when there are none).
@@ -47,47 +74,73 @@ CheckResult directional_check(const std::function<double()>& loss,
     const std::vector<int32_t> base_routing = routing();
     for (const Target& t : targets) {
         // A unit direction: the step h then moves the parameters by h in L2 norm, whatever
-        // the tensor's size, which keeps the O(h^2) truncation error small.
+        // the tensor's size, which keeps the O(h^2) truncation error small. Half random, half
+        // along the analytic gradient: the random half sees an error in any direction, the
+        // gradient half makes the derivative large (|g| / sqrt 2 instead of ~|g| / sqrt n for a
+        // random direction), so it stands far above the loss's float noise.
         std::vector<float> v = random_vector(t.n, seed++, 1.0f);
+        double rnorm = 0.0, gnorm = 0.0;
+        for (float x : v) rnorm += double(x) * x;
+        for (int64_t i = 0; i < t.n; ++i) gnorm += double(t.grad[i]) * t.grad[i];
+        rnorm = std::sqrt(rnorm);
+        gnorm = std::sqrt(gnorm);
         double norm = 0.0;
-        for (float x : v) norm += double(x) * x;
+        for (int64_t i = 0; i < t.n; ++i) {
+            v[i] = static_cast<float>(v[i] / rnorm + (gnorm > 0 ? t.grad[i] / gnorm : 0.0));
+            norm += double(v[i]) * v[i];
+        }
         for (float& x : v) x = static_cast<float>(x / std::sqrt(norm));
         std::vector<float> saved(t.value, t.value + t.n);
         double analytic = 0.0;
         for (int64_t i = 0; i < t.n; ++i) analytic += double(t.grad[i]) * v[i];
+        auto set = [&](double s) {
+            for (int64_t i = 0; i < t.n; ++i) t.value[i] = saved[i] + float(s) * v[i];
+        };
 
-        double numeric = NAN;
+        double numeric = NAN, step = 0.0, noise = 0.0;
         for (double h = 1e-2; h >= 1e-4; h /= 4) {
-            auto eval = [&](double sign) {
-                for (int64_t i = 0; i < t.n; ++i) t.value[i] = saved[i] + float(sign * h) * v[i];
+            auto eval = [&](double s) {
+                set(s);
                 const double l = loss();
-                const bool same = routing() == base_routing;
-                return std::make_pair(l, same);
+                return std::make_pair(l, routing() == base_routing);
             };
-            auto [lp, same_p] = eval(+1);
-            auto [lm, same_m] = eval(-1);
-            std::copy(saved.begin(), saved.end(), t.value);
+            auto [lp, same_p] = eval(+h);
+            auto [lm, same_m] = eval(-h);
             if (same_p && same_m) {
-                // Step in float after rounding: use the step actually applied on average.
                 numeric = (lp - lm) / (2 * h);
+                step = h;
+                noise = std::max(loss_noise(loss, set, h, h / 64), loss_noise(loss, set, -h, h / 64));
                 break;
             }
         }
+        std::copy(saved.begin(), saved.end(), t.value);
         loss();  // restore forward state at the unperturbed point
         if (std::isnan(numeric)) {
             qInfo("  %-60s skipped: routing flips even at h = 1e-4", t.name.c_str());
             continue;
         }
-        const double err = std::fabs(numeric - analytic) /
-                           std::max({std::fabs(analytic), std::fabs(numeric), 1e-4});
+        const double scale = std::max(std::fabs(analytic), std::fabs(numeric));
+        const double noise_bound = kNoiseFactor * noise / step;
+        const double allowed = tolerance * scale + noise_bound;
+        const double err = std::fabs(numeric - analytic);
         ++r.checked;
-        if (err > r.worst) {
-            r.worst = err;
+        // A 10% error in this tensor's gradient would exceed what is allowed: the check sees it.
+        // (An expert that received no token has an exactly zero gradient and loss slope.)
+        const bool exact_zero = analytic == 0.0 && numeric == 0.0;
+        if (!exact_zero && 0.1 * std::fabs(analytic) <= allowed) {
+            ++r.insensitive;
+            qInfo("  %-60s derivative %.3e is within float noise (bound %.1e): a 10%% error "
+                  "would pass", t.name.c_str(), analytic, noise_bound);
+        }
+        const double score = allowed > 0 ? err / allowed : (err > 0 ? INFINITY : 0.0);
+        r.worst_rel = std::max(r.worst_rel, scale > 0 ? err / scale : 0.0);
+        if (score > r.worst) {
+            r.worst = score;
             r.worst_name = t.name;
         }
-        if (err > tolerance)
-            qWarning("  %-60s analytic %.6e numeric %.6e rel err %.2e", t.name.c_str(), analytic,
-                     numeric, err);
+        if (score > 1.0)
+            qWarning("  %-60s analytic %.6e numeric %.6e rel err %.2e, noise bound %.1e",
+                     t.name.c_str(), analytic, numeric, err / scale, noise_bound);
     }
     return r;
 }
@@ -98,9 +151,6 @@ std::vector<Target> param_targets(ParameterStore& store) {
         if (p->trainable) out.push_back({p->name, p->value.data(), p->grad.data(), p->value.numel()});
     return out;
 }
-
-// fp32 forward passes limit how well a central difference can agree: a few 1e-3 is typical.
-constexpr double kTolerance = 2e-2;
 
 std::vector<int32_t> signature(const RoutingRecord& r) { return r.topk_idx; }
 
@@ -120,12 +170,18 @@ private:
     }
 
     void report(const char* what, const CheckResult& r) {
-        qInfo("%s: %d tensors checked, worst relative error %.3e (%s)", what, r.checked, r.worst,
-              r.worst_name.c_str());
+        qInfo("%s: %d tensors checked, worst relative error %.3e, worst error / allowed %.3f "
+              "(%s); %d within float noise",
+              what, r.checked, r.worst_rel, r.worst, r.worst_name.c_str(), r.insensitive);
         QVERIFY2(r.checked > 0, "nothing was checked");
-        QVERIFY2(r.worst < kTolerance, qPrintable(QString("worst error %1 in %2")
-                                                      .arg(r.worst)
-                                                      .arg(QString::fromStdString(r.worst_name))));
+        QVERIFY2(r.worst < 1.0, qPrintable(QString("error %1x the allowed in %2")
+                                                .arg(r.worst)
+                                                .arg(QString::fromStdString(r.worst_name))));
+        // Most tensors must be checked above the noise, or the check proves little.
+        QVERIFY2(r.insensitive * 10 <= r.checked,
+                 qPrintable(QString("%1 of %2 tensors within float noise")
+                                .arg(r.insensitive)
+                                .arg(r.checked)));
     }
 
     // A layer-level check: out = layer(x); L = sum(out * R) (+ extra loss).
@@ -328,17 +384,52 @@ private slots:
         Model model(cfg, be_);
         model.init_weights(1);
         const Batch batch = random_batch(cfg.vocab_size, B_, T_, 6);
-        auto loss = [&] { return model.forward(batch).total; };
+        ForwardOptions opt;
+        opt.probe_routing = true;
+        auto loss = [&] { return model.forward(batch, opt).total; };
+        // A step that flips a top-k choice straddles a jump; the check must see it.
+        auto routing = [&] {
+            std::vector<int32_t> sig;
+            for (const RoutingRecord& r : model.routing()) sig.insert(sig.end(), r.topk_idx.begin(), r.topk_idx.end());
+            return sig;
+        };
         loss();
         model.parameters().zero_grads();
         model.backward();
-        Parameter& p = model.parameters().at("model.layers.0.self_attn.kv_b_proj.weight");
-        for (int64_t i = 0; i < p.grad.numel(); ++i) p.grad[i] *= 1.1f;  // a 10% bug
-        const CheckResult r = directional_check(
-            loss, [] { return std::vector<int32_t>{}; },
-            {{p.name, p.value.data(), p.grad.data(), p.value.numel()}}, kTolerance, 9);
-        qInfo("a 10%% gradient error is measured as %.3e", r.worst);
-        QVERIFY(r.worst > kTolerance);
+        // Every tensor with a gradient: the right one passes, and two kinds of 10% bug fail,
+        // the gradient scaled by 1.1 and half of its rows scaled by 1.1. (An error that is
+        // random noise is nearly orthogonal to any one direction in many dimensions: a
+        // directional check cannot see it, the per-op element checks of tst_backend_ops do.)
+        int caught_scale = 0, caught_half = 0, tensors = 0;
+        uint64_t seed = 9;
+        for (const Target& t : param_targets(model.parameters())) {
+            double gnorm = 0.0;
+            for (int64_t i = 0; i < t.n; ++i) gnorm += double(t.grad[i]) * t.grad[i];
+            if (gnorm == 0.0) continue;  // an expert that got no token
+            gnorm = std::sqrt(gnorm);
+            ++tensors;
+            float* g = const_cast<float*>(t.grad);
+            const std::vector<float> right(g, g + t.n);
+            const CheckResult ok = directional_check(loss, routing, {t}, kTolerance, seed);
+            QVERIFY2(ok.worst < 1.0, t.name.c_str());
+            for (int64_t i = 0; i < t.n; ++i) g[i] = right[i] * 1.1f;
+            caught_scale += directional_check(loss, routing, {t}, kTolerance, seed).worst > 1.0;
+            // The half (first or second) that holds more of the gradient: a bug in the other
+            // half of a tensor whose gradient lives elsewhere changes next to nothing.
+            double first = 0.0;
+            for (int64_t i = 0; i < t.n / 2; ++i) first += double(right[i]) * right[i];
+            const bool low = first >= 0.5 * gnorm * gnorm;
+            for (int64_t i = 0; i < t.n; ++i)
+                g[i] = (i < t.n / 2) == low ? right[i] * 1.1f : right[i];
+            caught_half += directional_check(loss, routing, {t}, kTolerance, seed).worst > 1.0;
+            std::copy(right.begin(), right.end(), g);
+            ++seed;
+        }
+        qInfo("10%% gradient errors caught in %d of %d tensors (scaled), %d of %d (half scaled)",
+              caught_scale, tensors, caught_half, tensors);
+        QVERIFY(tensors > 40);
+        QCOMPARE(caught_scale, tensors);
+        QCOMPARE(caught_half, tensors);
     }
 };
 

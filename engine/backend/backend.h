@@ -6,7 +6,8 @@
 // - Row-major, fp32. Pointers are to the backend's memory (host for the CPU backend).
 // - Every *_backward op ACCUMULATES (+=) into all of its gradient outputs, activation and
 //   parameter gradients alike; callers zero buffers that start a gradient.
-// - Results are deterministic for a given thread count: no atomics, fixed reduction order.
+// - Results are deterministic: no atomics, fixed reduction order. The CPU backend's results
+//   do not depend on its thread count either (cpu_backend.h).
 // - Shapes are in the comments; T is tokens per sequence, B sequences, n = B*T token rows.
 #include <cstdint>
 

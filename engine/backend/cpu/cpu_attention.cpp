@@ -62,9 +62,8 @@ void CpuBackend::attention_forward(const float* q, const float* k, const float* 
     if (window < 0) throw Error("attention_forward: window must be >= 0, got " + std::to_string(window));
     const int64_t pairs = B * H, ldk = H * dk, ldv = H * dv;
     const int nt = pair_team(team(B * H * visible_pairs(T, window) * (dk + dv)), pairs);
-    // The OpenBLAS thread count is process-global: keep a lone caller's BLAS calls serial too,
-    // so the result never depends on whether the loop below ran in a team or not.
-    if (nt == 1 && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    // OpenBLAS runs serial (CpuBackend::set_threads): each block is one thread's work.
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t bh = 0; bh < pairs; ++bh) {
         const int64_t b = bh / H, h = bh % H;
@@ -96,7 +95,6 @@ void CpuBackend::attention_forward(const float* q, const float* k, const float* 
                   ob + t0 * ldv, ldv);
         }
     }
-    if (nt == 1) openblas_set_num_threads(threads_);
 }
 
 // For query t:  dP_ts = dout_t . v_s;  dS_ts = P_ts (dP_ts - sum_s' P_ts' dP_ts') * scale;
@@ -113,7 +111,7 @@ void CpuBackend::attention_backward(const float* dout, const float* q, const flo
     const int nt = pair_team(team(2 * B * H * visible_pairs(T, window) * (dk + dv)), pairs);
     const int64_t block = std::min(T, kQueryBlock);
     float* scratch = grow(row_scratch_, static_cast<size_t>(nt) * block * T);
-    if (nt == 1 && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 #pragma omp parallel num_threads(nt)
     {
         float* dS = scratch + static_cast<int64_t>(omp_get_thread_num()) * block * T;  // [block, T]
@@ -149,7 +147,6 @@ void CpuBackend::attention_backward(const float* dout, const float* q, const flo
             }
         }
     }
-    if (nt == 1) openblas_set_num_threads(threads_);
 }
 
 }  // namespace moe

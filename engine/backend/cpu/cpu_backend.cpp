@@ -22,8 +22,34 @@ CpuBackend::CpuBackend(int threads) { set_threads(threads); }
 
 void CpuBackend::set_threads(int threads) {
     threads_ = threads > 0 ? threads : std::max(1, omp_get_num_procs());
-    openblas_set_num_threads(threads_);
+    // OpenBLAS itself always runs serial: the engine splits every GEMM into tiles fixed by the
+    // shape (gemm below), so OpenBLAS's own partitioning, which differs between its kernels
+    // (SkylakeX runs small products serially, Haswell/Zen threads them and then sums in
+    // another order), never reaches the results.
+    openblas_set_num_threads(1);
 }
+
+namespace {
+
+// The output tile of one OpenBLAS call in CpuBackend::gemm: a function of the shape alone.
+struct GemmTiling {
+    bool by_rows;   // tiles are row panels of C (else column panels)
+    int64_t tile;   // rows (or columns) per tile
+    int64_t count;  // number of tiles
+};
+
+GemmTiling gemm_tiling(int64_t M, int64_t N) {
+    GemmTiling t;
+    t.by_rows = M >= N;
+    const int64_t len = t.by_rows ? M : N;
+    // Panels of >= 128 keep OpenBLAS's packing of the other operand a small share of the work
+    // (it is repacked once per panel); 256 once there are enough panels for any core count.
+    t.tile = len >= 2048 ? 256 : 128;
+    t.count = (len + t.tile - 1) / t.tile;
+    return t;
+}
+
+}  // namespace
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, row-major.
 void CpuBackend::gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
@@ -37,13 +63,36 @@ void CpuBackend::gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K,
                 C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    // The OpenBLAS thread count is process-global; another instance may have changed it.
-    if (openblas_get_num_threads() != threads_) openblas_set_num_threads(threads_);
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                transB ? CblasTrans : CblasNoTrans, static_cast<blasint>(M),
-                static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
-                static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
-                static_cast<blasint>(ldc));
+    // Serial OpenBLAS (set_threads); something else in the process may have changed it.
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    // Each tile is one serial OpenBLAS call on one thread, and the tiles depend only on the
+    // shape: every element of C is summed in the same order whatever the thread count.
+    const GemmTiling tiling = gemm_tiling(M, N);
+    const int nt = static_cast<int>(std::min<int64_t>(tiling.count, team(M * N * K)));
+    const CBLAS_TRANSPOSE ta = transA ? CblasTrans : CblasNoTrans;
+    const CBLAS_TRANSPOSE tb = transB ? CblasTrans : CblasNoTrans;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t t = 0; t < tiling.count; ++t) {
+        const int64_t begin = t * tiling.tile;
+        const int64_t len = std::min(tiling.tile, (tiling.by_rows ? M : N) - begin);
+        // Row panel: rows [begin, begin+len) of op(A) and C. Column panel: columns of op(B), C.
+        const float* a = A;
+        const float* b = B;
+        float* c = C;
+        int64_t m = M, n = N;
+        if (tiling.by_rows) {
+            a = transA ? A + begin : A + begin * lda;
+            c = C + begin * ldc;
+            m = len;
+        } else {
+            b = transB ? B + begin * ldb : B + begin;
+            c = C + begin;
+            n = len;
+        }
+        cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m), static_cast<blasint>(n),
+                    static_cast<blasint>(K), alpha, a, static_cast<blasint>(lda), b,
+                    static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+    }
 }
 
 void CpuBackend::copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,

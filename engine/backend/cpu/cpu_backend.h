@@ -2,9 +2,12 @@
 // CpuBackend: the reference implementation of Backend on the host. GEMMs go to OpenBLAS; every
 // other op is a plain loop parallelized with OpenMP over rows, tokens or (sequence, head) pairs.
 //
-// Determinism: each output element is written by exactly one thread, in a fixed order. The only
-// cross-row reductions (rmsnorm dw, sum) use per-thread or per-block partials combined in index
-// order, so a fixed thread count gives bitwise identical results run to run.
+// Determinism: each output element is written by exactly one thread, in an order fixed by the
+// shapes alone. GEMMs are cut into output tiles fixed by the shape, each one serial OpenBLAS
+// call; the cross-row reductions (rmsnorm dw, sum) use per-block partials combined in block
+// order. So results are bitwise identical run to run AND for any thread count. Across CPUs
+// only the GEMM tiles differ (OpenBLAS picks another kernel per CPU); the engine's own loops
+// are plain C++ without FMA contraction and give the same bits on every x86-64.
 //
 // Allocation: scratch (partials, per-thread rows) lives in member buffers that grow only when a
 // call needs more than before, so a training step in the steady state allocates nothing.
@@ -128,7 +131,7 @@ private:
     double blocked_reduce(const float* x, int64_t n, BlockSum block_sum);
 
     int threads_ = 1;
-    std::vector<double> partial_;      // per-thread partial reductions (rmsnorm dw)
+    std::vector<double> partial_;      // per-block partial reductions (rmsnorm dw)
     std::vector<double> blocks_;       // per-block partial sums (sum, seq aux loss)
     std::vector<float> row_scratch_;   // per-thread rows (attention dP, gate work space)
     std::vector<uint8_t> flags_;       // per-thread flags (gate eligibility)

@@ -28,24 +28,25 @@ void CpuBackend::rmsnorm_forward(const float* x, int64_t x_stride, const float* 
 }
 
 // With g = w * dy:  dx = rstd * g - rstd^3 / dim * x * dot(g, x);  dw += dy * x * rstd.
-// dw is a reduction over rows: each thread sums a contiguous block of rows into its own
-// partial (double, so the split between threads barely shows), and the partials are added to
-// dw in thread order.
+// dw is a reduction over rows: the rows are cut into at most kDwBlocks contiguous blocks (a
+// function of `rows` alone), each block summed by one thread into its own partial (double), and
+// the partials added to dw in block order, so dw does not depend on the thread count.
 void CpuBackend::rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x,
                                   int64_t x_stride, const float* w, const float* rstd,
                                   int64_t rows, int64_t dim, float* dx, int64_t dx_stride,
                                   float* dw) {
     if (rows <= 0 || dim <= 0) return;
-    const int nt = team(rows * dim * 4);
-    double* part = grow(partial_, static_cast<size_t>(nt) * dim);
-    std::fill(part, part + static_cast<int64_t>(nt) * dim, 0.0);
-#pragma omp parallel num_threads(nt)
-    {
-        const int tid = omp_get_thread_num();
-        int64_t r0, r1;
-        cpu::chunk(rows, omp_get_num_threads(), tid, r0, r1);
-        double* pw = part + static_cast<int64_t>(tid) * dim;
-        for (int64_t r = r0; r < r1; ++r) {
+    constexpr int64_t kDwBlocks = 64;
+    const int64_t block_rows = std::max<int64_t>(16, (rows + kDwBlocks - 1) / kDwBlocks);
+    const int64_t blocks = (rows + block_rows - 1) / block_rows;
+    const int nt = static_cast<int>(std::min<int64_t>(blocks, team(rows * dim * 4)));
+    double* part = grow(partial_, static_cast<size_t>(blocks * dim));
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        double* pw = part + blk * dim;
+        std::fill(pw, pw + dim, 0.0);
+        const int64_t r1 = std::min(rows, (blk + 1) * block_rows);
+        for (int64_t r = blk * block_rows; r < r1; ++r) {
             const float* dyr = dy + r * dy_stride;
             const float* xr = x + r * x_stride;
             float* dxr = dx + r * dx_stride;
@@ -59,11 +60,12 @@ void CpuBackend::rmsnorm_backward(const float* dy, int64_t dy_stride, const floa
             }
         }
     }
-    // Combine in thread order; columns are independent, so this loop may run in parallel.
-#pragma omp parallel for schedule(static) num_threads(nt)
+    // Combine in block order; columns are independent, so this loop may run in parallel.
+    const int nc = team(blocks * dim);
+#pragma omp parallel for schedule(static) num_threads(nc)
     for (int64_t j = 0; j < dim; ++j) {
         double s = 0.0;
-        for (int t = 0; t < nt; ++t) s += part[static_cast<int64_t>(t) * dim + j];
+        for (int64_t blk = 0; blk < blocks; ++blk) s += part[blk * dim + j];
         dw[j] += static_cast<float>(s);
     }
 }
