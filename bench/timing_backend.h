@@ -71,6 +71,8 @@ public:
     const char* name() const override { return inner_.name(); }
     void set_threads(int threads) override { inner_.set_threads(threads); }
     int threads() const override { return inner_.threads(); }
+    Allocator& allocator() override { return inner_.allocator(); }
+    std::string describe() const override { return inner_.describe(); }
 
     void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,

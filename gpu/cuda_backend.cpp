@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <climits>
+#include <cstdio>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -52,7 +53,7 @@ enum Slot { kFlag = 0, kPartials, kQuantA, kQuantB, kScalesA, kScalesB, kWorkA, 
 
 }  // namespace
 
-CudaBackend::CudaBackend(int device) : device_(device) {
+CudaBackend::CudaBackend(int device) : device_(device), alloc_(device) {
     int count = 0;
     const cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess)
@@ -68,6 +69,14 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     // fp32 path: plain SGEMM, no TF32 tensor-core rounding of the operands.
     check_blas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "init", "cublasSetMathMode");
     check_blas(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), "init", "cublasSetPointerMode");
+}
+
+std::string CudaBackend::describe() const {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, device_) != cudaSuccess) return "cuda:" + std::to_string(device_);
+    char mem[32];
+    std::snprintf(mem, sizeof mem, "%.1f GiB", double(prop.totalGlobalMem) / double(1ull << 30));
+    return "cuda:" + std::to_string(device_) + " (" + prop.name + ", " + mem + ")";
 }
 
 CudaBackend::~CudaBackend() {

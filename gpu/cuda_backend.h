@@ -27,6 +27,7 @@
 #include <memory>
 
 #include "backend/backend.h"
+#include "cuda_allocator.h"
 
 namespace moe::gpu {
 
@@ -43,6 +44,8 @@ public:
     void set_threads(int) override {}  // host threads do not apply
     int threads() const override { return 1; }
     int device() const { return device_; }
+    Allocator& allocator() override { return alloc_; }
+    std::string describe() const override;
 
     void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
@@ -135,6 +138,7 @@ private:
                       const BlockQuantSpec& spec, int slot, float* dst);
 
     int device_ = 0;
+    CudaAllocator alloc_;
     void* cublas_ = nullptr;  // cublasHandle_t (kept opaque: no cuBLAS header here)
     static constexpr int kSlots = 8;
     void* scratch_[kSlots] = {};

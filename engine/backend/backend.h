@@ -10,7 +10,9 @@
 //   do not depend on its thread count either (cpu_backend.h).
 // - Shapes are in the comments; T is tokens per sequence, B sequences, n = B*T token rows.
 #include <cstdint>
+#include <string>
 
+#include "core/allocator.h"
 #include "quant/block_scaling.h"
 
 namespace moe {
@@ -40,6 +42,11 @@ public:
     virtual const char* name() const = 0;
     virtual void set_threads(int threads) = 0;
     virtual int threads() const = 0;
+    // The memory every pointer an op takes lives in (host for the CPU backend). Model and
+    // trainer allocate through it (DeviceScope, ParameterStore::pack).
+    virtual Allocator& allocator() = 0;
+    // Where results are; "cpu (2 threads)", "cuda:0 (NVIDIA H200, 139.8 GiB)".
+    virtual std::string describe() const { return name(); }
 
     // C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C. transA: A is stored [K,M];
     // transB: B is stored [N,K] (the y = x W^T case). Leading dimensions are row strides.

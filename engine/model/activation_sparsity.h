@@ -4,6 +4,9 @@
 // the share tells how much of the FFN's down projection multiplies (almost) nothing.
 #include <cmath>
 #include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
 
 namespace moe {
 
@@ -23,6 +26,13 @@ inline NearZeroCount count_near_zero(const float* a, int64_t n, float threshold)
     c.total = n;
     for (int64_t i = 0; i < n; ++i) c.near_zero += std::fabs(a[i]) < threshold;
     return c;
+}
+
+// The first n values of a tensor on any device (a device tensor is read back first).
+inline NearZeroCount count_near_zero(const Tensor& t, int64_t n, float threshold) {
+    if (t.on_host()) return count_near_zero(t.data(), n, threshold);
+    const std::vector<float> host = t.to_host();
+    return count_near_zero(host.data(), n, threshold);
 }
 
 }  // namespace moe

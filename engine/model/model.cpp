@@ -23,7 +23,8 @@ void check_tokens(const int32_t* tokens, int64_t count, int64_t vocab, const cha
 
 }  // namespace
 
-Model::Model(const ModelConfig& cfg, Backend& backend) : cfg_(cfg), be_(backend) {
+Model::Model(const ModelConfig& cfg, Backend& backend)
+    : cfg_(cfg), be_(backend), params_(/*deferred=*/true) {
     cfg_.validate();
     const int64_t D = cfg_.hidden_size;
     embed_ = &params_.add("model.embed_tokens.weight", {cfg_.vocab_size, D});
@@ -35,10 +36,13 @@ Model::Model(const ModelConfig& cfg, Backend& backend) : cfg_(cfg), be_(backend)
     for (int64_t k = 1; k <= cfg_.num_nextn_predict_layers; ++k)
         mtp_.push_back(std::make_unique<MtpModule>(params_, cfg_.num_hidden_layers + k - 1, cfg_,
                                                    &precision_));
+    // Every parameter and gradient in two arenas on the backend's device.
+    params_.pack(be_.allocator());
 }
 
 void Model::init_weights(uint64_t seed) {
     const double std_dev = cfg_.initializer_range;
+    std::vector<float> host;  // drawn on the host, then copied to the device
     for (Parameter* p : params_.all()) {
         Tensor& v = p->value;
         if (p->name.ends_with("e_score_correction_bias")) {
@@ -47,8 +51,10 @@ void Model::init_weights(uint64_t seed) {
             v.fill(1.0f);
         } else {
             const uint64_t stream = stream_id(p->name);
+            host.resize(static_cast<size_t>(v.numel()));
             for (int64_t i = 0; i < v.numel(); ++i)
-                v[i] = static_cast<float>(std_dev * random_normal(seed, stream, uint64_t(i)));
+                host[i] = static_cast<float>(std_dev * random_normal(seed, stream, uint64_t(i)));
+            v.copy_from_host(host.data());
         }
     }
 }
@@ -82,9 +88,12 @@ void Model::forward_logits(const int32_t* tokens, int64_t B, int64_t T, bool pro
     if (B <= 0 || T <= 0) throw Error("forward_logits: empty batch");
     const int64_t n = B * T;
     check_tokens(tokens, n, cfg_.vocab_size, "forward_logits");
-    inputs_.assign(tokens, tokens + n);
-    positions_.resize(static_cast<size_t>(n));
-    for (int64_t t = 0; t < n; ++t) positions_[t] = static_cast<int32_t>(t % T);
+    DeviceScope scope(be_.allocator());
+    host_inputs_.assign(tokens, tokens + n);
+    host_positions_.resize(static_cast<size_t>(n));
+    for (int64_t t = 0; t < n; ++t) host_positions_[t] = static_cast<int32_t>(t % T);
+    inputs_.upload(host_inputs_);
+    positions_.upload(host_positions_);
     routing_.clear();
     B_ = B;
     T_ = T;
@@ -100,22 +109,26 @@ LossReport Model::forward(const Batch& batch, const ForwardOptions& options) {
         throw Error("forward: batch holds " + std::to_string(batch.tokens.size()) +
                     " tokens, expected batch * (seq_len + 1) = " + std::to_string(B * (T + 1)));
     check_tokens(batch.tokens.data(), B * (T + 1), V, "forward");
+    DeviceScope scope(be_.allocator());
     B_ = B;
     T_ = T;
     mtp_lambda_ = options.mtp_lambda;
     routing_.clear();
 
     // Inputs, next-token targets and positions, row-major over (sequence, position).
-    inputs_.resize(static_cast<size_t>(n));
-    targets_.resize(static_cast<size_t>(n));
-    positions_.resize(static_cast<size_t>(n));
+    host_inputs_.resize(static_cast<size_t>(n));
+    host_targets_.resize(static_cast<size_t>(n));
+    host_positions_.resize(static_cast<size_t>(n));
     auto tok = [&](int64_t b, int64_t j) { return batch.tokens[static_cast<size_t>(b * (T + 1) + j)]; };
     for (int64_t b = 0; b < B; ++b)
         for (int64_t i = 0; i < T; ++i) {
-            inputs_[b * T + i] = tok(b, i);
-            targets_[b * T + i] = tok(b, i + 1);
-            positions_[b * T + i] = static_cast<int32_t>(i);
+            host_inputs_[b * T + i] = tok(b, i);
+            host_targets_[b * T + i] = tok(b, i + 1);
+            host_positions_[b * T + i] = static_cast<int32_t>(i);
         }
+    inputs_.upload(host_inputs_);
+    targets_.upload(host_targets_);
+    positions_.upload(host_positions_);
     main_valid_ = n;
 
     LossReport report;
@@ -138,16 +151,18 @@ LossReport Model::forward(const Batch& batch, const ForwardOptions& options) {
     for (int64_t k = 1; k <= depth; ++k) {
         auto& in = mtp_inputs_[k - 1];
         auto& tg = mtp_targets_[k - 1];
-        in.resize(static_cast<size_t>(n));
-        tg.resize(static_cast<size_t>(n));
+        host_stage_.resize(static_cast<size_t>(n));
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t i = 0; i < T; ++i) host_stage_[b * T + i] = i + k <= T ? tok(b, i + k) : 0;
+        in.upload(host_stage_);
         int64_t valid = 0;
         for (int64_t b = 0; b < B; ++b)
             for (int64_t i = 0; i < T; ++i) {
-                in[b * T + i] = i + k <= T ? tok(b, i + k) : 0;
                 const bool has_target = i + k + 1 <= T;
-                tg[b * T + i] = has_target ? tok(b, i + k + 1) : -1;
+                host_stage_[b * T + i] = has_target ? tok(b, i + k + 1) : -1;
                 valid += has_target;
             }
+        tg.upload(host_stage_);
         mtp_valid_[k - 1] = valid;
         Tensor& emb = mtp_emb_[k - 1];
         emb.resize({n, cfg_.hidden_size});
@@ -178,6 +193,7 @@ LossReport Model::forward(const Batch& batch, const ForwardOptions& options) {
 
 void Model::backward(float loss_scale) {
     if (!has_forward_) throw Error("backward() needs a training forward() first");
+    DeviceScope scope(be_.allocator());
     const int64_t n = B_ * T_, D = cfg_.hidden_size, V = cfg_.vocab_size;
     const int64_t depth = static_cast<int64_t>(mtp_.size());
 

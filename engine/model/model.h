@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/index_buffer.h"
 #include "core/tensor.h"
 #include "model/config.h"
 #include "model/linear_precision.h"
@@ -75,6 +76,8 @@ public:
     const Tensor& token_losses() const { return losses_; }
     // Routing decisions of every MoE layer (main, then MTP) of the last forward, if probed.
     const std::vector<RoutingRecord>& routing() const { return routing_; }
+    // Token inputs [B*T] of the last forward, on the host.
+    const std::vector<int32_t>& host_inputs() const { return host_inputs_; }
 
     std::vector<MoeLayer*> moe_layers();  // main layers first, then MTP layers
     // HF layer index of every decoder layer, main then MTP (the FFN layers of the sparsity
@@ -107,8 +110,10 @@ private:
     int64_t B_ = 0, T_ = 0;
     double mtp_lambda_ = 0.0;
     bool has_forward_ = false;
-    std::vector<int32_t> inputs_, targets_, positions_;
-    std::vector<std::vector<int32_t>> mtp_inputs_, mtp_targets_;  // per depth [B*T]
+    // Indices where the backend computes, staged on the host and uploaded once per forward.
+    std::vector<int32_t> host_inputs_, host_targets_, host_positions_, host_stage_;
+    IndexBuffer inputs_, targets_, positions_;
+    std::vector<IndexBuffer> mtp_inputs_, mtp_targets_;  // per depth [B*T]
     std::vector<int64_t> mtp_valid_;                              // valid targets per depth
     int64_t main_valid_ = 0;
     Tensor x0_, normed_, norm_rstd_, logits_, losses_, mtp_token_losses_;

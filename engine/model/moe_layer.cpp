@@ -58,7 +58,7 @@ double MoeLayer::forward(Backend& be, const float* h, int64_t B, int64_t T, Rout
     logits_.resize({n, E_});
     scores_.resize({n, E_});
     weights_.resize({n, K_});
-    topk_idx_.resize(static_cast<size_t>(rows));
+    topk_idx_.resize(rows);
     linear_forward(be, h, n, D_, gate_->value.data(), E_, logits_.data());
     be.moe_gate_forward(logits_.data(), n, gp, scores_.data(), topk_idx_.data(), weights_.data());
 
@@ -67,19 +67,23 @@ double MoeLayer::forward(Backend& be, const float* h, int64_t B, int64_t T, Rout
         probe->tokens = n;
         probe->top_k = K_;
         probe->n_experts = E_;
-        probe->topk_idx.assign(topk_idx_.begin(), topk_idx_.end());
-        probe->topk_weight.assign(weights_.data(), weights_.data() + n * K_);
-        probe->scores.assign(scores_.data(), scores_.data() + n * E_);
+        // The probe reads the routing back to the host (weights_ and scores_ hold exactly
+        // n * K and n * E values after the resizes above).
+        probe->topk_idx = topk_idx_.to_host();
+        probe->topk_weight = weights_.to_host();
+        probe->scores = scores_.to_host();
         probe->selection_scores = probe->scores;
-        if (bias_)
+        if (bias_) {
+            const std::vector<float> bias = bias_->value.to_host();
             for (int64_t t = 0; t < n; ++t)
                 for (int64_t e = 0; e < E_; ++e)
-                    probe->selection_scores[static_cast<size_t>(t * E_ + e)] += bias_->value[e];
+                    probe->selection_scores[static_cast<size_t>(t * E_ + e)] += bias[e];
+        }
     }
 
     // Dispatch: group the (token, slot) pairs by expert and gather their inputs.
-    row_token_.resize(static_cast<size_t>(rows));
-    slot_row_.resize(static_cast<size_t>(rows));
+    row_token_.resize(rows);
+    slot_row_.resize(rows);
     be.moe_route_plan(topk_idx_.data(), n, K_, E_, offsets_.data(), row_token_.data(),
                       slot_row_.data());
     for (int64_t e = 0; e < E_; ++e) counts_[e] = offsets_[e + 1] - offsets_[e];
@@ -166,8 +170,8 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
 
 NearZeroCount MoeLayer::near_zero(float threshold) const {
     const int64_t rows = B_ * T_ * K_;
-    NearZeroCount c = count_near_zero(a_.data(), std::min(rows * F_, a_.numel()), threshold);
-    if (shared_) c += count_near_zero(shared_->hidden().data(), shared_->hidden().numel(), threshold);
+    NearZeroCount c = count_near_zero(a_, std::min(rows * F_, a_.numel()), threshold);
+    if (shared_) c += count_near_zero(shared_->hidden(), shared_->hidden().numel(), threshold);
     return c;
 }
 

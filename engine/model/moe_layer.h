@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/index_buffer.h"
 #include "core/tensor.h"
 #include "model/activation_sparsity.h"
 #include "model/config.h"
@@ -63,7 +64,7 @@ private:
     bool aux_on_ = false;
     float aux_grad_scale_ = 1.0f;
     Tensor logits_, scores_, weights_, xp_, g_, u_, a_, yp_;
-    std::vector<int32_t> topk_idx_, row_token_, slot_row_;
+    IndexBuffer topk_idx_, row_token_, slot_row_;
     std::vector<int64_t> offsets_, counts_;
     // Backward scratch.
     Tensor d_weights_, d_yp_, d_xp_, d_g_, d_u_, d_a_, d_scores_, d_logits_;

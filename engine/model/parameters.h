@@ -18,15 +18,32 @@ struct Parameter {
     bool trainable = true;  // false for buffers such as e_score_correction_bias
 };
 
+// Memory: a store made with `deferred` only records shapes in add(); pack() then places every
+// value in one arena and every gradient in another, on the allocator's device, each parameter
+// a named view. The arenas are ordered [trainable matrices | trainable vectors | buffers], so
+// the optimizer updates the weight-decayed and the undecayed parameters in two calls and the
+// gradient norm and zeroing are one call each, whatever the number of tensors (thousands of
+// experts). A store made without `deferred` allocates each tensor on the host in add() (the
+// layer tests use it so); pack() moves such a store into arenas too.
 class ParameterStore {
 public:
-    ParameterStore() = default;
+    explicit ParameterStore(bool deferred = false) : deferred_(deferred) {}
     ParameterStore(const ParameterStore&) = delete;
     ParameterStore& operator=(const ParameterStore&) = delete;
 
     // Adds a zero-filled parameter; throws if the name is already taken. The returned reference
     // stays valid for the store's lifetime (parameters are never moved).
     Parameter& add(const std::string& name, const Shape& shape, bool trainable = true);
+
+    // Places values and gradients in arenas of `allocator`'s memory (zero-filled, or the
+    // values so far when they were allocated). Once only; add() after pack() throws.
+    void pack(Allocator& allocator);
+    bool packed() const { return packed_; }
+    // The arenas (packed stores only): values of every parameter; gradients of the trainable
+    // ones, the first decayed_numel() of them those of matrices.
+    Tensor& value_arena() { return values_; }
+    Tensor& grad_arena() { return grads_; }
+    int64_t decayed_numel() const { return decayed_numel_; }
 
     Parameter* find(const std::string& name);
     const Parameter* find(const std::string& name) const;
@@ -41,6 +58,10 @@ public:
     int64_t count_all() const;
 
 private:
+    bool deferred_ = false;
+    bool packed_ = false;
+    Tensor values_, grads_;
+    int64_t decayed_numel_ = 0;
     std::vector<std::unique_ptr<Parameter>> owned_;
     std::vector<Parameter*> order_;
     std::map<std::string, Parameter*> by_name_;

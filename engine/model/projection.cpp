@@ -1,9 +1,25 @@
 #include "model/projection.h"
 
+#include <vector>
+
 #include "model/linear.h"
 #include "quant/quant_recorder.h"
 
 namespace moe {
+
+namespace {
+
+// The recorder measures on the host: values on a device are read back first (only at the
+// steps that record).
+const float* on_host(Backend& be, const float* p, int64_t n) {
+    if (be.allocator().device().is_host()) return p;
+    thread_local std::vector<float> copy;
+    copy.resize(static_cast<size_t>(n));
+    be.allocator().download(copy.data(), p, sizeof(float) * static_cast<size_t>(n));
+    return copy.data();
+}
+
+}  // namespace
 
 void projection_forward(Backend& be, const PrecisionContext* pc, const Parameter& w,
                         const float* x, int64_t n, int64_t in, int64_t out, float* y) {
@@ -13,8 +29,10 @@ void projection_forward(Backend& be, const PrecisionContext* pc, const Parameter
     }
     const LinearRecipe& r = pc->recipe;
     if (pc->recorder) {
-        pc->recorder->observe(w.name, w.value.data(), out, in, in, r.weight());
-        pc->recorder->observe(w.name + "@input", x, n, in, in, r.activation());
+        pc->recorder->observe(w.name, on_host(be, w.value.data(), out * in), out, in, in,
+                              r.weight());
+        pc->recorder->observe(w.name + "@input", on_host(be, x, n * in), n, in, in,
+                              r.activation());
     }
     be.gemm_quantized(false, true, n, out, in, 1.0f, x, in, r.activation(), w.value.data(), in,
                       r.weight(), 0.0f, y, out);
@@ -28,7 +46,8 @@ void projection_backward(Backend& be, const PrecisionContext* pc, Parameter& w, 
     }
     const LinearRecipe& r = pc->recipe;
     if (pc->recorder)
-        pc->recorder->observe(w.name + "@grad", dy, n, out, out, r.activation());
+        pc->recorder->observe(w.name + "@grad", on_host(be, dy, n * out), n, out, out,
+                              r.activation());
     // dgrad: dx[n, in] += dy[n, out] W[out, in]; K = out runs along dy's rows' columns and W's
     // rows.
     if (dx)

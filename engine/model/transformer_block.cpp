@@ -68,7 +68,7 @@ void TransformerBlock::backward(Backend& be, const float* d_out, float* dx) {
 
 NearZeroCount TransformerBlock::ffn_near_zero(float threshold) const {
     if (moe_) return moe_->near_zero(threshold);
-    return count_near_zero(dense_->hidden().data(), dense_->hidden().numel(), threshold);
+    return count_near_zero(dense_->hidden(), dense_->hidden().numel(), threshold);
 }
 
 }  // namespace moe

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/device.h"
 #include "core/json_fields.h"
 #include "core/json_file.h"
 
@@ -19,7 +20,7 @@ const std::vector<std::string> kTrainingFields = {
     "batch_size",    "seq_len",      "seed",          "threads",      "steps",
     "data",          "optimizer",    "balance",       "mtp",          "log_every",
     "eval_every",    "eval_batches", "routing_every", "probe_tokens", "checkpoint_every",
-    "keep_checkpoints", "max_bad_steps", "precision"};
+    "keep_checkpoints", "max_bad_steps", "precision", "device"};
 const std::vector<std::string> kProjectFields = {"name", "description", "model", "training"};
 
 }  // namespace
@@ -34,6 +35,7 @@ void TrainingSettings::validate() const {
                           "must be >= 0 (0 = all cores), got " + std::to_string(threads));
     if (steps <= 0)
         throw ConfigError("training.steps", "must be > 0, got " + std::to_string(steps));
+    parse_device(device, "training.device");
     const std::pair<const char*, int64_t> intervals[] = {
         {"training.log_every", log_every},           {"training.eval_every", eval_every},
         {"training.eval_batches", eval_batches},     {"training.routing_every", routing_every},
@@ -60,6 +62,7 @@ TrainingSettings TrainingSettings::from_json(const json& j) {
         else if (key == "seq_len") t.seq_len = json_fields::get_int(value, field);
         else if (key == "seed") t.seed = json_fields::get_int(value, field);
         else if (key == "threads") t.threads = json_fields::get_int(value, field);
+        else if (key == "device") t.device = json_fields::get_string(value, field);
         else if (key == "steps") t.steps = json_fields::get_int(value, field);
         else if (key == "data") t.data = DataSpec::from_json(value);
         else if (key == "optimizer") t.optimizer = OptimizerSettings::from_json(value);
@@ -90,6 +93,7 @@ json TrainingSettings::to_json() const {
                 {"seq_len", seq_len},
                 {"seed", seed},
                 {"threads", threads},
+                {"device", device},
                 {"steps", steps},
                 {"data", data.to_json()},
                 {"optimizer", optimizer.to_json()},

@@ -20,6 +20,7 @@ struct TrainingSettings {
     int64_t seq_len = 128;          // tokens per sequence
     int64_t seed = 0;               // initialization and data order
     int64_t threads = 0;            // CPU threads; 0 = all cores
+    std::string device = "cpu";     // where to train: "cpu" or "cuda:N"
     int64_t steps = 1000;           // optimizer steps of a full run (the LR schedule's length)
     DataSpec data;                  // where training text comes from (data/data_spec.h)
     OptimizerSettings optimizer;    // AdamW, LR schedule, clipping, accumulation

@@ -3,7 +3,7 @@
 // Weight decay applies to matrices only (rank >= 2: projections, experts, embedding, head,
 // gate); rank-1 tensors (RMSNorm weights) get none, since shrinking a norm's gain towards 0 is
 // not a regularizer but a distortion of the activations' scale. Buffers (trainable = false,
-// such as e_score_correction_bias) are not touched.
+// such as e_score_correction_bias) are not touched. The moments live on the backend's device.
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -45,11 +45,15 @@ public:
 private:
     struct Slot {
         Parameter* param;
-        Tensor m, v;
+        Tensor m, v;  // views into m_arena_ / v_arena_ for a packed store
     };
     Backend& be_;
+    ParameterStore& store_;
     OptimizerSettings settings_;
     std::vector<Slot> slots_;
+    // A packed store (ParameterStore::pack): the moments in two arenas laid out like its
+    // gradient arena, so a step is two updates (decayed matrices, then vectors).
+    Tensor m_arena_, v_arena_;
     int64_t step_ = 0;
 };
 

@@ -8,8 +8,13 @@ namespace moe {
 GradNorm global_grad_norm(const ParameterStore& store, Backend& backend, double max_norm,
                           double pre_scale) {
     double sum = 0.0;
-    for (const Parameter* p : store.all())
-        if (p->trainable) sum += backend.sum_squares(p->grad.data(), p->grad.numel());
+    if (store.packed()) {  // one reduction over the gradient arena
+        const Tensor& g = const_cast<ParameterStore&>(store).grad_arena();
+        sum = backend.sum_squares(g.data(), g.numel());
+    } else {
+        for (const Parameter* p : store.all())
+            if (p->trainable) sum += backend.sum_squares(p->grad.data(), p->grad.numel());
+    }
     GradNorm r;
     r.norm = std::sqrt(sum) * std::fabs(pre_scale);
     r.finite = std::isfinite(r.norm);

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/backend_registry.h"
 #include "core/error.h"
 #include "train/evaluator.h"
 #include "train/grad_clip.h"
@@ -42,7 +42,8 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
     // The balancing mode decides which balance loss the model computes (see apply_balance_mode).
     apply_balance_mode(project_.training.balance, project_.model);
     const TrainingSettings& tr = project_.training;
-    backend_ = std::make_unique<CpuBackend>(threads > 0 ? threads : static_cast<int>(tr.threads));
+    backend_ = make_backend(tr.device, threads > 0 ? threads : static_cast<int>(tr.threads),
+                            "training.device");
     model_ = std::make_unique<Model>(project_.model, *backend_);
     model_->init_weights(static_cast<uint64_t>(tr.seed));
     model_->set_linear_recipe(tr.precision.recipe());
@@ -54,7 +55,7 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
     moe_layers_ = model_->moe_layers();
     probe_ = data_->probe_batch(tr.probe_tokens);
     if (fresh) {
-        open_run_file("cpu (" + std::to_string(backend_->threads()) + " threads)");
+        open_run_file(backend_->describe());
         write_routing_snapshot();  // step 0: routing of the untrained model
     }
 }
@@ -63,10 +64,11 @@ Trainer::~Trainer() = default;
 
 std::unique_ptr<Trainer> Trainer::resume(const std::string& checkpoint_dir,
                                          const TrainerPaths& paths, int threads,
-                                         int64_t total_steps) {
+                                         int64_t total_steps, const std::string& device) {
     const TrainingState st = load_training_state(checkpoint_dir);
     Project project = st.project;
     if (total_steps > 0) project.training.steps = total_steps;
+    if (!device.empty()) project.training.device = device;
     std::unique_ptr<Trainer> t(new Trainer(project, paths, threads, false));
     load_training_tensors(checkpoint_dir, *t->model_, *t->optimizer_);
     t->optimizer_->set_step_count(st.optimizer_step);
@@ -77,7 +79,7 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& checkpoint_dir,
     t->bad_steps_ = st.bad_steps;
     t->scaler_->restore(st.loss_scale, st.loss_scale_good_steps);
     t->last_checkpoint_ = checkpoint_dir;
-    t->open_run_file("cpu (" + std::to_string(t->backend_->threads()) + " threads)");
+    t->open_run_file(t->backend_->describe());
     return t;
 }
 
@@ -249,10 +251,12 @@ StepReport Trainer::step() {
         for (size_t l = 0; l < moe_layers_.size(); ++l) {
             const auto& counts = balancer_->last_counts()[l];
             e.load.insert(e.load.end(), counts.begin(), counts.end());
-            const Tensor* bias =
-                moe_layers_[l]->has_bias() ? &moe_layers_[l]->bias().value : nullptr;
-            for (int64_t i = 0; i < moe_layers_[l]->n_experts(); ++i)
-                e.bias.push_back(bias ? (*bias)[i] : 0.0f);
+            if (moe_layers_[l]->has_bias()) {
+                const std::vector<float> bias = moe_layers_[l]->bias().value.to_host();
+                e.bias.insert(e.bias.end(), bias.begin(), bias.end());
+            } else {
+                e.bias.insert(e.bias.end(), static_cast<size_t>(moe_layers_[l]->n_experts()), 0.0f);
+            }
             e.maxvio.push_back(static_cast<float>(r.maxvio[l]));
         }
         if (!moe_layers_.empty()) run_->append(e);

@@ -34,13 +34,16 @@ struct TrainerPaths {
 
 class Trainer {
 public:
-    // A new run. `threads` overrides the project's thread count when > 0.
+    // A new run on the project's training.device (make_backend). `threads` overrides the
+    // project's thread count when > 0.
     Trainer(const Project& project, const TrainerPaths& paths, int threads = 0);
     // Continues the run saved in `checkpoint_dir` (a TrainingState directory) into a new run
-    // file; the project is the checkpoint's, with `steps` raised to total_steps when > 0.
+    // file; the project is the checkpoint's, with `steps` raised to total_steps when > 0 and
+    // the device replaced by `device` when not empty (a GPU run resumes on the CPU and back).
     static std::unique_ptr<Trainer> resume(const std::string& checkpoint_dir,
                                            const TrainerPaths& paths, int threads = 0,
-                                           int64_t total_steps = 0);
+                                           int64_t total_steps = 0,
+                                           const std::string& device = "");
     ~Trainer();
 
     // One optimizer step plus its bookkeeping (run-file rows, evaluation, routing snapshot,
@@ -56,6 +59,7 @@ public:
     const Project& project() const { return project_; }
     int64_t steps_done() const { return step_; }
     Model& model() { return *model_; }
+    Backend& backend() { return *backend_; }
     DataLoader& data() { return *data_; }
     const std::string& run_file() const { return paths_.run_file; }
     const std::string& last_checkpoint() const { return last_checkpoint_; }

@@ -28,6 +28,10 @@ public:
     const char* name() const override { return "cpu"; }
     void set_threads(int threads) override;
     int threads() const override { return threads_; }
+    Allocator& allocator() override { return host_allocator(); }
+    std::string describe() const override {
+        return "cpu (" + std::to_string(threads_) + " threads)";
+    }
 
     void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,

@@ -1,0 +1,35 @@
+#include "backend/backend_registry.h"
+
+#include <mutex>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+
+namespace moe {
+
+namespace {
+std::mutex g_mutex;
+DeviceBackendMaker g_maker;
+}  // namespace
+
+void set_device_backend_maker(DeviceBackendMaker maker) {
+    std::lock_guard lock(g_mutex);
+    g_maker = std::move(maker);
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads,
+                                      const std::string& field) {
+    const Device d = parse_device(device, field);
+    if (d.is_host()) return std::make_unique<CpuBackend>(threads);
+    DeviceBackendMaker maker;
+    {
+        std::lock_guard lock(g_mutex);
+        maker = g_maker;
+    }
+    if (!maker)
+        throw Error(field + " \"" + device + "\": this program was built without the CUDA " +
+                    "backend (no CUDA toolkit at configure time, or MOE_ENABLE_CUDA=OFF); use cpu");
+    return maker(d);
+}
+
+}  // namespace moe
