@@ -1,6 +1,6 @@
 // moe-train: the headless command line of MoE Workbench.
 //   moe-train PROJECT.json [--steps N] [--out RUN.h5] [--threads N]   train (the default)
-//     [--device cpu|cuda:N]  where to train (only cpu trains today; see app/device_choice.h)
+//     [--device cpu|cuda:N]  where to compute (app/backend_factory.h); default: the project's
 //   moe-train --resume CHECKPOINT_DIR [--steps N] [--out RUN.h5]      continue a run exactly
 //   moe-train PROJECT.json --summary             model size, active parameters, FLOPs, memory
 //   moe-train PROJECT.json --step                one forward/backward pass on a random batch
@@ -9,6 +9,7 @@
 //   moe-train --quant-eval CKPT_DIR [--formats fp8,int8,int4-g128]   inference with quantized weights
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -18,10 +19,12 @@
 #include <filesystem>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
-#include "device_choice.h"
+#include "backend_factory.h"
+#include "backend/backend_registry.h"
 #include "openmp_wait_policy.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
@@ -57,7 +60,9 @@ moe::Batch random_batch(int64_t vocab, int64_t B, int64_t T, uint64_t seed) {
 }
 
 void print_step(const moe::Project& project, int threads) {
-    moe::CpuBackend backend(threads);
+    const std::unique_ptr<moe::Backend> be =
+        moe::make_backend(project.training.device, threads, "training.device");
+    moe::Backend& backend = *be;
     moe::Model model(project.model, backend);
     model.init_weights(static_cast<uint64_t>(project.training.seed));
     const auto& tr = project.training;
@@ -66,9 +71,9 @@ void print_step(const moe::Project& project, int threads) {
     moe::ForwardOptions options;
     options.mtp_lambda = tr.mtp.lambda_at(0, tr.steps);
 
-    std::printf("\nOne training step on a random batch (%lld x %lld tokens, %d threads):\n",
+    std::printf("\nOne training step on a random batch (%lld x %lld tokens, %s):\n",
                 static_cast<long long>(tr.batch_size), static_cast<long long>(tr.seq_len),
-                backend.threads());
+                backend.describe().c_str());
     // The first step pays for buffer allocation; time the second.
     model.forward(batch, options);
     model.parameters().zero_grads();
@@ -81,10 +86,8 @@ void print_step(const moe::Project& project, int threads) {
     model.backward();
     const double t_bwd = seconds_since(t0);
 
-    double sq = 0.0;
-    for (const moe::Parameter* p : model.parameters().all())
-        if (p->trainable)
-            for (int64_t i = 0; i < p->grad.numel(); ++i) sq += double(p->grad[i]) * p->grad[i];
+    const moe::Tensor& grads = model.parameters().grad_arena();
+    const double sq = backend.sum_squares(grads.data(), grads.numel());
     const double tokens = double(tr.batch_size * tr.seq_len);
     std::printf("  loss %.4f (ln V = %.4f)  mtp %.4f  aux %.6f  total %.4f\n", r.loss,
                 std::log(double(project.model.vocab_size)), r.mtp_loss, r.aux_loss, r.total);
@@ -108,10 +111,59 @@ void print_step(const moe::Project& project, int threads) {
     }
 }
 
+// Training throughput on the project's device: one untimed step, then `steps` timed optimizer
+// steps through the Trainer (forward, backward, clipping, AdamW, the run file's rows), no
+// checkpoints; prints the median tokens/s and the model FLOP utilization against peak_tflops.
+int bench_steps(moe::Project project, int64_t steps, int threads, double peak_tflops) {
+    project.training.steps = steps + 1 + 1000000;  // never "finished": no final eval/checkpoint
+    project.training.optimizer.schedule.total_steps = project.training.steps;
+    project.training.eval_every = 0;
+    project.training.routing_every = 0;
+    project.training.checkpoint_every = 0;
+    project.training.precision.record_every = 0;
+    const std::string run = (std::filesystem::temp_directory_path() /
+                             ("moe-bench-" + std::to_string(::getpid()) + ".h5")).string();
+    double train_flops = 0.0;
+    {
+        const moe::ModelSummary s = moe::summarize(project.model, project.training.seq_len);
+        train_flops = s.train_flops_per_token;
+    }
+    std::vector<double> rates;
+    {
+        moe::Trainer trainer(project, {run, ""}, threads);
+        std::printf("bench: %s, %s, precision %s, batch %lld x %lld tokens, MTP depth %lld\n",
+                    project.name.c_str(), trainer.backend().describe().c_str(),
+                    project.training.precision.mode.c_str(),
+                    static_cast<long long>(project.training.batch_size),
+                    static_cast<long long>(project.training.seq_len),
+                    static_cast<long long>(project.model.num_nextn_predict_layers));
+        trainer.step();  // allocation, first launches
+        for (int64_t i = 0; i < steps; ++i) {
+            const moe::StepReport r = trainer.step();
+            rates.push_back(r.tokens_per_s);
+            std::printf("  step %lld: loss %.4f, %.0f tokens/s\n", static_cast<long long>(r.step),
+                        r.loss, r.tokens_per_s);
+        }
+        trainer.close();
+    }
+    std::filesystem::remove(run);
+    std::sort(rates.begin(), rates.end());
+    const double med = rates[rates.size() / 2];
+    const double tflops = med * train_flops / 1e12;
+    std::printf("BENCH tokens_per_s=%.1f train_gflop_per_token=%.3f achieved_tflops=%.2f", med,
+                train_flops / 1e9, tflops);
+    if (peak_tflops > 0) std::printf(" mfu=%.4f peak_tflops=%.1f", tflops / peak_tflops, peak_tflops);
+    std::printf("\n");
+    return 0;
+}
+
 int write_logits(const std::string& ckpt, const std::string& tokens_path, const std::string& out,
+                 const std::string& device,
                  int threads, int64_t chunk) {
     const moe::ModelConfig cfg = moe::load_checkpoint_config(ckpt);
-    moe::CpuBackend backend(threads);
+    const std::unique_ptr<moe::Backend> be =
+        moe::make_backend(device.empty() ? "cpu" : device, threads, "--device");
+    moe::Backend& backend = *be;
     moe::Model model(cfg, backend);
     moe::load_model_weights(ckpt, model);
     const moe::TokenLines lines = moe::read_token_lines(tokens_path, cfg.vocab_size);
@@ -120,8 +172,7 @@ int write_logits(const std::string& ckpt, const std::string& tokens_path, const 
     for (int64_t r0 = 0; r0 < lines.rows; r0 += chunk) {
         const int64_t rows = std::min(chunk, lines.rows - r0);
         model.forward_logits(lines.ids.data() + r0 * L, rows, L);
-        std::copy(model.logits().data(), model.logits().data() + rows * L * V,
-                  logits.data() + r0 * L * V);
+        model.logits().copy_to_host(logits.data() + r0 * L * V);  // [rows * L, V]
     }
     moe::SafetensorsWriter writer;
     writer.add_f32("logits", logits);
@@ -319,7 +370,7 @@ int main(int argc, char** argv) {
     moe::app::ensure_passive_openmp_waits(argv);
     CLI::App app{"moe-train: train, inspect and evaluate DeepSeek-V3-style MoE models (headless)"};
     std::string project_path, logits_ckpt, tokens_path, out_path, save_init, resume_path, report;
-    std::string device = "cpu";
+    std::string device;
     bool summary = false, step = false;
     int threads = 0;
     int64_t chunk = 8, steps = 0;
@@ -343,16 +394,30 @@ int main(int argc, char** argv) {
     app.add_option("--formats", formats, "For --quant-eval: comma-separated fp32, fp8, int8, int4, "
                    "int4-gN, ...-asym (default fp32,fp8,int8,int4-g128,int4)");
     app.add_option("--threads", threads, "CPU threads (0 = all cores; default: the project's)");
-    app.add_option("--device", device, "Where to compute: cpu (default) or cuda:N");
+    app.add_option("--device", device,
+                   "Where to compute: cpu or cuda:N (default: the project's training.device)");
+    int64_t bench = 0, bench_batch = 0, bench_seq = 0;
+    double peak_tflops = 0.0;
+    std::string precision;
+    bool no_mtp = false;
+    app.add_option("--bench-steps", bench,
+                   "Benchmark: time this many training steps (after one untimed) on --device, "
+                   "no checkpoints; prints tokens/s and MFU")->check(CLI::PositiveNumber);
+    app.add_option("--batch", bench_batch, "Override training.batch_size")->check(CLI::PositiveNumber);
+    app.add_option("--seq", bench_seq, "Override training.seq_len")->check(CLI::PositiveNumber);
+    app.add_option("--precision", precision, "Override training.precision.mode (fp32, bf16, fp16, fp8)");
+    app.add_flag("--no-mtp", no_mtp, "Train without the MTP modules (num_nextn_predict_layers 0)");
+    app.add_option("--peak-tflops", peak_tflops, "For --bench-steps: the device's peak, for the MFU");
     app.add_option("--batch-rows", chunk, "Sequences evaluated at once by --logits")->check(CLI::PositiveNumber);
     CLI11_PARSE(app, argc, argv);
 
     try {
-        moe::app::require_trainable_device(device);
+        moe::app::install_backend_factory();
+        if (!device.empty()) moe::parse_device(device, "--device");
         if (!logits_ckpt.empty()) {
             if (tokens_path.empty() || out_path.empty())
                 throw moe::Error("--logits needs --tokens FILE and --out OUT.safetensors");
-            return write_logits(logits_ckpt, tokens_path, out_path, threads, chunk);
+            return write_logits(logits_ckpt, tokens_path, out_path, device, threads, chunk);
         }
         if (!report.empty()) return report_run(report);
         if (!quant_eval_ckpt.empty()) return quant_eval(quant_eval_ckpt, formats, threads);
@@ -360,7 +425,7 @@ int main(int argc, char** argv) {
             const moe::TrainingState st = moe::load_training_state(resume_path);
             const std::string run = out_path.empty() ? default_run_path(st.project.name) : out_path;
             auto trainer = moe::Trainer::resume(resume_path, {run, checkpoint_root_for(run)},
-                                                threads, steps);
+                                                threads, steps, device);
             std::printf("resuming %s from step %lld\n", resume_path.c_str(),
                         static_cast<long long>(st.step));
             return train(*trainer);
@@ -370,6 +435,13 @@ int main(int argc, char** argv) {
             return 2;
         }
         moe::Project project = moe::Project::load(project_path);
+        if (!device.empty()) project.training.device = device;
+        if (bench_batch > 0) project.training.batch_size = bench_batch;
+        if (bench_seq > 0) project.training.seq_len = bench_seq;
+        if (!precision.empty()) project.training.precision.mode = precision;
+        if (no_mtp) project.model.num_nextn_predict_layers = 0;
+        project.validate();
+        if (bench > 0) return bench_steps(project, bench, threads, peak_tflops);
         const int run_threads = threads ? threads : static_cast<int>(project.training.threads);
         if (!summary && !step && save_init.empty()) {
             if (steps > 0) {  // a shorter or longer run gets its LR schedule fitted to it

@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "auth.h"
+#include "backend_factory.h"
 #include "openmp_wait_policy.h"
 #include "worker/worker_server.h"
 
@@ -52,6 +53,7 @@ bool generate_certificate(const QString& cert, const QString& key, const QString
 
 int main(int argc, char** argv) {
     moe::app::ensure_passive_openmp_waits(argv);
+    moe::app::install_backend_factory();  // sessions may train on cuda:N
     QCoreApplication app(argc, argv);
     QCoreApplication::setApplicationName("moe-worker");
 

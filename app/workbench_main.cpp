@@ -8,6 +8,7 @@
 #include <QIcon>
 #include <QTimer>
 
+#include "backend_factory.h"
 #include "openmp_wait_policy.h"
 
 #include "workbench/main_window.h"
@@ -15,6 +16,7 @@
 
 int main(int argc, char** argv) {
     moe::app::ensure_passive_openmp_waits(argv);  // the GUI thread shares the cores
+    moe::app::install_backend_factory();           // local runs may train on cuda:N
     QApplication app(argc, argv);
     QApplication::setOrganizationName("MoE Workbench");
     QApplication::setApplicationName("moe-workbench");

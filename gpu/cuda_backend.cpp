@@ -206,7 +206,27 @@ void CudaBackend::gemm_quantized(bool transA, bool transB, int64_t M, int64_t N,
         qb = dst;
         qldb = b_cols;
     }
-    gemm(transA, transB, M, N, K, alpha, qa, qlda, qb, qldb, beta, C, ldc);
+    const bool bf16 = a_spec.format == ElementFormat::BF16 && !a_spec.scaled &&
+                      b_spec.format == ElementFormat::BF16 && !b_spec.scaled;
+    if (!bf16) {
+        gemm(transA, transB, M, N, K, alpha, qa, qlda, qb, qldb, beta, C, ldc);
+        return;
+    }
+    // bf16 on tensor cores: the operands, already rounded to bf16 by the same cast as the CPU
+    // emulation, as bf16 bit patterns; fp32 accumulation and output. Products of two bf16
+    // values are exact in fp32, so this differs from the emulation only in the sum order.
+    uint16_t* ha = static_cast<uint16_t*>(scratch(kWorkA, sizeof(uint16_t) * a_rows * a_cols));
+    uint16_t* hb = static_cast<uint16_t*>(scratch(kWorkB, sizeof(uint16_t) * b_rows * b_cols));
+    launch(kern::to_bf16_bits(qa, a_rows * a_cols, ha), "gemm_quantized");
+    launch(kern::to_bf16_bits(qb, b_rows * b_cols, hb), "gemm_quantized");
+    check_blas(cublasGemmEx(blas(cublas_), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            transA ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(N, "gemm_quantized", "N"),
+                            to_int(M, "gemm_quantized", "M"), to_int(K, "gemm_quantized", "K"),
+                            &alpha, hb, CUDA_R_16BF, to_int(b_cols, "gemm_quantized", "ldb"), ha,
+                            CUDA_R_16BF, to_int(a_cols, "gemm_quantized", "lda"), &beta, C,
+                            CUDA_R_32F, to_int(ldc, "gemm_quantized", "ldc"),
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "gemm_quantized", "cublasGemmEx (bf16)");
 }
 
 // --- elementwise, copies, sums ---

@@ -3,31 +3,35 @@
 # compute-sanitizer but no Qt, HDF5, OpenBLAS or the other dev packages, so it runs binaries
 # built here):
 #
-#   scripts/gpu-test.sh bundle   # HERE: build gpu_ops_test, moe-bench-gpu and moe-train for
-#                                # sm_90 (BUILD_DIR, default build-gpu) and collect them with the
-#                                # shared libraries they need (ldd) into .device-carry/gpu-bundle
-#   scripts/gpu-test.sh run      # THERE: the GPU op tests, compute-sanitizer (memcheck, racecheck,
-#                                # initcheck) on a training step, the benchmark; logs to $OUT
+#   scripts/gpu-test.sh bundle   # HERE: build gpu_ops_test, gpu_model_test, moe-bench-gpu and
+#                                # moe-train (BUILD_DIR, default build-gpu; ARCH, default 80;90)
+#                                # and collect them with the shared libraries they need (ldd) into
+#                                # .device-carry/gpu-bundle
+#   scripts/gpu-test.sh run      # THERE, in about 5 minutes: the op tests, the model-level test
+#                                # (whole model and training, GPU vs CPU), compute-sanitizer
+#                                # memcheck on whole-model training steps, the training benchmark
+#                                # (projects/small-gpu.json, B 8 x S 1024, no MTP, fp32 and bf16,
+#                                # tokens/s and MFU); logs to $OUT, a summary at the end
 #
 # With the workplace's device tool: after `bundle`, call run with
-#   command: scripts/gpu-test.sh run      carry: [".device-carry/gpu-bundle"]
+#   command: scripts/gpu-test.sh run      carry: [".device-carry/gpu-bundle.tar.xz"]
 # The bundle leaves out the driver (libcuda), cuBLAS (libcublas*, 500+ MB: the GPU machine's
 # own CUDA 13 libraries are used) and glibc/libstdc++ (the machine's newer ones serve).
-# Env: BUILD_DIR (build-gpu), ARCH (90), BENCH_ARGS (moe-bench-gpu's flags),
-#      PEAK_TFLOPS (67: H100 SXM dense FP32; use 60 for H100 PCIe).
+# Env: BUILD_DIR (build-gpu), ARCH (80;90), PEAK_FP32 / PEAK_BF16 (TFLOP/s for the MFU; H200
+#      measured with cuBLASLt at 8192^3: 51 and 820), BENCH_STEPS (3).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUNDLE="$ROOT/.device-carry/gpu-bundle"
 cd "$ROOT"
 
 bundle() {
-    local build="${BUILD_DIR:-$ROOT/build-gpu}" arch="${ARCH:-90}"
+    local build="${BUILD_DIR:-$ROOT/build-gpu}" arch="${ARCH:-80;90}"
     cmake -S "$ROOT" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DCMAKE_CUDA_ARCHITECTURES="$arch" >/dev/null
-    nice cmake --build "$build" -j"${JOBS:-2}" --target gpu_ops_test moe-bench-gpu moe-train
+    nice cmake --build "$build" -j"${JOBS:-2}" --target gpu_ops_test gpu_model_test moe-bench-gpu moe-train
     rm -rf "$BUNDLE"
     mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
-    local bins=("$build/gpu/gpu_ops_test" "$build/bench/moe-bench-gpu" "$build/app/moe-train")
+    local bins=("$build/gpu/gpu_ops_test" "$build/gpu/gpu_model_test" "$build/bench/moe-bench-gpu" "$build/app/moe-train")
     for b in "${bins[@]}"; do
         cp "$b" "$BUNDLE/bin/"
         strip --strip-debug "$BUNDLE/bin/$(basename "$b")"
@@ -40,13 +44,21 @@ bundle() {
             *) cp -L "$lib" "$BUNDLE/lib/" ;;
         esac
     done
-    du -sh "$BUNDLE"
-    echo "bundle ready: call the device tool with command 'scripts/gpu-test.sh run' and carry ['.device-carry/gpu-bundle']"
+    # xz: OpenBLAS alone is 35 MB; the device tool carries at most 64 MiB.
+    tar -C "$(dirname "$BUNDLE")" -cJf "$BUNDLE.tar.xz" "$(basename "$BUNDLE")"
+    rm -rf "$BUNDLE"
+    du -sh "$BUNDLE.tar.xz"
+    echo "bundle ready: call the device tool with command 'scripts/gpu-test.sh run' and carry ['.device-carry/gpu-bundle.tar.xz']"
 }
 
 run() {
     local out="${OUT:-$ROOT/gpu-test-out}"
     mkdir -p "$out"
+    if [[ -f "$BUNDLE.tar.xz" ]]; then
+        local unpack; unpack="$(mktemp -d)"
+        tar -C "$unpack" -xJf "$BUNDLE.tar.xz"
+        BUNDLE="$unpack/gpu-bundle"
+    fi
     [[ -d "$BUNDLE/bin" ]] || { echo "no bundle: run 'scripts/gpu-test.sh bundle' on the build machine first"; exit 2; }
     # cuBLAS from the machine: the toolkit's lib64, or the nvidia-cublas wheel of its Python.
     local cublas_dir=""
@@ -63,32 +75,35 @@ run() {
     local status=0
     echo "== GPU op tests (CudaBackend vs CpuBackend)"
     "$BUNDLE/bin/gpu_ops_test" 2>&1 | tee "$out/gpu_ops_test.log" || status=1
-    echo "== moe-train --device cuda:0 (expected: the clear 'not yet on the device' refusal)"
-    "$BUNDLE/bin/moe-train" "$ROOT/projects/tiny-tasks.json" --device cuda:0 --summary 2>&1 | tee "$out/device_choice.log" || true
-    # A small training step (forward, backward, AdamW) under each sanitizer tool.
-    local small=(--batch 2 --seq 64 --dim 128 --heads 4 --head-dim 32 --experts 8 --topk 2 --ffn 64 --iters 1 --warmup 1)
+    echo "== model-level test (whole model and training, CudaBackend vs CpuBackend)"
+    "$BUNDLE/bin/gpu_model_test" 2>&1 | tee "$out/gpu_model_test.log" || status=1
+    local tmp; tmp="$(mktemp -d)"
     if command -v compute-sanitizer >/dev/null; then
-        for tool in memcheck racecheck initcheck; do
-            echo "== compute-sanitizer --tool $tool on one training step"
-            compute-sanitizer --tool "$tool" --error-exitcode 3 "$BUNDLE/bin/moe-bench-gpu" "${small[@]}" \
-                >"$out/sanitizer_$tool.log" 2>&1 || status=1
-            tail -3 "$out/sanitizer_$tool.log"
-        done
-        echo "== compute-sanitizer memcheck on the op tests"
-        compute-sanitizer --tool memcheck --error-exitcode 3 "$BUNDLE/bin/gpu_ops_test" \
-            >"$out/sanitizer_ops.log" 2>&1 || status=1
-        tail -3 "$out/sanitizer_ops.log"
+        echo "== compute-sanitizer memcheck on whole-model training (tiny-tasks, 2 steps, cuda:0)"
+        timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUNDLE/bin/moe-train" \
+            "$ROOT/projects/tiny-tasks.json" --device cuda:0 --steps 2 --out "$tmp/memcheck.h5" \
+            >"$out/sanitizer_train.log" 2>&1 || status=1
+        tail -3 "$out/sanitizer_train.log"
     else
-        echo "compute-sanitizer not found: sanitizer runs skipped" | tee "$out/sanitizer_memcheck.log"
+        echo "compute-sanitizer not found: sanitizer run skipped" | tee "$out/sanitizer_train.log"
     fi
-    echo "== benchmark (median of the timed steps)"
-    # shellcheck disable=SC2086
-    "$BUNDLE/bin/moe-bench-gpu" --peak-tflops "${PEAK_TFLOPS:-67}" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" || status=1
-    "$BUNDLE/bin/moe-bench-gpu" --peak-tflops "${PEAK_TFLOPS:-67}" --window 256 ${BENCH_ARGS:-} 2>&1 | tee -a "$out/bench.log" || status=1
+    echo "== a real run on the GPU (tiny-tasks, 40 steps) and its report"
+    "$BUNDLE/bin/moe-train" "$ROOT/projects/tiny-tasks.json" --device cuda:0 --steps 40 \
+        --out "$tmp/tiny.h5" 2>&1 | tail -4 | tee "$out/train_tiny.log" || status=1
+    "$BUNDLE/bin/moe-train" --report "$tmp/tiny.h5" 2>&1 | tee -a "$out/train_tiny.log" || status=1
+    echo "== training benchmark: projects/small-gpu.json, B 8 x S 1024, no MTP"
+    for mode in fp32 bf16; do
+        local peak="${PEAK_FP32:-51}"
+        [[ $mode == bf16 ]] && peak="${PEAK_BF16:-820}"
+        "$BUNDLE/bin/moe-train" "$ROOT/projects/small-gpu.json" --device cuda:0 --precision "$mode" \
+            --batch 8 --seq 1024 --no-mtp --bench-steps "${BENCH_STEPS:-3}" --peak-tflops "$peak" \
+            2>&1 | tee -a "$out/bench.log" || status=1
+    done
+    rm -rf "$tmp"
     echo "== summary"
-    grep -E "checks passed|^FAIL|SKIP" "$out/gpu_ops_test.log" || true
-    grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|sanitizer not found" "$out"/sanitizer_*.log || true
-    grep -E "tokens/s" "$out/bench.log" || true
+    grep -HE "checks passed|^FAIL|SKIP" "$out/gpu_ops_test.log" "$out/gpu_model_test.log" || true
+    grep -hE "ERROR SUMMARY|sanitizer not found" "$out"/sanitizer_*.log || true
+    grep -E "^bench:|^BENCH" "$out/bench.log" || true
     exit $status
 }
 

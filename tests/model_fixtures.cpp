@@ -85,11 +85,18 @@ Project shrunk_tiny_tasks(int64_t steps) {
 }
 
 void spread_router(Model& model, uint64_t seed) {
+    std::vector<float> host;  // drawn on the host, copied to wherever the model lives
     for (Parameter* p : model.parameters().all()) {
         const std::string& n = p->name;
-        if (n.ends_with(".mlp.gate.weight")) fill_uniform(p->value.data(), p->value.numel(), seed + 1, 1.0f);
-        if (n.find("e_score_correction_bias") != std::string::npos)
-            fill_uniform(p->value.data(), p->value.numel(), seed + 2, 0.05f);
+        host.resize(static_cast<size_t>(p->value.numel()));
+        if (n.ends_with(".mlp.gate.weight")) {
+            fill_uniform(host.data(), p->value.numel(), seed + 1, 1.0f);
+            p->value.copy_from_host(host.data());
+        }
+        if (n.find("e_score_correction_bias") != std::string::npos) {
+            fill_uniform(host.data(), p->value.numel(), seed + 2, 0.05f);
+            p->value.copy_from_host(host.data());
+        }
         ++seed;
     }
 }

@@ -17,6 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "backend_factory.h"
 #include "core/driver_gpus.h"
 #include "auth.h"
 #include "core/error.h"
@@ -231,10 +232,17 @@ json WorkerServer::devices() const {
     const int cores = QThread::idealThreadCount();
     out.push_back({{"id", "cpu"}, {"kind", "cpu"}, {"name", "CPU (" + std::to_string(cores) + " threads)"},
                    {"threads", cores}, {"available", true}});
-    int i = 0;
-    for (const QString& g : nvidia_gpus())
-        out.push_back({{"id", "cuda:" + std::to_string(i++)}, {"kind", "gpu"}, {"name", str(g)},
-                       {"available", false}, {"reason", "this worker's engine has no CUDA backend"}});
+    std::string problem;
+    const std::vector<moe::app::DeviceChoice> devices = moe::app::available_devices(&problem);
+    for (size_t k = 1; k < devices.size(); ++k)  // [0] is the CPU
+        out.push_back({{"id", devices[k].id}, {"kind", "gpu"}, {"name", devices[k].label},
+                       {"available", true}});
+    if (devices.size() == 1) {  // no usable GPU: list what the driver reports, and why not
+        int i = 0;
+        for (const QString& g : nvidia_gpus())
+            out.push_back({{"id", "cuda:" + std::to_string(i++)}, {"kind", "gpu"}, {"name", str(g)},
+                           {"available", false}, {"reason", problem}});
+    }
     return out;
 }
 

@@ -39,12 +39,11 @@ Inspection inspect_tokens(Model& model, const std::vector<int32_t>& tokens) {
         std::vector<float> bias(static_cast<size_t>(out.E), 0.0f);
         for (MoeLayer* m : moe)
             if (m->layer_index() == r.layer && m->has_bias())
-                std::memcpy(bias.data(), m->bias().value.data(), sizeof(float) * bias.size());
+                m->bias().value.copy_to_host(bias.data());
         out.bias.push_back(std::move(bias));
     }
     for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-        const Tensor& p = model.attention_probs(l);
-        out.attention.emplace_back(p.data(), p.data() + p.numel());
+        out.attention.push_back(model.attention_probs(l).to_host());
     }
     return out;
 }

@@ -89,11 +89,10 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
     for (Parameter* p : model.parameters().all())
         if (is_projection_weight(p->name, p->value.rank())) {
             weights.push_back(p);
-            saved[p->name].assign(p->value.data(), p->value.data() + p->value.numel());
+            saved[p->name] = p->value.to_host();  // the model may live on a device
         }
     auto restore = [&] {
-        for (Parameter* p : weights)
-            std::copy(saved[p->name].begin(), saved[p->name].end(), p->value.data());
+        for (Parameter* p : weights) p->value.copy_from_host(saved[p->name].data());
     };
     const bool has_moe = !model.moe_layers().empty();
     const double lambda = 0.0;  // main loss only: MTP modules are not used for inference
@@ -110,10 +109,13 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
             int64_t count = 0;
             for (Parameter* p : weights) {
                 const auto& shape = p->value.shape();
-                bits += quantize_weight(f, p->value.data(), shape[0], shape[1]);
+                // Quantized on the host, then put in place on the model's device.
                 const auto& w0 = saved[p->name];
+                std::vector<float> q = w0;
+                bits += quantize_weight(f, q.data(), shape[0], shape[1]);
+                p->value.copy_from_host(q.data());
                 for (int64_t i = 0; i < p->value.numel(); ++i) {
-                    const double d = double(p->value[i]) - w0[static_cast<size_t>(i)];
+                    const double d = double(q[static_cast<size_t>(i)]) - w0[static_cast<size_t>(i)];
                     err2 += d * d;
                     norm2 += double(w0[static_cast<size_t>(i)]) * w0[static_cast<size_t>(i)];
                 }

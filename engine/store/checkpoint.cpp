@@ -254,7 +254,7 @@ void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
     for (Parameter* p : params.all()) {
         const auto& loc = ct.by_name.at(p->name);
         if (loc.entry->dtype.rfind("F8_", 0) != 0) {
-            loc.reader->read_f32_into(p->name, p->value.data(), p->value.numel());
+            loc.reader->read_f32_into(p->name, p->value);
             continue;
         }
         const std::string scale_name = p->name + "_scale_inv";
@@ -267,7 +267,9 @@ void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
         q.codes = loc.reader->read_bytes_u8(p->name);
         q.scales.resize(static_cast<size_t>(sloc.entry->numel()));
         sloc.reader->read_f32_into(scale_name, q.scales.data(), sloc.entry->numel());
-        dequantize_blocks(q, p->value.data(), q.cols);
+        std::vector<float> host(static_cast<size_t>(p->value.numel()));
+        dequantize_blocks(q, host.data(), q.cols);
+        p->value.copy_from_host(host.data());
     }
 }
 

@@ -405,7 +405,23 @@ bool SafetensorsWriter::contains(const std::string& name) const {
 }
 
 void SafetensorsWriter::add_f32(const std::string& name, const Tensor& tensor) {
-    add_f32(name, tensor.data(), tensor.shape());
+    if (tensor.on_host()) {
+        add_f32(name, tensor.data(), tensor.shape());
+        return;
+    }
+    check_new_name(name);
+    host_copies_.push_back(tensor.to_host());
+    add_f32(name, host_copies_.back().data(), tensor.shape());
+}
+
+void SafetensorsReader::read_f32_into(const std::string& name, Tensor& dst) const {
+    if (dst.on_host()) {
+        read_f32_into(name, dst.data(), dst.numel());
+        return;
+    }
+    std::vector<float> host(static_cast<size_t>(dst.numel()));
+    read_f32_into(name, host.data(), dst.numel());
+    dst.copy_from_host(host.data());
 }
 
 void SafetensorsWriter::add_f32(const std::string& name, const float* data, const Shape& shape) {

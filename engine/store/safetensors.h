@@ -4,6 +4,7 @@
 // buffer (offsets are relative to its start). This is the format of HuggingFace checkpoints, so
 // files written here load in PyTorch/transformers and theirs load here.
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <string>
 #include <vector>
@@ -52,6 +53,8 @@ public:
     Tensor read_f32(const std::string& name) const;
     // Same, into caller memory of exactly `count` elements (loads parameters without a copy).
     void read_f32_into(const std::string& name, float* dst, int64_t count) const;
+    // Into a tensor on any device (through host memory when it is on a device).
+    void read_f32_into(const std::string& name, Tensor& dst) const;
     // The raw bytes of a one-byte dtype (U8, I8, F8_E4M3, F8_E5M2), e.g. FP8 codes to decode
     // with their block scales; other dtypes are a FileError naming the tensor.
     std::vector<uint8_t> read_bytes_u8(const std::string& name) const;
@@ -76,7 +79,8 @@ private:
 
 // Collects tensors and metadata, then writes one file atomically. fp32 data is NOT copied: the
 // Tensor or pointer passed to add_f32 must stay alive and unchanged until write() returns (a
-// model's parameters are saved without doubling memory). int32 data is copied.
+// model's parameters are saved without doubling memory). int32 data is copied, and so is a
+// tensor on a device (read back into host memory the writer owns).
 class SafetensorsWriter {
 public:
     void add_f32(const std::string& name, const Tensor& tensor);
@@ -108,6 +112,7 @@ private:
     void check_new_name(const std::string& name) const;
 
     std::vector<Item> items_;
+    std::deque<std::vector<float>> host_copies_;  // device tensors, read back (stable addresses)
     std::map<std::string, std::string> metadata_;
 };
 

@@ -22,8 +22,11 @@ EvalReport evaluate(Model& model, DataLoader& data, int64_t batches, double mtp_
     for (size_t i = 0; i < val.size(); ++i) {
         const Batch& b = val[i];
         model.forward(b, opt);
-        const float* losses = model.token_losses().data();
-        const float* logits = model.logits().data();
+        // Read back to the host (the model may live on a device).
+        const std::vector<float> host_losses = model.token_losses().to_host();
+        const std::vector<float> host_logits = model.logits().to_host();
+        const float* losses = host_losses.data();
+        const float* logits = host_logits.data();
         const int64_t T = b.seq_len;
         for (int64_t s = 0; s < b.batch; ++s)
             for (int64_t t = 0; t < T; ++t) {

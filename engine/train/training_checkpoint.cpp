@@ -130,7 +130,7 @@ void load_training_tensors(const std::string& dir, Model& model, AdamW& optimize
             throw FileError(path, "optimizer tensor '" + name + "' has shape " +
                                       shape_to_string(e->shape) + ", the model needs " +
                                       shape_to_string(tensor->shape()));
-        reader.read_f32_into(name, tensor->data(), tensor->numel());
+        reader.read_f32_into(name, *tensor);
     }
 }
 

@@ -24,6 +24,10 @@ __global__ void scale_2d_k(float* x, int64_t ld, int64_t rows, int64_t cols, flo
     }
 }
 
+__global__ void to_bf16_bits_k(const float* x, int64_t n, uint16_t* out) {
+    MOE_GRID_LOOP(i, n) out[i] = static_cast<uint16_t>(__float_as_uint(x[i]) >> 16);
+}
+
 __global__ void swiglu_forward_k(const float* g, const float* u, int64_t n, float* out) {
     MOE_GRID_LOOP(i, n) out[i] = g[i] * sigmoidf_stable(g[i]) * u[i];
 }
@@ -91,6 +95,12 @@ cudaError_t scale_2d(float* x, int64_t ld, int64_t rows, int64_t cols, float alp
                      bool beta_rule) {
     if (rows <= 0 || cols <= 0) return cudaSuccess;
     scale_2d_k<<<grid_for(rows * cols), kThreads>>>(x, ld, rows, cols, alpha, beta_rule);
+    return launched();
+}
+
+cudaError_t to_bf16_bits(const float* x, int64_t n, uint16_t* out) {
+    if (n <= 0) return cudaSuccess;
+    to_bf16_bits_k<<<grid_for(n), kThreads>>>(x, n, out);
     return launched();
 }
 

@@ -23,6 +23,9 @@ cudaError_t copy_2d(const float* src, int64_t src_stride, float* dst, int64_t ds
 // rule: NaN in C is overwritten).
 cudaError_t scale_2d(float* x, int64_t ld, int64_t rows, int64_t cols, float alpha,
                      bool beta_rule);
+// Values already on the bf16 grid (fake_quantize with BF16) to their bf16 bit patterns: the
+// upper 16 bits, exact. The input of the bf16 tensor-core GEMM.
+cudaError_t to_bf16_bits(const float* x, int64_t n, uint16_t* out);
 cudaError_t swiglu_forward(const float* g, const float* u, int64_t n, float* out);
 cudaError_t swiglu_backward(const float* dout, const float* g, const float* u, int64_t n,
                             float* dg, float* du);
