@@ -96,9 +96,11 @@ void RemoteSession::start(const Project& project, const TrainerPaths& paths, int
 }
 
 void RemoteSession::resume_from(const std::string& checkpoint_dir, const TrainerPaths& paths, int threads,
-                                int64_t total_steps) {
-    launch({{"type", "resume_from"}, {"checkpoint", checkpoint_dir}, {"threads", threads}, {"total_steps", total_steps}},
-           paths);
+                                int64_t total_steps, const std::string& device) {
+    nlohmann::json m{{"type", "resume_from"}, {"checkpoint", checkpoint_dir}, {"threads", threads},
+                     {"total_steps", total_steps}};
+    if (!device.empty()) m["device"] = device;
+    launch(m, paths);
 }
 
 void RemoteSession::attach(int session_id, const std::string& remote_run_file, const std::string& local_mirror) {

@@ -38,7 +38,7 @@ public:
     void start(const Project& project, const TrainerPaths& paths, int threads = 0) override;
     // checkpoint_dir: a step-* folder on the worker, relative to its runs folder.
     void resume_from(const std::string& checkpoint_dir, const TrainerPaths& paths, int threads = 0,
-                     int64_t total_steps = 0) override;
+                     int64_t total_steps = 0, const std::string& device = "") override;
     void pause() override;
     void resume() override;
     void step_once() override;

@@ -307,14 +307,15 @@ void MainWindow::on_engine_state() {
     }
     engine_label_->setToolTip(engine_->last_error());
     if (s == S::Connected) {
-        QStringList names, reasons;
+        QStringList names, reasons, ids;
         QList<bool> available;
         for (const auto& d : engine_->devices()) {
             names << QString::fromStdString(d.value("name", "?"));
+            ids << QString::fromStdString(d.value("id", "cpu"));
             available << d.value("available", false);
             reasons << QString::fromStdString(d.value("reason", ""));
         }
-        launcher_->set_remote_devices(where, names, available, reasons);
+        launcher_->set_remote_devices(where, names, available, reasons, ids);
         append_log("info", tr("connected to engine %1 (%2 devices)").arg(where).arg(names.size()));
     } else if (s == S::Disconnected || s == S::Failed) {
         launcher_->set_remote_devices({}, {}, {}, {});
@@ -342,7 +343,8 @@ void MainWindow::resume_from_checkpoint() {
         return;
     }
     launcher_->set_run_active(true);
-    if (!session_->resume_from(dir, launcher_->threads())) launcher_->set_run_active(false);
+    if (!session_->resume_from(dir, launcher_->threads(), 0, launcher_->device_id()))
+        launcher_->set_run_active(false);
 }
 
 // On a worker the checkpoint lives in the worker's runs folder: list its step-* folders (from
@@ -378,7 +380,8 @@ void MainWindow::resume_remote_checkpoint() {
         if (!ok || dir.isEmpty() || self->session_->active()) return;
         if (!self->session_->use_remote(self->engine_)) return;
         self->launcher_->set_run_active(true);
-        if (!self->session_->resume_from(dir, self->launcher_->threads())) self->launcher_->set_run_active(false);
+        if (!self->session_->resume_from(dir, self->launcher_->threads(), 0, self->launcher_->device_id()))
+            self->launcher_->set_run_active(false);
         self->update_actions();
     });
 }

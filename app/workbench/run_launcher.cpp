@@ -16,6 +16,7 @@
 #include <QThread>
 #include <QVBoxLayout>
 
+#include "backend_factory.h"
 #include "core/driver_gpus.h"
 #include "model/summary.h"
 #include "workbench/project_form.h"
@@ -70,8 +71,14 @@ RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
     auto* wf = new QFormLayout(where);
     device_ = new QComboBox;
     device_->setObjectName("device");
-    device_->addItem(tr("This computer — CPU"), QString("local"));
-    device_->setToolTip(tr("Where the run trains: this computer, or a moe-worker (File > Connect to engine…)"));
+    // This computer's CPU and every GPU the CUDA backend can use (app/backend_factory.h).
+    std::string gpu_problem;
+    const std::vector<moe::app::DeviceChoice> local = moe::app::available_devices(&gpu_problem);
+    for (const moe::app::DeviceChoice& d : local)
+        device_->addItem(tr("This computer — %1").arg(qs(d.label)), QString("local:%1").arg(qs(d.id)));
+    local_devices_ = device_->count();
+    device_->setToolTip(tr("Where the run trains: this computer's CPU or GPUs, or a moe-worker's (File > "
+                           "Connect to engine…)"));
     wf->addRow(tr("Device"), device_);
     connect(device_, &QComboBox::currentIndexChanged, this, [this] {
         update_start();
@@ -85,15 +92,23 @@ RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
     gpus_ = new QListWidget;
     gpus_->setObjectName("gpus");
     gpus_->setMaximumHeight(48);
-    QStringList gpus = nvidia_gpus();
-    const QString reason = tr("GPU training: not yet");
-    if (gpus.isEmpty()) gpus << tr("no GPU found");
-    for (const QString& g : gpus) {
-        auto* item = new QListWidgetItem(g + " — " + reason);
-        item->setFlags(Qt::NoItemFlags);  // greyed: cannot be chosen
-        item->setToolTip(tr("The CUDA backend implements and tests every op, but the trainer does not "
-                            "place the model on a GPU yet (docs/performance.md). Remote workers run on their CPU."));
-        gpus_->addItem(item);
+    if (local.size() > 1) {
+        for (size_t i = 1; i < local.size(); ++i) {
+            auto* item = new QListWidgetItem(qs(local[i].label) + tr(" — choose it as the device above"));
+            item->setFlags(Qt::ItemIsEnabled);
+            gpus_->addItem(item);
+        }
+    } else {
+        // No usable GPU: show what the driver reports, greyed, and why it cannot train.
+        QStringList gpus = nvidia_gpus();
+        if (gpus.isEmpty()) gpus << tr("no GPU found");
+        for (const QString& g : gpus) {
+            auto* item = new QListWidgetItem(g + " — " + qs(gpu_problem));
+            item->setFlags(Qt::NoItemFlags);  // greyed: cannot be chosen
+            item->setToolTip(tr("GPU training needs a build with the CUDA backend and a working driver: %1")
+                                 .arg(qs(gpu_problem)));
+            gpus_->addItem(item);
+        }
     }
     wf->addRow(tr("GPUs"), gpus_);
     top->addWidget(where);
@@ -162,7 +177,19 @@ bool RunLauncher::open_project(const QString& path) {
 
 void RunLauncher::set_project(const Project& project) { form_->set_project(project); }
 
-Project RunLauncher::project() const { return form_->project(); }
+Project RunLauncher::project() const {
+    Project p = form_->project();
+    p.training.device = device_id().toStdString();
+    return p;
+}
+
+QString RunLauncher::device_id() const {
+    // "local:<id>" or "remote:<index>:<id>": the id is the engine's device name.
+    const QString data = device_->currentData().toString();
+    if (data.startsWith("local:")) return data.mid(6);
+    const int second = data.indexOf(':', 7);
+    return second > 0 ? data.mid(second + 1) : QString("cpu");
+}
 
 int RunLauncher::threads() const { return threads_->value(); }
 
@@ -172,14 +199,15 @@ void RunLauncher::set_run_active(bool active) {
 }
 
 void RunLauncher::set_remote_devices(const QString& server, const QStringList& names, const QList<bool>& available,
-                                     const QStringList& reasons) {
+                                     const QStringList& reasons, const QStringList& ids) {
     const bool was_remote = remote_selected();
-    for (int i = device_->count() - 1; i >= 1; --i) device_->removeItem(i);
+    for (int i = device_->count() - 1; i >= local_devices_; --i) device_->removeItem(i);
     for (int i = 0; i < names.size(); ++i) {
         const bool ok = i < available.size() && available[i];
         const QString reason = i < reasons.size() ? reasons[i] : QString();
+        const QString id = i < ids.size() ? ids[i] : QString("cpu");
         device_->addItem(tr("%1 — %2").arg(server, names[i]) + (ok ? QString() : " (" + reason + ")"),
-                         QString("remote:%1").arg(i));
+                         QString("remote:%1:%2").arg(i).arg(id));
         if (!ok) {
             // Greyed: listed so users see the worker's GPUs, but it cannot train on them.
             if (auto* model = qobject_cast<QStandardItemModel*>(device_->model()))
@@ -189,8 +217,8 @@ void RunLauncher::set_remote_devices(const QString& server, const QStringList& n
     if (was_remote && !remote_selected()) device_->setCurrentIndex(0);
     // A fresh connection: its first usable device becomes the choice.
     if (!server.isEmpty() && !was_remote)
-        for (int i = 1; i < device_->count(); ++i)
-            if (i - 1 < available.size() && available[i - 1]) {
+        for (int i = local_devices_; i < device_->count(); ++i)
+            if (i - local_devices_ < available.size() && available[i - local_devices_]) {
                 device_->setCurrentIndex(i);
                 break;
             }
@@ -222,8 +250,7 @@ void RunLauncher::update_summary() {
 void RunLauncher::update_start() {
     start_->setEnabled(form_->valid() && !run_active_);
     error_->setText(form_->valid() ? QString() : form_->error());
-    start_->setToolTip(form_->valid() ? (remote_selected() ? tr("Train this project on %1").arg(device_->currentText())
-                                                           : tr("Train this project on this computer's CPU"))
+    start_->setToolTip(form_->valid() ? tr("Train this project on %1").arg(device_->currentText())
                                       : tr("Fix the project first: %1").arg(form_->error()));
 }
 

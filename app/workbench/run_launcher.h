@@ -39,7 +39,10 @@ public:
     // (`devices`: the worker's JSON list: id, name, kind, available, reason). An empty server
     // removes them (disconnected).
     void set_remote_devices(const QString& server, const QStringList& names, const QList<bool>& available,
-                            const QStringList& reasons);
+                            const QStringList& reasons, const QStringList& ids = {});
+    // The engine's name of the chosen device ("cpu", "cuda:0"), on this computer or the worker;
+    // project() puts it in training.device.
+    QString device_id() const;
     // True when the chosen device is on the worker.
     bool remote_selected() const;
     QComboBox* device_box() const { return device_; }
@@ -54,6 +57,7 @@ private:
     void update_summary();
     void update_start();
 
+    int local_devices_ = 1;  // this computer's entries at the top of the device box
     ProjectForm* form_ = nullptr;
     QComboBox* presets_ = nullptr;
     QLabel* summary_ = nullptr;

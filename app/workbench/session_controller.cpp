@@ -77,7 +77,8 @@ bool SessionController::start(const moe::Project& project, int threads) {
     }
 }
 
-bool SessionController::resume_from(const QString& checkpoint_dir, int threads, int64_t total_steps) {
+bool SessionController::resume_from(const QString& checkpoint_dir, int threads, int64_t total_steps,
+                                    const QString& device) {
     try {
         // Named after the run the checkpoint belongs to: <run>.ckpt/step-N -> <run>-resumed-...
         QDir ckpt_root = QFileInfo(checkpoint_dir).dir();
@@ -86,7 +87,8 @@ bool SessionController::resume_from(const QString& checkpoint_dir, int threads, 
         const TrainerPaths paths = new_paths((name + "-resumed").toStdString());
         pending_run_file_ = QString::fromStdString(paths.run_file);
         last_step_ = {};
-        session_->resume_from(checkpoint_dir.toStdString(), paths, threads, total_steps);
+        session_->resume_from(checkpoint_dir.toStdString(), paths, threads, total_steps,
+                              device.toStdString());
         return true;
     } catch (const std::exception& e) {
         emit failed(QString::fromStdString(e.what()), {});

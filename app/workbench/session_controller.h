@@ -40,7 +40,8 @@ public:
 
     // false (and `failed`) when the session refuses at once; later errors come as `failed`.
     bool start(const moe::Project& project, int threads);
-    bool resume_from(const QString& checkpoint_dir, int threads, int64_t total_steps = 0);
+    bool resume_from(const QString& checkpoint_dir, int threads, int64_t total_steps = 0,
+                     const QString& device = {});
 
 public slots:
     void pause();

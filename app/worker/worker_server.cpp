@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "backend_factory.h"
+#include "core/device.h"
 #include "core/driver_gpus.h"
 #include "auth.h"
 #include "core/error.h"
@@ -452,7 +453,10 @@ json ClientConnection::start(const json& m, bool resume) {
     auto ws = std::make_unique<WorkerSession>(server_, sid, stem + ".h5", root.filePath(stem + ".h5"));
     if (resume) {
         const int64_t total = remote::get_int_or(m, "total_steps", 0, INT64_MAX, 0);
-        ws->session().resume_from(str(checkpoint), paths, threads, total);
+        // Optional: the device to continue on (a checkpoint from another machine's GPU).
+        const std::string device = m.contains("device") ? remote::get_string(m, "device", 16) : "";
+        if (!device.empty()) moe::parse_device(device, "device");
+        ws->session().resume_from(str(checkpoint), paths, threads, total, device);
     } else {
         ws->session().start(project, paths, threads);
     }

@@ -38,8 +38,8 @@ void LocalSession::start(const Project& project, const TrainerPaths& paths, int 
 }
 
 void LocalSession::resume_from(const std::string& checkpoint_dir, const TrainerPaths& paths,
-                               int threads, int64_t total_steps) {
-    launch([=] { return Trainer::resume(checkpoint_dir, paths, threads, total_steps); },
+                               int threads, int64_t total_steps, const std::string& device) {
+    launch([=] { return Trainer::resume(checkpoint_dir, paths, threads, total_steps, device); },
            paths.run_file);
 }
 

@@ -24,7 +24,8 @@ public:
     void set_listener(SessionListener listener) override;
     void start(const Project& project, const TrainerPaths& paths, int threads = 0) override;
     void resume_from(const std::string& checkpoint_dir, const TrainerPaths& paths,
-                     int threads = 0, int64_t total_steps = 0) override;
+                     int threads = 0, int64_t total_steps = 0,
+                     const std::string& device = "") override;
     void pause() override;
     void resume() override;
     void step_once() override;

@@ -51,9 +51,10 @@ public:
     // Starting while a run is active throws Error; after Finished/Failed a new run may start.
     virtual void start(const Project& project, const TrainerPaths& paths, int threads = 0) = 0;
     // Continues a checkpoint (a step-NNNNNNNN directory) into a new run file; total_steps > 0
-    // raises the run's length.
+    // raises the run's length; a non-empty device ("cpu", "cuda:0") replaces the checkpoint's.
     virtual void resume_from(const std::string& checkpoint_dir, const TrainerPaths& paths,
-                             int threads = 0, int64_t total_steps = 0) = 0;
+                             int threads = 0, int64_t total_steps = 0,
+                             const std::string& device = "") = 0;
 
     virtual void pause() = 0;
     virtual void resume() = 0;
