@@ -21,7 +21,7 @@
 
 namespace moe {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
 public:
     explicit CpuBackend(int threads = 0);  // 0 = all cores
 
