@@ -184,7 +184,8 @@ int write_logits(const std::string& ckpt, const std::string& tokens_path, const 
 
 // Validation loss and routing of a checkpoint with its projection weights quantized to each
 // format (engine/inspect/weight_quantization.h), as a table.
-int quant_eval(const std::string& ckpt, const std::string& formats_csv, int threads) {
+int quant_eval(const std::string& ckpt, const std::string& formats_csv, int threads,
+               const std::string& device) {
     std::vector<moe::WeightFormat> formats;
     if (formats_csv.empty()) {
         formats = moe::default_weight_formats();
@@ -192,7 +193,8 @@ int quant_eval(const std::string& ckpt, const std::string& formats_csv, int thre
         std::stringstream ss(formats_csv);
         for (std::string f; std::getline(ss, f, ',');) formats.push_back(moe::WeightFormat::parse(f, "--formats"));
     }
-    const moe::CheckpointWeightFormats res = moe::evaluate_checkpoint_weight_formats(ckpt, formats, threads);
+    const moe::CheckpointWeightFormats res = moe::evaluate_checkpoint_weight_formats(ckpt, formats, threads,
+                                                                                 device.empty() ? "cpu" : device);
     std::printf("%s (step %lld): projection weights quantized, %lld validation batches, routing "
                 "compared on %lld probe tokens\n",
                 ckpt.c_str(), static_cast<long long>(res.step), static_cast<long long>(res.eval_batches),
@@ -420,7 +422,7 @@ int main(int argc, char** argv) {
             return write_logits(logits_ckpt, tokens_path, out_path, device, threads, chunk);
         }
         if (!report.empty()) return report_run(report);
-        if (!quant_eval_ckpt.empty()) return quant_eval(quant_eval_ckpt, formats, threads);
+        if (!quant_eval_ckpt.empty()) return quant_eval(quant_eval_ckpt, formats, threads, device);
         if (!resume_path.empty()) {
             const moe::TrainingState st = moe::load_training_state(resume_path);
             const std::string run = out_path.empty() ? default_run_path(st.project.name) : out_path;

@@ -523,16 +523,31 @@ void ClientConnection::download(int64_t id, const json& m) {
           data);
 }
 
+namespace {
+// A request's optional "device" ("cpu", "cuda:N"; default cpu), checked before any work.
+std::string request_device(const json& m) {
+    if (!m.contains("device")) return "cpu";
+    const std::string d = remote::get_string(m, "device", 16);
+    try {
+        moe::parse_device(d, "device");
+    } catch (const std::exception& e) {
+        throw ProtocolError("bad_request", e.what());
+    }
+    return d;
+}
+}  // namespace
+
 void ClientConnection::inspect(int64_t id, const json& m) {
     const std::string rel = remote::get_string(m, "checkpoint");
     const auto path = remote::resolve_inside(server_->options().runs_dir.toStdString(), rel);
     const std::string text = remote::get_string(m, "text", 1 << 16);
     const bool attention = remote::get_bool_or(m, "attention", false);
+    const std::string device = request_device(m);
     QPointer<ClientConnection> self(this);
-    QThreadPool::globalInstance()->start([self, path, rel, text, attention, id] {
+    QThreadPool::globalInstance()->start([self, path, rel, text, attention, device, id] {
         json r;
         try {
-            moe::CheckpointInspector inspector(path.string(), 1);
+            moe::CheckpointInspector inspector(path.string(), 1, device);
             r = remote::make_result(id, {{"inspection", remote::to_json(inspector.inspect_text(text), attention)}});
         } catch (const std::exception& e) {
             r = remote::make_error(id, "engine_error", "inspecting " + rel + ": " + e.what());
@@ -559,11 +574,13 @@ void ClientConnection::quantize(int64_t id, const json& m) {
     } else {
         formats = moe::default_weight_formats();
     }
+    const std::string device = request_device(m);
     QPointer<ClientConnection> self(this);
-    QThreadPool::globalInstance()->start([self, path, rel, formats, id] {
+    QThreadPool::globalInstance()->start([self, path, rel, formats, device, id] {
         json r;
         try {
-            const moe::CheckpointWeightFormats res = moe::evaluate_checkpoint_weight_formats(path.string(), formats, 1);
+            const moe::CheckpointWeightFormats res =
+                moe::evaluate_checkpoint_weight_formats(path.string(), formats, 1, device);
             json rows = json::array();
             for (const auto& x : res.results)
                 rows.push_back({{"format", x.format},

@@ -1,14 +1,16 @@
 #include "inspect/checkpoint_inspector.h"
 
+#include "backend/backend_registry.h"
 #include "core/error.h"
 #include "data/byte_tokenizer.h"
 #include "store/model_checkpoint.h"
 
 namespace moe {
 
-CheckpointInspector::CheckpointInspector(const std::string& dir, int threads)
+CheckpointInspector::CheckpointInspector(const std::string& dir, int threads,
+                                         const std::string& device)
     : dir_(dir), cfg_(load_checkpoint_config(dir)),
-      backend_(std::make_unique<CpuBackend>(threads)),
+      backend_(make_backend(device, threads)),
       model_(std::make_unique<Model>(cfg_, *backend_)) {
     load_model_weights(dir, *model_);
 }

@@ -1,13 +1,13 @@
 #pragma once
 // CheckpointInspector: a model loaded once from a checkpoint directory (config.json + weights)
-// with its own CPU backend, answering routing inspections of texts. The GUI keeps one per open
+// with its own backend (the CPU unless told), answering routing inspections of texts. The GUI keeps one per open
 // checkpoint and calls it off the GUI thread; one call at a time per instance (the backend and
 // the model's forward state are not thread-safe).
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/backend.h"
 #include "inspect/routing_inspection.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -17,8 +17,10 @@ namespace moe {
 class CheckpointInspector {
 public:
     // Reads dir/config.json and the weights: FileError/ConfigError naming the path otherwise.
-    // threads: CPU threads for the forward pass (0 = all cores).
-    explicit CheckpointInspector(const std::string& dir, int threads = 1);
+    // threads: CPU threads for the forward pass (0 = all cores); device: "cpu" or "cuda:N"
+    // (make_backend).
+    explicit CheckpointInspector(const std::string& dir, int threads = 1,
+                                 const std::string& device = "cpu");
     ~CheckpointInspector();
     CheckpointInspector(const CheckpointInspector&) = delete;
     CheckpointInspector& operator=(const CheckpointInspector&) = delete;
@@ -35,7 +37,7 @@ public:
 private:
     std::string dir_;
     ModelConfig cfg_;
-    std::unique_ptr<CpuBackend> backend_;
+    std::unique_ptr<Backend> backend_;
     std::unique_ptr<Model> model_;
 };
 

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <map>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/backend_registry.h"
 #include "core/error.h"
 #include "store/model_checkpoint.h"
 #include "train/training_checkpoint.h"
@@ -138,12 +138,14 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
 
 CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& checkpoint_dir,
                                                            const std::vector<WeightFormat>& formats,
-                                                           int threads) {
+                                                           int threads,
+                                                           const std::string& device) {
     const TrainingState st = load_training_state(checkpoint_dir);
     const TrainingSettings& tr = st.project.training;
     const ModelConfig cfg = load_checkpoint_config(checkpoint_dir);
-    CpuBackend backend(threads > 0 ? threads : static_cast<int>(tr.threads));
-    Model model(cfg, backend);
+    const std::unique_ptr<Backend> be =
+        make_backend(device, threads > 0 ? threads : static_cast<int>(tr.threads));
+    Model model(cfg, *be);
     load_model_weights(checkpoint_dir, model);
     DataLoader data(tr.data, static_cast<uint64_t>(tr.seed), tr.batch_size, tr.seq_len);
     const ProbeBatch probe = data.probe_batch(tr.probe_tokens);

@@ -52,8 +52,10 @@ struct CheckpointWeightFormats {
     int64_t probe_tokens = 0;
     std::vector<WeightFormatResult> results;
 };
+// device: where the model runs, "cpu" or "cuda:N" (make_backend).
 CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& checkpoint_dir,
                                                            const std::vector<WeightFormat>& formats,
-                                                           int threads = 0);
+                                                           int threads = 0,
+                                                           const std::string& device = "cpu");
 
 }  // namespace moe
