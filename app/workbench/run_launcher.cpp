@@ -91,7 +91,9 @@ RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
     wf->addRow(tr("CPU threads"), threads_);
     gpus_ = new QListWidget;
     gpus_->setObjectName("gpus");
-    gpus_->setMaximumHeight(48);
+    gpus_->setMaximumHeight(56);
+    gpus_->setWordWrap(true);  // names and reasons wrap instead of scrolling sideways
+    gpus_->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
     if (local.size() > 1) {
         for (size_t i = 1; i < local.size(); ++i) {
             auto* item = new QListWidgetItem(qs(local[i].label) + tr(" — choose it as the device above"));
@@ -100,8 +102,13 @@ RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
         }
     } else {
         // No usable GPU: show what the driver reports, greyed, and why it cannot train.
-        QStringList gpus = nvidia_gpus();
-        if (gpus.isEmpty()) gpus << tr("no GPU found");
+        const QStringList gpus = nvidia_gpus();
+        if (gpus.isEmpty()) {
+            auto* item = new QListWidgetItem(tr("no GPU found"));
+            item->setFlags(Qt::NoItemFlags);
+            item->setToolTip(qs(gpu_problem));
+            gpus_->addItem(item);
+        }
         for (const QString& g : gpus) {
             auto* item = new QListWidgetItem(g + " — " + qs(gpu_problem));
             item->setFlags(Qt::NoItemFlags);  // greyed: cannot be chosen
