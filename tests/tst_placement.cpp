@@ -74,9 +74,9 @@ std::vector<float> all_grads(Model& m) {
 
 std::vector<double> run_steps(const Project& p, const std::string& run, int64_t steps,
                               const std::string& resume = "", const std::string& device = "") {
-    std::unique_ptr<Trainer> t = resume.empty()
-                                     ? std::make_unique<Trainer>(p, TrainerPaths{run, run + ".ckpt"}, 1)
-                                     : Trainer::resume(resume, {run, run + ".ckpt"}, 1, 0, device);
+    std::unique_ptr<Trainer> t =
+        resume.empty() ? std::make_unique<Trainer>(p, TrainerPaths{run, run + ".ckpt"}, 1)
+                       : Trainer::resume(resume, {run, run + ".ckpt"}, 1, 0, device);
     std::vector<double> losses;
     while (t->steps_done() < steps) losses.push_back(t->step().loss);
     t->close();
@@ -157,7 +157,8 @@ private slots:
             } else {
                 QVERIFY(p->grad.data() >= s.grad_arena().data() + s.decayed_numel());
             }
-            QCOMPARE(p->grad.data() - s.grad_arena().data(), p->value.data() - s.value_arena().data());
+            QCOMPARE(p->grad.data() - s.grad_arena().data(),
+                     p->value.data() - s.value_arena().data());
         }
         QCOMPARE(s.decayed_numel(), decayed);
         QCOMPARE(s.grad_arena().numel(), trainable);
@@ -183,10 +184,12 @@ private slots:
             packed.step(1e-2, 0.5);
             per_tensor.step(1e-2, 0.5);
         }
-        for (Parameter* p : s.all()) QCOMPARE(p->value.to_host(), loose.at(p->name).value.to_host());
+        for (Parameter* p : s.all())
+            QCOMPARE(p->value.to_host(), loose.at(p->name).value.to_host());
         // Checkpoint names of the moments are unchanged: one m and one v per trainable tensor.
-        QCOMPARE(static_cast<int64_t>(packed.state_tensors().size()), 2 * static_cast<int64_t>(
-                 std::count_if(s.all().begin(), s.all().end(), [](auto* p) { return p->trainable; })));
+        QCOMPARE(static_cast<int64_t>(packed.state_tensors().size()),
+                 2 * static_cast<int64_t>(std::count_if(s.all().begin(), s.all().end(),
+                                                        [](auto* p) { return p->trainable; })));
     }
 
     // The Trainer on the pretend device: same losses as on the CPU; its checkpoint resumes
@@ -235,12 +238,14 @@ private slots:
 
     void factoryMessages() {
         QVERIFY(make_backend("cpu", 1) != nullptr);
-        QCOMPARE(std::string(make_backend("cuda:7", 1)->describe()), std::string("cuda:7 (pretend: host memory)"));
+        QCOMPARE(std::string(make_backend("cuda:7", 1)->describe()),
+                 std::string("cuda:7 (pretend: host memory)"));
         try {
             make_backend("gpu0", 1, "--device");
             QFAIL("gpu0 accepted");
         } catch (const ConfigError& e) {
-            QVERIFY2(QString(e.what()).contains("--device") && QString(e.what()).contains("gpu0"), e.what());
+            QVERIFY2(QString(e.what()).contains("--device") && QString(e.what()).contains("gpu0"),
+                     e.what());
         }
         set_device_backend_maker(nullptr);
         try {
@@ -256,7 +261,9 @@ private slots:
             p.validate();
             QFAIL("cuda:x accepted");
         } catch (const ConfigError& e) {
-            QVERIFY2(QString(e.what()).contains("training.device") && QString(e.what()).contains("cuda:x"), e.what());
+            QVERIFY2(QString(e.what()).contains("training.device") &&
+                         QString(e.what()).contains("cuda:x"),
+                     e.what());
         }
         // The field round-trips through the project's JSON.
         p.training.device = "cuda:3";

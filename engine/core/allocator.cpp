@@ -38,10 +38,16 @@ Allocator& host_allocator() {
     return a;
 }
 
-Allocator& current_allocator() { return g_current ? *g_current : host_allocator(); }
+Allocator& current_allocator() {
+    return g_current ? *g_current : host_allocator();
+}
 
-DeviceScope::DeviceScope(Allocator& a) : previous_(g_current) { g_current = &a; }
+DeviceScope::DeviceScope(Allocator& a) : previous_(g_current) {
+    g_current = &a;
+}
 
-DeviceScope::~DeviceScope() { g_current = previous_; }
+DeviceScope::~DeviceScope() {
+    g_current = previous_;
+}
 
 }  // namespace moe

@@ -35,10 +35,12 @@ public:
 
     // Convenience: host -> this allocator's memory, and back.
     void upload(void* dst, const void* host_src, size_t bytes) {
-        copy(dst, host_src, bytes, device().is_host() ? CopyKind::DeviceToDevice : CopyKind::HostToDevice);
+        copy(dst, host_src, bytes,
+             device().is_host() ? CopyKind::DeviceToDevice : CopyKind::HostToDevice);
     }
     void download(void* host_dst, const void* src, size_t bytes) {
-        copy(host_dst, src, bytes, device().is_host() ? CopyKind::DeviceToDevice : CopyKind::DeviceToHost);
+        copy(host_dst, src, bytes,
+             device().is_host() ? CopyKind::DeviceToDevice : CopyKind::DeviceToHost);
     }
 };
 

@@ -52,11 +52,13 @@ public:
     // Resizes to `values` and copies them in from the host.
     void upload(const std::vector<int32_t>& values) {
         resize(static_cast<int64_t>(values.size()));
-        if (size_) alloc_->upload(data_, values.data(), sizeof(int32_t) * static_cast<size_t>(size_));
+        if (size_)
+            alloc_->upload(data_, values.data(), sizeof(int32_t) * static_cast<size_t>(size_));
     }
     std::vector<int32_t> to_host() const {
         std::vector<int32_t> out(static_cast<size_t>(size_));
-        if (size_) alloc_->download(out.data(), data_, sizeof(int32_t) * static_cast<size_t>(size_));
+        if (size_)
+            alloc_->download(out.data(), data_, sizeof(int32_t) * static_cast<size_t>(size_));
         return out;
     }
 

@@ -26,11 +26,17 @@ int64_t shape_numel(const Shape& shape) {
     return n;
 }
 
-Tensor::Tensor(Shape shape) { resize(shape); }
+Tensor::Tensor(Shape shape) {
+    resize(shape);
+}
 
-Tensor::Tensor(Shape shape, Allocator& allocator) : alloc_(&allocator) { resize(shape); }
+Tensor::Tensor(Shape shape, Allocator& allocator) : alloc_(&allocator) {
+    resize(shape);
+}
 
-Tensor::~Tensor() { release(); }
+Tensor::~Tensor() {
+    release();
+}
 
 void Tensor::release() noexcept {
     if (owned_ && data_) alloc_->deallocate(data_);
@@ -102,23 +108,30 @@ const float* Tensor::host_data() const {
     return data_;
 }
 
-void Tensor::resize(const Shape& shape) { resize_to(shape.data(), shape.size()); }
+void Tensor::resize(const Shape& shape) {
+    resize_to(shape.data(), shape.size());
+}
 
-void Tensor::resize(std::initializer_list<int64_t> dims) { resize_to(dims.begin(), dims.size()); }
+void Tensor::resize(std::initializer_list<int64_t> dims) {
+    resize_to(dims.begin(), dims.size());
+}
 
 void Tensor::resize_to(const int64_t* dims, size_t rank) {
     int64_t n = 1;
     for (size_t i = 0; i < rank; ++i) {
-        if (dims[i] < 0) throw Error("negative tensor dimension in shape " + shape_to_string(Shape(dims, dims + rank)));
+        if (dims[i] < 0)
+            throw Error("negative tensor dimension in shape " +
+                        shape_to_string(Shape(dims, dims + rank)));
         n *= dims[i];
     }
     if (n > capacity_) {
         if (data_ && !owned_)
-            throw Error("a tensor view of " + std::to_string(capacity_) + " values cannot grow to " +
-                        shape_to_string(Shape(dims, dims + rank)));
+            throw Error("a tensor view of " + std::to_string(capacity_) +
+                        " values cannot grow to " + shape_to_string(Shape(dims, dims + rank)));
         if (!alloc_) alloc_ = &current_allocator();
-        void* p = alloc_->allocate(sizeof(float) * static_cast<size_t>(n),
-                                   ("a tensor of shape " + shape_to_string(Shape(dims, dims + rank))).c_str());
+        void* p = alloc_->allocate(
+            sizeof(float) * static_cast<size_t>(n),
+            ("a tensor of shape " + shape_to_string(Shape(dims, dims + rank))).c_str());
         release();
         data_ = static_cast<float*>(p);
         owned_ = true;

@@ -56,11 +56,14 @@ double rel_norm(const std::vector<float>& a, const std::vector<float>& b) {
     return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
-double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-12); }
+double rel(double a, double b) {
+    return std::fabs(a - b) / std::max(std::fabs(b), 1e-12);
+}
 
 std::vector<int32_t> routing_signature(const Model& m) {
     std::vector<int32_t> sig;
-    for (const RoutingRecord& r : m.routing()) sig.insert(sig.end(), r.topk_idx.begin(), r.topk_idx.end());
+    for (const RoutingRecord& r : m.routing())
+        sig.insert(sig.end(), r.topk_idx.begin(), r.topk_idx.end());
     return sig;
 }
 
@@ -80,8 +83,10 @@ void one_batch(const char* name, const ModelConfig& cfg, Backend& cpu, Backend& 
                 name, rc.loss, rg.loss, rel(rg.loss, rc.loss), rel(rg.mtp_loss, rc.mtp_loss),
                 rel(rg.aux_loss, rc.aux_loss), logit_err);
     expect(rel(rg.loss, rc.loss) < 1e-5, std::string(name) + ": main loss");
-    expect(rel(rg.mtp_loss, rc.mtp_loss) < 1e-5 || rc.mtp_loss == 0, std::string(name) + ": MTP loss");
-    expect(rel(rg.aux_loss, rc.aux_loss) < 1e-5 || rc.aux_loss == 0, std::string(name) + ": aux loss");
+    expect(rel(rg.mtp_loss, rc.mtp_loss) < 1e-5 || rc.mtp_loss == 0,
+           std::string(name) + ": MTP loss");
+    expect(rel(rg.aux_loss, rc.aux_loss) < 1e-5 || rc.aux_loss == 0,
+           std::string(name) + ": aux loss");
     expect(logit_err < 1e-5, std::string(name) + ": logits");
     const auto sc = routing_signature(mc), sg = routing_signature(mg);
     expect(!sc.empty() && sc == sg, std::string(name) + ": routing decisions identical");
@@ -98,10 +103,13 @@ void one_batch(const char* name, const ModelConfig& cfg, Backend& cpu, Backend& 
         const double e = rel_norm(q.grad.to_host(), p->grad.to_host());
         ++tensors;
         if (e > worst) worst = e, worst_name = p->name;
-        if (e >= 1e-4) expect(false, std::string(name) + ": gradient of " + p->name + " rel " + std::to_string(e));
+        if (e >= 1e-4)
+            expect(false,
+                   std::string(name) + ": gradient of " + p->name + " rel " + std::to_string(e));
     }
     ++g_checks;
-    std::printf("%s: %d parameter gradients, worst %.2e (%s)\n", name, tensors, worst, worst_name.c_str());
+    std::printf("%s: %d parameter gradients, worst %.2e (%s)\n", name, tensors, worst,
+                worst_name.c_str());
 }
 
 std::vector<double> train(const Project& project, const std::string& run, int64_t steps,
@@ -151,7 +159,8 @@ int main() {
         win.sliding_window = 2;
         one_batch("every feature + window 2", win, cpu, gpu);
 
-        const fs::path dir = fs::temp_directory_path() / ("gpu_model_test_" + std::to_string(::getpid()));
+        const fs::path dir =
+            fs::temp_directory_path() / ("gpu_model_test_" + std::to_string(::getpid()));
         fs::remove_all(dir);
         fs::create_directories(dir);
         for (const char* mode : {"fp32", "bf16"}) {
@@ -163,11 +172,14 @@ int main() {
             const auto lc = train(p, (dir / (std::string("cpu-") + mode + ".h5")).string(), 20);
             p.training.device = "cuda:0";
             const auto lg = train(p, (dir / (std::string("gpu-") + mode + ".h5")).string(), 20);
-            compare_losses((std::string("train 20 steps ") + mode + ", gpu vs cpu").c_str(), lg, lc);
+            compare_losses((std::string("train 20 steps ") + mode + ", gpu vs cpu").c_str(), lg,
+                           lc);
             if (std::string(mode) == "fp32") {
                 // The GPU run's step-10 checkpoint continued on the CPU, and the other way.
-                const std::string gck = checkpoint_dir_name((dir / "gpu-fp32.h5.ckpt").string(), 10);
-                const std::string cck = checkpoint_dir_name((dir / "cpu-fp32.h5.ckpt").string(), 10);
+                const std::string gck =
+                    checkpoint_dir_name((dir / "gpu-fp32.h5.ckpt").string(), 10);
+                const std::string cck =
+                    checkpoint_dir_name((dir / "cpu-fp32.h5.ckpt").string(), 10);
                 compare_losses("gpu checkpoint resumed on the cpu",
                                train(p, (dir / "g2c.h5").string(), 20, gck, "cpu"), lc, 10);
                 compare_losses("cpu checkpoint resumed on the gpu",
