@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -561,18 +562,38 @@ private slots:
         }
         close(fds[1]);
         int64_t flushed = 0, v = 0;
+        bool stalled = false;
+        // Reads the child's progress; a child that stops reporting for 60 s (a hang, seen once
+        // on a loaded machine) ends the wait instead of blocking the test until its timeout.
         auto wait_for = [&](int64_t rows) {
-            while (flushed < rows && read(fds[0], &v, sizeof(v)) == sizeof(v)) flushed = v;
+            while (flushed < rows) {
+                pollfd pfd{fds[0], POLLIN, 0};
+                if (poll(&pfd, 1, 60000) <= 0) {
+                    stalled = true;
+                    return;
+                }
+                if (read(fds[0], &v, sizeof(v)) != sizeof(v)) return;
+                flushed = v;
+            }
+        };
+        auto give_up_if_stalled = [&] {
+            if (!stalled) return false;
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+            close(fds[0]);
+            return true;
         };
         // Live reading from another process (the in-process test shares the writer's HDF5 file
         // object; this one goes through the file on disk, as the GUI of a remote worker does).
         wait_for(20);
+        if (give_up_if_stalled()) QFAIL(qPrintable(QString("the writer child stopped reporting after %1 rows").arg(flushed)));
         {
             RunReader live(p);
             QVERIFY(live.live());
             const int64_t seen = live.metrics_count();
             QVERIFY2(seen >= 20, qPrintable(QString::number(seen)));
             wait_for(seen + 30);
+            if (give_up_if_stalled()) QFAIL(qPrintable(QString("the writer child stopped reporting after %1 rows").arg(flushed)));
             QVERIFY(live.refresh());
             QVERIFY(live.metrics_count() >= seen + 30);
             const MetricsColumns m = live.metrics_since(seen);
@@ -580,6 +601,7 @@ private slots:
             QVERIFY(same(live.routing(seen + 29), routing_row(seen + 29, 2, 5, 2, 8)));
         }
         wait_for(flushed + 20);
+        if (give_up_if_stalled()) QFAIL(qPrintable(QString("the writer child stopped reporting after %1 rows").arg(flushed)));
         QCOMPARE(kill(pid, SIGKILL), 0);
         int status = 0;
         waitpid(pid, &status, 0);
