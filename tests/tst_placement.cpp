@@ -46,6 +46,11 @@ public:
         ++copies[static_cast<int>(kind)];
         std::memmove(dst, src, bytes);
     }
+    void memory_info(size_t& free_bytes, size_t& total_bytes) const override {
+        free_bytes = free_limit;
+        total_bytes = free_limit ? 2 * free_limit : 0;
+    }
+    size_t free_limit = 0;  // 0: not reported (no check)
     std::atomic<int64_t> allocations{0};
     std::atomic<int64_t> copies[3] = {0, 0, 0};
 };
@@ -234,6 +239,26 @@ private slots:
         QVERIFY2(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
                  "operator[] on a device tensor did not abort");
 #endif
+    }
+
+    // Sizes are checked before the arenas are allocated: a device too small for the model
+    // gets a message with the sizes, not an allocation failure deep inside.
+    void deviceTooSmall() {
+        PretendDeviceBackend dev(1);
+        pretend().free_limit = 4096;
+        const int64_t before = pretend().allocations;
+        try {
+            Model m(tiny_full_config(), dev);
+            pretend().free_limit = 0;
+            QFAIL("a model larger than the device was accepted");
+        } catch (const Error& e) {
+            pretend().free_limit = 0;
+            const QString msg = e.what();
+            QVERIFY2(msg.contains("not enough memory on cuda:7") && msg.contains("parameters") &&
+                         msg.contains("free of"),
+                     e.what());
+        }
+        QCOMPARE(int64_t(pretend().allocations), before);  // nothing allocated
     }
 
     void factoryMessages() {

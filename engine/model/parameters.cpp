@@ -56,6 +56,9 @@ void ParameterStore::pack(Allocator& allocator) {
         if (p->trainable) trainable += p->value.numel();
         if (p->trainable && p->value.rank() >= 2) decayed_numel_ += p->value.numel();
     }
+    require_memory(allocator, sizeof(float) * static_cast<size_t>(total + trainable),
+                   "the model's parameters and gradients (" + std::to_string(total) + " + " +
+                       std::to_string(trainable) + " values)");
     values_ = Tensor({total}, allocator);
     grads_ = Tensor({trainable}, allocator);
     int64_t off = 0;

@@ -8,6 +8,9 @@ AdamW::AdamW(ParameterStore& store, Backend& backend, const OptimizerSettings& s
     : be_(backend), store_(store), settings_(settings) {
     Allocator& alloc = backend.allocator();
     if (store.packed()) {
+        require_memory(alloc, 2 * sizeof(float) * static_cast<size_t>(store.grad_arena().numel()),
+                       "the AdamW moments (2 x " + std::to_string(store.grad_arena().numel()) +
+                           " values)");
         m_arena_ = Tensor({store.grad_arena().numel()}, alloc);
         v_arena_ = Tensor({store.grad_arena().numel()}, alloc);
     }
