@@ -91,6 +91,13 @@ run() {
     "$BUNDLE/bin/moe-train" "$ROOT/projects/tiny-tasks.json" --device cuda:0 --steps 40 \
         --out "$tmp/tiny.h5" 2>&1 | tail -4 | tee "$out/train_tiny.log" || status=1
     "$BUNDLE/bin/moe-train" --report "$tmp/tiny.h5" 2>&1 | tee -a "$out/train_tiny.log" || status=1
+    echo "== quantized-weights study of that run's checkpoint, on the GPU"
+    "$BUNDLE/bin/moe-train" --quant-eval "$tmp/tiny.ckpt/step-00000040" --device cuda:0 \
+        --formats fp32,fp8,int8,int4 2>&1 | tee "$out/quant_eval.log" || status=1
+    echo "== a model larger than the GPU: a clear message, nothing allocated (expected: error)"
+    "$BUNDLE/bin/moe-train" "$ROOT/projects/deepseek-v3-671b.json" --device cuda:0 --step \
+        2>&1 | tail -2 | tee "$out/too_large.log" || true
+    grep -q "not enough memory on cuda:0" "$out/too_large.log" || { echo "FAIL: no memory message"; status=1; }
     echo "== training benchmark: projects/small-gpu.json, B 8 x S 1024, no MTP"
     for mode in fp32 bf16; do
         local peak="${PEAK_FP32:-51}"
