@@ -38,7 +38,6 @@ void* CudaAllocator::allocate(size_t bytes, const char* what) {
                     "(hidden_size, n_routed_experts, num_hidden_layers)");
     }
     check(e, "cudaMalloc");
-    allocated_ += bytes;
     return p;
 }
 

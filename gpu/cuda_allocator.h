@@ -16,11 +16,9 @@ public:
     void zero(void* p, size_t bytes) override;
     void copy(void* dst, const void* src, size_t bytes, CopyKind kind) override;
     void memory_info(size_t& free_bytes, size_t& total_bytes) const override;
-    size_t allocated_bytes() const { return allocated_; }
 
 private:
     int device_ = 0;
-    size_t allocated_ = 0;  // bytes handed out and not freed (approximate: frees not sized)
 };
 
 }  // namespace moe::gpu

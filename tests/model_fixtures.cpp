@@ -84,6 +84,13 @@ Project shrunk_tiny_tasks(int64_t steps) {
     return p;
 }
 
+std::vector<int32_t> routing_signature(const Model& model) {
+    std::vector<int32_t> sig;
+    for (const RoutingRecord& r : model.routing())
+        sig.insert(sig.end(), r.topk_idx.begin(), r.topk_idx.end());
+    return sig;
+}
+
 void spread_router(Model& model, uint64_t seed) {
     std::vector<float> host;  // drawn on the host, copied to wherever the model lives
     for (Parameter* p : model.parameters().all()) {

@@ -23,6 +23,10 @@ Batch random_batch(int64_t vocab, int64_t B, int64_t T, uint64_t seed);
 // experts top-2 in 2 groups, 2 x 16 tokens per step, no scheduled checkpoints).
 Project shrunk_tiny_tasks(int64_t steps);
 
+// The top-k expert ids of every MoE layer of the model's last probed forward, concatenated:
+// equal signatures mean identical routing decisions.
+std::vector<int32_t> routing_signature(const Model& model);
+
 // Gives the gate weights a larger spread and the selection bias non-zero values, so routing
 // is far from ties (finite differences must not flip a top-k choice) and the bias matters.
 void spread_router(Model& model, uint64_t seed);

@@ -349,11 +349,7 @@ private slots:
         opt.mtp_lambda = 0.3;
         opt.probe_routing = true;
         auto loss = [&] { return model.forward(batch, opt).total; };
-        auto routing = [&] {
-            std::vector<int32_t> sig;
-            for (const RoutingRecord& r : model.routing()) sig.insert(sig.end(), r.topk_idx.begin(), r.topk_idx.end());
-            return sig;
-        };
+        auto routing = [&] { return routing_signature(model); };
         const LossReport rep = model.forward(batch, opt);
         qInfo("loss %.6f mtp %.6f aux %.6f total %.6f", rep.loss, rep.mtp_loss, rep.aux_loss, rep.total);
         QVERIFY(std::isfinite(rep.total));
@@ -388,11 +384,7 @@ private slots:
         opt.probe_routing = true;
         auto loss = [&] { return model.forward(batch, opt).total; };
         // A step that flips a top-k choice straddles a jump; the check must see it.
-        auto routing = [&] {
-            std::vector<int32_t> sig;
-            for (const RoutingRecord& r : model.routing()) sig.insert(sig.end(), r.topk_idx.begin(), r.topk_idx.end());
-            return sig;
-        };
+        auto routing = [&] { return routing_signature(model); };
         loss();
         model.parameters().zero_grads();
         model.backward();

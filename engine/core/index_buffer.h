@@ -36,7 +36,6 @@ public:
     int64_t size() const { return size_; }
     int32_t* data() { return data_; }
     const int32_t* data() const { return data_; }
-    Device device() const { return alloc_ ? alloc_->device() : Device{}; }
 
     // Grows only (in current_allocator()'s memory the first time); contents are not kept.
     void resize(int64_t n) {

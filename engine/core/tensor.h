@@ -48,7 +48,6 @@ public:
 
     Device device() const { return alloc_ ? alloc_->device() : Device{}; }
     bool on_host() const { return device().is_host(); }
-    bool allocated() const { return data_ != nullptr || numel_ == 0; }
     Allocator& allocator() const { return alloc_ ? *alloc_ : host_allocator(); }
 
     float* data() { return data_; }

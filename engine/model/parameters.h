@@ -43,6 +43,7 @@ public:
     // ones, the first decayed_numel() of them those of matrices.
     Tensor& value_arena() { return values_; }
     Tensor& grad_arena() { return grads_; }
+    const Tensor& grad_arena() const { return grads_; }
     int64_t decayed_numel() const { return decayed_numel_; }
 
     Parameter* find(const std::string& name);

@@ -9,7 +9,7 @@ GradNorm global_grad_norm(const ParameterStore& store, Backend& backend, double 
                           double pre_scale) {
     double sum = 0.0;
     if (store.packed()) {  // one reduction over the gradient arena
-        const Tensor& g = const_cast<ParameterStore&>(store).grad_arena();
+        const Tensor& g = store.grad_arena();
         sum = backend.sum_squares(g.data(), g.numel());
     } else {
         for (const Parameter* p : store.all())

@@ -27,6 +27,8 @@
 #include "cuda_backend.h"
 #include "model/model.h"
 #include "model_fixtures.h"
+#include "skip_without_cuda.h"
+#include "test_support.h"
 #include "train/trainer.h"
 #include "train/training_checkpoint.h"
 
@@ -46,25 +48,11 @@ void expect(bool ok, const std::string& what) {
 }
 
 double rel_norm(const std::vector<float>& a, const std::vector<float>& b) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        const double d = double(a[i]) - b[i];
-        num += d * d;
-        den += double(b[i]) * b[i];
-    }
-    if (std::isnan(num)) return INFINITY;
-    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+    return test::relative_l2_error(a.data(), b.data(), static_cast<int64_t>(a.size()));
 }
 
 double rel(double a, double b) {
     return std::fabs(a - b) / std::max(std::fabs(b), 1e-12);
-}
-
-std::vector<int32_t> routing_signature(const Model& m) {
-    std::vector<int32_t> sig;
-    for (const RoutingRecord& r : m.routing())
-        sig.insert(sig.end(), r.topk_idx.begin(), r.topk_idx.end());
-    return sig;
 }
 
 void one_batch(const char* name, const ModelConfig& cfg, Backend& cpu, Backend& gpu) {
@@ -88,7 +76,7 @@ void one_batch(const char* name, const ModelConfig& cfg, Backend& cpu, Backend& 
     expect(rel(rg.aux_loss, rc.aux_loss) < 1e-5 || rc.aux_loss == 0,
            std::string(name) + ": aux loss");
     expect(logit_err < 1e-5, std::string(name) + ": logits");
-    const auto sc = routing_signature(mc), sg = routing_signature(mg);
+    const auto sc = test::routing_signature(mc), sg = test::routing_signature(mg);
     expect(!sc.empty() && sc == sg, std::string(name) + ": routing decisions identical");
     for (Model* m : {&mc, &mg}) {
         m->parameters().zero_grads();
@@ -139,13 +127,7 @@ void compare_losses(const char* what, const std::vector<double>& a, const std::v
 }  // namespace
 
 int main() {
-    int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0) {
-        std::printf("SKIP: no CUDA device (cudaGetDeviceCount: %s)\n",
-                    e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-        return 0;
-    }
+    if (moe::gpu::test::skip_without_cuda()) return 0;
     try {
         set_device_backend_maker(
             [](const Device& d) { return std::make_unique<gpu::CudaBackend>(d.index); });

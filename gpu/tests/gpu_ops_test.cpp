@@ -25,6 +25,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "cuda_backend.h"
+#include "skip_without_cuda.h"
 
 namespace {
 
@@ -478,13 +479,7 @@ void test_balance_and_dispatch(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu)
 }  // namespace
 
 int main() {
-    int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0) {
-        std::printf("SKIP: no CUDA device (cudaGetDeviceCount: %s)\n",
-                    e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-        return 0;
-    }
+    if (moe::gpu::test::skip_without_cuda()) return 0;
     try {
         cudaDeviceProp prop{};
         cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
@@ -500,6 +495,8 @@ int main() {
         test_cross_entropy(cpu, gpu);
         test_gate(cpu, gpu);
         test_balance_and_dispatch(cpu, gpu);
+        int count = 0;
+        cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
         expect_throws("CudaBackend rejects a missing device", [&] { moe::gpu::CudaBackend(count + 3); });
         cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     } catch (const std::exception& ex) {
