@@ -38,6 +38,10 @@
 #include "store/run_reader.h"
 #include "store/safetensors.h"
 #include "train/trainer.h"
+#include "train/training_checkpoint.h"
+#include "train/memory_plan.h"
+#include "core/system_memory.h"
+#include "model/size_check.h"
 
 namespace {
 
@@ -63,6 +67,7 @@ void print_step(const moe::Project& project, int threads) {
     const std::unique_ptr<moe::Backend> be =
         moe::make_backend(project.training.device, threads, "training.device");
     moe::Backend& backend = *be;
+    moe::check_training_fits(project, backend.allocator());
     moe::Model model(project.model, backend);
     model.init_weights(static_cast<uint64_t>(project.training.seed));
     const auto& tr = project.training;
@@ -157,17 +162,37 @@ int bench_steps(moe::Project project, int64_t steps, int threads, double peak_tf
     return 0;
 }
 
+// Refuses to replace an existing file or folder unless --overwrite was given.
+void refuse_existing(const std::string& path, bool overwrite, const char* what) {
+    std::error_code ec;
+    if (overwrite || !std::filesystem::exists(path, ec)) return;
+    if (std::filesystem::is_directory(path, ec) && std::filesystem::is_empty(path, ec)) return;
+    throw moe::FileError(path, std::string("already exists; refusing to replace it with ") + what +
+                                   " (choose another path, or add --overwrite to replace it)");
+}
+
 int write_logits(const std::string& ckpt, const std::string& tokens_path, const std::string& out,
-                 const std::string& device,
-                 int threads, int64_t chunk) {
+                 const std::string& device, int threads, int64_t chunk, bool overwrite) {
+    refuse_existing(out, overwrite, "the logits");
+    if (std::filesystem::is_directory(out))
+        throw moe::FileError(out, "is a folder; --out needs a file name for the logits");
     const moe::ModelConfig cfg = moe::load_checkpoint_config(ckpt);
+    // The token file first: a bad file is reported before the model is built.
+    const moe::TokenLines lines =
+        moe::read_token_lines(tokens_path, cfg.vocab_size, cfg.max_position_embeddings);
+    const int64_t V = cfg.vocab_size, L = lines.length;
+    const double logits_bytes = 4.0 * double(lines.rows) * double(L) * double(V);
+    if (logits_bytes > double(moe::host_memory_available()))
+        throw moe::FileError(tokens_path, std::to_string(lines.rows) + " sequences of " +
+                                              std::to_string(L) + " tokens make " +
+                                              moe::format_memory(logits_bytes) +
+                                              " of logits, more than this machine has available; "
+                                              "split the file");
     const std::unique_ptr<moe::Backend> be =
         moe::make_backend(device.empty() ? "cpu" : device, threads, "--device");
     moe::Backend& backend = *be;
     moe::Model model(cfg, backend);
     moe::load_model_weights(ckpt, model);
-    const moe::TokenLines lines = moe::read_token_lines(tokens_path, cfg.vocab_size);
-    const int64_t V = cfg.vocab_size, L = lines.length;
     moe::Tensor logits({lines.rows, L, V});
     for (int64_t r0 = 0; r0 < lines.rows; r0 += chunk) {
         const int64_t rows = std::min(chunk, lines.rows - r0);
@@ -211,6 +236,11 @@ int quant_eval(const std::string& ckpt, const std::string& formats_csv, int thre
 // A run file's outcome in a few lines: final losses, the last evaluation per label, and load
 // balance (MaxVio and dead experts averaged over the last quarter of the logged steps).
 int report_run(const std::string& path) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec))
+        throw moe::FileError(path, "no such file; --report needs a run file (runs/NAME.h5)");
+    if (!std::filesystem::is_regular_file(path, ec))
+        throw moe::FileError(path, "is not a file; --report needs a run file (runs/NAME.h5)");
     moe::RunReader r(path);
     const moe::RunHeader& h = r.header();
     const moe::MetricsColumns m = r.metrics();
@@ -283,9 +313,21 @@ int report_run(const std::string& path) {
 
 std::atomic<int> g_interrupts{0};
 
+// Exit status of a run stopped by Ctrl-C (after its checkpoint): 128 + SIGINT, as shells expect.
+constexpr int kInterruptedExit = 130;
+
 extern "C" void on_sigint(int) {
-    // First Ctrl-C: stop after the current step. Second: give up at once.
-    if (g_interrupts.fetch_add(1) >= 1) {
+    // First Ctrl-C: stop after the current step. Second: give up at once, unless a checkpoint is
+    // being written: that finishes first (seconds), so no half checkpoint is left. A third
+    // Ctrl-C gives up even then; the next save or resume removes the unfinished folder.
+    const int n = g_interrupts.fetch_add(1) + 1;
+    if (n == 2 && moe::checkpoint_write_active()) {
+        static const char msg[] =
+            "\nfinishing the checkpoint being written; Ctrl-C again to abandon it\n";
+        [[maybe_unused]] const auto w = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+        return;
+    }
+    if (n >= 2) {
         std::signal(SIGINT, SIG_DFL);
         std::raise(SIGINT);
     }
@@ -340,14 +382,30 @@ int train(moe::Trainer& trainer) {
                 static_cast<long long>(tr.batch_size * tr.optimizer.grad_accum),
                 static_cast<long long>(tr.seq_len), trainer.run_file().c_str());
     const int64_t print_every = tr.log_every > 0 ? tr.log_every : 10;
+    const int64_t first_step = trainer.steps_done();
+    bool interrupted = false;
     while (!trainer.finished()) {
         if (g_interrupts.load() > 0) {
             std::printf("%sinterrupted at step %lld: saving a checkpoint\n", tty ? "\r\033[K" : "",
                         static_cast<long long>(trainer.steps_done()));
             trainer.save_checkpoint();
+            interrupted = true;
             break;
         }
-        const moe::StepReport r = trainer.step();
+        moe::StepReport r;
+        try {
+            r = trainer.step();
+        } catch (...) {
+            // A run that fails before its first step (out of memory, bad data) leaves no run
+            // file that looks like a run; later failures keep every row written so far.
+            if (trainer.steps_done() == first_step && first_step == 0) {
+                trainer.close();
+                std::error_code ec;
+                std::filesystem::remove(trainer.run_file(), ec);
+            }
+            std::signal(SIGINT, SIG_DFL);
+            throw;
+        }
         if (tty || r.step % print_every == 0 || r.step == r.total_steps || r.skipped) {
             std::printf("%sstep %lld/%lld  loss %.4f  mtp %.4f  aux %.5f  lr %.2e  |g| %.3f  "
                         "%.0f tok/s  ETA %s%s%s",
@@ -363,6 +421,11 @@ int train(moe::Trainer& trainer) {
     if (!trainer.last_checkpoint().empty())
         std::printf("last checkpoint %s\n", trainer.last_checkpoint().c_str());
     std::signal(SIGINT, SIG_DFL);
+    if (interrupted) {
+        std::printf("interrupted: continue with moe-train --resume %s\n",
+                    trainer.last_checkpoint().c_str());
+        return kInterruptedExit;
+    }
     return 0;
 }
 
@@ -378,8 +441,22 @@ int main(int argc, char** argv) {
     int64_t chunk = 8, steps = 0;
     app.add_option("project", project_path, "Project file (projects/*.json) or an HF config.json");
     app.add_flag("--summary", summary, "Print parameters, active parameters, FLOPs and memory");
+    // CLI11's own range messages read "Value 0 not in range 0.000000 to 1.79e308": say it plainly.
+    auto at_least_one = CLI::Validator(
+        [](std::string& text) -> std::string {
+            long long v = 0;
+            try {
+                size_t used = 0;
+                v = std::stoll(text, &used);
+                if (used != text.size()) return "must be a whole number >= 1, got " + text;
+            } catch (...) {
+                return "must be a whole number >= 1, got " + text;
+            }
+            return v >= 1 ? std::string() : "must be >= 1, got " + text;
+        },
+        "N >= 1");
     app.add_option("--steps", steps, "Training steps (default: the project's training.steps)")
-        ->check(CLI::PositiveNumber);
+        ->check(at_least_one);
     app.add_option("--report", report, "Summarize a run file: losses, evaluation, load balance");
     app.add_option("--resume", resume_path, "Continue the run saved in this checkpoint directory");
     app.add_flag("--step", step, "Run one forward/backward pass on a random batch and report it");
@@ -395,7 +472,22 @@ int main(int argc, char** argv) {
                    "quantized to each of --formats");
     app.add_option("--formats", formats, "For --quant-eval: comma-separated fp32, fp8, int8, int4, "
                    "int4-gN, ...-asym (default fp32,fp8,int8,int4-g128,int4)");
-    app.add_option("--threads", threads, "CPU threads (0 = all cores; default: the project's)");
+    app.add_option("--threads", threads, "CPU threads (0 = all cores; default: the project's)")
+        ->check(CLI::Validator(
+            [](std::string& text) -> std::string {
+                try {
+                    size_t used = 0;
+                    const long long v = std::stoll(text, &used);
+                    if (used == text.size() && v >= 0 && v <= moe::kMaxThreads) return {};
+                } catch (...) {
+                }
+                return "must be a whole number in [0, " + std::to_string(moe::kMaxThreads) +
+                       "] (0 = all cores), got " + text;
+            },
+            "0..1024"));
+    bool overwrite = false;
+    app.add_flag("--overwrite", overwrite,
+                 "Let --out (with --logits) and --save-init replace an existing file or folder");
     app.add_option("--device", device,
                    "Where to compute: cpu or cuda:N (default: the project's training.device)");
     int64_t bench = 0, bench_batch = 0, bench_seq = 0;
@@ -404,13 +496,13 @@ int main(int argc, char** argv) {
     bool no_mtp = false;
     app.add_option("--bench-steps", bench,
                    "Benchmark: time this many training steps (after one untimed) on --device, "
-                   "no checkpoints; prints tokens/s and MFU")->check(CLI::PositiveNumber);
-    app.add_option("--batch", bench_batch, "Override training.batch_size")->check(CLI::PositiveNumber);
-    app.add_option("--seq", bench_seq, "Override training.seq_len")->check(CLI::PositiveNumber);
+                   "no checkpoints; prints tokens/s and MFU")->check(at_least_one);
+    app.add_option("--batch", bench_batch, "Override training.batch_size")->check(at_least_one);
+    app.add_option("--seq", bench_seq, "Override training.seq_len")->check(at_least_one);
     app.add_option("--precision", precision, "Override training.precision.mode (fp32, bf16, fp16, fp8)");
     app.add_flag("--no-mtp", no_mtp, "Train without the MTP modules (num_nextn_predict_layers 0)");
     app.add_option("--peak-tflops", peak_tflops, "For --bench-steps: the device's peak, for the MFU");
-    app.add_option("--batch-rows", chunk, "Sequences evaluated at once by --logits")->check(CLI::PositiveNumber);
+    app.add_option("--batch-rows", chunk, "Sequences evaluated at once by --logits")->check(at_least_one);
     CLI11_PARSE(app, argc, argv);
 
     try {
@@ -419,17 +511,36 @@ int main(int argc, char** argv) {
         if (!logits_ckpt.empty()) {
             if (tokens_path.empty() || out_path.empty())
                 throw moe::Error("--logits needs --tokens FILE and --out OUT.safetensors");
-            return write_logits(logits_ckpt, tokens_path, out_path, device, threads, chunk);
+            return write_logits(logits_ckpt, tokens_path, out_path, device, threads, chunk,
+                                overwrite);
         }
         if (!report.empty()) return report_run(report);
         if (!quant_eval_ckpt.empty()) return quant_eval(quant_eval_ckpt, formats, threads, device);
         if (!resume_path.empty()) {
             const moe::TrainingState st = moe::load_training_state(resume_path);
+            int64_t total = steps;
+            if (!project_path.empty()) {
+                // A project given with --resume must be the checkpoint's (its steps may be more).
+                const moe::Project given = moe::Project::load(project_path);
+                const std::vector<std::string> conflicts = moe::resume_conflicts(given, st.project);
+                if (!conflicts.empty()) {
+                    std::string list;
+                    for (size_t i = 0; i < conflicts.size() && i < 12; ++i)
+                        list += (i ? ", " : "") + conflicts[i];
+                    if (conflicts.size() > 12)
+                        list += " and " + std::to_string(conflicts.size() - 12) + " more";
+                    throw moe::Error(project_path + " does not match the checkpoint " +
+                                     resume_path + ": " + list +
+                                     " differ (resume without the project, or start a new run)");
+                }
+                if (total == 0) total = given.training.steps;
+            }
             const std::string run = out_path.empty() ? default_run_path(st.project.name) : out_path;
             auto trainer = moe::Trainer::resume(resume_path, {run, checkpoint_root_for(run)},
-                                                threads, steps, device);
-            std::printf("resuming %s from step %lld\n", resume_path.c_str(),
-                        static_cast<long long>(st.step));
+                                                threads, total, device);
+            std::printf("resuming %s from step %lld to step %lld\n", resume_path.c_str(),
+                        static_cast<long long>(st.step),
+                        static_cast<long long>(trainer->project().training.steps));
             return train(*trainer);
         }
         if (project_path.empty()) {
@@ -468,10 +579,24 @@ int main(int argc, char** argv) {
             std::printf("%s", moe::format_summary(s).c_str());
         }
         if (!save_init.empty()) {
-            moe::CpuBackend backend(run_threads);
-            moe::Model model(project.model, backend);
+            // Never into an existing checkpoint: its optimizer and trainer state would stay next
+            // to new weights. With --overwrite the folder is replaced whole.
+            refuse_existing(save_init, overwrite, "a new model");
+            const std::unique_ptr<moe::Backend> backend = moe::make_backend("cpu", run_threads);
+            moe::Model model(project.model, *backend);
             model.init_weights(static_cast<uint64_t>(project.training.seed));
-            moe::save_model_checkpoint(save_init, model);
+            const std::string tmp = save_init + ".tmp";
+            std::error_code ec;
+            std::filesystem::remove_all(tmp, ec);
+            try {
+                moe::save_model_checkpoint(tmp, model);
+            } catch (...) {
+                std::filesystem::remove_all(tmp, ec);
+                throw;
+            }
+            std::filesystem::remove_all(save_init, ec);
+            std::filesystem::rename(tmp, save_init, ec);
+            if (ec) throw moe::FileError(save_init, "cannot move the new checkpoint into place: " + ec.message());
             std::printf("wrote the initialized model to %s\n", save_init.c_str());
         }
         if (step) print_step(project, run_threads);

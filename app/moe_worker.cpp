@@ -73,7 +73,12 @@ int main(int argc, char** argv) {
     cli.add_flag("--allow-remote", allow_remote, "allow --host to be an address other machines can reach");
     cli.add_flag("--print-token", print_token, "print the token and exit");
     cli.add_option("--max-frame-mib", max_frame_mib, "largest protocol frame accepted, MiB")->check(CLI::Range(1, 1024));
-    cli.add_option("--threads", threads, "default CPU threads of a run (0: the project's)");
+    cli.add_option("--threads", threads, "default CPU threads of a run (0: the project's)")
+        ->check(CLI::Range(0, int(moe::kMaxThreads)));
+    std::string data_dir;
+    cli.add_option("--data-dir", data_dir,
+                   "folder of training text that projects may name in training.data.path "
+                   "(default: only the runs folder)");
     size_t backlog = 20000;
     cli.add_option("--backlog-events", backlog, "events kept per run for clients that reconnect")->check(CLI::Range(16, 10000000));
     try {
@@ -134,6 +139,14 @@ int main(int argc, char** argv) {
     o.tls_key = QString::fromStdString(tls_key);
     o.max_frame = max_frame_mib << 20;
     o.threads = threads;
+    if (!data_dir.empty()) {
+        const QFileInfo d(QString::fromStdString(data_dir));
+        if (!d.isDir()) {
+            std::fprintf(stderr, "moe-worker: --data-dir %s is not a folder\n", data_dir.c_str());
+            return 2;
+        }
+        o.data_dir = d.canonicalFilePath();
+    }
     o.backlog_events = backlog;
     if (!QDir().mkpath(o.runs_dir)) {
         std::fprintf(stderr, "moe-worker: cannot create runs folder %s\n", o.runs_dir.toLocal8Bit().constData());

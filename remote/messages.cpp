@@ -1,13 +1,21 @@
 #include "messages.h"
 
 #include <array>
+#include <cstdint>
 #include <system_error>
+
+#include "core/json_text.h"
 
 namespace moe::remote {
 
 nlohmann::json parse_message(std::string_view json) {
-    nlohmann::json m = nlohmann::json::parse(json.begin(), json.end(), nullptr, /*allow_exceptions=*/false);
-    if (m.is_discarded()) throw ProtocolError("bad_json", "frame body is not valid JSON");
+    nlohmann::json m;
+    try {
+        // Depth and duplicate-key limits as for files: a peer's message is untrusted text.
+        m = moe::parse_json_text(json, SIZE_MAX);
+    } catch (const moe::JsonTextError& e) {
+        throw ProtocolError("bad_json", std::string("frame body: ") + e.what());
+    }
     if (!m.is_object()) throw ProtocolError("bad_message", "frame body is not a JSON object");
     auto it = m.find("type");
     if (it == m.end() || !it->is_string() || it->get_ref<const std::string&>().empty())

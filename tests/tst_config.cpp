@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/json_fields.h"
+#include "core/json_text.h"
 #include "model/config.h"
 #include "store/project.h"
 #include "test_support.h"
@@ -496,6 +497,104 @@ private slots:
         QVERIFY(p.training == TrainingSettings{});
     }
 
+    // Sizes that used to pass validation and overflow later (negative totals in --summary,
+    // "routed experts 0", malloc(): invalid size in the worker).
+    void absurd_sizes_are_refused_naming_the_field() {
+        struct Case {
+            std::function<void(ModelConfig&)> mutate;
+            std::string field;
+            std::vector<std::string> parts;
+        };
+        const std::vector<Case> cases = {
+            {[](ModelConfig& c) { c.hidden_size = INT64_MAX; }, "hidden_size",
+             {"9223372036854775807", "size limit"}},
+            {[](ModelConfig& c) { c.hidden_size = 1000000000; }, "hidden_size", {"1000000000"}},
+            {[](ModelConfig& c) { c.n_routed_experts = 100000; c.n_group = 1; c.topk_group = 1; },
+             "n_routed_experts", {"100000"}},
+            {[](ModelConfig& c) { c.vocab_size = int64_t(1) << 40; }, "vocab_size", {"1099511627776"}},
+            {[](ModelConfig& c) { c.num_hidden_layers = 1 << 20; }, "num_hidden_layers", {"1048576"}},
+            // Each field within its bound, the model as a whole not: the parameter limit, and
+            // the field that makes it large.
+            {[](ModelConfig& c) {
+                 c.hidden_size = 1 << 20;
+                 c.n_routed_experts = 65536;
+                 c.n_group = 1;
+                 c.topk_group = 1;
+                 c.moe_intermediate_size = 1 << 22;
+             },
+             "moe_intermediate_size", {"parameters, more than the 1e+13", "4194304"}},
+        };
+        for (const auto& c : cases) {
+            ModelConfig cfg;
+            c.mutate(cfg);
+            const QString failure = expect_config_error([&] { cfg.validate(); }, c.field, c.parts);
+            QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        }
+        // The largest published shape still validates (DeepSeek-V3: 671B parameters).
+        ModelConfig v3 = ModelConfig::from_json(json::parse(kDeepSeekV3Config));
+        v3.validate();
+        QVERIFY(ModelConfig::size_limit("hidden_size") > v3.hidden_size);
+    }
+
+    // Deep nesting, duplicate keys and oversized files are refused with a message, never a crash
+    // (a 100,000-deep array overflowed the stack while the error message was being written).
+    void hostile_json_files_are_refused() {
+        QTemporaryDir dir;
+        auto write = [&](const std::string& name, const std::string& text) {
+            const std::string path = dir.path().toStdString() + "/" + name;
+            std::ofstream(path, std::ios::binary) << text;
+            return path;
+        };
+        auto load_error = [](const std::string& path) -> std::string {
+            try {
+                Project::load(path);
+            } catch (const FileError& e) {
+                return e.what();
+            } catch (const std::exception& e) {
+                return std::string("wrong exception: ") + e.what();
+            }
+            return "loaded";
+        };
+        const std::string deep =
+            write("deep.json", std::string(100000, '[') + std::string(100000, ']'));
+        std::string what = load_error(deep);
+        QVERIFY2(contains(what, deep) && contains(what, "nested deeper than 64 levels"), what.c_str());
+        const std::string deep_obj = write("deep-obj.json", [] {
+            std::string t;
+            for (int i = 0; i < 5000; ++i) t += "{\"a\":";
+            t += "1";
+            for (int i = 0; i < 5000; ++i) t += "}";
+            return t;
+        }());
+        what = load_error(deep_obj);
+        QVERIFY2(contains(what, "nested deeper"), what.c_str());
+        // 64 levels is fine for the parser (the project then names the wrong type).
+        QCOMPARE(json_nesting_depth(std::string(64, '[') + std::string(64, ']')), 64);
+        QCOMPARE(json_nesting_depth("[\"[[[[\", {\"a\": [1]}]"), 3);  // brackets in strings skipped
+
+        const std::string dup = write("dup.json", R"({"name": "a", "training": {"optimizer":
+            {"lr": 0.001, "lr": 0.1}}})");
+        what = load_error(dup);
+        QVERIFY2(contains(what, dup) && contains(what, "duplicate key \"lr\" in training.optimizer"),
+                 what.c_str());
+        what = load_error(write("dup-top.json", R"({"name": "a", "name": "b"})"));
+        QVERIFY2(contains(what, "duplicate key \"name\" at the top level"), what.c_str());
+
+        // Larger than any config: refused from its size, before it is read.
+        const std::string big = dir.path().toStdString() + "/big.json";
+        {
+            std::ofstream out(big, std::ios::binary);
+            out << "[\"";
+            const std::string chunk(1 << 20, 'x');
+            for (size_t i = 0; i <= kMaxJsonBytes >> 20; ++i) out << chunk;
+            out << "\"]";
+        }
+        what = load_error(big);
+        QVERIFY2(contains(what, "more than the"), what.c_str());
+        QVERIFY2(contains(load_error(dir.path().toStdString()), "is a folder"),
+                 load_error(dir.path().toStdString()).c_str());
+    }
+
     void project_validation() {
         auto project_json = [] {
             Project p;
@@ -523,6 +622,19 @@ private slots:
              {"expected an integer"}},
             {[](json& j) { j["model"]["kv_lora_rank"] = 0; }, "kv_lora_rank", {"got 0"}},
             {[](json& j) { j["name"] = 3; }, "name", {"expected a string"}},
+            // Hardening: sizes and thread counts have upper bounds; names are not paths.
+            {[](json& j) { j["training"]["threads"] = 100000; }, "training.threads",
+             {"got 100000", "1024"}},
+            {[](json& j) { j["training"]["batch_size"] = 1000000000; }, "training.batch_size",
+             {"got 1000000000", "size limit"}},
+            {[](json& j) { j["training"]["batch_size"] = 1 << 20; j["training"]["seq_len"] = 1024; },
+             "training.batch_size", {"1048576 x 1024", "tokens per micro-batch"}},
+            {[](json& j) { j["training"]["optimizer"] = {{"grad_accum", 1 << 20}}; },
+             "training.optimizer.grad_accum", {"1048576"}},
+            {[](json& j) { j["name"] = "runs/../../outside"; }, "name", {"'/'", "runs/../../outside"}},
+            {[](json& j) { j["name"] = "/tmp/abs"; }, "name", {"'/'"}},
+            {[](json& j) { j["name"] = ".."; }, "name", {"not a folder"}},
+            {[](json& j) { j["name"] = ".hidden"; }, "name", {"'.'"}},
         };
         for (const auto& c : cases) {
             json j = project_json();

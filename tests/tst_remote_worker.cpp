@@ -13,7 +13,9 @@
 #include <QTemporaryDir>
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <tuple>
 
 #include "auth.h"
 #include "frame_codec.h"
@@ -433,6 +435,94 @@ private slots:
         QCOMPARE(bad_project["code"].get<std::string>(), std::string("config_error"));
         QCOMPARE(bad_project["field"].get<std::string>(), std::string("training.steps"));
         QVERIFY(call(c, {{"type", "ping"}})["type"] == "result");
+    }
+
+    // A project's paths and sizes are held to the request rules; idle connections cannot lock a
+    // real client out; a bad request ends only itself while another session keeps training.
+    void hostile_projects_and_idle_connections() {
+        namespace fs = std::filesystem;
+        RemoteConnection c;
+        QVERIFY(connect_ok(c, options(*worker_)));
+        const json started = call(c, {{"type", "start"}, {"project", tiny(100000).to_json()}, {"name", "survivor"}});
+        QVERIFY2(started["type"] == "result", started.dump().c_str());
+        const int survivor = started["session"];
+        auto steps_of = [&](int sid) -> int64_t {
+            for (const json& s : call(c, {{"type", "sessions"}})["sessions"])
+                if (s["session"] == sid) return s["steps_done"];
+            return -1;
+        };
+
+        // Training text outside the runs folder: absolute, "..", a symlink out.
+        QTemporaryDir outside;
+        const std::string secret = outside.filePath("secret.txt").toStdString();
+        std::ofstream(secret) << "the worker must never read this\n";
+        fs::create_symlink(outside.path().toStdString(), fs::path(worker_->runs().toStdString()) / "out-link");
+        for (const std::string& path : {secret, std::string("../token"), std::string("out-link/secret.txt")}) {
+            Project p = tiny(5);
+            p.training.data = DataSpec::from_json(json{{"source", "text"}, {"path", path}});
+            const json r = call(c, {{"type", "start"}, {"project", p.to_json()}});
+            QVERIFY2(r["type"] == "error" && r["code"] == "path_outside_root", (path + ": " + r.dump()).c_str());
+        }
+        // Absurd sizes and thread counts: config_error naming the field.
+        for (const auto& [field, where, value] :
+             std::vector<std::tuple<std::string, std::string, int64_t>>{
+                 {"hidden_size", "model", INT64_MAX},
+                 {"training.threads", "threads", 100000},
+                 {"training.batch_size", "batch_size", 1000000000}}) {
+            json p = tiny(5).to_json();
+            if (where == "model") p["model"]["hidden_size"] = value;
+            else p["training"][where] = value;
+            const json r = call(c, {{"type", "start"}, {"project", p}});
+            QVERIFY2(r["code"] == "config_error" && r["field"] == field, r.dump().c_str());
+        }
+        json big = tiny(5).to_json();  // fits every bound, not the machine
+        big["training"]["batch_size"] = 1 << 20;
+        big["training"]["seq_len"] = 256;
+        const json too_big = call(c, {{"type", "start"}, {"project", big}});
+        QVERIFY2(too_big["code"] == "config_error" && too_big["field"] == "training.batch_size" &&
+                     too_big["message"].get<std::string>().find("available on this machine") != std::string::npos,
+                 too_big.dump().c_str());
+        {  // a message nested 100,000 levels deep, from an authenticated peer
+            Raw a;
+            QVERIFY(a.open(worker_->port));
+            ClientHandshake h(worker_->token);
+            a.send(h.hello());
+            a.send(h.on_message(a.next()).replies.at(0));
+            QCOMPARE(a.next()["type"].get<std::string>(), std::string("welcome"));
+            a.next();  // devices
+            const std::string body = R"({"type": "ping", "id": 1, "x": )" + std::string(100000, '[') +
+                                     std::string(100000, ']') + "}";
+            const std::string f = encode_frame(body);
+            a.send_bytes(QByteArray(f.data(), qsizetype(f.size())));
+            const json r = a.next();
+            QVERIFY2(r["code"] == "bad_json" && r["message"].get<std::string>().find("nested deeper") != std::string::npos,
+                     r.dump().c_str());
+        }
+        // Text inside the runs folder is fine (relative to it).
+        std::ofstream(worker_->runs().toStdString() + "/corpus.txt") << "a small corpus\n\nof two documents\n";
+        Project inside = tiny(5);
+        inside.training.data = DataSpec::from_json(json{{"source", "text"}, {"path", "corpus.txt"}});
+        const json ok = call(c, {{"type", "start"}, {"project", inside.to_json()}});
+        QVERIFY2(ok["type"] == "result", ok.dump().c_str());
+        call(c, {{"type", "command"}, {"session", ok["session"]}, {"command", "stop"}});
+
+        // 70 idle connections from this address: the worker stays open to a real client.
+        std::vector<std::unique_ptr<Raw>> idle;
+        for (int i = 0; i < 70; ++i) {
+            idle.push_back(std::make_unique<Raw>());
+            QVERIFY(idle.back()->open(worker_->port));
+        }
+        QTest::qWait(200);
+        good_client_still_served();
+        int closed = 0;
+        for (auto& r : idle) closed += r->closed_by_peer(50);
+        QVERIFY2(closed >= 70 - 4, qPrintable(QString("only %1 idle connections closed").arg(closed)));
+
+        // The survivor trained through all of it.
+        const int64_t before = steps_of(survivor);
+        QVERIFY(QTest::qWaitFor([&] { return steps_of(survivor) > before; }, 30000));
+        QCOMPARE(call(c, {{"type", "command"}, {"session", survivor}, {"command", "stop"}})["type"].get<std::string>(),
+                 std::string("result"));
     }
 
     void twenty_clients_watch_one_run() {

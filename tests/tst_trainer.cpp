@@ -9,13 +9,16 @@
 #include <csignal>
 #include <cmath>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "core/error.h"
 #include "model_fixtures.h"
 #include "store/run_reader.h"
 #include "test_support.h"
+#include "backend/cpu/cpu_backend.h"
 #include "train/trainer.h"
 
 using namespace moe;
@@ -177,16 +180,21 @@ private slots:
         QVERIFY2(py.exitCode() == 0, py.readAllStandardOutput().constData());
     }
 
-    // A run whose loss turns NaN/Inf skips those steps, stops after max_bad_steps, and leaves a
-    // checkpoint that loads.
-    void nanGuardStopsWithACheckpoint() {
+    // A run whose loss turns NaN/Inf skips those steps and stops after max_bad_steps. The
+    // weights that gave the NaNs are not saved; the message names the newest checkpoint whose
+    // weights were seen to train (finite loss and gradients on the step after it was saved).
+    void nanGuardNamesTheLastGoodCheckpoint() {
         QTemporaryDir dir;
         Project p = tiny_project(30);
-        p.training.optimizer.lr = 1e30;  // blows the weights up at once
-        p.training.optimizer.grad_clip = 0;
         p.training.max_bad_steps = 3;
-        p.training.checkpoint_every = 0;
+        p.training.checkpoint_every = 4;
         Trainer t(p, {path_in(dir, "nan.h5"), path_in(dir, "nan.ckpt")});
+        for (int i = 0; i < 5; ++i) QVERIFY(!t.step().skipped);  // step 5 trains on step 4's weights
+        const std::string good = path_in(dir, "nan.ckpt/step-00000004");
+        QCOMPARE(t.last_good_checkpoint(), good);
+        // Poisoned head weights: every following loss is NaN.
+        Parameter& head = t.model().parameters().at("lm_head.weight");
+        head.value.fill(std::nanf(""));
         QString message;
         int skipped = 0;
         try {
@@ -195,17 +203,165 @@ private slots:
             message = e.what();
         }
         qInfo("%s", qPrintable(message));
-        QVERIFY2(message.contains("NaN"), qPrintable(message));
-        QVERIFY(message.contains("nan.ckpt"));
-        QVERIFY(skipped >= 2);
+        QVERIFY2(message.contains("NaN") && message.contains(QString::fromStdString(good)),
+                 qPrintable(message));
+        QCOMPARE(skipped, 2);  // the third bad step throws
+        QCOMPARE(list_checkpoints(path_in(dir, "nan.ckpt")).size(), size_t(1));  // nothing new
         t.close();
-        RunReader r(path_in(dir, "nan.h5"));
-        const MetricsColumns m = r.metrics();
-        QVERIFY(m.size() >= 3);
+        const MetricsColumns m = RunReader(path_in(dir, "nan.h5")).metrics();
         QCOMPARE(m.skipped.back(), 1);
-        QVERIFY(!t.last_checkpoint().empty());
-        auto again = Trainer::resume(t.last_checkpoint(), {path_in(dir, "again.h5"), ""});
-        QCOMPARE(again->steps_done(), t.steps_done());
+        // The named checkpoint resumes, and its weights are finite.
+        auto again = Trainer::resume(good, {path_in(dir, "again.h5"), ""});
+        QCOMPARE(again->steps_done(), int64_t(4));
+        for (float w : all_weights(again->model())) QVERIFY(std::isfinite(w));
+    }
+
+    // lr 1e300: the first update overflows the weights. The run stops at once, saves nothing,
+    // and says that no good checkpoint exists (it used to save a "good" one full of Inf).
+    void overflowingUpdateSavesNothing() {
+        for (const double lr : {1e300, 1e30}) {
+            QTemporaryDir dir;
+            Project p = tiny_project(30);
+            p.training.optimizer.lr = lr;
+            p.training.optimizer.grad_clip = 0;
+            p.training.max_bad_steps = 3;
+            p.training.checkpoint_every = 1;
+            Trainer t(p, {path_in(dir, "inf.h5"), path_in(dir, "inf.ckpt")});
+            QString message;
+            try {
+                while (!t.finished()) t.step();
+            } catch (const Error& e) {
+                message = e.what();
+            }
+            qInfo("lr %g: %s", lr, qPrintable(message));
+            QVERIFY2(message.contains("no checkpoint with weights that trained"), qPrintable(message));
+            if (lr == 1e300) QVERIFY2(message.contains("made the weights non-finite"), qPrintable(message));
+            // lr 1e30 keeps the weights finite (~1e30) for one step: that checkpoint exists but
+            // its weights never trained, so it is not named as good.
+            for (const std::string& c : list_checkpoints(path_in(dir, "inf.ckpt"))) {
+                QVERIFY(QString::fromStdString(c) != QString());
+                QVERIFY(!message.contains(QString::fromStdString(c)));
+            }
+            t.close();
+            QVERIFY(RunReader(path_in(dir, "inf.h5")).metrics_count() >= 0);
+        }
+        // And a checkpoint is never written from non-finite weights.
+        QTemporaryDir dir;
+        Trainer t(tiny_project(4), {path_in(dir, "x.h5"), path_in(dir, "x.ckpt")});
+        t.model().parameters().at("model.norm.weight").value.fill(std::nanf(""));
+        QVERIFY_THROWS_EXCEPTION(Error, t.save_checkpoint());
+        QVERIFY(list_checkpoints(path_in(dir, "x.ckpt")).empty());
+    }
+
+    // --resume refuses damaged or mixed checkpoints and a request to train no further, before
+    // a run file is created; leftovers of interrupted writes are removed.
+    void resumeChecksTheCheckpoint() {
+        QTemporaryDir dir;
+        const Project p = tiny_project(8);
+        {
+            Trainer t(p, {path_in(dir, "a.h5"), path_in(dir, "a.ckpt")});
+            while (!t.finished()) t.step();  // checkpoints at 4 and 8
+            t.close();
+        }
+        namespace fs = std::filesystem;
+        const fs::path c4 = path_in(dir, "a.ckpt/step-00000004"), c8 = path_in(dir, "a.ckpt/step-00000008");
+        auto resume_error = [&](const fs::path& ckpt, int64_t steps, const char* run) -> QString {
+            try {
+                Trainer::resume(ckpt.string(), {path_in(dir, run), ""}, 0, steps);
+            } catch (const std::exception& e) {
+                if (fs::exists(path_in(dir, run))) return "a run file was created";
+                return e.what();
+            }
+            return "resumed";
+        };
+        // Training to a step the checkpoint has already reached.
+        for (int64_t steps : {int64_t(0), int64_t(8), int64_t(3)}) {
+            const QString e = resume_error(c8, steps, "r0.h5");
+            QVERIFY2(e.contains("nothing to train") && e.contains("step 8"), qPrintable(e));
+        }
+        auto copy = [&](const char* name) {
+            const fs::path d = path_in(dir, name);
+            fs::copy(c4, d, fs::copy_options::recursive);
+            return d;
+        };
+        {  // config.json deleted, garbage, or another model
+            const fs::path d = copy("no-config");
+            fs::remove(d / "config.json");
+            QVERIFY2(resume_error(d, 12, "r1.h5").contains("config.json"), qPrintable(resume_error(d, 12, "r1.h5")));
+            const fs::path g = copy("garbage-config");
+            std::ofstream(g / "config.json") << "{not json";
+            QVERIFY2(resume_error(g, 12, "r2.h5").contains("invalid JSON"), qPrintable(resume_error(g, 12, "r2.h5")));
+            const fs::path m = copy("other-config");
+            ModelConfig other = p.model;
+            other.rope_theta = 500000;
+            other.save((m / "config.json").string());
+            const QString e = resume_error(m, 12, "r3.h5");
+            QVERIFY2(e.contains("differs from the model in trainer_state.json") && e.contains("rope_theta"), qPrintable(e));
+        }
+        {  // weights of another save (step 8) in step 4's folder
+            const fs::path d = copy("mixed");
+            fs::copy_file(c8 / "model.safetensors", d / "model.safetensors", fs::copy_options::overwrite_existing);
+            const QString e = resume_error(d, 12, "r4.h5");
+            QVERIFY2(e.contains("model.safetensors") && e.contains("does not belong to this checkpoint"), qPrintable(e));
+        }
+        // An interrupted write's folder next to the checkpoint goes away on resume.
+        fs::create_directories(path_in(dir, "a.ckpt/step-00000012.tmp"));
+        std::ofstream(path_in(dir, "a.ckpt/step-00000012.tmp/model.safetensors.tmp")) << "half";
+        fs::create_directories(path_in(dir, "a.ckpt/keep-me.tmp"));  // not ours: left alone
+        auto t = Trainer::resume(c8.string(), {path_in(dir, "b.h5"), ""}, 0, 10);
+        QVERIFY(!fs::exists(path_in(dir, "a.ckpt/step-00000012.tmp")));
+        QVERIFY(fs::exists(path_in(dir, "a.ckpt/keep-me.tmp")));
+        QCOMPARE(t->project().training.steps, int64_t(10));
+
+        // A project given with --resume: what may differ and what may not.
+        Project same = p;
+        same.training.steps = 20;
+        same.training.device = "cpu";
+        same.name = "renamed";
+        QVERIFY(resume_conflicts(same, load_training_state(c8.string()).project).empty());
+        Project changed = p;
+        changed.training.optimizer.lr = 0.5;
+        changed.model.hidden_size = 64;
+        const auto conflicts = resume_conflicts(changed, load_training_state(c8.string()).project);
+        QCOMPARE(conflicts.size(), size_t(2));
+        QVERIFY(std::find(conflicts.begin(), conflicts.end(), "training.optimizer.lr") != conflicts.end());
+        QVERIFY(std::find(conflicts.begin(), conflicts.end(), "model.hidden_size") != conflicts.end());
+    }
+
+    // A run too large for the machine is refused before anything is allocated, naming the field
+    // to change and the memory; no run file is left behind.
+    void tooLargeRunsAreRefusedBeforeAllocating() {
+        QTemporaryDir dir;
+        Project p = tiny_project(4);
+        p.model.max_position_embeddings = 1024;
+        p.training.batch_size = 1 << 20;
+        p.training.seq_len = 256;
+        try {
+            Trainer t(p, {path_in(dir, "big.h5"), ""});
+            QFAIL("a 2^28-token batch was accepted");
+        } catch (const ConfigError& e) {
+            qInfo("%s", e.what());
+            QCOMPARE(e.field(), std::string("training.batch_size"));
+            QVERIFY2(QString(e.what()).contains("1048576") && QString(e.what()).contains("available on this machine"), e.what());
+        }
+        QVERIFY(!std::filesystem::exists(path_in(dir, "big.h5")));
+        // The model alone: 5e12 parameters (within the parameter limit, beyond any host).
+        ModelConfig huge = tiny_full_config();
+        huge.hidden_size = 1 << 16;
+        huge.n_routed_experts = 4096;
+        huge.n_group = 1;
+        huge.topk_group = 1;
+        huge.moe_intermediate_size = 2048;
+        huge.validate();
+        CpuBackend cpu(1);
+        try {
+            Model m(huge, cpu);
+            QFAIL("a 5e12-parameter model was built");
+        } catch (const ConfigError& e) {
+            qInfo("%s", e.what());
+            QCOMPARE(e.field(), std::string("hidden_size"));
+            QVERIFY2(QString(e.what()).contains("hidden_size 65536 is what makes it large"), e.what());
+        }
     }
 
     // moe-train killed with SIGKILL mid-run: the run file opens and holds every flushed row.
@@ -232,7 +388,8 @@ private slots:
         QVERIFY(r.experts_count() >= seen - 1);
     }
 
-    // Ctrl-C: moe-train finishes the step, writes a checkpoint, closes the file, exits 0.
+    // Ctrl-C: moe-train finishes the step, writes a checkpoint, closes the file, and exits with
+    // 130 (interrupted, as shells report SIGINT) and how to continue.
     void interruptSavesACheckpoint() {
         QTemporaryDir dir;
         Project p = tiny_project(100000);
@@ -244,9 +401,9 @@ private slots:
         QVERIFY(seen >= 3);
         ::kill(static_cast<pid_t>(train.processId()), SIGINT);
         QVERIFY(train.waitForFinished(60000));
-        QCOMPARE(train.exitCode(), 0);
+        QCOMPARE(train.exitCode(), 130);
         const QString out = QString::fromUtf8(train.readAllStandardOutput());
-        QVERIFY2(out.contains("interrupted"), qPrintable(out));
+        QVERIFY2(out.contains("interrupted") && out.contains("--resume"), qPrintable(out));
         const auto ckpts = list_checkpoints(path_in(dir, "int.ckpt"));
         QCOMPARE(ckpts.size(), size_t(1));
         RunReader r(path_in(dir, "int.h5"));

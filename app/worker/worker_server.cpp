@@ -28,6 +28,7 @@
 #include "messages.h"
 #include "session_codec.h"
 #include "store/project.h"
+#include "train/training_checkpoint.h"
 
 namespace moe::worker {
 
@@ -247,6 +248,37 @@ json WorkerServer::devices() const {
     return out;
 }
 
+std::string WorkerServer::confine_data_path(const std::string& path) const {
+    namespace fs = std::filesystem;
+    std::vector<std::pair<QString, const char*>> roots;
+    if (!options_.data_dir.isEmpty()) roots.push_back({options_.data_dir, "data folder"});
+    roots.push_back({options_.runs_dir, "runs folder"});
+    const bool absolute = !path.empty() && path.front() == '/';
+    std::string last_error;
+    for (const auto& [root, what] : roots) {
+        std::error_code ec;
+        const fs::path real_root = fs::canonical(root.toStdString(), ec);
+        if (ec) continue;
+        try {
+            if (!absolute) return remote::resolve_inside(real_root, path).string();
+            // An absolute path is fine when it resolves (links included) inside the root.
+            const fs::path real = fs::weakly_canonical(path, ec);
+            if (ec) continue;
+            const std::string r = real_root.string(), p = real.string();
+            if (p == r || (p.size() > r.size() && p.compare(0, r.size(), r) == 0 && p[r.size()] == '/'))
+                return p;
+        } catch (const ProtocolError& e) {
+            last_error = e.what();
+        }
+    }
+    std::string allowed = "the runs folder";
+    if (!options_.data_dir.isEmpty()) allowed = "the data folder or the runs folder";
+    throw ProtocolError("path_outside_root",
+                        "training.data.path \"" + path.substr(0, 200) + "\" is not inside " + allowed +
+                            " of this worker" + (last_error.empty() ? std::string() : " (" + last_error + ")") +
+                            "; the worker reads training text only from there (moe-worker --data-dir)");
+}
+
 WorkerSession* WorkerServer::session(int id) const {
     auto it = sessions_.find(id);
     return it == sessions_.end() ? nullptr : it->second.get();
@@ -258,6 +290,26 @@ json WorkerServer::session_info(WorkerSession& s) const {
 }
 
 void WorkerServer::accept(QTcpSocket* socket) {
+    const QString peer = socket->peerAddress().toString();
+    // One address may hold only a few unfinished handshakes, and a full worker makes room by
+    // closing the oldest connection that has not authenticated: idle connections (from one peer
+    // or many) never lock real clients out until the handshake timeout. A real client completes
+    // its handshake in milliseconds, long before it could be the oldest.
+    auto close_oldest_pending = [this](const QString* from) {
+        for (ClientConnection* c : connections_)
+            if (!c->authenticated() && (!from || c->peer() == *from)) {
+                spdlog::warn("closing an unauthenticated connection from {} to make room",
+                             c->peer().toStdString());
+                c->close_with_error("too_many_connections",
+                                    "closed to make room: authenticate sooner");
+                return;
+            }
+    };
+    int pending_from_peer = 0;
+    for (ClientConnection* c : connections_)
+        if (!c->authenticated() && c->peer() == peer) ++pending_from_peer;
+    if (pending_from_peer >= options_.max_unauthenticated_per_address) close_oldest_pending(&peer);
+    if (int(connections_.size()) >= options_.max_connections) close_oldest_pending(nullptr);
     if (int(connections_.size()) >= options_.max_connections) {
         remote::FramedSocket f(socket, 1024);
         f.send(remote::make_error(0, "too_many_connections",
@@ -283,7 +335,7 @@ void WorkerServer::pump_session(int id) {
 // ---------------------------------------------------------------- ClientConnection
 
 ClientConnection::ClientConnection(WorkerServer* server, QTcpSocket* socket)
-    : QObject(server), server_(server), socket_(socket) {
+    : QObject(server), server_(server), socket_(socket), peer_(socket->peerAddress().toString()) {
     socket_->setParent(this);
     // Until authenticated a peer may only send small frames.
     framed_ = new remote::FramedSocket(socket_, remote::kPreAuthMaxFrame, this);
@@ -312,6 +364,12 @@ void ClientConnection::close_now() {
     if (closed_) return;
     closed_ = true;
     server_->connection_closed(this);
+}
+
+void ClientConnection::close_with_error(const std::string& code, const std::string& message) {
+    if (closed_) return;
+    framed_->close_with_error(code, message);
+    close_now();  // leaves the server's list at once (the socket closes when its bytes are out)
 }
 
 void ClientConnection::reply(const json& m, const QByteArray& binary) {
@@ -439,12 +497,19 @@ json ClientConnection::start(const json& m, bool resume) {
         if (!QFileInfo(checkpoint).isDir())
             throw ProtocolError("not_found", "checkpoint " + remote::get_string(m, "checkpoint") + " is not a folder");
         name = safe_name(m.value("name", QFileInfo(checkpoint).fileName().toStdString() + "-resumed"));
+        // The checkpoint's project names its training text: it must be readable here too.
+        const moe::TrainingState st = moe::load_training_state(str(checkpoint));
+        if (!st.project.training.data.path.empty()) server_->confine_data_path(st.project.training.data.path);
     } else {
         project = moe::Project::from_json(remote::get_object(m, "project"));
         project.validate();
+        // Every path a project carries stays inside the runs (or data) folder.
+        if (!project.training.data.path.empty())
+            project.training.data.path = server_->confine_data_path(project.training.data.path);
         name = safe_name(m.value("name", project.name));
     }
-    int threads = int(remote::get_int_or(m, "threads", 0, 4096, server_->options().threads));
+    // Bounded as moe-train's --threads; more than the machine has is capped by the backend.
+    int threads = int(remote::get_int_or(m, "threads", 0, moe::kMaxThreads, server_->options().threads));
     QString stem = name;
     for (int i = 2; QFileInfo::exists(root.filePath(stem + ".h5")) || QFileInfo::exists(root.filePath(stem + ".ckpt")); ++i)
         stem = name + QString("-%1").arg(i);

@@ -39,12 +39,14 @@ struct WorkerOptions {
     QString host = "127.0.0.1";
     quint16 port = 7070;
     QString runs_dir;
+    QString data_dir;                       // "": training text only from inside runs_dir
     QByteArray token;
     QString tls_cert, tls_key;   // both set: TLS
     uint32_t max_frame = 16u << 20;
     size_t backlog_events = 20000;         // events kept per session for resuming clients
     qint64 max_client_queue = 4 << 20;     // unsent bytes per client before it is held back
     int max_connections = 64;
+    int max_unauthenticated_per_address = 4;  // handshakes in progress from one peer address
     int handshake_timeout_ms = 10000;
     int threads = 0;                        // default CPU threads of a session
 };
@@ -118,6 +120,9 @@ private:
     void accept(QTcpSocket* socket);
     nlohmann::json session_info(WorkerSession& s) const;
     void connection_closed(ClientConnection* c);
+    // The data text path of a project from a request, confined to the runs or data folder:
+    // returns it absolute, or throws ProtocolError("path_outside_root").
+    std::string confine_data_path(const std::string& path) const;
 
     WorkerOptions options_;
     QTcpServer* server_ = nullptr;
@@ -136,6 +141,9 @@ public:
     ClientConnection(WorkerServer* server, QTcpSocket* socket);
     ~ClientConnection() override;
     void pump();  // writes subscribed events while the client's queue has room
+    bool authenticated() const { return authenticated_; }
+    const QString& peer() const { return peer_; }
+    void close_with_error(const std::string& code, const std::string& message);
 
 private:
     void on_message(const nlohmann::json& m, const QByteArray& binary);
@@ -157,6 +165,7 @@ private:
     remote::FramedSocket* framed_;
     std::unique_ptr<remote::ServerHandshake> handshake_;
     bool authenticated_ = false;
+    QString peer_;  // the peer's address, for per-address limits
     bool closed_ = false;
     std::map<int, int64_t> subscriptions_;  // session -> next seq to send
     QTimer handshake_timer_;

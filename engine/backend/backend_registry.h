@@ -16,7 +16,11 @@ using DeviceBackendMaker = std::function<std::unique_ptr<Backend>(const Device& 
 // Installed once at start-up by the executable (and by tests that need a device).
 void set_device_backend_maker(DeviceBackendMaker maker);
 
-// "cpu" -> CpuBackend(threads); "cuda:N" -> the registered maker, or an Error naming what this
+// The CPU threads a backend gets for a request: at most the machine's hardware threads (with a
+// warning when capped); 0 stays 0 (every core).
+int usable_threads(int requested);
+
+// "cpu" -> CpuBackend(usable_threads(threads)); "cuda:N" -> the registered maker, or an Error naming what this
 // build lacks. `field` names where the device came from, for the message.
 std::unique_ptr<Backend> make_backend(const std::string& device, int threads,
                                       const std::string& field = "device");

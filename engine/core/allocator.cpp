@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/system_memory.h"
 
 namespace moe {
 
@@ -35,15 +36,21 @@ thread_local Allocator* g_current = nullptr;
 }  // namespace
 
 void require_memory(Allocator& allocator, size_t bytes, const std::string& what) {
-    if (allocator.device().is_host()) return;
-    size_t free_b = 0, total_b = 0;
-    allocator.memory_info(free_b, total_b);
-    if (total_b == 0 || bytes <= free_b) return;
     auto gib = [](size_t b) {
         char buf[32];
         std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / double(1ull << 30));
         return std::string(buf);
     };
+    if (allocator.device().is_host()) {
+        const size_t available = host_memory_available();
+        if (bytes <= available) return;
+        throw Error("not enough host memory for " + what + ": " + gib(bytes) + " needed, " +
+                    gib(available) + " available; choose a smaller model (hidden_size, "
+                    "n_routed_experts, num_hidden_layers) or batch");
+    }
+    size_t free_b = 0, total_b = 0;
+    allocator.memory_info(free_b, total_b);
+    if (total_b == 0 || bytes <= free_b) return;
     throw Error("not enough memory on " + allocator.device().str() + " for " + what + ": " +
                 gib(bytes) + " needed, " + gib(free_b) + " free of " + gib(total_b) +
                 "; choose a smaller model (hidden_size, n_routed_experts, num_hidden_layers) or "

@@ -44,8 +44,9 @@ public:
     }
 };
 
-// Checks before a large allocation that a device has `bytes` free; Error naming `what`, the
-// size, the free and total memory and what to reduce otherwise. No check on the host.
+// Checks before a large allocation that a device has `bytes` free (the host: what this process
+// may still allocate, core/system_memory.h); Error naming `what`, the size, the free and total
+// memory and what to reduce otherwise.
 void require_memory(Allocator& allocator, size_t bytes, const std::string& what);
 
 // 64-byte aligned host memory (BLAS and vectorized loops see aligned rows).

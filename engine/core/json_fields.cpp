@@ -93,6 +93,29 @@ void reject_unknown(const std::string& name, const std::vector<std::string>& kno
     throw ConfigError(name, message);
 }
 
+std::vector<std::string> differences(const nlohmann::json& a, const nlohmann::json& b,
+                                     const std::string& prefix) {
+    std::vector<std::string> out;
+    if (a.is_object() && b.is_object()) {
+        auto path = [&prefix](const std::string& key) {
+            return prefix.empty() ? key : prefix + "." + key;
+        };
+        for (auto it = a.begin(); it != a.end(); ++it) {
+            if (!b.contains(it.key())) {
+                out.push_back(path(it.key()));
+                continue;
+            }
+            const auto sub = differences(it.value(), b.at(it.key()), path(it.key()));
+            out.insert(out.end(), sub.begin(), sub.end());
+        }
+        for (auto it = b.begin(); it != b.end(); ++it)
+            if (!a.contains(it.key())) out.push_back(path(it.key()));
+    } else if (a != b) {
+        out.push_back(prefix.empty() ? std::string("(the whole value)") : prefix);
+    }
+    return out;
+}
+
 std::string format_number(double value) {
     char buffer[64];
     std::snprintf(buffer, sizeof buffer, "%.10g", value);

@@ -32,6 +32,11 @@ std::string closest_name(const std::string& name, const std::vector<std::string>
 [[noreturn]] void reject_unknown(const std::string& name, const std::vector<std::string>& known,
                                  const std::string& where);
 
+// Paths ("training.optimizer.lr") where two JSON values differ: object members compared one by
+// one (a member on one side only differs), anything else as a whole. `prefix` starts the paths.
+std::vector<std::string> differences(const nlohmann::json& a, const nlohmann::json& b,
+                                     const std::string& prefix = "");
+
 // A double printed without trailing noise (1e-06, 2.5, 10000) for messages.
 std::string format_number(double value);
 

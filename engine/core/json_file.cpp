@@ -7,21 +7,34 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/json_text.h"
 
 namespace moe {
+
+namespace {
+nlohmann::json parse_json_text_checked(const std::string& path, const std::string& text) {
+    try {
+        return parse_json_text(text);
+    } catch (const JsonTextError& e) {
+        throw FileError(path, e.what());
+    }
+}
+}  // namespace
 
 nlohmann::json read_json_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw FileError(path, std::string("cannot open for reading: ") + std::strerror(errno));
+    // The size is checked before the text is read: a huge file is refused, not loaded.
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) throw FileError(path, "is a folder, not a JSON file");
+    const auto size = std::filesystem::file_size(path, ec);
+    if (!ec && size > kMaxJsonBytes)
+        throw FileError(path, "is " + std::to_string(size) + " bytes, more than the " +
+                                  std::to_string(kMaxJsonBytes) + " this program reads as JSON");
     std::ostringstream text;
     text << in.rdbuf();
     if (in.bad()) throw FileError(path, "read failed");
-    try {
-        return nlohmann::json::parse(text.str());
-    } catch (const nlohmann::json::parse_error& e) {
-        // e.what() carries "at line L, column C"; the byte offset helps with one-line files.
-        throw FileError(path, "invalid JSON at byte " + std::to_string(e.byte) + ": " + e.what());
-    }
+    return parse_json_text_checked(path, text.str());
 }
 
 void write_json_file(const std::string& path, const nlohmann::json& value) {

@@ -17,14 +17,24 @@ std::string shape_to_string(const Shape& shape) {
     return os.str();
 }
 
-int64_t shape_numel(const Shape& shape) {
+namespace {
+// Elements of a shape; Error for a negative dimension or a product past 2^60 (a buffer of that
+// many floats cannot exist, and the multiplication must not wrap into a small number).
+int64_t checked_numel(const int64_t* dims, size_t rank) {
     int64_t n = 1;
-    for (int64_t d : shape) {
-        if (d < 0) throw Error("negative tensor dimension in shape " + shape_to_string(shape));
-        n *= d;
+    for (size_t i = 0; i < rank; ++i) {
+        if (dims[i] < 0)
+            throw Error("negative tensor dimension in shape " +
+                        shape_to_string(Shape(dims, dims + rank)));
+        if (__builtin_mul_overflow(n, dims[i], &n) || n > (int64_t(1) << 60))
+            throw Error("a tensor of shape " + shape_to_string(Shape(dims, dims + rank)) +
+                        " has more elements than memory can hold");
     }
     return n;
 }
+}  // namespace
+
+int64_t shape_numel(const Shape& shape) { return checked_numel(shape.data(), shape.size()); }
 
 Tensor::Tensor(Shape shape) {
     resize(shape);
@@ -117,13 +127,7 @@ void Tensor::resize(std::initializer_list<int64_t> dims) {
 }
 
 void Tensor::resize_to(const int64_t* dims, size_t rank) {
-    int64_t n = 1;
-    for (size_t i = 0; i < rank; ++i) {
-        if (dims[i] < 0)
-            throw Error("negative tensor dimension in shape " +
-                        shape_to_string(Shape(dims, dims + rank)));
-        n *= dims[i];
-    }
+    const int64_t n = checked_numel(dims, rank);
     if (n > capacity_) {
         if (data_ && !owned_)
             throw Error("a tensor view of " + std::to_string(capacity_) +

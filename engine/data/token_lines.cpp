@@ -8,7 +8,7 @@
 
 namespace moe {
 
-TokenLines read_token_lines(const std::string& path, int64_t vocab) {
+TokenLines read_token_lines(const std::string& path, int64_t vocab, int64_t max_length) {
     std::ifstream in(path);
     if (!in) throw FileError(path, "cannot open token file");
     TokenLines out;
@@ -29,6 +29,10 @@ TokenLines read_token_lines(const std::string& path, int64_t vocab) {
                 throw FileError(path, "line " + std::to_string(line_no) + ": token id " +
                                           std::to_string(id) + " is outside the vocabulary [0, " +
                                           std::to_string(vocab) + ")");
+            if (max_length > 0 && count >= max_length)
+                throw FileError(path, "line " + std::to_string(line_no) + " has more than " +
+                                          std::to_string(max_length) +
+                                          " tokens, the model's max_position_embeddings");
             out.ids.push_back(static_cast<int32_t>(id));
             ++count;
         }

@@ -14,8 +14,10 @@ struct TokenLines {
 };
 
 // Blank lines are skipped. Errors (FileError) name the path, the line and the bad text: a
-// non-integer, an id outside [0, vocab), lines of different lengths, an empty file.
-TokenLines read_token_lines(const std::string& path, int64_t vocab);
+// non-integer, an id outside [0, vocab), a line longer than `max_length` (> 0: the model's
+// max_position_embeddings; checked while reading, so a huge line is not read whole), lines of
+// different lengths, an empty file.
+TokenLines read_token_lines(const std::string& path, int64_t vocab, int64_t max_length = 0);
 void write_token_lines(const std::string& path, const TokenLines& lines);
 
 }  // namespace moe

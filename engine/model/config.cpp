@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <variant>
 #include <vector>
 
@@ -9,6 +10,7 @@
 
 #include "core/json_fields.h"
 #include "core/json_file.h"
+#include "model/size_check.h"
 
 namespace moe {
 
@@ -155,7 +157,49 @@ void require_positive(const char* field, double value) {
             format_number(value));
 }
 
+// Upper bounds of the size fields: far above any published model (DeepSeek-V3: hidden 7168,
+// 256 experts, 61 layers, vocab 129280, 163840 positions), low enough that no product of two
+// of them overflows int64. The parameter limit (size_check.h) bounds the model as a whole.
+struct SizeLimit {
+    const char* field;
+    int64_t ModelConfig::*member;
+    int64_t max;
+};
+const std::vector<SizeLimit>& size_limits() {
+    static const std::vector<SizeLimit> limits = {
+        {"vocab_size", &ModelConfig::vocab_size, int64_t(1) << 24},
+        {"hidden_size", &ModelConfig::hidden_size, int64_t(1) << 20},
+        {"intermediate_size", &ModelConfig::intermediate_size, int64_t(1) << 22},
+        {"moe_intermediate_size", &ModelConfig::moe_intermediate_size, int64_t(1) << 22},
+        {"num_hidden_layers", &ModelConfig::num_hidden_layers, 4096},
+        {"first_k_dense_replace", &ModelConfig::first_k_dense_replace, 4096},
+        {"num_attention_heads", &ModelConfig::num_attention_heads, 4096},
+        {"num_key_value_heads", &ModelConfig::num_key_value_heads, 4096},
+        {"n_routed_experts", &ModelConfig::n_routed_experts, 65536},
+        {"n_shared_experts", &ModelConfig::n_shared_experts, 1024},
+        {"num_experts_per_tok", &ModelConfig::num_experts_per_tok, 65536},
+        {"n_group", &ModelConfig::n_group, 65536},
+        {"topk_group", &ModelConfig::topk_group, 65536},
+        {"q_lora_rank", &ModelConfig::q_lora_rank, int64_t(1) << 20},
+        {"kv_lora_rank", &ModelConfig::kv_lora_rank, int64_t(1) << 20},
+        {"qk_nope_head_dim", &ModelConfig::qk_nope_head_dim, 65536},
+        {"qk_rope_head_dim", &ModelConfig::qk_rope_head_dim, 65536},
+        {"v_head_dim", &ModelConfig::v_head_dim, 65536},
+        {"num_nextn_predict_layers", &ModelConfig::num_nextn_predict_layers, 64},
+        {"max_position_embeddings", &ModelConfig::max_position_embeddings, int64_t(1) << 24},
+        {"sliding_window", &ModelConfig::sliding_window, int64_t(1) << 24},
+        {"moe_layer_freq", &ModelConfig::moe_layer_freq, 4096},
+    };
+    return limits;
+}
+
 }  // namespace
+
+int64_t ModelConfig::size_limit(const std::string& field) {
+    for (const SizeLimit& l : size_limits())
+        if (field == l.field) return l.max;
+    return 0;
+}
 
 int64_t ModelConfig::num_moe_layers() const {
     if (n_routed_experts <= 0) return 0;
@@ -170,6 +214,10 @@ double ModelConfig::attention_scale() const {
 void ModelConfig::validate() const {
     require(model_type == "deepseek_v3", "model_type", "must be \"deepseek_v3\"",
             "\"" + model_type + "\"");
+    for (const SizeLimit& l : size_limits())
+        require_int(this->*l.member <= l.max, l.field,
+                    "must be <= " + std::to_string(l.max) + " (the engine's size limit)",
+                    this->*l.member);
 
     // Shapes.
     require_positive("vocab_size", vocab_size);
@@ -262,6 +310,18 @@ void ModelConfig::validate() const {
             "\"" + hidden_act + "\"");
     require(!tie_word_embeddings, "tie_word_embeddings",
             "must be false (DeepSeek-V3 has an untied output head)", "true");
+
+    // The model as a whole, after every field is known to be in range.
+    const double params = estimate_parameters(*this);
+    if (params > kMaxModelParameters) {
+        const DominantField culprit = dominant_size_field(*this, estimate_parameters);
+        char count[64];
+        std::snprintf(count, sizeof count, "%.3g parameters, more than the %.0e the engine takes",
+                      params, kMaxModelParameters);
+        throw ConfigError(culprit.name.empty() ? std::string("hidden_size") : culprit.name,
+                          "makes the model " + std::string(count) + ", got " +
+                              std::to_string(culprit.value));
+    }
 }
 
 ModelConfig ModelConfig::from_json(const json& j) {

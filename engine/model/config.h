@@ -79,8 +79,12 @@ struct ModelConfig {
     bool has_selection_bias() const { return topk_method == "noaux_tc"; }
     double attention_scale() const;        // 1/sqrt(qk_head_dim)
 
-    // Throws ConfigError naming the first invalid field and its value.
+    // Throws ConfigError naming the first invalid field and its value. Size fields have upper
+    // bounds (size_limit) and the whole model at most kMaxModelParameters (model/size_check.h),
+    // so size arithmetic on a validated config cannot overflow int64.
     void validate() const;
+    // The upper bound validate() puts on a size field (HF name); 0 for other fields.
+    static int64_t size_limit(const std::string& field);
 
     // JSON with HF field names. from_json rejects unknown fields (naming them) but accepts the
     // HF/DeepSeek bookkeeping fields (architectures, torch_dtype, quantization_config, ...).

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "model/linear.h"
+#include "model/size_check.h"
 
 namespace moe {
 
@@ -26,6 +27,8 @@ void check_tokens(const int32_t* tokens, int64_t count, int64_t vocab, const cha
 Model::Model(const ModelConfig& cfg, Backend& backend)
     : cfg_(cfg), be_(backend), params_(/*deferred=*/true) {
     cfg_.validate();
+    // Before the first parameter: a model that cannot fit is refused naming the field to blame.
+    check_model_fits(cfg_, be_.allocator(), /*with_gradients=*/true);
     const int64_t D = cfg_.hidden_size;
     embed_ = &params_.add("model.embed_tokens.weight", {cfg_.vocab_size, D});
     for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l)

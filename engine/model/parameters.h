@@ -42,6 +42,7 @@ public:
     // The arenas (packed stores only): values of every parameter; gradients of the trainable
     // ones, the first decayed_numel() of them those of matrices.
     Tensor& value_arena() { return values_; }
+    const Tensor& value_arena() const { return values_; }
     Tensor& grad_arena() { return grads_; }
     const Tensor& grad_arena() const { return grads_; }
     int64_t decayed_numel() const { return decayed_numel_; }

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_file.h"
 #include "quant/block_scaling.h"
 #include "quant/number_formats.h"
 #include "store/safetensors.h"
@@ -51,16 +52,7 @@ CheckpointTensors open_sharded(const std::string& dir, const std::string& index_
     CheckpointTensors ct;
     ct.origin = index_path;
     ct.sharded = true;
-    nlohmann::json index;
-    {
-        std::ifstream in(index_path);
-        if (!in) throw FileError(index_path, "cannot open the shard index");
-        try {
-            index = nlohmann::json::parse(in);
-        } catch (const nlohmann::json::exception& e) {
-            throw FileError(index_path, std::string("shard index is not valid JSON: ") + e.what());
-        }
-    }
+    const nlohmann::json index = read_json_file(index_path);  // limits: core/json_text.h
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
         throw FileError(index_path, "shard index has no \"weight_map\" object");
     const nlohmann::json& map = index["weight_map"];

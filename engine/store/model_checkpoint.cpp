@@ -1,7 +1,9 @@
 #include "store/model_checkpoint.h"
 
+#include <cmath>
 #include <filesystem>
 
+#include "core/error.h"
 #include "store/checkpoint.h"
 
 namespace moe {
@@ -14,10 +16,11 @@ std::vector<CheckpointAlias> aliases_of(const Model& model) {
 }
 }  // namespace
 
-void save_model_checkpoint(const std::string& dir, const Model& model) {
+void save_model_checkpoint(const std::string& dir, const Model& model,
+                           std::map<std::string, std::string> metadata) {
     std::filesystem::create_directories(dir);
-    save_checkpoint_weights(dir, model.parameters(), aliases_of(model),
-                            {{"producer", std::string("moe-workbench ") + MOE_VERSION}});
+    metadata.emplace("producer", std::string("moe-workbench ") + MOE_VERSION);
+    save_checkpoint_weights(dir, model.parameters(), aliases_of(model), metadata);
     model.config().save((std::filesystem::path(dir) / "config.json").string());
 }
 
@@ -27,6 +30,21 @@ ModelConfig load_checkpoint_config(const std::string& dir) {
 
 void load_model_weights(const std::string& dir, Model& model) {
     load_checkpoint_weights(dir, model.parameters(), aliases_of(model));
+    // One pass over the arena; per tensor only when something is wrong, to name them.
+    Backend& be = model.backend();
+    const Tensor& all = model.parameters().value_arena();
+    if (std::isfinite(be.sum_squares(all.data(), all.numel()))) return;
+    std::vector<std::string> bad;
+    for (const Parameter* p : model.parameters().all())
+        if (!std::isfinite(be.sum_squares(p->value.data(), p->value.numel()))) bad.push_back(p->name);
+    std::string names;
+    for (size_t i = 0; i < bad.size() && i < 5; ++i) names += (i ? ", '" : "'") + bad[i] + "'";
+    if (bad.size() > 5) names += " and " + std::to_string(bad.size() - 5) + " more";
+    throw FileError((std::filesystem::path(dir) / kCheckpointWeightsFile).string(),
+                    std::to_string(bad.size()) + " of " +
+                        std::to_string(model.parameters().all().size()) +
+                        " tensors hold NaN or Inf values (" + names +
+                        "): the weights of a diverged run cannot be evaluated");
 }
 
 }  // namespace moe

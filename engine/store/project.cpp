@@ -30,11 +30,32 @@ void TrainingSettings::validate() const {
         throw ConfigError("training.batch_size", "must be > 0, got " + std::to_string(batch_size));
     if (seq_len <= 0)
         throw ConfigError("training.seq_len", "must be > 0, got " + std::to_string(seq_len));
-    if (threads < 0)
-        throw ConfigError("training.threads",
-                          "must be >= 0 (0 = all cores), got " + std::to_string(threads));
+    if (threads < 0 || threads > kMaxThreads)
+        throw ConfigError("training.threads", "must be in [0, " + std::to_string(kMaxThreads) +
+                                                  "] (0 = all cores), got " +
+                                                  std::to_string(threads));
     if (steps <= 0)
         throw ConfigError("training.steps", "must be > 0, got " + std::to_string(steps));
+    // Upper bounds keep every product of sizes (tokens x hidden x vocabulary, ...) inside int64;
+    // whether a batch fits in memory is checked when training starts (train/memory_plan.h).
+    const std::pair<const char*, std::pair<int64_t, int64_t>> bounded[] = {
+        {"training.batch_size", {batch_size, kMaxBatchSize}},
+        {"training.seq_len", {seq_len, int64_t(1) << 24}},
+        {"training.steps", {steps, int64_t(1) << 40}},
+        {"training.eval_batches", {eval_batches, int64_t(1) << 20}},
+        {"training.probe_tokens", {probe_tokens, int64_t(1) << 20}},
+        {"training.max_bad_steps", {max_bad_steps, int64_t(1) << 40}},
+    };
+    for (const auto& [field, v] : bounded)
+        if (v.first > v.second)
+            throw ConfigError(field, "must be <= " + std::to_string(v.second) +
+                                         " (the engine's size limit), got " +
+                                         std::to_string(v.first));
+    if (batch_size * seq_len > kMaxBatchTokens)
+        throw ConfigError("training.batch_size",
+                          "batch_size x seq_len must be <= " + std::to_string(kMaxBatchTokens) +
+                              " tokens per micro-batch, got " + std::to_string(batch_size) +
+                              " x " + std::to_string(seq_len));
     parse_device(device, "training.device");
     const std::pair<const char*, int64_t> intervals[] = {
         {"training.log_every", log_every},           {"training.eval_every", eval_every},
@@ -111,6 +132,17 @@ json TrainingSettings::to_json() const {
 }
 
 void Project::validate() const {
+    // The name becomes the run file's name (runs/NAME-TIME.h5): a name that is a path would put
+    // the run somewhere else.
+    auto bad_name = [this](const std::string& why) {
+        throw ConfigError("name", why + ", got \"" + name.substr(0, 80) + "\"");
+    };
+    if (name.size() > 120) bad_name("must be at most 120 bytes (it names the run files)");
+    if (name == "." || name == "..") bad_name("must be a name, not a folder");
+    if (!name.empty() && name.front() == '.') bad_name("must not start with '.' (a hidden file)");
+    for (const unsigned char c : name)
+        if (c == '/' || c == '\\' || c < 0x20 || c == 0x7f)
+            bad_name("must not contain '/', '\\' or control characters (it names the run files)");
     model.validate();
     training.validate();
     ModelConfig balanced = model;  // checks the balancing mode fits the model (bias present)

@@ -15,6 +15,12 @@
 
 namespace moe {
 
+// Limits of TrainingSettings::validate (docs/model-config.md): far above what fits anywhere
+// today, low enough that sizes multiply without overflow.
+inline constexpr int64_t kMaxThreads = 1024;
+inline constexpr int64_t kMaxBatchSize = int64_t(1) << 20;
+inline constexpr int64_t kMaxBatchTokens = int64_t(1) << 28;
+
 struct TrainingSettings {
     int64_t batch_size = 8;         // sequences per step (per micro-batch)
     int64_t seq_len = 128;          // tokens per sequence

@@ -188,7 +188,7 @@ RunWriter::RunWriter(const std::string& path, const RunHeader& header, bool over
     struct stat st{};
     if (!overwrite && ::stat(path.c_str(), &st) == 0)
         throw FileError(path, "a file already exists there; refusing to overwrite a run file "
-                              "(choose another run name, or overwrite explicitly)");
+                              "(choose another name for the new run; the existing file is left as it is)");
 
     // SWMR needs the latest file format (superblock v3, version-2 B-trees / extensible arrays).
     h5::PropList fapl = h5::make<h5::PropList>(H5Pcreate(H5P_FILE_ACCESS), path, "file access list");

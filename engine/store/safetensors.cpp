@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_text.h"
 
 // The data buffer is little-endian; reading it straight into fp32/int32 memory needs a
 // little-endian host (every platform the workbench targets).
@@ -122,7 +123,10 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
             throw FileError(path, "cannot read the " + std::to_string(header_len) +
                                       "-byte header: " + errno_text(errno));
         data_start_ = 8 + header_len;
-        parse_header(header);
+        SafetensorsHeader parsed = parse_safetensors_header(header, file_size_ - data_start_, path);
+        entries_ = std::move(parsed.entries);
+        index_ = std::move(parsed.index);
+        metadata_ = std::move(parsed.metadata);
     } catch (...) {
         ::close(fd_);
         fd_ = -1;
@@ -157,138 +161,180 @@ SafetensorsReader& SafetensorsReader::operator=(SafetensorsReader&& other) noexc
     return *this;
 }
 
-void SafetensorsReader::parse_header(const std::string& header) {
+namespace {
+
+// The first key that appears twice at the top level of a header that parses as JSON, or "".
+std::string first_duplicate_tensor(const std::string& header) {
     using nlohmann::json;
-    // nlohmann keeps the last of duplicate keys silently; the callback sees every top-level key.
     std::set<std::string> seen;
     std::string duplicate;
     auto on_event = [&](int depth, json::parse_event_t event, json& parsed) {
-        if (depth == 1 && event == json::parse_event_t::key) {
+        if (depth == 1 && event == json::parse_event_t::key && duplicate.empty()) {
             const std::string key = parsed.get<std::string>();
-            if (!seen.insert(key).second && duplicate.empty()) duplicate = key;
+            if (!seen.insert(key).second) duplicate = key;
         }
         return true;
     };
+    try {
+        const json whole = json::parse(header, on_event);  // only the callback's keys matter
+    } catch (const json::exception&) {
+        return "";
+    }
+    return duplicate;
+}
+
+}  // namespace
+
+SafetensorsHeader parse_safetensors_header(const std::string& header, uint64_t buffer_size,
+                                           const std::string& path) {
+    using nlohmann::json;
+    const uint64_t data_start = 8 + static_cast<uint64_t>(header.size());
+    // A real file's size fits in off_t; larger claims come only from callers in memory.
+    if (buffer_size > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - data_start)
+        throw FileError(path, "data buffer of " + std::to_string(buffer_size) +
+                                  " bytes is larger than any file can be");
+    const uint64_t file_size = data_start + buffer_size;
     json j;
     try {
-        j = json::parse(header, on_event);
-    } catch (const json::exception& e) {
-        throw FileError(path_, std::string("header is not valid JSON: ") + e.what());
+        // Depth, size and duplicate-key limits of untrusted JSON (core/json_text.h).
+        j = parse_json_text(header, SafetensorsReader::kMaxHeaderBytes);
+    } catch (const JsonTextError& e) {
+        // A duplicate key refused by parse_json_text (where() names it; depth and syntax errors
+        // have none, so the second parse below never sees an over-deep text): name the tensor
+        // when the duplicate is a top-level key.
+        const std::string duplicate = e.where().empty() ? "" : first_duplicate_tensor(header);
+        if (!duplicate.empty())
+            throw FileError(path,
+                            "tensor " + in_quotes(duplicate) + " appears twice in the header");
+        throw FileError(path, std::string("header is not valid JSON: ") + e.what());
     }
     if (!j.is_object())
-        throw FileError(path_, std::string("header is not a JSON object but a JSON ") +
-                                   j.type_name());
-    if (!duplicate.empty())
-        throw FileError(path_, "tensor " + in_quotes(duplicate) + " appears twice in the header");
+        throw FileError(path, std::string("header is not a JSON object but a JSON ") +
+                                  j.type_name());
 
-    const uint64_t buffer_size = file_size_ - data_start_;
+    SafetensorsHeader out;
+    std::vector<SafetensorsEntry>& entries = out.entries;
     for (auto it = j.begin(); it != j.end(); ++it) {
         const std::string& name = it.key();
         const json& v = it.value();
         if (name == "__metadata__") {
             if (!v.is_object())
-                throw FileError(path_, "__metadata__ is not an object but " +
-                                           std::string(v.type_name()));
+                throw FileError(path, "__metadata__ is not an object but " +
+                                          std::string(v.type_name()));
             for (auto m = v.begin(); m != v.end(); ++m) {
                 if (!m.value().is_string())
-                    throw FileError(path_, "__metadata__ value for " + in_quotes(m.key()) +
-                                               " is not a string: " + m.value().dump());
-                metadata_[m.key()] = m.value().get<std::string>();
+                    throw FileError(path, "__metadata__ value for " + in_quotes(m.key()) +
+                                              " is not a string: " + m.value().dump());
+                out.metadata[m.key()] = m.value().get<std::string>();
             }
             continue;
         }
         const std::string where = "tensor " + in_quotes(name);
         if (!v.is_object())
-            throw FileError(path_, where + ": header entry is not an object: " + v.dump());
+            throw FileError(path, where + ": header entry is not an object: " + v.dump());
         if (!v.contains("dtype") || !v["dtype"].is_string())
-            throw FileError(path_, where + ": missing or non-string \"dtype\"");
+            throw FileError(path, where + ": missing or non-string \"dtype\"");
         if (!v.contains("shape") || !v["shape"].is_array())
-            throw FileError(path_, where + ": missing or non-array \"shape\"");
+            throw FileError(path, where + ": missing or non-array \"shape\"");
         if (!v.contains("data_offsets") || !v["data_offsets"].is_array() ||
             v["data_offsets"].size() != 2 || !v["data_offsets"][0].is_number_unsigned() ||
             !v["data_offsets"][1].is_number_unsigned())
-            throw FileError(path_, where + ": \"data_offsets\" must be two non-negative integers, "
-                                           "got " + (v.contains("data_offsets")
-                                                        ? v["data_offsets"].dump()
-                                                        : std::string("nothing")));
+            throw FileError(path, where + ": \"data_offsets\" must be two non-negative integers, "
+                                          "got " + (v.contains("data_offsets")
+                                                       ? v["data_offsets"].dump()
+                                                       : std::string("nothing")));
         SafetensorsEntry e;
         e.name = name;
         e.dtype = v["dtype"].get<std::string>();
         const size_t elem = safetensors_dtype_size(e.dtype);
-        if (elem == 0) throw FileError(path_, where + ": unknown dtype " + in_quotes(e.dtype));
+        if (elem == 0) throw FileError(path, where + ": unknown dtype " + in_quotes(e.dtype));
         // Element count with an overflow guard: a corrupt shape must not wrap around to a size
         // that happens to match.
         uint64_t numel = 1;
-        bool overflow = false;
+        bool overflow = false;    // the count wraps around uint64
+        bool past_int64 = false;  // a running product passes int64, where numel() counts
         for (const json& d : v["shape"]) {
             if (!d.is_number_unsigned())
-                throw FileError(path_, where + ": shape " + v["shape"].dump() +
-                                           " has a non-integer or negative dimension " + d.dump());
+                throw FileError(path, where + ": shape " + v["shape"].dump() +
+                                          " has a non-integer or negative dimension " + d.dump());
             const uint64_t dim = d.get<uint64_t>();
             if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-                throw FileError(path_, where + ": dimension " + d.dump() + " is too large");
+                throw FileError(path, where + ": dimension " + d.dump() + " is too large");
             e.shape.push_back(static_cast<int64_t>(dim));
             if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / dim) overflow = true;
             numel *= dim;
+            if (numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+                past_int64 = true;
         }
         e.begin = v["data_offsets"][0].get<uint64_t>();
         e.end = v["data_offsets"][1].get<uint64_t>();
         if (e.end < e.begin)
-            throw FileError(path_, where + ": data_offsets " + range_string(e.begin, e.end) +
-                                       " end before they begin");
+            throw FileError(path, where + ": data_offsets " + range_string(e.begin, e.end) +
+                                      " end before they begin");
         if (overflow || numel > std::numeric_limits<uint64_t>::max() / elem ||
             numel * elem != e.end - e.begin)
-            throw FileError(path_, where + ": shape " + shape_to_string(e.shape) + " of " +
-                                       e.dtype + " needs " +
-                                       (overflow ? std::string("more than 2^64")
-                                                 : std::to_string(numel * elem)) +
-                                       " bytes but data_offsets " + range_string(e.begin, e.end) +
-                                       " span " + std::to_string(e.end - e.begin));
-        entries_.push_back(std::move(e));
+            throw FileError(path, where + ": shape " + shape_to_string(e.shape) + " of " +
+                                      e.dtype + " needs " +
+                                      (overflow ? std::string("more than 2^64")
+                                                : std::to_string(numel * elem)) +
+                                      " bytes but data_offsets " + range_string(e.begin, e.end) +
+                                      " span " + std::to_string(e.end - e.begin));
+        // A zero dimension can hide absurd ones ([2^31, 2^32, 0] spans 0 bytes): numel() must
+        // still count the shape later, so refuse what shape_numel (core/tensor.h) refuses.
+        if (past_int64)
+            throw FileError(path, where + ": shape " + shape_to_string(e.shape) +
+                                      " has more elements than a tensor can hold");
+        try {
+            static_cast<void>(shape_numel(e.shape));
+        } catch (const Error& err) {
+            throw FileError(path, where + ": " + err.what());
+        }
+        entries.push_back(std::move(e));
     }
 
     // The data buffer must be covered exactly: ranges start at 0, follow each other without gap
     // or overlap, and end where the file ends.
-    std::stable_sort(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
+    std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
         return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
     });
     uint64_t max_end = 0;
-    for (const SafetensorsEntry& e : entries_) max_end = std::max(max_end, e.end);
+    for (const SafetensorsEntry& e : entries) max_end = std::max(max_end, e.end);
     uint64_t expected = 0;
     const SafetensorsEntry* prev = nullptr;
-    for (const SafetensorsEntry& e : entries_) {
+    for (const SafetensorsEntry& e : entries) {
         if (e.begin < expected)
-            throw FileError(path_, "tensor " + in_quotes(e.name) + " data_offsets " +
-                                       range_string(e.begin, e.end) + " overlap tensor " +
-                                       in_quotes(prev->name) + " " +
-                                       range_string(prev->begin, prev->end));
+            throw FileError(path, "tensor " + in_quotes(e.name) + " data_offsets " +
+                                      range_string(e.begin, e.end) + " overlap tensor " +
+                                      in_quotes(prev->name) + " " +
+                                      range_string(prev->begin, prev->end));
         if (e.begin > expected)
-            throw FileError(path_, "tensor " + in_quotes(e.name) + " data_offsets " +
-                                       range_string(e.begin, e.end) + " leave a gap of " +
-                                       std::to_string(e.begin - expected) + " bytes after " +
-                                       (prev ? "tensor " + in_quotes(prev->name) + " " +
-                                                   range_string(prev->begin, prev->end)
-                                             : std::string("the start of the data buffer")) +
-                                       " (ranges must be contiguous)");
+            throw FileError(path, "tensor " + in_quotes(e.name) + " data_offsets " +
+                                      range_string(e.begin, e.end) + " leave a gap of " +
+                                      std::to_string(e.begin - expected) + " bytes after " +
+                                      (prev ? "tensor " + in_quotes(prev->name) + " " +
+                                                  range_string(prev->begin, prev->end)
+                                            : std::string("the start of the data buffer")) +
+                                      " (ranges must be contiguous)");
         if (e.end > buffer_size)
-            throw FileError(path_, "truncated file: tensor " + in_quotes(e.name) +
-                                       " data_offsets " +
-                                       range_string(e.begin, e.end) + " reach past the end; the " +
-                                       "header needs at least " +
-                                       std::to_string(data_start_ + max_end) +
-                                       " bytes, the file has " + std::to_string(file_size_) +
-                                       " bytes");
+            throw FileError(path, "truncated file: tensor " + in_quotes(e.name) +
+                                      " data_offsets " +
+                                      range_string(e.begin, e.end) + " reach past the end; the " +
+                                      "header needs at least " +
+                                      std::to_string(data_start + max_end) +
+                                      " bytes, the file has " + std::to_string(file_size) +
+                                      " bytes");
         expected = e.end;
         prev = &e;
     }
     if (expected != buffer_size)
-        throw FileError(path_, "file has " + std::to_string(buffer_size - expected) +
-                                   " bytes after the last tensor" +
-                                   (prev ? " " + in_quotes(prev->name) : std::string()) +
-                                   ": expected " + std::to_string(data_start_ + expected) +
-                                   " bytes in total, the file has " + std::to_string(file_size_) +
-                                   " bytes");
-    for (size_t i = 0; i < entries_.size(); ++i) index_[entries_[i].name] = i;
+        throw FileError(path, "file has " + std::to_string(buffer_size - expected) +
+                                  " bytes after the last tensor" +
+                                  (prev ? " " + in_quotes(prev->name) : std::string()) +
+                                  ": expected " + std::to_string(data_start + expected) +
+                                  " bytes in total, the file has " + std::to_string(file_size) +
+                                  " bytes");
+    for (size_t i = 0; i < entries.size(); ++i) out.index[entries[i].name] = i;
+    return out;
 }
 
 const SafetensorsEntry* SafetensorsReader::find(const std::string& name) const {

@@ -26,6 +26,23 @@ struct SafetensorsEntry {
 // Bytes per element of a safetensors dtype string; 0 when the dtype is unknown.
 size_t safetensors_dtype_size(const std::string& dtype);
 
+// The validated content of a safetensors header: what SafetensorsReader keeps of it.
+struct SafetensorsHeader {
+    std::vector<SafetensorsEntry> entries;       // ascending offsets, covering the buffer exactly
+    std::map<std::string, size_t> index;         // tensor name -> position in entries
+    std::map<std::string, std::string> metadata; // "__metadata__"
+};
+
+// Parses and validates the JSON header text of a file (the `header.size()` bytes after the
+// length field) whose data buffer, everything after the header, is `buffer_size` bytes long.
+// On success every entry has a known dtype, a shape that shape_numel accepts (numel() neither
+// overflows nor throws), end - begin == numel * dtype size, and the entries cover
+// [0, buffer_size) in order without gap or overlap. FileErrors name `path` and the tensor (a
+// buffer_size no file can have is one too). SafetensorsReader calls it on the header it read;
+// fuzz/fuzz_safetensors_header.cpp calls it on bytes in memory.
+SafetensorsHeader parse_safetensors_header(const std::string& header, uint64_t buffer_size,
+                                           const std::string& path);
+
 // Opens a file and validates its whole header up front (sizes, offsets, contiguity, truncation),
 // so a later read can only fail on an I/O error or an unsupported conversion. The file stays open
 // (reads use pread, so a const reader may be shared between threads). Errors are FileErrors that
@@ -65,7 +82,6 @@ public:
     uint64_t data_start() const { return data_start_; }  // 8 + header length
 
 private:
-    void parse_header(const std::string& header);
     void read_bytes(const SafetensorsEntry& e, void* dst) const;
 
     std::string path_;

@@ -209,7 +209,8 @@ void OptimizerSettings::validate(const std::string& prefix) const {
           weight_decay);
     check(finite(grad_clip) && grad_clip >= 0.0, prefix, "grad_clip", "must be >= 0 (0 = off)",
           grad_clip);
-    check(grad_accum >= 1, prefix, "grad_accum", "must be >= 1", double(grad_accum));
+    check(grad_accum >= 1 && grad_accum <= 65536, prefix, "grad_accum", "must be in [1, 65536]",
+          double(grad_accum));
     schedule.validate(prefix + ".schedule");
 }
 

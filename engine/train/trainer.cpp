@@ -6,8 +6,11 @@
 
 #include "backend/backend_registry.h"
 #include "core/error.h"
+#include "core/json_fields.h"
 #include "train/evaluator.h"
 #include "train/grad_clip.h"
+#include "train/memory_plan.h"
+#include "store/model_checkpoint.h"
 #include "model/linear_precision.h"
 #include "quant/quant_recorder.h"
 
@@ -44,6 +47,9 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
     const TrainingSettings& tr = project_.training;
     backend_ = make_backend(tr.device, threads > 0 ? threads : static_cast<int>(tr.threads),
                             "training.device");
+    // Before the model, optimizer and batches exist: a run that cannot fit is refused with the
+    // field to change, not ended by an allocation failure halfway.
+    check_training_fits(project_, backend_->allocator());
     model_ = std::make_unique<Model>(project_.model, *backend_);
     model_->init_weights(static_cast<uint64_t>(tr.seed));
     model_->set_linear_recipe(tr.precision.recipe());
@@ -66,6 +72,29 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& checkpoint_dir,
                                          const TrainerPaths& paths, int threads,
                                          int64_t total_steps, const std::string& device) {
     const TrainingState st = load_training_state(checkpoint_dir);
+    // config.json and the trainer state are written together; anything else is a damaged or
+    // hand-edited checkpoint, and which of them is right cannot be told.
+    const std::string config_path = (std::filesystem::path(checkpoint_dir) / "config.json").string();
+    const ModelConfig on_disk = load_checkpoint_config(checkpoint_dir);
+    if (!(on_disk == st.project.model)) {
+        std::string fields;
+        for (const std::string& f : json_fields::differences(on_disk.to_json(), st.project.model.to_json()))
+            fields += (fields.empty() ? "" : ", ") + f;
+        throw FileError(config_path, "differs from the model in trainer_state.json (" + fields +
+                                         "); the checkpoint cannot be resumed");
+    }
+    check_checkpoint_files(checkpoint_dir, st);
+    const int64_t target = total_steps > 0 ? total_steps : st.project.training.steps;
+    if (target <= st.step)
+        throw Error("nothing to train: " + checkpoint_dir + " is at step " +
+                    std::to_string(st.step) + " and the run would end at step " +
+                    std::to_string(target) +
+                    (total_steps > 0 ? std::string(" (the steps asked for)")
+                                     : std::string(" (its training.steps)")) +
+                    "; ask for more steps (moe-train --resume DIR --steps N with N > " +
+                    std::to_string(st.step) + ")");
+    // Unfinished checkpoint writes of the run being continued.
+    remove_unfinished_checkpoints(std::filesystem::path(checkpoint_dir).parent_path().string());
     Project project = st.project;
     if (total_steps > 0) project.training.steps = total_steps;
     if (!device.empty()) project.training.device = device;
@@ -79,6 +108,8 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& checkpoint_dir,
     t->bad_steps_ = st.bad_steps;
     t->scaler_->restore(st.loss_scale, st.loss_scale_good_steps);
     t->last_checkpoint_ = checkpoint_dir;
+    t->last_checkpoint_step_ = st.step;
+    // Resumable means loaded and finite; "good" still waits for a step that trains on them.
     t->open_run_file(t->backend_->describe());
     return t;
 }
@@ -210,6 +241,18 @@ StepReport Trainer::step() {
     const bool expected_overflow = finite_loss && scaler_->last_was_overflow();
     if (apply) {
         optimizer_->step(r.lr, gn.factor * unscale);
+        // The guard above saw finite gradients, but an update can still overflow (a learning
+        // rate of 1e300): then the previous weights are gone, and the run cannot go on.
+        if (!weights_finite()) {
+            run_->flush();
+            throw Error("training stopped at step " + std::to_string(step_ + 1) +
+                        ": the AdamW update at learning rate " + json_fields::format_number(r.lr) +
+                        " made the weights non-finite (lower training.optimizer.lr); " +
+                        good_checkpoint_note());
+        }
+        // The weights the last checkpoint holds just gave a finite loss and gradients.
+        if (!last_checkpoint_.empty() && last_checkpoint_step_ == step_)
+            last_good_checkpoint_ = last_checkpoint_;
         balancer_->update(moe_layers_, *backend_);
         bad_steps_ = 0;
         for (const auto& c : balancer_->last_counts()) r.maxvio.push_back(max_violation(c));
@@ -272,18 +315,19 @@ StepReport Trainer::step() {
         write_routing_snapshot();
         run_->flush();
     }
-    const bool scheduled = tr.checkpoint_every && step_ % tr.checkpoint_every == 0;
-    if (scheduled || finished()) save_checkpoint();
-
     if (bad_steps_ > 0 && tr.max_bad_steps > 0 && bad_steps_ >= tr.max_bad_steps) {
-        // The weights are those of the last good step: skipped steps changed nothing.
-        const std::string dir = save_checkpoint();
+        // The current weights gave NaN/Inf on every batch since the last update: they are not
+        // saved (a checkpoint must hold weights that train). The newest checkpoint whose weights
+        // were seen to give a finite loss and gradients is the one to go back to.
         run_->flush();
         throw Error("training stopped at step " + std::to_string(step_) + ": the loss or the " +
                     "gradient was NaN/Inf for " + std::to_string(bad_steps_) +
-                    " steps in a row (lower training.optimizer.lr or raise grad_clip)" +
-                    (dir.empty() ? std::string() : "; last good weights saved in " + dir));
+                    " steps in a row (lower training.optimizer.lr or raise grad_clip); " +
+                    good_checkpoint_note());
     }
+    const bool scheduled = tr.checkpoint_every && step_ % tr.checkpoint_every == 0;
+    if (scheduled || finished()) save_checkpoint();
+
     return r;
 }
 
@@ -323,13 +367,34 @@ EvalReport Trainer::evaluate() {
     return rep;
 }
 
+std::string Trainer::good_checkpoint_note() const {
+    std::error_code ec;
+    if (last_good_checkpoint_.empty() || !std::filesystem::exists(last_good_checkpoint_, ec))
+        return "no checkpoint with weights that trained without NaN/Inf was saved in this run";
+    return "the last good weights are in " + last_good_checkpoint_ +
+           " (resume from there with a lower learning rate)";
+}
+
+bool Trainer::weights_finite() const {
+    // One pass over the value arena (the CPU sums squares in double; a device summing in float
+    // would also flag |w| > 1e19, which no trained weight reaches).
+    const Tensor& w = model_->parameters().value_arena();
+    return std::isfinite(backend_->sum_squares(w.data(), w.numel()));
+}
+
 std::string Trainer::save_checkpoint() {
     if (paths_.checkpoint_root.empty()) return {};
     const std::string dir = checkpoint_dir_name(paths_.checkpoint_root, step_);
     if (dir == last_checkpoint_) return dir;  // this step is saved already
+    // A checkpoint is a promise of usable weights (the guard relies on it).
+    if (!weights_finite())
+        throw Error("not saving a checkpoint at step " + std::to_string(step_) +
+                    ": the weights are not finite");
     save_training_checkpoint(dir, *model_, *optimizer_, state());
-    prune_checkpoints(paths_.checkpoint_root, project_.training.keep_checkpoints);
+    prune_checkpoints(paths_.checkpoint_root, project_.training.keep_checkpoints,
+                      last_good_checkpoint_);
     last_checkpoint_ = dir;
+    last_checkpoint_step_ = step_;
     if (run_) run_->flush();
     if (on_checkpoint) on_checkpoint(dir);
     return dir;

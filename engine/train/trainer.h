@@ -47,8 +47,11 @@ public:
     ~Trainer();
 
     // One optimizer step plus its bookkeeping (run-file rows, evaluation, routing snapshot,
-    // checkpoint as scheduled). Throws Error when the run must stop (repeated NaN/Inf steps:
-    // a checkpoint of the last good weights is written first, and the message names it).
+    // checkpoint as scheduled). Throws Error when the run must stop: repeated NaN/Inf steps, or
+    // an update that made the weights non-finite. Nothing is saved then; the message names the
+    // newest checkpoint whose weights were seen to train (a finite loss and gradients on the
+    // step after it was saved), or says there is none. No checkpoint is ever written from
+    // non-finite weights.
     StepReport step();
     bool finished() const { return step_ >= project_.training.steps; }
 
@@ -63,6 +66,8 @@ public:
     DataLoader& data() { return *data_; }
     const std::string& run_file() const { return paths_.run_file; }
     const std::string& last_checkpoint() const { return last_checkpoint_; }
+    // The newest checkpoint whose weights then trained without NaN/Inf ("" if none yet).
+    const std::string& last_good_checkpoint() const { return last_good_checkpoint_; }
     // Called on the trainer's thread when an evaluation or checkpoint finishes.
     std::function<void(const EvalReport&)> on_eval;
     std::function<void(const std::string&)> on_checkpoint;
@@ -74,6 +79,8 @@ private:
     void write_sparsity_row();
     bool records_quant_at(int64_t step) const;  // step counted from 1
     TrainingState state() const;
+    bool weights_finite() const;  // every weight finite
+    std::string good_checkpoint_note() const;  // "the last good weights are in ..." or none
 
     Project project_;
     TrainerPaths paths_;
@@ -92,6 +99,9 @@ private:
     int64_t step_ = 0, tokens_ = 0, bad_steps_ = 0;
     double wall_s_ = 0, recent_rate_ = 0;
     std::string last_checkpoint_;
+    int64_t last_checkpoint_step_ = -1;
+    // The newest checkpoint whose weights then gave a finite loss and gradients (never pruned).
+    std::string last_good_checkpoint_;
 };
 
 }  // namespace moe

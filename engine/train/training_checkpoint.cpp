@@ -4,11 +4,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <random>
 #include <cstdio>
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/json_fields.h"
 #include "core/json_file.h"
+#include "store/checkpoint.h"
 #include "store/model_checkpoint.h"
 #include "store/safetensors.h"
 
@@ -41,6 +46,16 @@ T field(const nlohmann::json& j, const char* name, const std::string& path) {
     }
 }
 
+// 64 random bits as hex, different for every save (also across processes).
+std::string new_checkpoint_id() {
+    std::random_device rd;
+    const uint64_t bits = (uint64_t(rd()) << 32) ^ uint64_t(rd()) ^
+                          uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(bits));
+    return buf;
+}
+
 }  // namespace
 
 nlohmann::json TrainingState::to_json() const {
@@ -55,6 +70,7 @@ nlohmann::json TrainingState::to_json() const {
                           {"loss_scale_good_steps", loss_scale_good_steps},
                           {"data", data},
                           {"run_file", run_file},
+                          {"checkpoint_id", checkpoint_id},
                           {"project", project.to_json()}};
 }
 
@@ -79,6 +95,8 @@ TrainingState TrainingState::from_json(const nlohmann::json& j, const std::strin
         s.loss_scale_good_steps = field<int64_t>(j, "loss_scale_good_steps", path);
     s.data = j.at("data");
     s.run_file = j.value("run_file", "");
+    // Absent in checkpoints written before the id existed: nothing to compare then.
+    if (j.contains("checkpoint_id")) s.checkpoint_id = field<std::string>(j, "checkpoint_id", path);
     try {
         s.project = Project::from_json(j.at("project"));
         s.project.validate();
@@ -88,20 +106,60 @@ TrainingState TrainingState::from_json(const nlohmann::json& j, const std::strin
     return s;
 }
 
+namespace {
+std::atomic<bool> g_writing{false};
+}  // namespace
+
+bool checkpoint_write_active() { return g_writing.load(); }
+
+int remove_unfinished_checkpoints(const std::string& root) {
+    std::error_code ec;
+    if (root.empty() || !fs::is_directory(root, ec)) return 0;
+    int removed = 0;
+    for (const auto& entry : fs::directory_iterator(root, ec)) {
+        const std::string name = entry.path().filename().string();
+        // Only what save_training_checkpoint makes: "step-NNNNNNNN.tmp".
+        if (name.size() == 17 && name.rfind("step-", 0) == 0 && name.ends_with(".tmp") &&
+            name.find_first_not_of("0123456789", 5) == 13) {
+            std::error_code rm;
+            fs::remove_all(entry.path(), rm);
+            if (!rm) ++removed;
+        }
+    }
+    return removed;
+}
+
 void save_training_checkpoint(const std::string& dir, const Model& model, AdamW& optimizer,
                               const TrainingState& state) {
     const fs::path final_dir(dir);
     const fs::path tmp = final_dir.string() + ".tmp";
     std::error_code ec;
+    // Leftovers of an interrupted write (a second Ctrl-C, a crash) are never read: clear them.
+    remove_unfinished_checkpoints(final_dir.parent_path().string());
     fs::remove_all(tmp, ec);
     fs::create_directories(tmp, ec);
     if (ec) throw FileError(tmp.string(), "cannot create checkpoint directory: " + ec.message());
 
-    save_model_checkpoint(tmp.string(), model);
-    SafetensorsWriter writer;
-    for (const auto& [name, tensor] : optimizer.state_tensors()) writer.add_f32(name, *tensor);
-    writer.write((tmp / kOptimizerFile).string());
-    write_json_file((tmp / kStateFile).string(), state.to_json());
+    struct Writing {
+        Writing() { g_writing = true; }
+        ~Writing() { g_writing = false; }
+    } writing;
+    // One id in all three files: resume refuses a folder whose files come from different saves.
+    TrainingState stamped = state;
+    stamped.checkpoint_id = new_checkpoint_id();
+    try {
+        save_model_checkpoint(tmp.string(), model, {{"checkpoint_id", stamped.checkpoint_id}});
+        SafetensorsWriter writer;
+        for (const auto& [name, tensor] : optimizer.state_tensors()) writer.add_f32(name, *tensor);
+        writer.set_metadata("checkpoint_id", stamped.checkpoint_id);
+        writer.write((tmp / kOptimizerFile).string());
+        write_json_file((tmp / kStateFile).string(), stamped.to_json());
+    } catch (...) {
+        // A full disk or another I/O error: no half checkpoint stays behind.
+        std::error_code ignored;
+        fs::remove_all(tmp, ignored);
+        throw;
+    }
     fsync_dir(tmp);
 
     fs::remove_all(final_dir, ec);
@@ -119,6 +177,23 @@ TrainingState load_training_state(const std::string& dir) {
     return TrainingState::from_json(read_json_file(path), path);
 }
 
+void check_checkpoint_files(const std::string& dir, const TrainingState& state) {
+    if (state.checkpoint_id.empty()) return;
+    const std::string state_path = (fs::path(dir) / kStateFile).string();
+    for (const char* file : {kCheckpointWeightsFile, kOptimizerFile}) {
+        const std::string path = (fs::path(dir) / file).string();
+        const SafetensorsReader reader(path);
+        const auto it = reader.metadata().find("checkpoint_id");
+        const std::string id = it == reader.metadata().end() ? std::string() : it->second;
+        if (id != state.checkpoint_id)
+            throw FileError(path, "does not belong to this checkpoint: its checkpoint_id is " +
+                                      (id.empty() ? std::string("missing") : "\"" + id + "\"") +
+                                      ", " + state_path + " says \"" + state.checkpoint_id +
+                                      "\" (files of different saves mixed in one folder; "
+                                      "resume from an intact checkpoint)");
+    }
+}
+
 void load_training_tensors(const std::string& dir, Model& model, AdamW& optimizer) {
     load_model_weights(dir, model);
     const std::string path = (fs::path(dir) / kOptimizerFile).string();
@@ -132,6 +207,21 @@ void load_training_tensors(const std::string& dir, Model& model, AdamW& optimize
                                       shape_to_string(tensor->shape()));
         reader.read_f32_into(name, *tensor);
     }
+}
+
+std::vector<std::string> resume_conflicts(const Project& given, const Project& checkpoint) {
+    // The trainer applies the balancing mode to the model before saving; do the same here.
+    Project a = given;
+    apply_balance_mode(a.training.balance, a.model);
+    nlohmann::json ja = a.to_json(), jb = checkpoint.to_json();
+    for (nlohmann::json* j : {&ja, &jb}) {
+        j->erase("name");
+        j->erase("description");
+        for (const char* f : {"steps", "device", "threads"}) (*j)["training"].erase(f);
+        auto& opt = (*j)["training"]["optimizer"];
+        if (opt.contains("schedule") && opt["schedule"].is_object()) opt["schedule"].erase("total_steps");
+    }
+    return json_fields::differences(ja, jb);
 }
 
 std::string checkpoint_dir_name(const std::string& root, int64_t step) {
@@ -154,11 +244,12 @@ std::vector<std::string> list_checkpoints(const std::string& root) {
     return out;
 }
 
-void prune_checkpoints(const std::string& root, int64_t keep) {
+void prune_checkpoints(const std::string& root, int64_t keep, const std::string& also_keep) {
     if (keep <= 0) return;
     const std::vector<std::string> all = list_checkpoints(root);
     std::error_code ec;
-    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i], ec);
+    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i)
+        if (also_keep.empty() || !fs::equivalent(all[i], also_keep, ec)) fs::remove_all(all[i], ec);
 }
 
 }  // namespace moe

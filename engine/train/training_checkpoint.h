@@ -30,24 +30,44 @@ struct TrainingState {
     nlohmann::json data;         // DataLoader::state()
     Project project;
     std::string run_file;        // the run file this checkpoint belongs to
+    std::string checkpoint_id;   // set by each save; also in both safetensors files' metadata
 
     nlohmann::json to_json() const;
     static TrainingState from_json(const nlohmann::json& j, const std::string& path);
 };
 
-// Writes the checkpoint directory `dir` (replacing an older one of that name).
+// Writes the checkpoint directory `dir` (replacing an older one of that name) whole or not at
+// all: into "<dir>.tmp", removed again when a write fails, then renamed. Unfinished
+// "step-*.tmp" folders left in dir's parent by an interrupted earlier write are removed first.
+// Each save stamps a new checkpoint_id into all three files.
 void save_training_checkpoint(const std::string& dir, const Model& model, AdamW& optimizer,
                               const TrainingState& state);
 // trainer_state.json of a checkpoint (FileError naming the file and field on problems).
 TrainingState load_training_state(const std::string& dir);
+// Throws FileError when model.safetensors or optimizer.safetensors carry another checkpoint_id
+// than `state` (files of different saves mixed in one folder). No check for old checkpoints
+// without ids.
+void check_checkpoint_files(const std::string& dir, const TrainingState& state);
+// Removes "step-NNNNNNNN.tmp" folders under root (interrupted writes); returns how many.
+int remove_unfinished_checkpoints(const std::string& root);
+// True while save_training_checkpoint is writing (for signal handlers: a second Ctrl-C waits for
+// the write to finish instead of leaving a half checkpoint).
+bool checkpoint_write_active();
 // Model weights and optimizer moments; the model and optimizer must match the checkpoint's
 // project (FileError naming the tensor otherwise).
 void load_training_tensors(const std::string& dir, Model& model, AdamW& optimizer);
 
+// Where a project given with --resume disagrees with the checkpoint's own project, as field
+// paths ("model.hidden_size", "training.optimizer.lr"). name, description, training.steps,
+// training.device, training.threads and the schedule's total_steps may differ (they do not
+// change what the checkpoint holds).
+std::vector<std::string> resume_conflicts(const Project& given, const Project& checkpoint);
+
 // Checkpoint directories "step-NNNNNNNN" under root, oldest first.
 std::vector<std::string> list_checkpoints(const std::string& root);
 std::string checkpoint_dir_name(const std::string& root, int64_t step);
-// Deletes all but the newest `keep` checkpoints under root (keep 0 keeps all).
-void prune_checkpoints(const std::string& root, int64_t keep);
+// Deletes all but the newest `keep` checkpoints under root (keep 0 keeps all), and never
+// `also_keep` (the trainer's last verified-good checkpoint).
+void prune_checkpoints(const std::string& root, int64_t keep, const std::string& also_keep = "");
 
 }  // namespace moe
