@@ -125,19 +125,27 @@ private slots:
         shoot(&w, "remote-run-finished");
 
         // Resume from a checkpoint on the worker: the window lists the worker's step-* folders.
+        // Then it asks the step to train to: past the finished run's 40, as many again.
         QStringList offered;
+        int proposed_target = 0;
         QTimer accept_dialog;
         connect(&accept_dialog, &QTimer::timeout, [&] {
             if (auto* dlg = qobject_cast<QInputDialog*>(QApplication::activeModalWidget())) {
-                offered = dlg->comboBoxItems();
+                if (dlg->inputMode() == QInputDialog::IntInput) {
+                    proposed_target = dlg->intValue();
+                    dlg->setIntValue(50);
+                } else {
+                    offered = dlg->comboBoxItems();
+                }
                 dlg->accept();
             }
         });
         accept_dialog.start(50);
         const QString first_run = run->path();
         w.findChild<QAction*>("actionResumeCheckpoint")->trigger();
-        QVERIFY(QTest::qWaitFor([&] { return !offered.isEmpty(); }, 15000));
+        QVERIFY(QTest::qWaitFor([&] { return !offered.isEmpty() && proposed_target != 0; }, 15000));
         accept_dialog.stop();
+        QCOMPARE(proposed_target, 80);
         QVERIFY2(offered.last().contains("step-00000040") && !offered.last().startsWith("/"),
                  qPrintable(offered.join(", ")));
         QVERIFY(QTest::qWaitFor([&] { return w.session_run() && w.session_run()->path() != first_run &&
@@ -145,6 +153,8 @@ private slots:
                                               w.session()->state() == SessionState::Failed); }, 60000));
         QCOMPARE(w.session()->state(), SessionState::Finished);
         QVERIFY(w.session_run()->path().contains("resumed"));
+        QTest::qWait(200);
+        QCOMPARE(w.session_run()->metric_rows(), int64_t(10));  // steps 41..50
 
         // Back to this computer: the next run is local again.
         w.launcher()->device_box()->setCurrentIndex(0);

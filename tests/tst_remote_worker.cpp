@@ -447,7 +447,8 @@ private slots:
         QVERIFY2(started["type"] == "result", started.dump().c_str());
         const int survivor = started["session"];
         auto steps_of = [&](int sid) -> int64_t {
-            for (const json& s : call(c, {{"type", "sessions"}})["sessions"])
+            const json listed = call(c, {{"type", "sessions"}});  // kept alive for the loop
+            for (const json& s : listed.value("sessions", json::array()))
                 if (s["session"] == sid) return s["steps_done"];
             return -1;
         };
@@ -520,7 +521,9 @@ private slots:
 
         // The survivor trained through all of it.
         const int64_t before = steps_of(survivor);
-        QVERIFY(QTest::qWaitFor([&] { return steps_of(survivor) > before; }, 30000));
+        QVERIFY(before > 0);
+        QVERIFY2(QTest::qWaitFor([&] { return steps_of(survivor) > before; }, 30000),
+                 (call(c, {{"type", "sessions"}}).dump() + "\n" + worker_->proc.readAll().toStdString()).c_str());
         QCOMPARE(call(c, {{"type", "command"}, {"session", survivor}, {"command", "stop"}})["type"].get<std::string>(),
                  std::string("result"));
     }

@@ -290,7 +290,7 @@ private slots:
             QVERIFY2(resume_error(d, 12, "r1.h5").contains("config.json"), qPrintable(resume_error(d, 12, "r1.h5")));
             const fs::path g = copy("garbage-config");
             std::ofstream(g / "config.json") << "{not json";
-            QVERIFY2(resume_error(g, 12, "r2.h5").contains("invalid JSON"), qPrintable(resume_error(g, 12, "r2.h5")));
+            QVERIFY2(resume_error(g, 12, "r2.h5").contains("not valid JSON"), qPrintable(resume_error(g, 12, "r2.h5")));
             const fs::path m = copy("other-config");
             ModelConfig other = p.model;
             other.rope_theta = 500000;

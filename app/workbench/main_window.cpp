@@ -23,7 +23,9 @@
 #include <QStyle>
 #include <QToolBar>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -34,6 +36,7 @@
 #include "routing_inspector_view.h"
 #include "sparsity_view.h"
 #include "store/project.h"
+#include "train/training_checkpoint.h"
 #include "training_curves_view.h"
 #include "remote_connection.h"
 #include "workbench/connect_dialog.h"
@@ -342,9 +345,39 @@ void MainWindow::resume_from_checkpoint() {
         report_error(tr("Resume from checkpoint"), tr("%1 is not a step-* checkpoint folder").arg(dir));
         return;
     }
+    int64_t step = 0, run_steps = 0;
+    try {
+        const moe::TrainingState st = moe::load_training_state(dir.toStdString());
+        step = st.step;
+        run_steps = st.project.training.steps;
+    } catch (const std::exception& e) {
+        report_error(tr("Resume from checkpoint"), QString::fromStdString(e.what()));
+        return;
+    }
+    const int64_t target = ask_resume_target(dir, step, run_steps);
+    if (target <= 0 || session_->active()) return;
     launcher_->set_run_active(true);
-    if (!session_->resume_from(dir, launcher_->threads(), 0, launcher_->device_id()))
+    if (!session_->resume_from(dir, launcher_->threads(), target, launcher_->device_id()))
         launcher_->set_run_active(false);
+}
+
+// Asks the step to train to. The default is the run's own end when the checkpoint is before it
+// (a run cut short goes on as planned), else as many steps again (a finished run trains on).
+// 0 when the user cancels.
+int64_t MainWindow::ask_resume_target(const QString& dir, int64_t step, int64_t run_steps) {
+    const int64_t limit = std::numeric_limits<int>::max();
+    if (step >= limit) {
+        report_error(tr("Resume from checkpoint"), tr("%1 is at step %2; continue it with moe-train --resume")
+                                                       .arg(dir).arg(step));
+        return 0;
+    }
+    const int64_t proposed = run_steps > step ? run_steps : step + std::max<int64_t>(run_steps, 1);
+    bool ok = false;
+    const int target = QInputDialog::getInt(
+        this, tr("Resume from checkpoint"),
+        tr("%1 is at step %2.\nTrain until step:").arg(QFileInfo(dir).fileName()).arg(step),
+        int(std::min(proposed, limit)), int(step + 1), int(limit), 1, &ok);
+    return ok ? target : 0;
 }
 
 // On a worker the checkpoint lives in the worker's runs folder: list its step-* folders (from
@@ -378,9 +411,14 @@ void MainWindow::resume_remote_checkpoint() {
                                                   tr("Checkpoint in the worker's runs folder:"), dirs,
                                                   int(dirs.size()) - 1, false, &ok);
         if (!ok || dir.isEmpty() || self->session_->active()) return;
+        // The step is in the folder's name; the run's planned length is the launcher's (the
+        // worker's trainer_state.json is not read from here).
+        const int64_t step = QFileInfo(dir).fileName().mid(5).toLongLong();
+        const int64_t target = self->ask_resume_target(dir, step, self->launcher_->form()->project().training.steps);
+        if (!self || target <= 0 || self->session_->active()) return;
         if (!self->session_->use_remote(self->engine_)) return;
         self->launcher_->set_run_active(true);
-        if (!self->session_->resume_from(dir, self->launcher_->threads(), 0, self->launcher_->device_id()))
+        if (!self->session_->resume_from(dir, self->launcher_->threads(), target, self->launcher_->device_id()))
             self->launcher_->set_run_active(false);
         self->update_actions();
     });

@@ -96,6 +96,7 @@ private:
     void update_actions();
     void on_engine_state();
     void resume_remote_checkpoint();
+    int64_t ask_resume_target(const QString& dir, int64_t step, int64_t run_steps);
     void schedule_views();
     void refresh_views();
     void refresh_quant_view(const QStringList& shown);

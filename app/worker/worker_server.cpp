@@ -28,6 +28,8 @@
 #include "messages.h"
 #include "session_codec.h"
 #include "store/project.h"
+#include "core/allocator.h"
+#include "train/memory_plan.h"
 #include "train/training_checkpoint.h"
 
 namespace moe::worker {
@@ -506,6 +508,11 @@ json ClientConnection::start(const json& m, bool resume) {
         // Every path a project carries stays inside the runs (or data) folder.
         if (!project.training.data.path.empty())
             project.training.data.path = server_->confine_data_path(project.training.data.path);
+        // A run too large for this machine is refused in the reply, naming the field, rather
+        // than failing later as a session (a GPU run is checked against its device when the
+        // session's trainer is made).
+        if (moe::parse_device(project.training.device, "training.device").is_host())
+            moe::check_training_fits(project, moe::host_allocator());
         name = safe_name(m.value("name", project.name));
     }
     // Bounded as moe-train's --threads; more than the machine has is capped by the backend.

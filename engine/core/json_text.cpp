@@ -114,11 +114,22 @@ nlohmann::json parse_json_text(std::string_view text, size_t max_bytes) {
     try {
         return json::parse(text.begin(), text.end(), on_event);
     } catch (const json::parse_error& e) {
-        // e.what() carries "at line L, column C"; the byte offset helps with one-line files.
-        throw JsonTextError("invalid JSON at byte " + std::to_string(e.byte) + ": " + e.what(), "",
-                            e.byte);
+        // nlohmann's text is "[json.exception.parse_error.101] parse error at line L, column C:
+        // reason"; keep "line L, column C: reason" and add the byte for one-line files.
+        std::string detail = e.what();
+        const std::string marker = "parse error at ";
+        if (const size_t at = detail.find(marker); at != std::string::npos)
+            detail = detail.substr(at + marker.size());
+        else if (const size_t close = detail.find("] "); close != std::string::npos)
+            detail = detail.substr(close + 2);
+        throw JsonTextError("not valid JSON at " + detail + " (byte " + std::to_string(e.byte) +
+                                ")",
+                            "", e.byte);
     } catch (const json::exception& e) {
-        throw JsonTextError(std::string("invalid JSON: ") + e.what(), "", 0);
+        std::string detail = e.what();
+        if (const size_t close = detail.find("] "); close != std::string::npos)
+            detail = detail.substr(close + 2);
+        throw JsonTextError("not valid JSON: " + detail, "", 0);
     }
 }
 

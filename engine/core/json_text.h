@@ -33,7 +33,7 @@ private:
 };
 
 // Parses `text` with the limits above; throws JsonTextError with a message such as
-// "invalid JSON at byte 17: ...", "nested deeper than 64 levels at byte 65",
+// "not valid JSON at line 1, column 17: ... (byte 17)", "nested deeper than 64 levels at byte 65",
 // "duplicate key \"lr\" in training.optimizer" or "is 80.0 MiB, more than the 64.0 MiB limit".
 nlohmann::json parse_json_text(std::string_view text, size_t max_bytes = kMaxJsonBytes);
 

@@ -10,6 +10,7 @@
 
 #include "core/json_fields.h"
 #include "core/json_file.h"
+#include "core/json_text.h"
 #include "model/size_check.h"
 
 namespace moe {
@@ -330,11 +331,16 @@ ModelConfig ModelConfig::from_json(const json& j) {
     for (const auto& [name, value] : j.items()) {
         const auto& table = fields();
         const auto it = std::find_if(table.begin(), table.end(),
-                                     [&](const Field& f) { return name == f.name; });
+                                     [&name = name](const Field& f) { return name == f.name; });
         if (it != table.end()) {
             read_field(c, *it, value);
         } else if (contains(bookkeeping_fields(), name)) {
             check_bookkeeping(name, value);
+            // Kept verbatim and written back inside a project: a deep value would make a project
+            // that saves but no longer loads (core/json_text.h's depth limit).
+            if (json_nesting_depth(value.dump(), 8) > 8)
+                throw ConfigError(name, "nested deeper than 8 levels; a real " + name +
+                                            " is 2 or 3 levels deep");
             c.passthrough[name] = value.dump();
         } else if (!contains(derived_fields(), name)) {
             json_fields::reject_unknown(name, known_names(), "the model config");

@@ -103,30 +103,41 @@ void check_model_fits(const ModelConfig& config, Allocator& allocator, bool with
     const double per_param = with_gradients ? 8.0 : 4.0;  // fp32 weights (+ fp32 gradients)
     auto bytes_of = [per_param](const ModelConfig& c) { return per_param * estimate_parameters(c); };
     const double need = bytes_of(config);
-    double available = 0;
-    std::string where;
-    if (allocator.device().is_host()) {
+    double available = 0, total = 0;
+    const bool host = allocator.device().is_host();
+    if (host) {
         available = double(host_memory_available());
-        where = "this machine";
     } else {
         size_t free_b = 0, total_b = 0;
         allocator.memory_info(free_b, total_b);
         if (total_b == 0) return;  // not known
         available = double(free_b);
-        where = allocator.device().str() + " (" + format_memory(double(total_b)) + " in all)";
+        total = double(total_b);
     }
     if (need <= available) return;
-    const DominantField culprit = dominant_size_field(config, bytes_of);
-    const std::string field = culprit.name.empty() ? std::string("hidden_size") : culprit.name;
     char count[32];
     std::snprintf(count, sizeof count, "%.3g", estimate_parameters(config));
-    throw ConfigError(field, "the model needs " + format_memory(need) + " for its " + count +
-                                 " parameters (fp32 weights" +
-                                 (with_gradients ? " and gradients" : "") + "), more than the " +
-                                 format_memory(available) + " available on " + where +
-                                 (culprit.name.empty()
-                                      ? std::string()
-                                      : "; " + culprit.shown() + " is what makes it large"));
+    const std::string what = std::string("the model's ") + count + " parameters (fp32 weights" +
+                             (with_gradients ? " and gradients" : "") + ")";
+    const std::string where = host ? std::string("this machine")
+                                   : allocator.device().str() + " (" + format_memory(total) +
+                                         " in all)";
+    // Blame a field only when putting it back to its default would make the model fit, or
+    // when it accounts for nine tenths of the size: a small model on a small device is not
+    // made large by any one field.
+    const DominantField culprit = dominant_size_field(config, bytes_of);
+    if (!culprit.name.empty() &&
+        (need - culprit.saving <= available || culprit.saving >= 0.9 * need))
+        throw ConfigError(culprit.name, "the model needs " + format_memory(need) + " for " + what +
+                                            ", more than the " + format_memory(available) +
+                                            " available on " + where + "; " + culprit.shown() +
+                                            " is what makes it large");
+    throw Error((host ? std::string("not enough host memory")
+                      : "not enough memory on " + allocator.device().str()) +
+                " for " + what + ": " + format_memory(need) + " needed, " +
+                format_memory(available) + (host ? " available" : " free of " + format_memory(total)) +
+                "; choose a smaller model (hidden_size, n_routed_experts, num_hidden_layers)" +
+                (host ? "" : " or train on the CPU"));
 }
 
 }  // namespace moe

@@ -206,7 +206,7 @@ SafetensorsHeader parse_safetensors_header(const std::string& header, uint64_t b
         if (!duplicate.empty())
             throw FileError(path,
                             "tensor " + in_quotes(duplicate) + " appears twice in the header");
-        throw FileError(path, std::string("header is not valid JSON: ") + e.what());
+        throw FileError(path, std::string("header: ") + e.what());
     }
     if (!j.is_object())
         throw FileError(path, std::string("header is not a JSON object but a JSON ") +

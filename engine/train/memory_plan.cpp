@@ -94,6 +94,7 @@ void check_training_fits(const Project& project, Allocator& allocator) {
     if (model_field.saving > best) {
         field = model_field.name;
         shown = model_field.shown();
+        best = model_field.saving;
     }
     throw ConfigError(field,
                       "the run needs about " + format_memory(need.total()) + " (weights " +
@@ -101,8 +102,9 @@ void check_training_fits(const Project& project, Allocator& allocator) {
                           format_memory(need.gradients + need.optimizer) +
                           ", activations of one micro-batch at least " +
                           format_memory(need.activations) + "), more than the " +
-                          format_memory(available) + " available on " + where + "; " + shown +
-                          " is what makes it large");
+                          format_memory(available) + " available on " + where +
+                          (best > 0 ? "; " + shown + " is what makes it large"
+                                    : std::string("; choose a smaller model or batch")));
 }
 
 }  // namespace moe

@@ -56,7 +56,7 @@ void read_fields(const json& j, const std::string& prefix, const std::vector<Fie
     known.insert(known.end(), extra.begin(), extra.end());
     for (const auto& [name, value] : j.items()) {
         const auto it = std::find_if(table.begin(), table.end(),
-                                     [&](const Field<S>& f) { return name == f.name; });
+                                     [&name = name](const Field<S>& f) { return name == f.name; });
         if (it == table.end()) {
             if (std::find(extra.begin(), extra.end(), name) == extra.end())
                 reject(prefix, name, known);
@@ -64,7 +64,7 @@ void read_fields(const json& j, const std::string& prefix, const std::vector<Fie
         }
         const std::string field = prefix + "." + name;
         std::visit(
-            [&](auto member) {
+            [&, &value = value](auto member) {
                 using T = std::remove_reference_t<decltype(s.*member)>;
                 if constexpr (std::is_same_v<T, int64_t>)
                     s.*member = json_fields::get_int(value, field);
@@ -152,7 +152,8 @@ bool finite(double x) { return std::isfinite(x); }
 double LrSchedule::lr_at(int64_t step, double peak) const {
     step = std::max<int64_t>(step, 0);
     if (kind == "constant") return peak;
-    if (step < warmup_steps) return peak * double(step + 1) / double(warmup_steps);
+    // Divide first: peak * (step + 1) overflows for a peak near the largest double.
+    if (step < warmup_steps) return peak * (double(step + 1) / double(warmup_steps));
     const double floor = min_lr_ratio * peak;
     if (kind == "cosine") {
         const int64_t span = total_steps - warmup_steps;
