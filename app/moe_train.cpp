@@ -558,16 +558,11 @@ int main(int argc, char** argv) {
         const int run_threads = threads ? threads : static_cast<int>(project.training.threads);
         if (!summary && !step && save_init.empty()) {
             if (steps > 0) {  // a shorter or longer run gets its LR schedule fitted to it
-                project.training.steps = steps;
-                auto& sched = project.training.optimizer.schedule;
-                sched.total_steps = steps;
-                if (sched.warmup_steps > steps / 2) {
-                    const int64_t w = std::max<int64_t>(1, steps / 10);
+                if (const int64_t was = moe::fit_project_to_steps(project, steps))
                     std::printf("note: warmup shortened from %lld to %lld steps for a %lld-step run\n",
-                                static_cast<long long>(sched.warmup_steps), static_cast<long long>(w),
+                                static_cast<long long>(was),
+                                static_cast<long long>(project.training.optimizer.schedule.warmup_steps),
                                 static_cast<long long>(steps));
-                    sched.warmup_steps = w;
-                }
             }
             const std::string run = out_path.empty() ? default_run_path(project.name) : out_path;
             moe::Trainer trainer(project, {run, checkpoint_root_for(run)}, threads);

@@ -198,6 +198,16 @@ private slots:
         longer.save(dir.filePath("longer.json").toStdString());
         const Result ok = run_train({dir.filePath("longer.json"), "--resume", ckpt, "--out", out});
         QVERIFY2(ok.code == 0 && ok.out.contains("from step 6 to step 8"), qPrintable(ok.out));
+
+        // A first run with --steps had its warmup shortened: the same project still matches.
+        Project warm = p;
+        warm.training.optimizer.schedule.warmup_steps = 4;  // of 6
+        warm.save(dir.filePath("warm.json").toStdString());
+        const Result first = run_train({dir.filePath("warm.json"), "--steps", "3", "--out", dir.filePath("warm.h5")});
+        QVERIFY2(first.code == 0 && first.out.contains("warmup shortened from 4 to 1"), qPrintable(first.out));
+        const Result more = run_train({dir.filePath("warm.json"), "--resume", dir.filePath("warm.ckpt/step-00000003"),
+                                       "--steps", "5", "--out", dir.filePath("warm2.h5")});
+        QVERIFY2(more.code == 0 && more.out.contains("from step 3 to step 5"), qPrintable(more.out));
     }
 
     // Silent or vague cases of the issue.

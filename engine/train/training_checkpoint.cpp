@@ -209,10 +209,23 @@ void load_training_tensors(const std::string& dir, Model& model, AdamW& optimize
     }
 }
 
+int64_t fit_project_to_steps(Project& project, int64_t steps) {
+    project.training.steps = steps;
+    auto& schedule = project.training.optimizer.schedule;
+    schedule.total_steps = steps;
+    if (schedule.warmup_steps <= steps / 2) return 0;
+    const int64_t old = schedule.warmup_steps;
+    schedule.warmup_steps = std::max<int64_t>(1, steps / 10);
+    return old;
+}
+
 std::vector<std::string> resume_conflicts(const Project& given, const Project& checkpoint) {
     // The trainer applies the balancing mode to the model before saving; do the same here.
     Project a = given;
     apply_balance_mode(a.training.balance, a.model);
+    // A first run with --steps saved its project fitted to that length.
+    if (a.training.optimizer.schedule.warmup_steps != checkpoint.training.optimizer.schedule.warmup_steps)
+        fit_project_to_steps(a, checkpoint.training.steps);
     nlohmann::json ja = a.to_json(), jb = checkpoint.to_json();
     for (nlohmann::json* j : {&ja, &jb}) {
         j->erase("name");

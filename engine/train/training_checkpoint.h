@@ -57,10 +57,16 @@ bool checkpoint_write_active();
 // project (FileError naming the tensor otherwise).
 void load_training_tensors(const std::string& dir, Model& model, AdamW& optimizer);
 
+// Fits a project to a run of `steps` steps, as moe-train --steps does: training.steps and the
+// schedule's total_steps become `steps`, and a warmup longer than half the run is shortened to a
+// tenth of it. Returns the warmup it replaced, or 0 when it kept the warmup.
+int64_t fit_project_to_steps(Project& project, int64_t steps);
+
 // Where a project given with --resume disagrees with the checkpoint's own project, as field
 // paths ("model.hidden_size", "training.optimizer.lr"). name, description, training.steps,
 // training.device, training.threads and the schedule's total_steps may differ (they do not
-// change what the checkpoint holds).
+// change what the checkpoint holds); a warmup the first run shortened for its --steps is
+// compared as shortened.
 std::vector<std::string> resume_conflicts(const Project& given, const Project& checkpoint);
 
 // Checkpoint directories "step-NNNNNNNN" under root, oldest first.
