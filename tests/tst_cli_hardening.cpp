@@ -70,12 +70,12 @@ std::string slurp(const std::string& path) {
 }
 
 // "it failed cleanly": exit status 1 or 2, no crash, and the message contains every part.
-#define EXPECT_CLEAN_FAILURE(result, ...)                                                  \
-    do {                                                                                   \
-        const Result& r_ = (result);                                                       \
-        QVERIFY2(!r_.crashed && r_.code != 0 && r_.code < 128, qPrintable(r_.out));        \
-        for (const char* part_ : {__VA_ARGS__})                                            \
-            QVERIFY2(r_.out.contains(QString::fromUtf8(part_)), qPrintable(r_.out));       \
+#define EXPECT_CLEAN_FAILURE(result, ...)                                            \
+    do {                                                                             \
+        const Result& r_ = (result);                                                 \
+        QVERIFY2(!r_.crashed && r_.code != 0 && r_.code < 128, qPrintable(r_.out));  \
+        for (const char* part_ : {__VA_ARGS__})                                      \
+            QVERIFY2(r_.out.contains(QString::fromUtf8(part_)), qPrintable(r_.out)); \
     } while (0)
 
 }  // namespace
@@ -148,7 +148,8 @@ private slots:
         std::ofstream(dir.filePath("tokens.txt").toStdString()) << "1 2 3 4\n5 6 7 8\n";
         const QString victim = dir.filePath("victim.h5");
         std::ofstream(victim.toStdString()) << "precious";
-        const QStringList logits{"--logits", ckpt, "--tokens", dir.filePath("tokens.txt"), "--out", victim};
+        const QStringList logits{"--logits", ckpt,  "--tokens", dir.filePath("tokens.txt"),
+                                 "--out",    victim};
         EXPECT_CLEAN_FAILURE(run_train(logits), "already exists", "--overwrite");
         QCOMPARE(slurp(victim.toStdString()), std::string("precious"));
         QCOMPARE(run_train(logits + QStringList{"--overwrite"}).code, 0);
@@ -158,13 +159,15 @@ private slots:
         QCOMPARE(run_train({dir.filePath("p.json"), "--out", dir.filePath("run.h5")}).code, 0);
         const std::string trained = dir.filePath("run.ckpt/step-00000006").toStdString();
         const std::string weights = slurp(trained + "/model.safetensors");
-        EXPECT_CLEAN_FAILURE(run_train({dir.filePath("p.json"), "--save-init", QString::fromStdString(trained)}),
-                             "already exists");
+        EXPECT_CLEAN_FAILURE(
+            run_train({dir.filePath("p.json"), "--save-init", QString::fromStdString(trained)}),
+            "already exists");
         QCOMPARE(slurp(trained + "/model.safetensors"), weights);
         QVERIFY(fs::exists(trained + "/optimizer.safetensors"));
         // --overwrite: the whole folder is the new model (no optimizer state left to mix in).
         QCOMPARE(run_train({dir.filePath("p.json"), "--save-init", QString::fromStdString(trained),
-                            "--overwrite"}).code,
+                            "--overwrite"})
+                     .code,
                  0);
         QVERIFY(!fs::exists(trained + "/optimizer.safetensors"));
         QVERIFY(slurp(trained + "/model.safetensors") != weights);
@@ -189,9 +192,9 @@ private slots:
         other.training.optimizer.lr *= 10;
         other.model.rope_theta = 1234;
         other.save(dir.filePath("other.json").toStdString());
-        EXPECT_CLEAN_FAILURE(run_train({dir.filePath("other.json"), "--resume", ckpt, "--steps", "8", "--out", out}),
-                             "does not match the checkpoint", "training.optimizer.lr",
-                             "model.rope_theta");
+        EXPECT_CLEAN_FAILURE(
+            run_train({dir.filePath("other.json"), "--resume", ckpt, "--steps", "8", "--out", out}),
+            "does not match the checkpoint", "training.optimizer.lr", "model.rope_theta");
         // The project itself, with more steps: accepted, and its steps are the new total.
         Project longer = p;
         longer.training.steps = 8;
@@ -203,26 +206,31 @@ private slots:
         Project warm = p;
         warm.training.optimizer.schedule.warmup_steps = 4;  // of 6
         warm.save(dir.filePath("warm.json").toStdString());
-        const Result first = run_train({dir.filePath("warm.json"), "--steps", "3", "--out", dir.filePath("warm.h5")});
-        QVERIFY2(first.code == 0 && first.out.contains("warmup shortened from 4 to 1"), qPrintable(first.out));
-        const Result more = run_train({dir.filePath("warm.json"), "--resume", dir.filePath("warm.ckpt/step-00000003"),
-                                       "--steps", "5", "--out", dir.filePath("warm2.h5")});
-        QVERIFY2(more.code == 0 && more.out.contains("from step 3 to step 5"), qPrintable(more.out));
+        const Result first = run_train(
+            {dir.filePath("warm.json"), "--steps", "3", "--out", dir.filePath("warm.h5")});
+        QVERIFY2(first.code == 0 && first.out.contains("warmup shortened from 4 to 1"),
+                 qPrintable(first.out));
+        const Result more = run_train({dir.filePath("warm.json"), "--resume",
+                                       dir.filePath("warm.ckpt/step-00000003"), "--steps", "5",
+                                       "--out", dir.filePath("warm2.h5")});
+        QVERIFY2(more.code == 0 && more.out.contains("from step 3 to step 5"),
+                 qPrintable(more.out));
     }
 
     // Silent or vague cases of the issue.
     void clearMessages() {
         QTemporaryDir dir;
         small_project().save(dir.filePath("p.json").toStdString());
-        EXPECT_CLEAN_FAILURE(run_train({dir.filePath("p.json"), "--steps", "0"}), "must be >= 1, got 0");
+        EXPECT_CLEAN_FAILURE(run_train({dir.filePath("p.json"), "--steps", "0"}),
+                             "must be >= 1, got 0");
         EXPECT_CLEAN_FAILURE(run_train({"--report", dir.path()}), "is not a file");
         EXPECT_CLEAN_FAILURE(run_train({"--report", dir.filePath("none.h5")}), "no such file");
         // A name that is a path would put the run outside runs/.
         json j = small_project().to_json();
         j["name"] = "../../escape";
         std::ofstream(dir.filePath("escape.json").toStdString()) << j.dump();
-        EXPECT_CLEAN_FAILURE(run_train({dir.filePath("escape.json"), "--summary"}), "name:",
-                             "../../escape");
+        EXPECT_CLEAN_FAILURE(run_train({dir.filePath("escape.json"), "--summary"}),
+                             "name:", "../../escape");
         j["name"] = "runs/../x";
         std::ofstream(dir.filePath("slash.json").toStdString()) << j.dump();
         EXPECT_CLEAN_FAILURE(run_train({dir.filePath("slash.json"), "--summary"}), "name:", "'/'");
@@ -241,9 +249,10 @@ private slots:
             for (int64_t i = 0; i < 2000000; ++i) h << "7 ";
         }
         for (const char* f : {"long.txt", "huge.txt"})
-            EXPECT_CLEAN_FAILURE(run_train({"--logits", dir.filePath("ck"), "--tokens", dir.filePath(f),
-                                            "--out", dir.filePath("l.safetensors")}),
-                                 "line 1 has more than", "max_position_embeddings");
+            EXPECT_CLEAN_FAILURE(
+                run_train({"--logits", dir.filePath("ck"), "--tokens", dir.filePath(f), "--out",
+                           dir.filePath("l.safetensors")}),
+                "line 1 has more than", "max_position_embeddings");
     }
 
     // A checkpoint with NaN weights: --logits and --quant-eval refuse it (they printed nan).
@@ -264,8 +273,8 @@ private slots:
             f.write(reinterpret_cast<const char*>(&nan), sizeof nan);
         }
         std::ofstream(dir.filePath("tokens.txt").toStdString()) << "1 2 3\n";
-        EXPECT_CLEAN_FAILURE(run_train({"--logits", ck, "--tokens", dir.filePath("tokens.txt"), "--out",
-                                        dir.filePath("l.safetensors")}),
+        EXPECT_CLEAN_FAILURE(run_train({"--logits", ck, "--tokens", dir.filePath("tokens.txt"),
+                                        "--out", dir.filePath("l.safetensors")}),
                              "NaN or Inf", "lm_head.weight");
         EXPECT_CLEAN_FAILURE(run_train({"--quant-eval", ck}), "NaN or Inf");
     }

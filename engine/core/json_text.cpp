@@ -21,9 +21,12 @@ int json_nesting_depth(std::string_view text, int limit) {
     bool in_string = false, escaped = false;
     for (const char c : text) {
         if (in_string) {
-            if (escaped) escaped = false;
-            else if (c == '\\') escaped = true;
-            else if (c == '"') in_string = false;
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
             continue;
         }
         if (c == '"') {
@@ -52,9 +55,12 @@ nlohmann::json parse_json_text(std::string_view text, size_t max_bytes) {
         for (; at < text.size(); ++at) {
             const char c = text[at];
             if (in_string) {
-                if (escaped) escaped = false;
-                else if (c == '\\') escaped = true;
-                else if (c == '"') in_string = false;
+                if (escaped)
+                    escaped = false;
+                else if (c == '\\')
+                    escaped = true;
+                else if (c == '"')
+                    in_string = false;
             } else if (c == '"') {
                 in_string = true;
             } else if ((c == '[' || c == '{') && ++depth > kMaxJsonDepth) {
@@ -87,27 +93,32 @@ nlohmann::json parse_json_text(std::string_view text, size_t max_bytes) {
     };
     auto on_event = [&](int, json::parse_event_t event, json& parsed) {
         switch (event) {
-        case json::parse_event_t::object_start: open.push_back({true, {}, {}}); break;
-        case json::parse_event_t::array_start: open.push_back({false, {}, {}}); break;
-        case json::parse_event_t::object_end:
-        case json::parse_event_t::array_end:
-            if (!open.empty()) open.pop_back();
-            break;
-        case json::parse_event_t::key: {
-            if (open.empty()) break;
-            const std::string key = parsed.get<std::string>();
-            if (!open.back().keys.insert(key).second) {
-                const std::string where = path();
-                throw JsonTextError("duplicate key \"" + key + "\"" +
-                                        (where.empty() ? std::string(" at the top level")
-                                                       : " in " + where) +
-                                        " (JSON keeps only one of them; remove the other)",
-                                    where.empty() ? key : where + "." + key, 0);
+            case json::parse_event_t::object_start:
+                open.push_back({true, {}, {}});
+                break;
+            case json::parse_event_t::array_start:
+                open.push_back({false, {}, {}});
+                break;
+            case json::parse_event_t::object_end:
+            case json::parse_event_t::array_end:
+                if (!open.empty()) open.pop_back();
+                break;
+            case json::parse_event_t::key: {
+                if (open.empty()) break;
+                const std::string key = parsed.get<std::string>();
+                if (!open.back().keys.insert(key).second) {
+                    const std::string where = path();
+                    throw JsonTextError(
+                        "duplicate key \"" + key + "\"" +
+                            (where.empty() ? std::string(" at the top level") : " in " + where) +
+                            " (JSON keeps only one of them; remove the other)",
+                        where.empty() ? key : where + "." + key, 0);
+                }
+                open.back().last_key = key;
+                break;
             }
-            open.back().last_key = key;
-            break;
-        }
-        case json::parse_event_t::value: break;
+            case json::parse_event_t::value:
+                break;
         }
         return true;
     };
@@ -122,9 +133,8 @@ nlohmann::json parse_json_text(std::string_view text, size_t max_bytes) {
             detail = detail.substr(at + marker.size());
         else if (const size_t close = detail.find("] "); close != std::string::npos)
             detail = detail.substr(close + 2);
-        throw JsonTextError("not valid JSON at " + detail + " (byte " + std::to_string(e.byte) +
-                                ")",
-                            "", e.byte);
+        throw JsonTextError(
+            "not valid JSON at " + detail + " (byte " + std::to_string(e.byte) + ")", "", e.byte);
     } catch (const json::exception& e) {
         std::string detail = e.what();
         if (const size_t close = detail.find("] "); close != std::string::npos)

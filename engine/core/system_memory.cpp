@@ -54,10 +54,10 @@ size_t host_memory_available() {
         available = std::min(available, minus(static_cast<size_t>(as.rlim_cur),
                                               proc_kb_field("/proc/self/status", "VmSize")));
     available = std::min(available, minus(cgroup_value("/sys/fs/cgroup/memory.max"),
-                                           cgroup_value("/sys/fs/cgroup/memory.current")));
-    available = std::min(available,
-                         minus(cgroup_value("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
-                               cgroup_value("/sys/fs/cgroup/memory/memory.usage_in_bytes")));
+                                          cgroup_value("/sys/fs/cgroup/memory.current")));
+    available =
+        std::min(available, minus(cgroup_value("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+                                  cgroup_value("/sys/fs/cgroup/memory/memory.usage_in_bytes")));
     return available;
 }
 

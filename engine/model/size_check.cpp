@@ -101,7 +101,9 @@ std::string format_memory(double bytes) {
 
 void check_model_fits(const ModelConfig& config, Allocator& allocator, bool with_gradients) {
     const double per_param = with_gradients ? 8.0 : 4.0;  // fp32 weights (+ fp32 gradients)
-    auto bytes_of = [per_param](const ModelConfig& c) { return per_param * estimate_parameters(c); };
+    auto bytes_of = [per_param](const ModelConfig& c) {
+        return per_param * estimate_parameters(c);
+    };
     const double need = bytes_of(config);
     double available = 0, total = 0;
     const bool host = allocator.device().is_host();
@@ -119,9 +121,9 @@ void check_model_fits(const ModelConfig& config, Allocator& allocator, bool with
     std::snprintf(count, sizeof count, "%.3g", estimate_parameters(config));
     const std::string what = std::string("the model's ") + count + " parameters (fp32 weights" +
                              (with_gradients ? " and gradients" : "") + ")";
-    const std::string where = host ? std::string("this machine")
-                                   : allocator.device().str() + " (" + format_memory(total) +
-                                         " in all)";
+    const std::string where =
+        host ? std::string("this machine")
+             : allocator.device().str() + " (" + format_memory(total) + " in all)";
     // Blame a field only when putting it back to its default would make the model fit, or
     // when it accounts for nine tenths of the size: a small model on a small device is not
     // made large by any one field.
@@ -135,7 +137,8 @@ void check_model_fits(const ModelConfig& config, Allocator& allocator, bool with
     throw Error((host ? std::string("not enough host memory")
                       : "not enough memory on " + allocator.device().str()) +
                 " for " + what + ": " + format_memory(need) + " needed, " +
-                format_memory(available) + (host ? " available" : " free of " + format_memory(total)) +
+                format_memory(available) +
+                (host ? " available" : " free of " + format_memory(total)) +
                 "; choose a smaller model (hidden_size, n_routed_experts, num_hidden_layers)" +
                 (host ? "" : " or train on the CPU"));
 }

@@ -25,9 +25,9 @@ double estimate_parameters(const ModelConfig& config);
 // The size field whose reset to its default value lowers `cost` the most: the field to blame in
 // "too large" messages. name "" when no field above its default lowers it.
 struct DominantField {
-    std::string name;    // HF name, e.g. "hidden_size"
-    int64_t value = 0;   // its value in the config
-    double saving = 0;   // cost(config) - cost(config with the field at its default)
+    std::string name;   // HF name, e.g. "hidden_size"
+    int64_t value = 0;  // its value in the config
+    double saving = 0;  // cost(config) - cost(config with the field at its default)
     std::string shown() const { return name.empty() ? name : name + " " + std::to_string(value); }
 };
 DominantField dominant_size_field(const ModelConfig& config,

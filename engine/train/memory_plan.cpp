@@ -16,9 +16,8 @@ double activation_floats_per_token(const ModelConfig& c, double T) {
     const double D = double(c.hidden_size), H = double(c.num_attention_heads);
     const double qk = double(c.qk_nope_head_dim) + double(c.qk_rope_head_dim);
     const double v = double(c.v_head_dim);
-    const double context = c.sliding_window > 0 && double(c.sliding_window) < T
-                               ? double(c.sliding_window)
-                               : T;
+    const double context =
+        c.sliding_window > 0 && double(c.sliding_window) < T ? double(c.sliding_window) : T;
     const double attention = 8 * D + H * (2 * qk + 2 * v) + double(c.kv_lora_rank) +
                              double(c.qk_rope_head_dim) + double(c.q_lora_rank) + H * context;
     const double Nr = double(c.n_routed_experts);
@@ -79,8 +78,8 @@ void check_training_fits(const Project& project, Allocator& allocator) {
     };
     std::string field = "training.batch_size";
     std::string shown = field + " " + std::to_string(B);
-    double best = B > defaults.batch_size ? need.total() - total(project.model, defaults.batch_size, T)
-                                          : 0.0;
+    double best =
+        B > defaults.batch_size ? need.total() - total(project.model, defaults.batch_size, T) : 0.0;
     if (T > defaults.seq_len) {
         const double drop = need.total() - total(project.model, B, defaults.seq_len);
         if (drop > best) {
@@ -96,15 +95,14 @@ void check_training_fits(const Project& project, Allocator& allocator) {
         shown = model_field.shown();
         best = model_field.saving;
     }
-    throw ConfigError(field,
-                      "the run needs about " + format_memory(need.total()) + " (weights " +
-                          format_memory(need.weights) + ", gradients and AdamW moments " +
-                          format_memory(need.gradients + need.optimizer) +
-                          ", activations of one micro-batch at least " +
-                          format_memory(need.activations) + "), more than the " +
-                          format_memory(available) + " available on " + where +
-                          (best > 0 ? "; " + shown + " is what makes it large"
-                                    : std::string("; choose a smaller model or batch")));
+    throw ConfigError(field, "the run needs about " + format_memory(need.total()) + " (weights " +
+                                 format_memory(need.weights) + ", gradients and AdamW moments " +
+                                 format_memory(need.gradients + need.optimizer) +
+                                 ", activations of one micro-batch at least " +
+                                 format_memory(need.activations) + "), more than the " +
+                                 format_memory(available) + " available on " + where +
+                                 (best > 0 ? "; " + shown + " is what makes it large"
+                                           : std::string("; choose a smaller model or batch")));
 }
 
 }  // namespace moe
