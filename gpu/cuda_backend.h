@@ -2,10 +2,10 @@
 // CudaBackend: Backend (engine/backend/backend.h) on one CUDA device, same contract as
 // CpuBackend with one difference in where memory lives:
 //
-//   Every float / int32 pointer an op takes is a DEVICE pointer (cudaMalloc'd), except the
-//   two places the contract names host memory: moe_route_plan writes `offsets` to the HOST
-//   (row_token and slot_row stay on the device, where permute/unpermute read them), and
-//   balance_bias_update reads `counts` from the HOST. GateParams::bias is a device pointer.
+//   Every pointer an op takes is a DEVICE pointer (cudaMalloc'd): the route plan (offsets
+//   included) and the grouped GEMMs' offsets and pointer tables too. The one place the
+//   contract names host memory: balance_bias_update reads `counts` from the HOST.
+//   GateParams::bias is a device pointer.
 //   Scalar results (sum, sum_squares, seq_aux_loss_forward) are returned to the host, which
 //   synchronizes.
 //
@@ -113,6 +113,15 @@ public:
                         int64_t* offsets, int32_t* row_token, int32_t* slot_row) override;
     void moe_permute(const float* x, const int32_t* row_token, int64_t rows, int64_t dim,
                      float* xp) override;
+    void grouped_linear_forward(const float* x, const int64_t* offsets, int64_t groups,
+                                int64_t rows, const float* const* w, int64_t in, int64_t out,
+                                float* y) override;
+    void grouped_linear_backward_data(const float* dy, const int64_t* offsets, int64_t groups,
+                                      int64_t rows, const float* const* w, int64_t in,
+                                      int64_t out, float* dx) override;
+    void grouped_linear_backward_weight(const float* dy, const float* x, const int64_t* offsets,
+                                        int64_t groups, int64_t rows, float* const* dw,
+                                        int64_t in, int64_t out) override;
     void moe_permute_backward(const float* dxp, const int32_t* slot_row, int64_t n, int64_t K,
                               int64_t dim, float* dx) override;
     void moe_unpermute(const float* yp, const float* w, const int32_t* slot_row, int64_t n,

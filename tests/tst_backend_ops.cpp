@@ -237,6 +237,7 @@ private slots:
     void gateRejectsBadParams();
     void routePlanHandExample();
     void permuteRoundTrip();
+    void groupedLinearMatchesNaive();
     void seqAuxLossNaive();
 
     // --- finite differences ---
@@ -703,6 +704,59 @@ void TestBackendOps::permuteRoundTrip() {
     Vec y(n * dim, 0.0f);
     be.moe_unpermute(xp.data(), w.data(), sr.data(), n, K, dim, y.data());
     QVERIFY(moe::test::max_relative_error(y.data(), x.data(), n * dim, 1e-3) < 1e-6);
+}
+
+// The grouped expert GEMMs against a double-precision triple loop per group: uneven and empty
+// groups (first, middle, last), every output written or accumulated as the contract says.
+void TestBackendOps::groupedLinearMatchesNaive() {
+    CpuBackend be(2);
+    const int64_t groups = 6, in = 5, out = 7;
+    const std::vector<int64_t> off = {0, 0, 3, 4, 4, 9, 9};  // groups 0, 3 and 5 are empty
+    const int64_t rows = off[groups];
+    std::vector<Vec> w, dw;
+    std::vector<const float*> wp;
+    std::vector<float*> dwp;
+    for (int64_t g = 0; g < groups; ++g) {
+        w.push_back(random_vector(out * in, 100 + unsigned(g)));
+        dw.push_back(random_vector(out * in, 200 + unsigned(g)));
+    }
+    const std::vector<Vec> dw0 = dw;
+    for (int64_t g = 0; g < groups; ++g) {
+        wp.push_back(w[g].data());
+        dwp.push_back(dw[g].data());
+    }
+    const Vec x = random_vector(rows * in, 71), dy = random_vector(rows * out, 72);
+    const Vec dx0 = random_vector(rows * in, 73);
+    Vec y(rows * out, std::nanf("")), dx = dx0;
+    be.grouped_linear_forward(x.data(), off.data(), groups, rows, wp.data(), in, out, y.data());
+    be.grouped_linear_backward_data(dy.data(), off.data(), groups, rows, wp.data(), in, out,
+                                    dx.data());
+    be.grouped_linear_backward_weight(dy.data(), x.data(), off.data(), groups, rows, dwp.data(),
+                                      in, out);
+    for (int64_t g = 0; g < groups; ++g) {
+        for (int64_t r = off[g]; r < off[g + 1]; ++r) {
+            for (int64_t o = 0; o < out; ++o) {
+                double ref = 0;
+                for (int64_t i = 0; i < in; ++i) ref += double(x[r * in + i]) * w[g][o * in + i];
+                QVERIFY2(std::abs(y[r * out + o] - ref) <= 1e-5 * (1 + std::abs(ref)),
+                         qPrintable(QString("y[%1,%2]").arg(r).arg(o)));
+            }
+            for (int64_t i = 0; i < in; ++i) {
+                double ref = dx0[r * in + i];
+                for (int64_t o = 0; o < out; ++o) ref += double(dy[r * out + o]) * w[g][o * in + i];
+                QVERIFY2(std::abs(dx[r * in + i] - ref) <= 1e-5 * (1 + std::abs(ref)),
+                         qPrintable(QString("dx[%1,%2]").arg(r).arg(i)));
+            }
+        }
+        for (int64_t o = 0; o < out; ++o)
+            for (int64_t i = 0; i < in; ++i) {
+                double ref = dw0[g][o * in + i];
+                for (int64_t r = off[g]; r < off[g + 1]; ++r)
+                    ref += double(dy[r * out + o]) * x[r * in + i];
+                QVERIFY2(std::abs(dw[g][o * in + i] - ref) <= 1e-5 * (1 + std::abs(ref)),
+                         qPrintable(QString("dW_%1[%2,%3]").arg(g).arg(o).arg(i)));
+            }
+    }
 }
 
 void TestBackendOps::seqAuxLossNaive() {

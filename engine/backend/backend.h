@@ -164,7 +164,8 @@ public:
     //   offsets [E+1]: routed rows of expert e are [offsets[e], offsets[e+1])
     //   row_token [n*K]: the token of each routed row
     //   slot_row [n*K]: for token t and slot k, the routed row at index t*K + k
-    // The plan is written to host memory (the model reads offsets to size the expert GEMMs).
+    // All three are in the backend's memory (a device's on a GPU: the host does not need the
+    // plan, the grouped expert GEMMs below read the offsets where they are).
     virtual void moe_route_plan(const int32_t* topk_idx, int64_t n, int64_t K, int64_t E,
                                 int64_t* offsets, int32_t* row_token, int32_t* slot_row) = 0;
     // xp[r] = x[row_token[r]] for r < rows; x [n, dim], xp [n*K, dim].
@@ -180,6 +181,28 @@ public:
     virtual void moe_unpermute_backward(const float* dy, const float* yp, const float* w,
                                         const int32_t* slot_row, int64_t n, int64_t K,
                                         int64_t dim, float* dyp, float* dw) = 0;
+
+    // --- Grouped linear layers: the routed experts of a layer in one call per projection.
+    // Group g owns rows [offsets[g], offsets[g+1]) of the row buffers (offsets [groups+1], as
+    // moe_route_plan writes them). `offsets` and the pointer tables `w` / `dw` ([groups]) are in
+    // the backend's memory: a device backend never reads them on the host, so the step needs no
+    // copy of the route plan. W_g is [out, in] row-major, as in linear_forward; `rows` =
+    // offsets[groups] (the host knows it: n * K), offsets[0] = 0.
+    //   forward:         y[r] = x[r] W_g^T        y [rows, out], overwritten
+    //   backward_data:   dx[r] += dy[r] W_g       dx [rows, in]
+    //   backward_weight: dW_g += dy_g^T x_g       every dW_g [out, in]; empty groups add nothing
+    // The defaults loop over the groups with gemm() on host memory (the CPU backend); each
+    // group's arithmetic is then that of linear_forward / linear_backward on its rows.
+    virtual void grouped_linear_forward(const float* x, const int64_t* offsets, int64_t groups,
+                                        int64_t rows, const float* const* w, int64_t in,
+                                        int64_t out, float* y);
+    virtual void grouped_linear_backward_data(const float* dy, const int64_t* offsets,
+                                              int64_t groups, int64_t rows, const float* const* w,
+                                              int64_t in, int64_t out, float* dx);
+    virtual void grouped_linear_backward_weight(const float* dy, const float* x,
+                                                const int64_t* offsets, int64_t groups,
+                                                int64_t rows, float* const* dw, int64_t in,
+                                                int64_t out);
 
     // --- optimizer and load balancing
     // sum(x^2) in double with a fixed order (global gradient norm for clipping).

@@ -26,7 +26,51 @@ MoeLayer::MoeLayer(ParameterStore& store, const std::string& prefix, int64_t lay
         shared_ = std::make_unique<SwiGluFfn>(store, prefix + ".shared_experts", D_,
                                               cfg.n_shared_experts * F_, precision);
     counts_.assign(static_cast<size_t>(E_), 0);
-    offsets_.assign(static_cast<size_t>(E_ + 1), 0);
+    counts_current_ = true;
+}
+
+const std::vector<int64_t>& MoeLayer::expert_counts() const {
+    if (!counts_current_) {
+        offsets_.to_host(host_offsets_);
+        for (int64_t e = 0; e < E_; ++e) counts_[e] = host_offsets_[e + 1] - host_offsets_[e];
+        counts_current_ = true;
+    }
+    return counts_;
+}
+
+bool MoeLayer::grouped() const {
+    const PrecisionContext* pc = experts_.empty() ? nullptr : experts_.front().precision;
+    return !pc || !pc->recipe.quantized();
+}
+
+// Compared in place first: the tables change only after pack() or a move, and a steady-state
+// step allocates nothing.
+void MoeLayer::refresh_weight_tables() {
+    auto pointer = [&](int64_t i) -> const float* {
+        const SwiGluWeights& x = experts_[i % E_];
+        const Parameter* p = i < E_ ? x.gate : (i < 2 * E_ ? x.up : x.down);
+        return p->value.data();
+    };
+    bool same = int64_t(host_w_.size()) == 3 * E_;
+    for (int64_t i = 0; same && i < 3 * E_; ++i) same = host_w_[i] == pointer(i);
+    if (same) return;
+    host_w_.resize(static_cast<size_t>(3 * E_));
+    for (int64_t i = 0; i < 3 * E_; ++i) host_w_[i] = pointer(i);
+    w_table_.upload(host_w_);
+}
+
+void MoeLayer::refresh_grad_tables() {
+    auto pointer = [&](int64_t i) -> float* {
+        const SwiGluWeights& x = experts_[i % E_];
+        Parameter* p = i < E_ ? x.gate : (i < 2 * E_ ? x.up : x.down);
+        return p->grad.data();
+    };
+    bool same = int64_t(host_dw_.size()) == 3 * E_;
+    for (int64_t i = 0; same && i < 3 * E_; ++i) same = host_dw_[i] == pointer(i);
+    if (same) return;
+    host_dw_.resize(static_cast<size_t>(3 * E_));
+    for (int64_t i = 0; i < 3 * E_; ++i) host_dw_[i] = pointer(i);
+    dw_table_.upload(host_dw_);
 }
 
 GateParams MoeLayer::gate_params() const {
@@ -84,9 +128,10 @@ double MoeLayer::forward(Backend& be, const float* h, int64_t B, int64_t T, Rout
     // Dispatch: group the (token, slot) pairs by expert and gather their inputs.
     row_token_.resize(rows);
     slot_row_.resize(rows);
+    offsets_.resize(E_ + 1);
     be.moe_route_plan(topk_idx_.data(), n, K_, E_, offsets_.data(), row_token_.data(),
                       slot_row_.data());
-    for (int64_t e = 0; e < E_; ++e) counts_[e] = offsets_[e + 1] - offsets_[e];
+    counts_current_ = false;
     xp_.resize({rows, D_});
     be.moe_permute(h, row_token_.data(), rows, D_, xp_.data());
 
@@ -95,12 +140,24 @@ double MoeLayer::forward(Backend& be, const float* h, int64_t B, int64_t T, Rout
     u_.resize({rows, F_});
     a_.resize({rows, F_});
     yp_.resize({rows, D_});
-    for (int64_t e = 0; e < E_; ++e) {
-        const int64_t r0 = offsets_[e], m = counts_[e];
-        if (m == 0) continue;
-        swiglu_ffn_forward(be, experts_[e], xp_.data() + r0 * D_, m,
-                           {g_.data() + r0 * F_, u_.data() + r0 * F_, a_.data() + r0 * F_},
-                           yp_.data() + r0 * D_);
+    if (grouped()) {
+        refresh_weight_tables();
+        const int64_t* off = offsets_.data();
+        const float* const* w = w_table_.data();
+        be.grouped_linear_forward(xp_.data(), off, E_, rows, w, D_, F_, g_.data());
+        be.grouped_linear_forward(xp_.data(), off, E_, rows, w + E_, D_, F_, u_.data());
+        be.swiglu_forward(g_.data(), u_.data(), rows * F_, a_.data());
+        be.grouped_linear_forward(a_.data(), off, E_, rows, w + 2 * E_, F_, D_, yp_.data());
+    } else {
+        offsets_.to_host(host_offsets_);
+        const std::vector<int64_t>& off = host_offsets_;
+        for (int64_t e = 0; e < E_; ++e) {
+            const int64_t r0 = off[e], m = off[e + 1] - off[e];
+            if (m == 0) continue;
+            swiglu_ffn_forward(be, experts_[e], xp_.data() + r0 * D_, m,
+                               {g_.data() + r0 * F_, u_.data() + r0 * F_, a_.data() + r0 * F_},
+                               yp_.data() + r0 * D_);
+        }
     }
 
     // Combine: shared experts, then the weighted routed outputs.
@@ -139,13 +196,40 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
     d_g_.resize({rows, F_});
     d_u_.resize({rows, F_});
     d_a_.resize({rows, F_});
-    for (int64_t e = 0; e < E_; ++e) {
-        const int64_t r0 = offsets_[e], m = counts_[e];
-        if (m == 0) continue;
-        swiglu_ffn_backward(be, experts_[e], xp_.data() + r0 * D_, m,
-                            {g_.data() + r0 * F_, u_.data() + r0 * F_, a_.data() + r0 * F_},
-                            d_yp_.data() + r0 * D_, d_xp_.data() + r0 * D_,
-                            {d_g_.data() + r0 * F_, d_u_.data() + r0 * F_, d_a_.data() + r0 * F_});
+    if (grouped()) {
+        // The per-expert chain of swiglu_ffn_backward, each step for all experts at once.
+        refresh_weight_tables();
+        refresh_grad_tables();
+        const int64_t* off = offsets_.data();
+        const float* const* w = w_table_.data();
+        float* const* dw = dw_table_.data();
+        be.zero(d_a_.data(), rows * F_);
+        be.zero(d_g_.data(), rows * F_);
+        be.zero(d_u_.data(), rows * F_);
+        be.grouped_linear_backward_data(d_yp_.data(), off, E_, rows, w + 2 * E_, F_, D_,
+                                        d_a_.data());
+        be.grouped_linear_backward_weight(d_yp_.data(), a_.data(), off, E_, rows, dw + 2 * E_, F_,
+                                          D_);
+        be.swiglu_backward(d_a_.data(), g_.data(), u_.data(), rows * F_, d_g_.data(),
+                           d_u_.data());
+        be.grouped_linear_backward_data(d_g_.data(), off, E_, rows, w, D_, F_, d_xp_.data());
+        be.grouped_linear_backward_weight(d_g_.data(), xp_.data(), off, E_, rows, dw, D_, F_);
+        be.grouped_linear_backward_data(d_u_.data(), off, E_, rows, w + E_, D_, F_,
+                                        d_xp_.data());
+        be.grouped_linear_backward_weight(d_u_.data(), xp_.data(), off, E_, rows, dw + E_, D_,
+                                          F_);
+    } else {
+        // The forward copied this layer's plan to the host already.
+        const std::vector<int64_t>& off = host_offsets_;
+        for (int64_t e = 0; e < E_; ++e) {
+            const int64_t r0 = off[e], m = off[e + 1] - off[e];
+            if (m == 0) continue;
+            swiglu_ffn_backward(
+                be, experts_[e], xp_.data() + r0 * D_, m,
+                {g_.data() + r0 * F_, u_.data() + r0 * F_, a_.data() + r0 * F_},
+                d_yp_.data() + r0 * D_, d_xp_.data() + r0 * D_,
+                {d_g_.data() + r0 * F_, d_u_.data() + r0 * F_, d_a_.data() + r0 * F_});
+        }
     }
     be.moe_permute_backward(d_xp_.data(), slot_row_.data(), n, K_, D_, dh);
 

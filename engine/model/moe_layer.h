@@ -2,7 +2,11 @@
 // DeepSeekMoE (spec section 3): shared experts that see every token plus routed experts chosen
 // per token by a sigmoid (or softmax) gate with group-limited top-k and a selection-only bias.
 // Dropless: each routed expert runs one GEMM chain over exactly the tokens sent to it, after the
-// tokens are permuted so each expert's tokens are contiguous.
+// tokens are permuted so each expert's tokens are contiguous. With fp32 projections all experts
+// of a projection run as one grouped GEMM (Backend::grouped_linear_*) that reads the route
+// plan where the backend keeps it: on a GPU the host never waits for the routing inside the
+// step. Quantized projections (fp8/bf16 emulation, whose recipes work per matrix) loop over the
+// experts with the plan's offsets copied to the host.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -10,6 +14,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/device_array.h"
 #include "core/index_buffer.h"
 #include "core/tensor.h"
 #include "model/activation_sparsity.h"
@@ -35,8 +40,9 @@ public:
     void backward(Backend& be, const float* dy, float* dh);
     void set_aux_grad_scale(float s) { aux_grad_scale_ = s; }
 
-    // Tokens routed to each expert in the last forward [E] (counts over all B*T tokens).
-    const std::vector<int64_t>& expert_counts() const { return counts_; }
+    // Tokens routed to each expert in the last forward [E] (counts over all B*T tokens). On a
+    // device the first call after a forward copies the plan's offsets to the host (one sync).
+    const std::vector<int64_t>& expert_counts() const;
     Parameter& bias() { return *bias_; }  // only when has_bias()
     bool has_bias() const { return bias_ != nullptr; }  // topk_method "noaux_tc"
     int64_t layer_index() const { return layer_; }
@@ -50,6 +56,12 @@ private:
     // (sequences, tokens per sequence) the balance loss is computed over: (B, T) when
     // cfg.seq_aux, else (1, B*T), the batch-wise loss.
     std::pair<int64_t, int64_t> aux_shape() const;
+    // Whether the routed experts run as grouped GEMMs (fp32 projections).
+    bool grouped() const;
+    // The experts' weight (and gradient) pointer tables in the backend's memory, uploaded when
+    // the pointers change (after pack(), or a move to another device).
+    void refresh_weight_tables();
+    void refresh_grad_tables();
 
     int64_t layer_, D_, E_, K_, F_;
     ModelConfig cfg_;
@@ -65,7 +77,13 @@ private:
     float aux_grad_scale_ = 1.0f;
     Tensor logits_, scores_, weights_, xp_, g_, u_, a_, yp_;
     IndexBuffer topk_idx_, row_token_, slot_row_;
-    std::vector<int64_t> offsets_, counts_;
+    DeviceArray<int64_t> offsets_;  // the route plan's [E+1], in the backend's memory
+    mutable std::vector<int64_t> counts_, host_offsets_;
+    mutable bool counts_current_ = false;
+    std::vector<const float*> host_w_;  // gate, up, down pointers of every expert, as uploaded
+    std::vector<float*> host_dw_;
+    DeviceArray<const float*> w_table_;  // [3E]: gate_0..gate_{E-1}, up_*, down_*
+    DeviceArray<float*> dw_table_;
     // Backward scratch.
     Tensor d_weights_, d_yp_, d_xp_, d_g_, d_u_, d_a_, d_scores_, d_logits_;
 };

@@ -17,9 +17,11 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -439,19 +441,20 @@ void test_balance_and_dispatch(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu)
     gpu.seq_aux_loss_backward(dS.p, dI.p, B, T, E, K, 0.01f, 1.5f, dDs.p);
     expect_close("seq_aux_loss_backward (accumulates)", ds, dDs.get());
 
-    std::vector<int64_t> off(E + 1), goff(E + 1, -1);
+    std::vector<int64_t> off(E + 1);
     I row_token(n * K), slot_row(n * K);
     cpu.moe_route_plan(idx.data(), n, K, E, off.data(), row_token.data(), slot_row.data());
     Dev<int32_t> dRT{I(n * K, -1)}, dSR{I(n * K, -1)};
-    gpu.moe_route_plan(dI.p, n, K, E, goff.data(), dRT.p, dSR.p);
-    expect_equal("moe_route_plan offsets (host)", off, goff);
+    Dev<int64_t> dOff{std::vector<int64_t>(E + 1, -1)};
+    gpu.moe_route_plan(dI.p, n, K, E, dOff.p, dRT.p, dSR.p);
+    expect_equal("moe_route_plan offsets (device)", off, dOff.get());
     expect_equal("moe_route_plan row_token", row_token, dRT.get());
     expect_equal("moe_route_plan slot_row", slot_row, dSR.get());
     I bad = idx;
     bad[9] = int32_t(E);
     Dev<int32_t> dBad(bad);
     expect_throws("moe_route_plan rejects expert >= E",
-                  [&] { gpu.moe_route_plan(dBad.p, n, K, E, goff.data(), dRT.p, dSR.p); });
+                  [&] { gpu.moe_route_plan(dBad.p, n, K, E, dOff.p, dRT.p, dSR.p); });
 
     const int64_t rows = n * K;
     const F x = randn(n * dim), yp = randn(rows * dim), w = randn(n * K), dy = randn(n * dim),
@@ -478,6 +481,62 @@ void test_balance_and_dispatch(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu)
 
 }  // namespace
 
+// Grouped expert GEMMs against the CPU's per-group loop: uneven groups, empty groups (first,
+// middle, last), sizes that are not multiples of the 64 x 64 tiles, and the pointer tables and
+// offsets on the device.
+void test_grouped_linear(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
+    for (const auto& [groups, in, out] : {std::tuple<int64_t, int64_t, int64_t>{7, 72, 130},
+                                          {3, 64, 64}, {64, 33, 17}}) {
+        std::vector<int64_t> sizes(groups);
+        for (int64_t g = 0; g < groups; ++g) sizes[g] = (g == 0 || g == groups / 2 || g == groups - 1) ? 0 : (g * 37) % 150 + 1;
+        std::vector<int64_t> off(groups + 1, 0);
+        for (int64_t g = 0; g < groups; ++g) off[g + 1] = off[g] + sizes[g];
+        const int64_t rows = off[groups];
+        const std::string tag = " (groups " + std::to_string(groups) + ", in " + std::to_string(in) +
+                                ", out " + std::to_string(out) + ")";
+        std::vector<F> w(groups), dw(groups);
+        for (int64_t g = 0; g < groups; ++g) {
+            w[g] = randn(out * in, 0.1f);
+            dw[g] = randn(out * in);
+        }
+        const F x = randn(rows * in), dy = randn(rows * out), dx0 = randn(rows * in);
+        // CPU: host pointer tables.
+        std::vector<const float*> hw(groups);
+        std::vector<float*> hdw(groups);
+        std::vector<F> cdw = dw;
+        for (int64_t g = 0; g < groups; ++g) {
+            hw[g] = w[g].data();
+            hdw[g] = cdw[g].data();
+        }
+        F y(rows * out), dx = dx0;
+        cpu.grouped_linear_forward(x.data(), off.data(), groups, rows, hw.data(), in, out, y.data());
+        cpu.grouped_linear_backward_data(dy.data(), off.data(), groups, rows, hw.data(), in, out, dx.data());
+        cpu.grouped_linear_backward_weight(dy.data(), x.data(), off.data(), groups, rows, hdw.data(), in, out);
+        // GPU: the same with device tables.
+        std::vector<std::unique_ptr<Dev<float>>> gw, gdw;
+        std::vector<const float*> pw(groups);
+        std::vector<float*> pdw(groups);
+        for (int64_t g = 0; g < groups; ++g) {
+            gw.push_back(std::make_unique<Dev<float>>(w[g]));
+            gdw.push_back(std::make_unique<Dev<float>>(dw[g]));
+            pw[g] = gw.back()->p;
+            pdw[g] = gdw.back()->p;
+        }
+        Dev<const float*> dW(pw);
+        Dev<float*> dDW(pdw);
+        Dev<int64_t> dOff(off);
+        Dev<float> dX(x), dDy(dy), dDx(dx0), dY{F(rows * out, NAN)};
+        gpu.grouped_linear_forward(dX.p, dOff.p, groups, rows, dW.p, in, out, dY.p);
+        gpu.grouped_linear_backward_data(dDy.p, dOff.p, groups, rows, dW.p, in, out, dDx.p);
+        gpu.grouped_linear_backward_weight(dDy.p, dX.p, dOff.p, groups, rows, dDW.p, in, out);
+        expect_close("grouped_linear_forward" + tag, y, dY.get());
+        expect_close("grouped_linear_backward_data" + tag, dx, dDx.get());
+        for (int64_t g = 0; g < groups; ++g)
+            expect_close("grouped_linear_backward_weight group " + std::to_string(g) + tag, cdw[g],
+                         gdw[g]->get(), 1e-4);
+    }
+}
+
 int main() {
     if (moe::gpu::test::skip_without_cuda()) return 0;
     try {
@@ -495,6 +554,7 @@ int main() {
         test_cross_entropy(cpu, gpu);
         test_gate(cpu, gpu);
         test_balance_and_dispatch(cpu, gpu);
+        test_grouped_linear(cpu, gpu);
         int count = 0;
         cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
         expect_throws("CudaBackend rejects a missing device", [&] { moe::gpu::CudaBackend(count + 3); });
