@@ -8,7 +8,9 @@
 // Loss: 0.5 * ||y||^2 per token (dy = y), enough to drive every backward op.
 // FLOPs counted: GEMMs (2 M N K; backward twice the forward) and the attention band
 // (forward 2 * visible * (dk + dv), backward twice that); elementwise work is not counted.
-// Not run yet: no GPU was available when it was written (docs/performance.md).
+// Routed experts two ways in one run (--moe both, the default): "grouped" (one launch per
+// projection, Backend::grouped_linear_*, route plan on the device) and "loop" (one cuBLAS SGEMM
+// per expert and projection, the plan's offsets copied to the host); the ratio is printed.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -75,6 +77,9 @@ int main(int argc, char** argv) {
     app.add_option("--iters", iters, "Timed steps");
     app.add_option("--warmup", warmup, "Untimed steps first");
     app.add_option("--device", device, "CUDA device index");
+    std::string moe_mode = "both";
+    app.add_option("--moe", moe_mode, "Routed experts: grouped, loop, or both (timed one after the other)")
+        ->check(CLI::IsMember({"grouped", "loop", "both"}));
     app.add_option("--peak-tflops", peak_tflops,
                    "Peak for MFU, TFLOP/s (default 67: H100 SXM dense FP32, non-tensor; the "
                    "fp32 path uses no tensor cores)");
@@ -131,6 +136,23 @@ int main(int argc, char** argv) {
         int32_t *idx = a.alloc<int32_t>(n * K), *row_token = a.alloc<int32_t>(rows),
                 *slot_row = a.alloc<int32_t>(rows);
         std::vector<int64_t> offsets(static_cast<size_t>(E + 1));
+        int64_t* d_offsets = a.alloc<int64_t>(E + 1);
+        // The experts' weight and gradient pointer tables (each expert's matrix is a slice).
+        std::vector<const float*> tw_h(static_cast<size_t>(3 * E));
+        std::vector<float*> tg_h(static_cast<size_t>(3 * E));
+        for (int64_t e = 0; e < E; ++e) {
+            tw_h[e] = weights[wg].w + e * F * D;
+            tw_h[E + e] = weights[wu].w + e * F * D;
+            tw_h[2 * E + e] = weights[wd].w + e * D * F;
+            tg_h[e] = weights[wg].g + e * F * D;
+            tg_h[E + e] = weights[wu].g + e * F * D;
+            tg_h[2 * E + e] = weights[wd].g + e * D * F;
+        }
+        const float** w_table = a.alloc<const float*>(3 * E);
+        float** g_table = a.alloc<float*>(3 * E);
+        ck(cudaMemcpy(w_table, tw_h.data(), sizeof(void*) * 3 * E, cudaMemcpyHostToDevice), "cudaMemcpy");
+        ck(cudaMemcpy(g_table, tg_h.data(), sizeof(void*) * 3 * E, cudaMemcpyHostToDevice), "cudaMemcpy");
+        bool grouped = moe_mode != "loop";
         moe::GateParams gate;
         gate.n_experts = E;
         gate.top_k = K;
@@ -151,17 +173,25 @@ int main(int argc, char** argv) {
             be.rmsnorm_forward(x2, D, weights[wn2].w, n, D, 1e-6f, h2, D, r2);
             be.gemm(false, true, n, E, D, 1.0f, h2, D, weights[wr].w, D, 0.0f, logits, E);
             be.moe_gate_forward(logits, n, gate, scores, idx, tw);
-            be.moe_route_plan(idx, n, K, E, offsets.data(), row_token, slot_row);
+            be.moe_route_plan(idx, n, K, E, d_offsets, row_token, slot_row);
             be.moe_permute(h2, row_token, rows, D, xp);
-            double f = 2.0 * n * D * HD * 4 + 2.0 * n * E * D;
-            for (int64_t e = 0; e < E; ++e) {
-                const int64_t r0 = offsets[e], m = offsets[e + 1] - r0;
-                if (m == 0) continue;
-                be.gemm(false, true, m, F, D, 1.0f, xp + r0 * D, D, weights[wg].w + e * F * D, D, 0.0f, gp + r0 * F, F);
-                be.gemm(false, true, m, F, D, 1.0f, xp + r0 * D, D, weights[wu].w + e * F * D, D, 0.0f, up + r0 * F, F);
-                be.swiglu_forward(gp + r0 * F, up + r0 * F, m * F, ap + r0 * F);
-                be.gemm(false, true, m, D, F, 1.0f, ap + r0 * F, F, weights[wd].w + e * D * F, F, 0.0f, yp + r0 * D, D);
-                f += 2.0 * m * F * D * 3;
+            double f = 2.0 * n * D * HD * 4 + 2.0 * n * E * D + 2.0 * rows * F * D * 3;
+            if (grouped) {
+                be.grouped_linear_forward(xp, d_offsets, E, rows, w_table, D, F, gp);
+                be.grouped_linear_forward(xp, d_offsets, E, rows, w_table + E, D, F, up);
+                be.swiglu_forward(gp, up, rows * F, ap);
+                be.grouped_linear_forward(ap, d_offsets, E, rows, w_table + 2 * E, F, D, yp);
+            } else {
+                ck(cudaMemcpy(offsets.data(), d_offsets, sizeof(int64_t) * (E + 1), cudaMemcpyDeviceToHost),
+                   "cudaMemcpy");
+                for (int64_t e = 0; e < E; ++e) {
+                    const int64_t r0 = offsets[e], m = offsets[e + 1] - r0;
+                    if (m == 0) continue;
+                    be.gemm(false, true, m, F, D, 1.0f, xp + r0 * D, D, weights[wg].w + e * F * D, D, 0.0f, gp + r0 * F, F);
+                    be.gemm(false, true, m, F, D, 1.0f, xp + r0 * D, D, weights[wu].w + e * F * D, D, 0.0f, up + r0 * F, F);
+                    be.swiglu_forward(gp + r0 * F, up + r0 * F, m * F, ap + r0 * F);
+                    be.gemm(false, true, m, D, F, 1.0f, ap + r0 * F, F, weights[wd].w + e * D * F, F, 0.0f, yp + r0 * D, D);
+                }
             }
             be.copy_2d(x2, D, y, D, n, D);
             be.moe_unpermute(yp, tw, slot_row, n, K, D, y);
@@ -174,16 +204,26 @@ int main(int argc, char** argv) {
             be.zero(dgp, rows * F);
             be.zero(dup, rows * F);
             be.zero(dxp, rows * D);
-            for (int64_t e = 0; e < E; ++e) {
-                const int64_t r0 = offsets[e], m = offsets[e + 1] - r0;
-                if (m == 0) continue;
-                be.gemm(false, false, m, F, D, 1.0f, dyp + r0 * D, D, weights[wd].w + e * D * F, F, 0.0f, dap + r0 * F, F);
-                be.gemm(true, false, D, F, m, 1.0f, dyp + r0 * D, D, ap + r0 * F, F, 1.0f, weights[wd].g + e * D * F, F);
-                be.swiglu_backward(dap + r0 * F, gp + r0 * F, up + r0 * F, m * F, dgp + r0 * F, dup + r0 * F);
-                be.gemm(false, false, m, D, F, 1.0f, dgp + r0 * F, F, weights[wg].w + e * F * D, D, 1.0f, dxp + r0 * D, D);
-                be.gemm(false, false, m, D, F, 1.0f, dup + r0 * F, F, weights[wu].w + e * F * D, D, 1.0f, dxp + r0 * D, D);
-                be.gemm(true, false, F, D, m, 1.0f, dgp + r0 * F, F, xp + r0 * D, D, 1.0f, weights[wg].g + e * F * D, D);
-                be.gemm(true, false, F, D, m, 1.0f, dup + r0 * F, F, xp + r0 * D, D, 1.0f, weights[wu].g + e * F * D, D);
+            if (grouped) {
+                be.grouped_linear_backward_data(dyp, d_offsets, E, rows, w_table + 2 * E, F, D, dap);
+                be.grouped_linear_backward_weight(dyp, ap, d_offsets, E, rows, g_table + 2 * E, F, D);
+                be.swiglu_backward(dap, gp, up, rows * F, dgp, dup);
+                be.grouped_linear_backward_data(dgp, d_offsets, E, rows, w_table, D, F, dxp);
+                be.grouped_linear_backward_data(dup, d_offsets, E, rows, w_table + E, D, F, dxp);
+                be.grouped_linear_backward_weight(dgp, xp, d_offsets, E, rows, g_table, D, F);
+                be.grouped_linear_backward_weight(dup, xp, d_offsets, E, rows, g_table + E, D, F);
+            } else {
+                for (int64_t e = 0; e < E; ++e) {
+                    const int64_t r0 = offsets[e], m = offsets[e + 1] - r0;
+                    if (m == 0) continue;
+                    be.gemm(false, false, m, F, D, 1.0f, dyp + r0 * D, D, weights[wd].w + e * D * F, F, 0.0f, dap + r0 * F, F);
+                    be.gemm(true, false, D, F, m, 1.0f, dyp + r0 * D, D, ap + r0 * F, F, 1.0f, weights[wd].g + e * D * F, F);
+                    be.swiglu_backward(dap + r0 * F, gp + r0 * F, up + r0 * F, m * F, dgp + r0 * F, dup + r0 * F);
+                    be.gemm(false, false, m, D, F, 1.0f, dgp + r0 * F, F, weights[wg].w + e * F * D, D, 1.0f, dxp + r0 * D, D);
+                    be.gemm(false, false, m, D, F, 1.0f, dup + r0 * F, F, weights[wu].w + e * F * D, D, 1.0f, dxp + r0 * D, D);
+                    be.gemm(true, false, F, D, m, 1.0f, dgp + r0 * F, F, xp + r0 * D, D, 1.0f, weights[wg].g + e * F * D, D);
+                    be.gemm(true, false, F, D, m, 1.0f, dup + r0 * F, F, xp + r0 * D, D, 1.0f, weights[wu].g + e * F * D, D);
+                }
             }
             be.zero(dh2, n * D);
             be.moe_permute_backward(dxp, slot_row, n, K, D, dh2);
@@ -213,39 +253,50 @@ int main(int argc, char** argv) {
                 be.adamw_update(w.w, w.g, w.m, w.v, w.n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, s + 1);
             if (count) gemm_flops = 3.0 * f;
         };
-        for (int i = 0; i < warmup; ++i) step(i, false);
-        cudaEvent_t t0, t1;
-        ck(cudaEventCreate(&t0), "cudaEventCreate");
-        ck(cudaEventCreate(&t1), "cudaEventCreate");
-        std::vector<float> ms;
-        for (int i = 0; i < iters; ++i) {
-            ck(cudaEventRecord(t0), "cudaEventRecord");
-            step(warmup + i, true);
-            ck(cudaEventRecord(t1), "cudaEventRecord");
-            ck(cudaEventSynchronize(t1), "cudaEventSynchronize");
-            float m = 0.0f;
-            ck(cudaEventElapsedTime(&m, t0, t1), "cudaEventElapsedTime");
-            ms.push_back(m);
-        }
-        ck(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-        if (ms.empty()) {
-            std::printf("ran %d step(s), no timing\n", warmup);
-            return 0;
-        }
-        std::sort(ms.begin(), ms.end());
-        const double med = ms[ms.size() / 2] / 1e3;
-        const double vis = window > 0 && window < T ? double(window) * (window + 1) / 2 + double(T - window) * window
-                                                    : double(T) * (T + 1) / 2;
-        const double attn_flops = 3.0 * 2.0 * B * H * vis * (2.0 * hd);
-        const double flops = gemm_flops + attn_flops;
         cudaDeviceProp prop{};
         ck(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
         std::printf("device %s | B=%lld T=%lld D=%lld H=%lld hd=%lld E=%lld K=%lld F=%lld window=%lld\n",
                     prop.name, (long long)B, (long long)T, (long long)D, (long long)H, (long long)hd,
                     (long long)E, (long long)K, (long long)F, (long long)window);
-        std::printf("step median %.3f ms (min %.3f, max %.3f, %d steps)\n", med * 1e3, ms.front(), ms.back(), iters);
-        std::printf("tokens/s %.0f | %.2f TFLOP/s counted | MFU %.1f%% of %.1f TFLOP/s\n", n / med,
-                    flops / med / 1e12, 100.0 * flops / med / (peak_tflops * 1e12), peak_tflops);
+        cudaEvent_t t0, t1;
+        ck(cudaEventCreate(&t0), "cudaEventCreate");
+        ck(cudaEventCreate(&t1), "cudaEventCreate");
+        // Median step time of one mode, in seconds (0 with --iters 0).
+        auto time_mode = [&](bool use_grouped) {
+            grouped = use_grouped;
+            for (int i = 0; i < warmup; ++i) step(i, false);
+            std::vector<float> ms;
+            for (int i = 0; i < iters; ++i) {
+                ck(cudaEventRecord(t0), "cudaEventRecord");
+                step(warmup + i, true);
+                ck(cudaEventRecord(t1), "cudaEventRecord");
+                ck(cudaEventSynchronize(t1), "cudaEventSynchronize");
+                float m = 0.0f;
+                ck(cudaEventElapsedTime(&m, t0, t1), "cudaEventElapsedTime");
+                ms.push_back(m);
+            }
+            ck(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+            if (ms.empty()) {
+                std::printf("%s experts: ran %d step(s), no timing\n", use_grouped ? "grouped" : "loop", warmup);
+                return 0.0;
+            }
+            std::sort(ms.begin(), ms.end());
+            const double med = ms[ms.size() / 2] / 1e3;
+            const double vis = window > 0 && window < T ? double(window) * (window + 1) / 2 + double(T - window) * window
+                                                        : double(T) * (T + 1) / 2;
+            const double attn_flops = 3.0 * 2.0 * B * H * vis * (2.0 * hd);
+            const double flops = gemm_flops + attn_flops;
+            std::printf("%-7s experts: step median %.3f ms (min %.3f, max %.3f, %d steps) | tokens/s %.0f | "
+                        "%.2f TFLOP/s counted | MFU %.1f%% of %.1f TFLOP/s\n",
+                        use_grouped ? "grouped" : "loop", med * 1e3, ms.front(), ms.back(), iters, n / med,
+                        flops / med / 1e12, 100.0 * flops / med / (peak_tflops * 1e12), peak_tflops);
+            return med;
+        };
+        const double t_grouped = moe_mode != "loop" ? time_mode(true) : 0.0;
+        const double t_loop = moe_mode != "grouped" ? time_mode(false) : 0.0;
+        if (t_grouped > 0 && t_loop > 0)
+            std::printf("grouped / loop step time: %.3f (below 1: the grouped experts are faster)\n",
+                        t_grouped / t_loop);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "moe-bench-gpu: error: %s\n", e.what());
         return 1;

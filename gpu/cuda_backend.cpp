@@ -339,6 +339,43 @@ void CudaBackend::attention_backward(const float* dout, const float* q, const fl
            "attention_backward");
 }
 
+namespace {
+
+void check_fused_attention(const char* op, int64_t B, int64_t T, int64_t H, int64_t dk,
+                           int64_t dv, int64_t window) {
+    if (window < 0) throw Error(std::string(op) + ": window must be >= 0, got " + std::to_string(window));
+    const int64_t max_dim = kern::fused_attention_max_dim();
+    if (dk > max_dim || dv > max_dim)
+        throw Error(std::string(op) + ": head widths q/k " + std::to_string(dk) + " and v " +
+                    std::to_string(dv) + " exceed the fused kernel's " + std::to_string(max_dim));
+    if (B * H * T / 4 >= INT_MAX)
+        throw Error(std::string(op) + ": B*H*T = " + std::to_string(B * H * T) +
+                    " rows exceed the kernel's grid");
+}
+
+}  // namespace
+
+void CudaBackend::fused_attention_forward(const float* q, const float* k, const float* v,
+                                          int64_t B, int64_t T, int64_t H, int64_t dk,
+                                          int64_t dv, float scale, int64_t window, float* lse,
+                                          float* out) {
+    check_fused_attention("fused_attention_forward", B, T, H, dk, dv, window);
+    launch(kern::fused_attention_forward(q, k, v, B, T, H, dk, dv, scale, window, lse, out),
+           "fused_attention_forward");
+}
+
+void CudaBackend::fused_attention_backward(const float* dout, const float* q, const float* k,
+                                           const float* v, const float* out, const float* lse,
+                                           int64_t B, int64_t T, int64_t H, int64_t dk,
+                                           int64_t dv, float scale, int64_t window, float* dq,
+                                           float* dk_, float* dv_) {
+    check_fused_attention("fused_attention_backward", B, T, H, dk, dv, window);
+    auto* dvec = static_cast<float*>(scratch(kWorkA, sizeof(float) * B * H * T));
+    launch(kern::fused_attention_backward(dout, q, k, v, out, lse, B, T, H, dk, dv, scale, window,
+                                          dvec, dq, dk_, dv_),
+           "fused_attention_backward");
+}
+
 void CudaBackend::swiglu_forward(const float* g, const float* u, int64_t n, float* out) {
     launch(kern::swiglu_forward(g, u, n, out), "swiglu_forward");
 }

@@ -87,6 +87,15 @@ public:
                             int64_t dv, float scale, int64_t window, float* dq, float* dk_,
                             float* dv_) override;
 
+    // The model runs fused attention here: no [B, H, T, T] tensor (gpu/kernels/flash_attention.cu).
+    bool prefers_fused_attention() const override { return true; }
+    void fused_attention_forward(const float* q, const float* k, const float* v, int64_t B,
+                                 int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
+                                 int64_t window, float* lse, float* out) override;
+    void fused_attention_backward(const float* dout, const float* q, const float* k,
+                                  const float* v, const float* out, const float* lse, int64_t B,
+                                  int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
+                                  int64_t window, float* dq, float* dk_, float* dv_) override;
     void swiglu_forward(const float* g, const float* u, int64_t n, float* out) override;
     void swiglu_backward(const float* dout, const float* g, const float* u, int64_t n, float* dg,
                          float* du) override;

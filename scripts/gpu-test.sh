@@ -97,7 +97,10 @@ run() {
     echo "== a model larger than the GPU: a clear message, nothing allocated (expected: error)"
     "$BUNDLE/bin/moe-train" "$ROOT/projects/deepseek-v3-671b.json" --device cuda:0 --step \
         2>&1 | tail -2 | tee "$out/too_large.log" || true
-    grep -q "not enough memory on cuda:0" "$out/too_large.log" || { echo "FAIL: no memory message"; status=1; }
+    grep -qE "not enough memory on cuda:0|available on cuda:0" "$out/too_large.log" || { echo "FAIL: no memory message"; status=1; }
+    echo "== one MoE block (B 8 x T 1024, D 1024, 64 experts top-6, F 512): grouped experts vs a loop"
+    "$BUNDLE/bin/moe-bench-gpu" --moe both --iters 10 --peak-tflops "${PEAK_FP32:-51}" 2>&1 \
+        | tee -a "$out/bench.log" || status=1
     echo "== training benchmark: projects/small-gpu.json, B 8 x S 1024, no MTP"
     for mode in fp32 bf16; do
         local peak="${PEAK_FP32:-51}"
@@ -110,7 +113,7 @@ run() {
     echo "== summary"
     grep -HE "checks passed|^FAIL|SKIP" "$out/gpu_ops_test.log" "$out/gpu_model_test.log" || true
     grep -hE "ERROR SUMMARY|sanitizer not found" "$out"/sanitizer_*.log || true
-    grep -E "^bench:|^BENCH" "$out/bench.log" || true
+    grep -E "^bench:|^BENCH|experts: step|grouped / loop" "$out/bench.log" || true
     exit $status
 }
 

@@ -10,6 +10,7 @@
 #include <functional>
 #include <numeric>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -229,6 +230,7 @@ private slots:
     void attentionSlidingWindow_data();
     void attentionSlidingWindow();
     void attentionWindowSkipsMaskedWork();
+    void fusedAttentionMatchesProbs();
     void crossEntropyKnownAndIgnore();
     void gateGroupLimit();
     void gateBiasSelectsNotWeights();
@@ -536,6 +538,50 @@ void TestBackendOps::attentionWindowSkipsMaskedWork() {
           static_cast<long long>(T), full, static_cast<long long>(W), windowed, full / windowed);
     // Band work is ~6% of the causal triangle here; masking alone would cost about the same.
     QVERIFY2(windowed < 0.6 * full, qPrintable(QString("window %1 ms vs full %2 ms").arg(windowed).arg(full)));
+}
+
+// Backend::fused_attention_* (no [B, H, T, T] tensor; the GPU kernels' reference) against the
+// probabilities path on the same inputs: outputs, log-sum-exp from the probabilities, and the
+// three gradients; q/k width different from v's, full causal and two windows.
+void TestBackendOps::fusedAttentionMatchesProbs() {
+    CpuBackend be(2);
+    const int64_t B = 2, T = 9, H = 3, dk = 6, dv = 4;
+    const float scale = 0.4f;
+    const Vec q = random_vector(B * T * H * dk, 81), k = random_vector(B * T * H * dk, 82);
+    const Vec v = random_vector(B * T * H * dv, 83), dout = random_vector(B * T * H * dv, 84);
+    for (int64_t window : {int64_t(0), int64_t(1), int64_t(4)}) {
+        Vec probs(B * H * T * T), out(B * T * H * dv), fout(B * T * H * dv), lse(B * H * T);
+        be.attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, window,
+                             probs.data(), out.data());
+        be.fused_attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, window,
+                                   lse.data(), fout.data());
+        for (size_t i = 0; i < out.size(); ++i)
+            QVERIFY2(std::abs(out[i] - fout[i]) <= 1e-5f * (1 + std::abs(out[i])),
+                     qPrintable(QString("window %1: out[%2] %3 vs %4").arg(window).arg(i).arg(out[i]).arg(fout[i])));
+        // lse: p_ts = exp(scale q.k - lse_t), so lse_t = scale q_t.k_t - log p_tt.
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t h = 0; h < H; ++h)
+                for (int64_t t = 0; t < T; ++t) {
+                    double s = 0;
+                    for (int64_t j = 0; j < dk; ++j)
+                        s += double(q[((b * T + t) * H + h) * dk + j]) * k[((b * T + t) * H + h) * dk + j];
+                    const double ref = scale * s - std::log(double(probs[((b * H + h) * T + t) * T + t]));
+                    QVERIFY(std::abs(lse[(b * H + h) * T + t] - ref) <= 1e-4 * (1 + std::abs(ref)));
+                }
+        Vec dq(q.size(), 0.5f), dkk(k.size(), 0.5f), dvv(v.size(), 0.5f);  // both accumulate
+        Vec fdq = dq, fdk = dkk, fdv = dvv;
+        be.attention_backward(dout.data(), q.data(), k.data(), v.data(), probs.data(), B, T, H, dk,
+                              dv, scale, window, dq.data(), dkk.data(), dvv.data());
+        be.fused_attention_backward(dout.data(), q.data(), k.data(), v.data(), fout.data(),
+                                    lse.data(), B, T, H, dk, dv, scale, window, fdq.data(),
+                                    fdk.data(), fdv.data());
+        for (const auto& [name, a, f] : {std::tuple{"dq", &dq, &fdq}, std::tuple{"dk", &dkk, &fdk},
+                                         std::tuple{"dv", &dvv, &fdv}})
+            for (size_t i = 0; i < a->size(); ++i)
+                QVERIFY2(std::abs((*a)[i] - (*f)[i]) <= 1e-4f * (1 + std::abs((*a)[i])),
+                         qPrintable(QString("window %1: %2[%3] %4 vs %5").arg(window).arg(name).arg(i)
+                                        .arg((*a)[i]).arg((*f)[i])));
+    }
 }
 
 void TestBackendOps::crossEntropyKnownAndIgnore() {

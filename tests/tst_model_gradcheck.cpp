@@ -156,11 +156,19 @@ std::vector<int32_t> signature(const RoutingRecord& r) { return r.topk_idx; }
 
 }  // namespace
 
+// The CPU backend steering the model onto Backend::fused_attention_* (as a GPU backend does).
+class FusedAttentionCpu final : public CpuBackend {
+public:
+    using CpuBackend::CpuBackend;
+    bool prefers_fused_attention() const override { return true; }
+};
+
 class TestModelGradcheck : public QObject {
     Q_OBJECT
 
 private:
     CpuBackend be_{2};
+    FusedAttentionCpu fused_be_{2};
     const int64_t B_ = 2, T_ = 6;
 
     std::vector<int32_t> positions() const {
@@ -227,7 +235,16 @@ private slots:
         mla(cfg, "MLA (sliding window 3)");
     }
 
-    void mla(const ModelConfig& cfg, const char* name = nullptr) {
+    // The fused (flash-style) attention path, with and without a window.
+    void mlaFusedAttention() {
+        ModelConfig cfg = tiny_full_config();
+        mla(cfg, "MLA (fused attention)", &fused_be_);
+        cfg.sliding_window = 3;
+        mla(cfg, "MLA (fused attention, sliding window 3)", &fused_be_);
+    }
+
+    void mla(const ModelConfig& cfg, const char* name = nullptr, Backend* be = nullptr) {
+        if (!be) be = &be_;
         ParameterStore store;
         MlaAttention attn(store, "self_attn", cfg);
         uint64_t s = 5;
@@ -241,10 +258,10 @@ private slots:
         check_layer(name, store,
                     cfg.hidden_size, cfg.hidden_size,
                     [&](const float* x, float* y) {
-                        attn.forward(be_, x, B_, T_, pos.data(), y);
+                        attn.forward(*be, x, B_, T_, pos.data(), y);
                         return 0.0;
                     },
-                    [&](const float* dy, float* dx) { attn.backward(be_, dy, dx); });
+                    [&](const float* dy, float* dx) { attn.backward(*be, dy, dx); });
     }
 
     void moeSigmoidGroupLimited() { moe_layer(tiny_full_config()); }

@@ -117,6 +117,23 @@ public:
                                     int64_t H, int64_t dk, int64_t dv, float scale,
                                     int64_t window, float* dq, float* dk_, float* dv_) = 0;
 
+    // --- Fused (flash-style) attention: the function of attention_forward / _backward without
+    // the [B, H, T, T] probabilities. lse [B, H, T] keeps each query's natural log-sum-exp of its
+    // scaled visible scores; the backward recomputes the probabilities from q, k and lse, and
+    // needs the forward's `out` (for D_t = dout_t . out_t). dq, dk_, dv_ accumulate, as in
+    // attention_backward. prefers_fused_attention(): whether the model should use these (a GPU,
+    // where [B, H, T, T] costs memory and bandwidth); the defaults below are plain loops on host
+    // memory, the reference the device kernels are tested against.
+    virtual bool prefers_fused_attention() const { return false; }
+    virtual void fused_attention_forward(const float* q, const float* k, const float* v,
+                                         int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv,
+                                         float scale, int64_t window, float* lse, float* out);
+    virtual void fused_attention_backward(const float* dout, const float* q, const float* k,
+                                          const float* v, const float* out, const float* lse,
+                                          int64_t B, int64_t T, int64_t H, int64_t dk,
+                                          int64_t dv, float scale, int64_t window, float* dq,
+                                          float* dk_, float* dv_);
+
     // --- SwiGLU: out = silu(g) * u over n values (g, u are the gate_proj and up_proj outputs).
     virtual void swiglu_forward(const float* g, const float* u, int64_t n, float* out) = 0;
     virtual void swiglu_backward(const float* dout, const float* g, const float* u, int64_t n,

@@ -79,10 +79,17 @@ void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
         be.copy_2d(kv_.data() + hd * kvb + dn_, H_ * kvb, v_.data() + hd * dv_, H_ * dv_, n, dv_);
     }
 
-    probs_.resize({B, H_, T, T});
     o_.resize({n, H_ * dv_});
-    be.attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_, window_,
-                         probs_.data(), o_.data());
+    fused_ = be.prefers_fused_attention() && !keep_probs_;
+    if (fused_) {
+        lse_.resize({B, H_, T});
+        be.fused_attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_,
+                                   window_, lse_.data(), o_.data());
+    } else {
+        probs_.resize({B, H_, T, T});
+        be.attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_, window_,
+                             probs_.data(), o_.data());
+    }
     projection_forward(be, precision_, *o_proj_, o_.data(), n, H_ * dv_, D_, out);
 }
 
@@ -99,8 +106,14 @@ void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
     d_q_.zero();
     d_k_.zero();
     d_v_.zero();
-    be.attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), probs_.data(), B_, T_, H_,
-                          dqk, dv_, scale_, window_, d_q_.data(), d_k_.data(), d_v_.data());
+    if (fused_)
+        be.fused_attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), o_.data(),
+                                    lse_.data(), B_, T_, H_, dqk, dv_, scale_, window_,
+                                    d_q_.data(), d_k_.data(), d_v_.data());
+    else
+        be.attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), probs_.data(), B_,
+                              T_, H_, dqk, dv_, scale_, window_, d_q_.data(), d_k_.data(),
+                              d_v_.data());
 
     // Split the per-head key/value gradients back into kv_b's output and the shared k_pe.
     d_kv_.resize({n, H_ * kvb});

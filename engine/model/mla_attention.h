@@ -29,8 +29,11 @@ public:
     // dh [B*T, D] += d/dh given dout.
     void backward(Backend& be, const float* dout, float* dh);
 
-    // Attention weights of the last forward, [B, H, T, T] (for the sparsity views).
+    // Attention weights of the last forward, [B, H, T, T] (for the routing inspector). Kept
+    // only when asked (set_keep_probs) or when the backend does not prefer fused attention;
+    // otherwise the forward runs Backend::fused_attention_* and keeps each query's log-sum-exp.
     const Tensor& probs() const { return probs_; }
+    void set_keep_probs(bool keep) { keep_probs_ = keep; }
 
 private:
     int64_t D_, H_, dn_, dr_, dv_, qr_, kr_;
@@ -50,7 +53,9 @@ private:
     const float* h_ = nullptr;
     const int32_t* positions_ = nullptr;
     int64_t B_ = 0, T_ = 0;
-    Tensor qa_, qa_n_, q_rstd_, q_, kva_, c_n_, kv_rstd_, kv_, kpe_, k_, v_, probs_, o_;
+    bool keep_probs_ = false;
+    bool fused_ = false;  // the last forward used fused attention (lse_ instead of probs_)
+    Tensor qa_, qa_n_, q_rstd_, q_, kva_, c_n_, kv_rstd_, kv_, kpe_, k_, v_, probs_, lse_, o_;
     // Backward scratch.
     Tensor d_o_, d_q_, d_k_, d_v_, d_kv_, d_kpe_, d_kva_, d_cn_, d_qan_, d_qa_;
 };

@@ -71,6 +71,7 @@ double Model::run_trunk(const int32_t* inputs, int64_t B, int64_t T, bool probe)
     for (auto& block : blocks_) {
         RoutingRecord* rec = nullptr;
         if (probe && block->is_moe()) rec = &routing_.emplace_back();
+        block->attention().set_keep_probs(probe);  // the routing inspector shows the weights
         aux += block->forward(be_, x, B, T, positions_.data(), rec);
         x = block->output().data();
     }

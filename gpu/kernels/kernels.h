@@ -63,6 +63,17 @@ cudaError_t attention_backward(const float* dout, const float* q, const float* k
                                const float* v, const float* probs, int64_t B, int64_t T,
                                int64_t H, int64_t dk, int64_t dv, float scale, int64_t window,
                                float* dS, float* dq, float* dk_, float* dv_);
+// Fused attention (flash_attention.cu): Backend::fused_attention_*; dk, dv <= the max dim.
+// dvec: device scratch of B*H*T floats (D_t = dout_t . out_t between the two backward passes).
+int64_t fused_attention_max_dim();
+cudaError_t fused_attention_forward(const float* q, const float* k, const float* v, int64_t B,
+                                    int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
+                                    int64_t window, float* lse, float* out);
+cudaError_t fused_attention_backward(const float* dout, const float* q, const float* k,
+                                     const float* v, const float* out, const float* lse,
+                                     int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv,
+                                     float scale, int64_t window, float* dvec, float* dq,
+                                     float* dk_, float* dv_);
 
 // --- cross-entropy (cross_entropy.cu) ---
 cudaError_t cross_entropy_forward(const float* logits, const int32_t* targets, int64_t n,

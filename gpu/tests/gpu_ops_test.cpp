@@ -342,6 +342,47 @@ void test_attention(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
     }
 }
 
+// Fused (flash-style) attention on the GPU against the CPU's reference (Backend's host
+// defaults, which tst_backend_ops checks against the probabilities path): MLA's unequal q/k and v
+// widths (DeepSeek-V3's 192 / 128 and small-gpu's 96 / 64), windows, more than 32 keys per query
+// (several chunks), and bitwise run-to-run reproducibility.
+void test_fused_attention(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
+    struct Case { int64_t B, T, H, dk, dv, window; };
+    for (const Case c : {Case{2, 70, 3, 24, 16, 0}, Case{2, 70, 3, 24, 16, 5}, Case{1, 100, 2, 96, 64, 0},
+                         Case{1, 65, 2, 192, 128, 40}, Case{3, 33, 1, 8, 8, 200}}) {
+        const std::string tag = " B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " dk=" +
+                                std::to_string(c.dk) + " dv=" + std::to_string(c.dv) + " window=" +
+                                std::to_string(c.window);
+        const int64_t nq = c.B * c.T * c.H;
+        const float scale = 1.0f / std::sqrt(float(c.dk));
+        const F q = randn(nq * c.dk), k = randn(nq * c.dk), v = randn(nq * c.dv), dout = randn(nq * c.dv);
+        const F dq0 = randn(q.size()), dk0 = randn(k.size()), dv0 = randn(v.size());
+        F lse(c.B * c.H * c.T), out(nq * c.dv), dq = dq0, dkk = dk0, dvv = dv0;
+        cpu.fused_attention_forward(q.data(), k.data(), v.data(), c.B, c.T, c.H, c.dk, c.dv, scale, c.window,
+                                    lse.data(), out.data());
+        cpu.fused_attention_backward(dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), c.B, c.T,
+                                     c.H, c.dk, c.dv, scale, c.window, dq.data(), dkk.data(), dvv.data());
+        Dev<float> dQ(q), dK(k), dV(v), dD(dout), dL{F(lse.size(), NAN)}, dO{F(out.size(), NAN)}, dDQ(dq0),
+            dDK(dk0), dDV(dv0);
+        gpu.fused_attention_forward(dQ.p, dK.p, dV.p, c.B, c.T, c.H, c.dk, c.dv, scale, c.window, dL.p, dO.p);
+        gpu.fused_attention_backward(dD.p, dQ.p, dK.p, dV.p, dO.p, dL.p, c.B, c.T, c.H, c.dk, c.dv, scale,
+                                     c.window, dDQ.p, dDK.p, dDV.p);
+        expect_close("fused_attention_forward out" + tag, out, dO.get());
+        expect_close("fused_attention_forward lse" + tag, lse, dL.get());
+        expect_close("fused_attention_backward dq" + tag, dq, dDQ.get(), 1e-4);
+        expect_close("fused_attention_backward dk" + tag, dkk, dDK.get(), 1e-4);
+        expect_close("fused_attention_backward dv" + tag, dvv, dDV.get(), 1e-4);
+        const F first = dDK.get();
+        Dev<float> dDQ2(dq0), dDK2(dk0), dDV2(dv0);
+        gpu.fused_attention_backward(dD.p, dQ.p, dK.p, dV.p, dO.p, dL.p, c.B, c.T, c.H, c.dk, c.dv, scale,
+                                     c.window, dDQ2.p, dDK2.p, dDV2.p);
+        expect_equal("fused_attention_backward reproducible" + tag, first, dDK2.get());
+    }
+    expect_throws("fused attention refuses a head wider than the kernel's limit", [&] {
+        gpu.fused_attention_forward(nullptr, nullptr, nullptr, 1, 4, 1, 512, 64, 1.0f, 0, nullptr, nullptr);
+    });
+}
+
 void test_cross_entropy(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
     const int64_t n = 40, vocab = 1000;
     const F logits = randn(n * vocab, 4.0f), d0 = randn(n * vocab);
@@ -551,6 +592,7 @@ int main() {
         test_embedding(cpu, gpu);
         test_norm_rope(cpu, gpu);
         test_attention(cpu, gpu);
+        test_fused_attention(cpu, gpu);
         test_cross_entropy(cpu, gpu);
         test_gate(cpu, gpu);
         test_balance_and_dispatch(cpu, gpu);
