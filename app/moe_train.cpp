@@ -67,7 +67,7 @@ void print_step(const moe::Project& project, int threads) {
     const std::unique_ptr<moe::Backend> be =
         moe::make_backend(project.training.device, threads, "training.device");
     moe::Backend& backend = *be;
-    moe::check_training_fits(project, backend.allocator());
+    moe::check_training_fits(project, backend.allocator(), backend.prefers_fused_attention());
     moe::Model model(project.model, backend);
     model.init_weights(static_cast<uint64_t>(project.training.seed));
     const auto& tr = project.training;

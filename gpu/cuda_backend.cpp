@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <climits>
+#include <cstring>
 #include <cstdio>
 #include <cmath>
 #include <string>
@@ -84,6 +85,7 @@ CudaBackend::~CudaBackend() {
     for (void* p : scratch_)
         if (p) cudaFree(p);
     if (cublas_) cublasDestroy(blas(cublas_));
+    if (check_flags_) cudaFree(check_flags_);
 }
 
 void* CudaBackend::scratch(int slot, size_t bytes) {
@@ -98,27 +100,42 @@ void* CudaBackend::scratch(int slot, size_t bytes) {
     return scratch_[slot];
 }
 
-// kFlag holds the int flag at offset 0 and a double result at offset 8.
-int* CudaBackend::reset_bad(const char* op) {
-    int* flag = static_cast<int*>(scratch(kFlag, 16));
-    const int none = INT_MAX;
-    check(cudaMemcpy(flag, &none, sizeof(int), cudaMemcpyHostToDevice), op, "cudaMemcpy");
+// kFlag holds a double result at offset 8 (scalar reductions).
+
+// Index checks are deferred: each checking op gets its own flag (reset with an asynchronous
+// memset, lowered by the kernel to the first bad row), and the host reads all flags at once
+// when it next waits for the device anyway (flush_checks: every scalar result, and the model's
+// end of a forward pass). A step then has no synchronisation for its checks; an invalid index
+// still ends in an Error naming the op, the value and the row, one sync later.
+int* CudaBackend::defer_check(const char* op, const int32_t* values,
+                              std::function<std::string(int, int32_t)> describe) {
+    if (pending_.size() >= kMaxPending) flush_checks();
+    if (!check_flags_) check(cudaMalloc(&check_flags_, sizeof(int) * kMaxPending), op, "cudaMalloc");
+    int* flag = static_cast<int*>(check_flags_) + pending_.size();
+    check(cudaMemsetAsync(flag, kNoBadRowByte, sizeof(int)), op, "cudaMemsetAsync");
+    pending_.push_back({op, values, std::move(describe)});
     return flag;
 }
 
-int CudaBackend::read_bad(const char* op) {
-    int v = INT_MAX;
-    check(cudaMemcpy(&v, scratch_[kFlag], sizeof(int), cudaMemcpyDeviceToHost), op, "cudaMemcpy");
-    return v == INT_MAX ? -1 : v;
+void CudaBackend::flush_checks() {
+    if (pending_.empty()) return;
+    std::vector<PendingCheck> pending;
+    pending.swap(pending_);  // cleared even when this throws
+    std::vector<int> rows(pending.size());
+    check(cudaMemcpy(rows.data(), check_flags_, sizeof(int) * rows.size(), cudaMemcpyDeviceToHost),
+          "flush_checks", "cudaMemcpy");
+    int none = 0;
+    std::memset(&none, kNoBadRowByte, sizeof none);
+    for (size_t i = 0; i < pending.size(); ++i) {
+        if (rows[i] == none) continue;
+        int32_t value = 0;
+        check(cudaMemcpy(&value, pending[i].values + rows[i], sizeof value, cudaMemcpyDeviceToHost),
+              pending[i].op, "cudaMemcpy");
+        throw Error(std::string(pending[i].op) + ": " + pending[i].describe(rows[i], value));
+    }
 }
 
 namespace {
-
-int32_t fetch(const int32_t* device_ptr, const char* op) {
-    int32_t v = 0;
-    check(cudaMemcpy(&v, device_ptr, sizeof(v), cudaMemcpyDeviceToHost), op, "cudaMemcpy");
-    return v;
-}
 
 double fetch_result(void* flag_slot, const char* op) {
     double v = 0.0;
@@ -254,36 +271,38 @@ double CudaBackend::sum(const float* x, int64_t n) {
     void* flag = scratch(kFlag, 16);
     auto* partials = static_cast<double*>(scratch(kPartials, sizeof(double) * kern::reduce_blocks(n)));
     launch(kern::reduce_float(x, n, false, partials, reinterpret_cast<double*>(static_cast<char*>(flag) + 8)), "sum");
-    return fetch_result(flag, "sum");
+    const double r = fetch_result(flag, "sum");
+    flush_checks();  // the host waited for the device anyway
+    return r;
 }
 
 double CudaBackend::sum_squares(const float* x, int64_t n) {
     void* flag = scratch(kFlag, 16);
     auto* partials = static_cast<double*>(scratch(kPartials, sizeof(double) * kern::reduce_blocks(n)));
     launch(kern::reduce_float(x, n, true, partials, reinterpret_cast<double*>(static_cast<char*>(flag) + 8)), "sum_squares");
-    return fetch_result(flag, "sum_squares");
+    const double r = fetch_result(flag, "sum_squares");
+    flush_checks();
+    return r;
 }
 
 // --- embedding ---
 
 void CudaBackend::embedding_forward(const int32_t* tokens, int64_t n, const float* table,
                                     int64_t vocab, int64_t dim, float* out) {
-    int* bad = reset_bad("embedding_forward");
+    int* bad = defer_check("embedding_forward", tokens, [vocab](int row, int32_t value) {
+        return "token " + std::to_string(value) + " at row " + std::to_string(row) +
+               " is outside the vocabulary [0, " + std::to_string(vocab) + ")";
+    });
     launch(kern::embedding_forward(tokens, n, table, vocab, dim, out, bad), "embedding_forward");
-    if (const int t = read_bad("embedding_forward"); t >= 0)
-        throw Error("embedding_forward: token " + std::to_string(fetch(tokens + t, "embedding_forward")) +
-                    " at row " + std::to_string(t) + " is outside the vocabulary [0, " +
-                    std::to_string(vocab) + ")");
 }
 
 void CudaBackend::embedding_backward(const int32_t* tokens, int64_t n, const float* dout,
                                      int64_t vocab, int64_t dim, float* dtable) {
-    int* bad = reset_bad("embedding_backward");
+    int* bad = defer_check("embedding_backward", tokens, [vocab](int row, int32_t value) {
+        return "token " + std::to_string(value) + " at row " + std::to_string(row) +
+               " is outside the vocabulary [0, " + std::to_string(vocab) + ")";
+    });
     launch(kern::embedding_backward(tokens, n, dout, vocab, dim, dtable, bad), "embedding_backward");
-    if (const int t = read_bad("embedding_backward"); t >= 0)
-        throw Error("embedding_backward: token " + std::to_string(fetch(tokens + t, "embedding_backward")) +
-                    " at row " + std::to_string(t) + " is outside the vocabulary [0, " +
-                    std::to_string(vocab) + ")");
 }
 
 // --- norm, rope, attention, swiglu ---
@@ -389,23 +408,21 @@ void CudaBackend::swiglu_backward(const float* dout, const float* g, const float
 
 void CudaBackend::cross_entropy_forward(const float* logits, const int32_t* targets, int64_t n,
                                         int64_t vocab, float* losses) {
-    int* bad = reset_bad("cross_entropy_forward");
+    int* bad = defer_check("cross_entropy_forward", targets, [vocab](int row, int32_t value) {
+        return "target " + std::to_string(value) + " at row " + std::to_string(row) +
+               " is outside the vocabulary [0, " + std::to_string(vocab) + ")";
+    });
     launch(kern::cross_entropy_forward(logits, targets, n, vocab, losses, bad), "cross_entropy_forward");
-    if (const int t = read_bad("cross_entropy_forward"); t >= 0)
-        throw Error("cross_entropy_forward: target " +
-                    std::to_string(fetch(targets + t, "cross_entropy_forward")) + " at row " +
-                    std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
 }
 
 void CudaBackend::cross_entropy_backward(const float* logits, const int32_t* targets, int64_t n,
                                          int64_t vocab, float scale, float* dlogits) {
-    int* bad = reset_bad("cross_entropy_backward");
+    int* bad = defer_check("cross_entropy_backward", targets, [vocab](int row, int32_t value) {
+        return "target " + std::to_string(value) + " at row " + std::to_string(row) +
+               " is outside the vocabulary [0, " + std::to_string(vocab) + ")";
+    });
     launch(kern::cross_entropy_backward(logits, targets, n, vocab, scale, dlogits, bad),
            "cross_entropy_backward");
-    if (const int t = read_bad("cross_entropy_backward"); t >= 0)
-        throw Error("cross_entropy_backward: target " +
-                    std::to_string(fetch(targets + t, "cross_entropy_backward")) + " at row " +
-                    std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
 }
 
 // --- router and balance loss ---
@@ -441,7 +458,9 @@ double CudaBackend::seq_aux_loss_forward(const float* scores, const int32_t* top
     launch(kern::reduce_double(terms, B * T, partials,
                                reinterpret_cast<double*>(static_cast<char*>(flag) + 8)),
            "seq_aux_loss_forward");
-    return alpha * fetch_result(flag, "seq_aux_loss_forward") / (static_cast<double>(B) * T);
+    const double r = alpha * fetch_result(flag, "seq_aux_loss_forward") / (static_cast<double>(B) * T);
+    flush_checks();
+    return r;
 }
 
 void CudaBackend::seq_aux_loss_backward(const float* scores, const int32_t* topk_idx, int64_t B,
@@ -457,14 +476,12 @@ void CudaBackend::seq_aux_loss_backward(const float* scores, const int32_t* topk
 
 void CudaBackend::moe_route_plan(const int32_t* topk_idx, int64_t n, int64_t K, int64_t E,
                                  int64_t* offsets, int32_t* row_token, int32_t* slot_row) {
-    int* bad = reset_bad("moe_route_plan");
+    int* bad = defer_check("moe_route_plan", topk_idx, [K, E](int row, int32_t value) {
+        return "expert " + std::to_string(value) + " of token " + std::to_string(row / K) +
+               " is outside [0, " + std::to_string(E) + ")";
+    });
     // offsets stay on the device: the grouped expert GEMMs read them there.
     launch(kern::route_plan(topk_idx, n, K, E, offsets, row_token, slot_row, bad), "moe_route_plan");
-    // TODO(issue 14): this read of the flag is the step's remaining sync per MoE layer; a
-    // deferred check (read once after the step) removes it.
-    if (const int i = read_bad("moe_route_plan"); i >= 0)
-        throw Error("moe_route_plan: expert " + std::to_string(fetch(topk_idx + i, "moe_route_plan")) +
-                    " of token " + std::to_string(i / K) + " is outside [0, " + std::to_string(E) + ")");
 }
 
 void CudaBackend::grouped_linear_forward(const float* x, const int64_t* offsets, int64_t groups,

@@ -20,11 +20,16 @@
 // reproducible on one GPU model. Results differ from the CPU's in the order of fp32 sums and
 // in the last bit of exp (tolerances in gpu/tests/gpu_ops_test.cpp).
 // Errors: every CUDA/cuBLAS call is checked; a failure throws moe::Error naming the op, the
-// call and the CUDA error string. Invalid tokens, targets or experts throw like the CPU's.
+// call and the CUDA error string. Invalid tokens, targets or experts throw the CPU's message,
+// but from flush_checks (the next scalar result or end of a forward pass), not from the op:
+// the step does not wait for the device to check its indices.
 // Not thread-safe: one caller at a time per instance.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
+#include <string>
+#include <functional>
 
 #include "backend/backend.h"
 #include "cuda_allocator.h"
@@ -89,6 +94,9 @@ public:
 
     // The model runs fused attention here: no [B, H, T, T] tensor (gpu/kernels/flash_attention.cu).
     bool prefers_fused_attention() const override { return true; }
+    // Reads the flags of the index checks made since the last flush (one sync) and throws the
+    // first failure; the scalar-returning ops call it after their own read.
+    void flush_checks() override;
     void fused_attention_forward(const float* q, const float* k, const float* v, int64_t B,
                                  int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
                                  int64_t window, float* lse, float* out) override;
@@ -150,8 +158,18 @@ private:
     // Device scratch that only grows (a steady-state step allocates nothing).
     void* scratch(int slot, size_t bytes);
     // The "bad index" flag: reset before a validating kernel, read (synchronizing) after it.
-    int* reset_bad(const char* op);
-    int read_bad(const char* op);
+    // Deferred index checks (cuda_backend.cpp): a flag for the kernel, read by flush_checks.
+    struct PendingCheck {
+        const char* op;
+        const int32_t* values;  // the indices checked (device)
+        std::function<std::string(int row, int32_t value)> describe;
+    };
+    int* defer_check(const char* op, const int32_t* values,
+                     std::function<std::string(int, int32_t)> describe);
+    static constexpr size_t kMaxPending = 256;
+    static constexpr int kNoBadRowByte = 0x7f;  // memset byte: flag 0x7f7f7f7f = no bad row
+    std::vector<PendingCheck> pending_;
+    void* check_flags_ = nullptr;  // kMaxPending ints
     void cast_operand(const char* op, const float* src, int64_t rows, int64_t cols, int64_t ld,
                       const BlockQuantSpec& spec, int slot, float* dst);
 

@@ -19,6 +19,7 @@
 #include "store/run_reader.h"
 #include "test_support.h"
 #include "backend/cpu/cpu_backend.h"
+#include "train/memory_plan.h"
 #include "train/trainer.h"
 
 using namespace moe;
@@ -330,6 +331,24 @@ private slots:
 
     // A run too large for the machine is refused before anything is allocated, naming the field
     // to change and the memory; no run file is left behind.
+    // The memory estimate: exact for weights, gradients and moments (the model's own parameter
+    // count); with fused attention each query keeps one float per head instead of T.
+    void trainingMemoryEstimate() {
+        const ModelConfig cfg = tiny_full_config();
+        CpuBackend cpu(1);
+        Model m(cfg, cpu);
+        const double params = double(m.parameters().count_all());
+        const int64_t B = 3, T = 40;
+        const TrainingMemory plain = estimate_training_memory(cfg, B, T);
+        QCOMPARE(plain.weights, 4 * params);
+        QCOMPARE(plain.optimizer, 2 * plain.gradients);
+        const TrainingMemory fused = estimate_training_memory(cfg, B, T, /*fused_attention=*/true);
+        const double layers = double(cfg.num_hidden_layers + cfg.num_nextn_predict_layers);
+        QCOMPARE(plain.activations - fused.activations,
+                 4.0 * B * T * layers * double(cfg.num_attention_heads) * double(T - 1));
+        QCOMPARE(fused.weights, plain.weights);
+    }
+
     void tooLargeRunsAreRefusedBeforeAllocating() {
         QTemporaryDir dir;
         Project p = tiny_project(4);

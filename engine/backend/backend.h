@@ -125,6 +125,10 @@ public:
     // where [B, H, T, T] costs memory and bandwidth); the defaults below are plain loops on host
     // memory, the reference the device kernels are tested against.
     virtual bool prefers_fused_attention() const { return false; }
+    // A device backend may check indices (tokens, targets, experts) without waiting for the
+    // device and report an invalid one here, or from the next op that returns a scalar; the
+    // model calls it at the end of each forward pass. The CPU throws from the op itself.
+    virtual void flush_checks() {}
     virtual void fused_attention_forward(const float* q, const float* k, const float* v,
                                          int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv,
                                          float scale, int64_t window, float* lse, float* out);

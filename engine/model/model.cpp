@@ -103,6 +103,7 @@ void Model::forward_logits(const int32_t* tokens, int64_t B, int64_t T, bool pro
     T_ = T;
     run_trunk(inputs_.data(), B, T, probe_routing);
     run_head(blocks_.back()->output().data(), n);
+    be_.flush_checks();
     has_forward_ = false;  // no targets: nothing to differentiate
 }
 
@@ -191,6 +192,7 @@ LossReport Model::forward(const Batch& batch, const ForwardOptions& options) {
         report.mtp_loss = options.mtp_lambda / static_cast<double>(depth) * s;
     }
     report.total = report.loss + report.mtp_loss + report.aux_loss;
+    be_.flush_checks();
     has_forward_ = true;
     return report;
 }

@@ -12,14 +12,15 @@ namespace moe {
 namespace {
 
 // Floats per token the forward pass keeps for the backward pass (lower bound, see the header).
-double activation_floats_per_token(const ModelConfig& c, double T) {
+double activation_floats_per_token(const ModelConfig& c, double T, bool fused_attention) {
     const double D = double(c.hidden_size), H = double(c.num_attention_heads);
     const double qk = double(c.qk_nope_head_dim) + double(c.qk_rope_head_dim);
     const double v = double(c.v_head_dim);
     const double context =
         c.sliding_window > 0 && double(c.sliding_window) < T ? double(c.sliding_window) : T;
     const double attention = 8 * D + H * (2 * qk + 2 * v) + double(c.kv_lora_rank) +
-                             double(c.qk_rope_head_dim) + double(c.q_lora_rank) + H * context;
+                             double(c.qk_rope_head_dim) + double(c.q_lora_rank) +
+                             H * (fused_attention ? 1.0 : context);  // lse, or probabilities
     const double Nr = double(c.n_routed_experts);
     const double F = double(c.moe_intermediate_size);
     const double moe_ffn = (Nr > 0 ? double(c.num_experts_per_tok) : 0) * 3 * F +
@@ -48,33 +49,33 @@ double available_on(Allocator& allocator, std::string& where) {
 }  // namespace
 
 TrainingMemory estimate_training_memory(const ModelConfig& model, int64_t batch_size,
-                                        int64_t seq_len) {
+                                        int64_t seq_len, bool fused_attention) {
     TrainingMemory m;
     const double params = estimate_parameters(model);
     m.weights = 4 * params;
     m.gradients = 4 * params;
     m.optimizer = 8 * params;
     const double T = double(seq_len);
-    m.activations = 4 * double(batch_size) * T * activation_floats_per_token(model, T);
+    m.activations = 4 * double(batch_size) * T * activation_floats_per_token(model, T, fused_attention);
     return m;
 }
 
-TrainingMemory estimate_training_memory(const Project& project) {
+TrainingMemory estimate_training_memory(const Project& project, bool fused_attention) {
     return estimate_training_memory(project.model, project.training.batch_size,
-                                    project.training.seq_len);
+                                    project.training.seq_len, fused_attention);
 }
 
-void check_training_fits(const Project& project, Allocator& allocator) {
+void check_training_fits(const Project& project, Allocator& allocator, bool fused_attention) {
     std::string where;
     const double available = available_on(allocator, where);
-    const TrainingMemory need = estimate_training_memory(project);
+    const TrainingMemory need = estimate_training_memory(project, fused_attention);
     if (available < 0 || need.total() <= available) return;
 
     // The field to blame: the one whose reset to its default saves the most.
     const TrainingSettings defaults;
     const int64_t B = project.training.batch_size, T = project.training.seq_len;
     auto total = [&](const ModelConfig& c, int64_t b, int64_t t) {
-        return estimate_training_memory(c, b, t).total();
+        return estimate_training_memory(c, b, t, fused_attention).total();
     };
     std::string field = "training.batch_size";
     std::string shown = field + " " + std::to_string(B);

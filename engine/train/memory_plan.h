@@ -19,13 +19,16 @@ struct TrainingMemory {
     double total() const { return weights + gradients + optimizer + activations; }
 };
 
+// fused_attention: the backend keeps each query's log-sum-exp instead of the attention
+// probabilities (Backend::prefers_fused_attention).
 TrainingMemory estimate_training_memory(const ModelConfig& model, int64_t batch_size,
-                                        int64_t seq_len);
-TrainingMemory estimate_training_memory(const Project& project);
+                                        int64_t seq_len, bool fused_attention = false);
+TrainingMemory estimate_training_memory(const Project& project, bool fused_attention = false);
 
 // ConfigError naming the field that makes the run too large (a model size field, or
 // training.batch_size / training.seq_len), its value, the memory needed and available on the
 // allocator's device. The project must be valid.
-void check_training_fits(const Project& project, Allocator& allocator);
+void check_training_fits(const Project& project, Allocator& allocator,
+                         bool fused_attention = false);
 
 }  // namespace moe

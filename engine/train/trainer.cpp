@@ -49,7 +49,7 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
                             "training.device");
     // Before the model, optimizer and batches exist: a run that cannot fit is refused with the
     // field to change, not ended by an allocation failure halfway.
-    check_training_fits(project_, backend_->allocator());
+    check_training_fits(project_, backend_->allocator(), backend_->prefers_fused_attention());
     model_ = std::make_unique<Model>(project_.model, *backend_);
     model_->init_weights(static_cast<uint64_t>(tr.seed));
     model_->set_linear_recipe(tr.precision.recipe());

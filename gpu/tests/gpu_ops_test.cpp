@@ -275,7 +275,7 @@ void test_embedding(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
     badtok[17] = vocab;
     Dev<int32_t> dBad(badtok);
     expect_throws("embedding_forward rejects token >= vocab",
-                  [&] { gpu.embedding_forward(dBad.p, n, dTable.p, vocab, dim, dOut.p); });
+                  [&] { gpu.embedding_forward(dBad.p, n, dTable.p, vocab, dim, dOut.p); gpu.flush_checks(); });
 }
 
 void test_norm_rope(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
@@ -402,7 +402,7 @@ void test_cross_entropy(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
     bad[7] = vocab;
     Dev<int32_t> dBad(bad);
     expect_throws("cross_entropy_forward rejects target >= vocab",
-                  [&] { gpu.cross_entropy_forward(dL.p, dBad.p, n, vocab, dLoss.p); });
+                  [&] { gpu.cross_entropy_forward(dL.p, dBad.p, n, vocab, dLoss.p); gpu.flush_checks(); });
 }
 
 void test_gate(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
@@ -495,7 +495,19 @@ void test_balance_and_dispatch(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu)
     bad[9] = int32_t(E);
     Dev<int32_t> dBad(bad);
     expect_throws("moe_route_plan rejects expert >= E",
-                  [&] { gpu.moe_route_plan(dBad.p, n, K, E, dOff.p, dRT.p, dSR.p); });
+                  [&] { gpu.moe_route_plan(dBad.p, n, K, E, dOff.p, dRT.p, dSR.p); gpu.flush_checks(); });
+    // Deferred: reported by the next scalar result too, and only once.
+    expect_throws("a bad expert is reported by the next scalar result", [&] {
+        gpu.moe_route_plan(dBad.p, n, K, E, dOff.p, dRT.p, dSR.p);
+        (void)gpu.sum(dS.p, 1);
+    });
+    bool clean = true;
+    try {
+        gpu.flush_checks();
+    } catch (const std::exception&) {
+        clean = false;
+    }
+    report("no second report of a failure already thrown", clean, "");
 
     const int64_t rows = n * K;
     const F x = randn(n * dim), yp = randn(rows * dim), w = randn(n * K), dy = randn(n * dim),
