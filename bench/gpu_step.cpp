@@ -77,7 +77,10 @@ int main(int argc, char** argv) {
     app.add_option("--iters", iters, "Timed steps");
     app.add_option("--warmup", warmup, "Untimed steps first");
     app.add_option("--device", device, "CUDA device index");
-    std::string moe_mode = "both";
+    std::string moe_mode = "both", attention = "fused";
+    app.add_option("--attention", attention,
+                   "fused (flash-style, no [B,H,T,T] tensor) or probs (the probabilities kept)")
+        ->check(CLI::IsMember({"fused", "probs"}));
     app.add_option("--moe", moe_mode, "Routed experts: grouped, loop, or both (timed one after the other)")
         ->check(CLI::IsMember({"grouped", "loop", "both"}));
     app.add_option("--peak-tflops", peak_tflops,
@@ -122,7 +125,8 @@ int main(int argc, char** argv) {
         ck(cudaMemcpy(pos, pos_h.data(), sizeof(int32_t) * n, cudaMemcpyHostToDevice), "cudaMemcpy");
         // Activations and their gradients.
         float *h = a.alloc<float>(n * D), *r1 = a.alloc<float>(n), *q = a.alloc<float>(n * HD),
-              *k = a.alloc<float>(n * HD), *v = a.alloc<float>(n * HD), *probs = a.alloc<float>(B * H * T * T),
+              *k = a.alloc<float>(n * HD), *v = a.alloc<float>(n * HD), *probs = a.alloc<float>(attention == "probs" ? B * H * T * T : 1),
+              *lse = a.alloc<float>(B * H * T),
               *att = a.alloc<float>(n * HD), *x2 = a.alloc<float>(n * D), *h2 = a.alloc<float>(n * D),
               *r2 = a.alloc<float>(n), *logits = a.alloc<float>(n * E), *scores = a.alloc<float>(n * E),
               *tw = a.alloc<float>(n * K), *xp = a.alloc<float>(rows * D), *gp = a.alloc<float>(rows * F),
@@ -167,7 +171,10 @@ int main(int argc, char** argv) {
             be.gemm(false, true, n, HD, D, 1.0f, h, D, weights[wv].w, D, 0.0f, v, HD);
             be.rope(q, n, HD, H, hd, 0, hd, pos, 10000.0f, false);
             be.rope(k, n, HD, H, hd, 0, hd, pos, 10000.0f, false);
-            be.attention_forward(q, k, v, B, T, H, hd, hd, scale, window, probs, att);
+            if (attention == "fused")
+                be.fused_attention_forward(q, k, v, B, T, H, hd, hd, scale, window, lse, att);
+            else
+                be.attention_forward(q, k, v, B, T, H, hd, hd, scale, window, probs, att);
             be.copy_2d(x, D, x2, D, n, D);
             be.gemm(false, true, n, D, HD, 1.0f, att, HD, weights[wo].w, HD, 1.0f, x2, D);
             be.rmsnorm_forward(x2, D, weights[wn2].w, n, D, 1e-6f, h2, D, r2);
@@ -237,7 +244,10 @@ int main(int argc, char** argv) {
             be.zero(dq, n * HD);
             be.zero(dk, n * HD);
             be.zero(dv, n * HD);
-            be.attention_backward(datt, q, k, v, probs, B, T, H, hd, hd, scale, window, dq, dk, dv);
+            if (attention == "fused")
+                be.fused_attention_backward(datt, q, k, v, att, lse, B, T, H, hd, hd, scale, window, dq, dk, dv);
+            else
+                be.attention_backward(datt, q, k, v, probs, B, T, H, hd, hd, scale, window, dq, dk, dv);
             be.rope(dq, n, HD, H, hd, 0, hd, pos, 10000.0f, true);
             be.rope(dk, n, HD, H, hd, 0, hd, pos, 10000.0f, true);
             be.zero(dh, n * D);
@@ -255,8 +265,8 @@ int main(int argc, char** argv) {
         };
         cudaDeviceProp prop{};
         ck(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
-        std::printf("device %s | B=%lld T=%lld D=%lld H=%lld hd=%lld E=%lld K=%lld F=%lld window=%lld\n",
-                    prop.name, (long long)B, (long long)T, (long long)D, (long long)H, (long long)hd,
+        std::printf("device %s | %s attention | B=%lld T=%lld D=%lld H=%lld hd=%lld E=%lld K=%lld F=%lld window=%lld\n",
+                    prop.name, attention.c_str(), (long long)B, (long long)T, (long long)D, (long long)H, (long long)hd,
                     (long long)E, (long long)K, (long long)F, (long long)window);
         cudaEvent_t t0, t1;
         ck(cudaEventCreate(&t0), "cudaEventCreate");

@@ -101,6 +101,8 @@ run() {
     echo "== one MoE block (B 8 x T 1024, D 1024, 64 experts top-6, F 512): grouped experts vs a loop"
     "$BUNDLE/bin/moe-bench-gpu" --moe both --iters 10 --peak-tflops "${PEAK_FP32:-51}" 2>&1 \
         | tee -a "$out/bench.log" || status=1
+    "$BUNDLE/bin/moe-bench-gpu" --moe grouped --attention probs --iters 10 \
+        --peak-tflops "${PEAK_FP32:-51}" 2>&1 | tee -a "$out/bench.log" || status=1
     echo "== training benchmark: projects/small-gpu.json, B 8 x S 1024, no MTP"
     for mode in fp32 bf16; do
         local peak="${PEAK_FP32:-51}"
