@@ -11,7 +11,11 @@
 #                                # (whole model and training, GPU vs CPU), compute-sanitizer
 #                                # memcheck on whole-model training steps, the training benchmark
 #                                # (projects/small-gpu.json, B 8 x S 1024, no MTP, fp32 and bf16,
-#                                # tokens/s and MFU); logs to $OUT, a summary at the end
+#                                # tokens/s and MFU), moe-bench-gpu (grouped vs looped experts,
+#                                # fused vs kept attention probabilities) and the PyTorch peers
+#                                # (bench/peers/torch_peer.py: block, MoE with torch._grouped_mm,
+#                                # the small-gpu model eager and compiled); logs to $OUT, a
+#                                # summary at the end
 #
 # With the workplace's device tool: after `bundle`, call run with
 #   command: scripts/gpu-test.sh run      carry: [".device-carry/gpu-bundle.tar.xz"]
@@ -111,11 +115,30 @@ run() {
             --batch 8 --seq 1024 --no-mtp --bench-steps "${BENCH_STEPS:-3}" --peak-tflops "$peak" \
             2>&1 | tee -a "$out/bench.log" || status=1
     done
+    if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+        echo "== PyTorch peers on the same GPU (bench/peers/torch_peer.py)"
+        peer() {  # one failing peer does not hide the others
+            python3 "$ROOT/bench/peers/torch_peer.py" --device cuda --steps 10 --warmup 3 "$@" ||
+                echo "error: torch_peer.py $* failed"
+        }
+        {
+            peer --part block --dtype fp32 --experts loop --peak-tflops "${PEAK_FP32:-51}"
+            peer --part block --dtype fp32 --experts loop --tf32 --peak-tflops "${PEAK_FP32:-51}"
+            peer --part moe --batch 8 --seq 1024 --dtype bf16 --experts loop
+            peer --part moe --batch 8 --seq 1024 --dtype bf16 --experts grouped --check
+            peer --part model --project "$ROOT/projects/small-gpu.json" --dtype bf16 \
+                --peak-tflops "${PEAK_BF16:-820}"
+            peer --part model --project "$ROOT/projects/small-gpu.json" --dtype bf16 --compile \
+                --peak-tflops "${PEAK_BF16:-820}"
+        } 2>&1 | grep -E "^PEER|^CHECK|Error|error" | tee -a "$out/bench.log" || status=1
+    else
+        echo "python3 with CUDA torch not found: PyTorch peers skipped" | tee -a "$out/bench.log"
+    fi
     rm -rf "$tmp"
     echo "== summary"
     grep -HE "checks passed|^FAIL|SKIP" "$out/gpu_ops_test.log" "$out/gpu_model_test.log" || true
     grep -hE "ERROR SUMMARY|sanitizer not found" "$out"/sanitizer_*.log || true
-    grep -E "^bench:|^BENCH|experts: step|grouped / loop" "$out/bench.log" || true
+    grep -E "^bench:|^BENCH|experts: step|grouped / loop|^PEER|^CHECK" "$out/bench.log" || true
     exit $status
 }
 
