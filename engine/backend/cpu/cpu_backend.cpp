@@ -95,6 +95,89 @@ void CpuBackend::gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K,
     }
 }
 
+// All tiles of all calls in one region: each tile is exactly the serial cblas call gemm()
+// makes for that call's shape, so the bits do not change; only the fork/joins do.
+void CpuBackend::run_gemms(const std::vector<GemmCall>& calls) {
+    gemm_tiles_.clear();
+    int64_t work = 0;
+    for (size_t c = 0; c < calls.size(); ++c) {
+        const GemmCall& g = calls[c];
+        const GemmTiling t = gemm_tiling(g.M, g.N);
+        for (int64_t k = 0; k < t.count; ++k) gemm_tiles_.emplace_back(int64_t(c), k);
+        work += g.M * g.N * g.K;
+    }
+    if (gemm_tiles_.empty()) return;
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    const int nt = static_cast<int>(std::min<int64_t>(int64_t(gemm_tiles_.size()), team(work)));
+    const int64_t count = static_cast<int64_t>(gemm_tiles_.size());
+#pragma omp parallel for schedule(dynamic) num_threads(nt)
+    for (int64_t i = 0; i < count; ++i) {
+        const GemmCall& g = calls[static_cast<size_t>(gemm_tiles_[i].first)];
+        const GemmTiling tiling = gemm_tiling(g.M, g.N);
+        const int64_t begin = gemm_tiles_[i].second * tiling.tile;
+        const int64_t len = std::min(tiling.tile, (tiling.by_rows ? g.M : g.N) - begin);
+        const float* a = g.A;
+        const float* b = g.B;
+        float* c = g.C;
+        int64_t m = g.M, n = g.N;
+        if (tiling.by_rows) {
+            a = g.transA ? g.A + begin : g.A + begin * g.lda;
+            c = g.C + begin * g.ldc;
+            m = len;
+        } else {
+            b = g.transB ? g.B + begin * g.ldb : g.B + begin;
+            c = g.C + begin;
+            n = len;
+        }
+        cblas_sgemm(CblasRowMajor, g.transA ? CblasTrans : CblasNoTrans,
+                    g.transB ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
+                    static_cast<blasint>(n), static_cast<blasint>(g.K), 1.0f, a,
+                    static_cast<blasint>(g.lda), b, static_cast<blasint>(g.ldb), g.beta, c,
+                    static_cast<blasint>(g.ldc));
+    }
+}
+
+void CpuBackend::grouped_linear_forward(const float* x, const int64_t* offsets, int64_t groups,
+                                        int64_t /*rows*/, const float* const* w, int64_t in,
+                                        int64_t out, float* y) {
+    gemm_calls_.clear();
+    for (int64_t g = 0; g < groups; ++g) {
+        const int64_t r0 = offsets[g], m = offsets[g + 1] - r0;
+        if (m > 0 && in > 0 && out > 0)
+            gemm_calls_.push_back({false, true, m, out, in, x + r0 * in, in, w[g], in, 0.0f,
+                                   y + r0 * out, out});
+    }
+    run_gemms(gemm_calls_);
+}
+
+void CpuBackend::grouped_linear_backward_data(const float* dy, const int64_t* offsets,
+                                              int64_t groups, int64_t /*rows*/,
+                                              const float* const* w, int64_t in, int64_t out,
+                                              float* dx) {
+    gemm_calls_.clear();
+    for (int64_t g = 0; g < groups; ++g) {
+        const int64_t r0 = offsets[g], m = offsets[g + 1] - r0;
+        if (m > 0 && in > 0 && out > 0)
+            gemm_calls_.push_back({false, false, m, in, out, dy + r0 * out, out, w[g], in, 1.0f,
+                                   dx + r0 * in, in});
+    }
+    run_gemms(gemm_calls_);
+}
+
+void CpuBackend::grouped_linear_backward_weight(const float* dy, const float* x,
+                                                const int64_t* offsets, int64_t groups,
+                                                int64_t /*rows*/, float* const* dw, int64_t in,
+                                                int64_t out) {
+    gemm_calls_.clear();
+    for (int64_t g = 0; g < groups; ++g) {
+        const int64_t r0 = offsets[g], m = offsets[g + 1] - r0;
+        if (m > 0 && in > 0 && out > 0)
+            gemm_calls_.push_back({true, false, out, in, m, dy + r0 * out, out, x + r0 * in, in,
+                                   1.0f, dw[g], in});
+    }
+    run_gemms(gemm_calls_);
+}
+
 void CpuBackend::copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
                          int64_t rows, int64_t cols) {
     const int nt = team(rows * cols);

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -36,6 +37,18 @@ public:
     void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
               int64_t ldc) override;
+    // The routed experts' GEMMs: every group's tiles in one parallel region (one fork/join per
+    // projection instead of one per expert), each tile the serial call gemm() makes for that
+    // group, so the results are bit for bit those of the per-group loop.
+    void grouped_linear_forward(const float* x, const int64_t* offsets, int64_t groups,
+                                int64_t rows, const float* const* w, int64_t in, int64_t out,
+                                float* y) override;
+    void grouped_linear_backward_data(const float* dy, const int64_t* offsets, int64_t groups,
+                                      int64_t rows, const float* const* w, int64_t in,
+                                      int64_t out, float* dx) override;
+    void grouped_linear_backward_weight(const float* dy, const float* x, const int64_t* offsets,
+                                        int64_t groups, int64_t rows, float* const* dw,
+                                        int64_t in, int64_t out) override;
     void gemm_quantized(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
                         const float* A, int64_t lda, const BlockQuantSpec& a_spec, const float* B,
                         int64_t ldb, const BlockQuantSpec& b_spec, float beta, float* C,
@@ -134,7 +147,24 @@ private:
     template <class BlockSum>
     double blocked_reduce(const float* x, int64_t n, BlockSum block_sum);
 
+    // One row-major sgemm (alpha 1) of a batch run by run_gemms.
+    struct GemmCall {
+        bool transA, transB;
+        int64_t M, N, K;
+        const float* A;
+        int64_t lda;
+        const float* B;
+        int64_t ldb;
+        float beta;
+        float* C;
+        int64_t ldc;
+    };
+    // Runs every call's shape-fixed tiles (gemm's) in one parallel region.
+    void run_gemms(const std::vector<GemmCall>& calls);
+
     int threads_ = 1;
+    std::vector<GemmCall> gemm_calls_;  // grouped GEMMs' calls (grow only: no steady allocation)
+    std::vector<std::pair<int64_t, int64_t>> gemm_tiles_;  // (call, tile) of run_gemms
     std::vector<double> partial_;      // per-block partial reductions (rmsnorm dw)
     std::vector<double> blocks_;       // per-block partial sums (sum, seq aux loss)
     std::vector<float> row_scratch_;   // per-thread rows (attention dP, gate work space)
