@@ -27,7 +27,8 @@ double dot(const float* a, const float* b, int64_t n) {
 }
 
 void check_window(const char* op, int64_t window) {
-    if (window < 0) throw Error(std::string(op) + ": window must be >= 0, got " + std::to_string(window));
+    if (window < 0)
+        throw Error(std::string(op) + ": window must be >= 0, got " + std::to_string(window));
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 #pragma once
-// DeviceArray<T>: a growable array of plain values (int64 offsets, pointer tables) in an
-// allocator's memory, for the small index data device ops read without the host (the route
-// plan's offsets, the experts' weight pointers). IndexBuffer is the int32 one the model's
-// token buffers use; this one holds any trivially copyable T.
+// DeviceArray<T>: a growable array of plain values in the memory of the device that computes
+// with them: int32 indices (IndexBuffer: tokens, targets, positions, top-k expert ids, the
+// route plan), int64 offsets, pointer tables. Built on the host, uploaded once; device ops read
+// them without the host.
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -20,6 +20,23 @@ public:
     ~DeviceArray() { release(); }
     DeviceArray(const DeviceArray&) = delete;
     DeviceArray& operator=(const DeviceArray&) = delete;
+    DeviceArray(DeviceArray&& o) noexcept
+        : data_(o.data_), size_(o.size_), capacity_(o.capacity_), alloc_(o.alloc_) {
+        o.data_ = nullptr;
+        o.size_ = o.capacity_ = 0;
+    }
+    DeviceArray& operator=(DeviceArray&& o) noexcept {
+        if (this != &o) {
+            release();
+            data_ = o.data_;
+            size_ = o.size_;
+            capacity_ = o.capacity_;
+            alloc_ = o.alloc_;
+            o.data_ = nullptr;
+            o.size_ = o.capacity_ = 0;
+        }
+        return *this;
+    }
 
     int64_t size() const { return size_; }
     T* data() { return data_; }
@@ -30,7 +47,7 @@ public:
     void resize(int64_t n) {
         if (n > capacity_) {
             if (!alloc_) alloc_ = &current_allocator();
-            void* p = alloc_->allocate(sizeof(T) * static_cast<size_t>(n), "a device array");
+            void* p = alloc_->allocate(sizeof(T) * static_cast<size_t>(n), "an index buffer");
             release();
             data_ = static_cast<T*>(p);
             capacity_ = n;

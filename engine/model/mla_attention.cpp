@@ -4,8 +4,8 @@
 
 namespace moe {
 
-MlaAttention::MlaAttention(ParameterStore& store, const std::string& prefix,
-                           const ModelConfig& cfg, const PrecisionContext* precision)
+MlaAttention::MlaAttention(ParameterStore& store, const std::string& prefix, const ModelConfig& cfg,
+                           const PrecisionContext* precision)
     : D_(cfg.hidden_size),
       H_(cfg.num_attention_heads),
       dn_(cfg.qk_nope_head_dim),
@@ -108,12 +108,11 @@ void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
     d_v_.zero();
     if (fused_)
         be.fused_attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), o_.data(),
-                                    lse_.data(), B_, T_, H_, dqk, dv_, scale_, window_,
-                                    d_q_.data(), d_k_.data(), d_v_.data());
+                                    lse_.data(), B_, T_, H_, dqk, dv_, scale_, window_, d_q_.data(),
+                                    d_k_.data(), d_v_.data());
     else
-        be.attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), probs_.data(), B_,
-                              T_, H_, dqk, dv_, scale_, window_, d_q_.data(), d_k_.data(),
-                              d_v_.data());
+        be.attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), probs_.data(), B_, T_,
+                              H_, dqk, dv_, scale_, window_, d_q_.data(), d_k_.data(), d_v_.data());
 
     // Split the per-head key/value gradients back into kv_b's output and the shared k_pe.
     d_kv_.resize({n, H_ * kvb});

@@ -19,9 +19,8 @@ MoeLayer::MoeLayer(ParameterStore& store, const std::string& prefix, int64_t lay
         bias_ = &store.add(prefix + ".gate.e_score_correction_bias", {E_}, /*trainable=*/false);
     experts_.reserve(static_cast<size_t>(E_));
     for (int64_t e = 0; e < E_; ++e)
-        experts_.push_back(
-            SwiGluWeights::create(store, prefix + ".experts." + std::to_string(e), D_, F_,
-                                  precision));
+        experts_.push_back(SwiGluWeights::create(store, prefix + ".experts." + std::to_string(e),
+                                                 D_, F_, precision));
     if (cfg.n_shared_experts > 0)
         shared_ = std::make_unique<SwiGluFfn>(store, prefix + ".shared_experts", D_,
                                               cfg.n_shared_experts * F_, precision);
@@ -210,14 +209,11 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
                                         d_a_.data());
         be.grouped_linear_backward_weight(d_yp_.data(), a_.data(), off, E_, rows, dw + 2 * E_, F_,
                                           D_);
-        be.swiglu_backward(d_a_.data(), g_.data(), u_.data(), rows * F_, d_g_.data(),
-                           d_u_.data());
+        be.swiglu_backward(d_a_.data(), g_.data(), u_.data(), rows * F_, d_g_.data(), d_u_.data());
         be.grouped_linear_backward_data(d_g_.data(), off, E_, rows, w, D_, F_, d_xp_.data());
         be.grouped_linear_backward_weight(d_g_.data(), xp_.data(), off, E_, rows, dw, D_, F_);
-        be.grouped_linear_backward_data(d_u_.data(), off, E_, rows, w + E_, D_, F_,
-                                        d_xp_.data());
-        be.grouped_linear_backward_weight(d_u_.data(), xp_.data(), off, E_, rows, dw + E_, D_,
-                                          F_);
+        be.grouped_linear_backward_data(d_u_.data(), off, E_, rows, w + E_, D_, F_, d_xp_.data());
+        be.grouped_linear_backward_weight(d_u_.data(), xp_.data(), off, E_, rows, dw + E_, D_, F_);
     } else {
         // The forward copied this layer's plan to the host already.
         const std::vector<int64_t>& off = host_offsets_;

@@ -43,7 +43,7 @@ public:
     // Tokens routed to each expert in the last forward [E] (counts over all B*T tokens). On a
     // device the first call after a forward copies the plan's offsets to the host (one sync).
     const std::vector<int64_t>& expert_counts() const;
-    Parameter& bias() { return *bias_; }  // only when has_bias()
+    Parameter& bias() { return *bias_; }                // only when has_bias()
     bool has_bias() const { return bias_ != nullptr; }  // topk_method "noaux_tc"
     int64_t layer_index() const { return layer_; }
     int64_t n_experts() const { return E_; }
@@ -65,8 +65,8 @@ private:
 
     int64_t layer_, D_, E_, K_, F_;
     ModelConfig cfg_;
-    Parameter* gate_ = nullptr;   // mlp.gate.weight [E, D]
-    Parameter* bias_ = nullptr;   // mlp.gate.e_score_correction_bias [E] (noaux_tc only)
+    Parameter* gate_ = nullptr;  // mlp.gate.weight [E, D]
+    Parameter* bias_ = nullptr;  // mlp.gate.e_score_correction_bias [E] (noaux_tc only)
     std::vector<SwiGluWeights> experts_;
     std::unique_ptr<SwiGluFfn> shared_;
 

@@ -208,7 +208,9 @@ unsigned blocks_for(int64_t rows) {
 
 }  // namespace
 
-int64_t fused_attention_max_dim() { return kMaxDim; }
+int64_t fused_attention_max_dim() {
+    return kMaxDim;
+}
 
 cudaError_t fused_attention_forward(const float* q, const float* k, const float* v, int64_t B,
                                     int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
@@ -220,16 +222,16 @@ cudaError_t fused_attention_forward(const float* q, const float* k, const float*
 }
 
 cudaError_t fused_attention_backward(const float* dout, const float* q, const float* k,
-                                     const float* v, const float* out, const float* lse,
-                                     int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv,
-                                     float scale, int64_t window, float* dvec, float* dq,
-                                     float* dk_, float* dv_) {
+                                     const float* v, const float* out, const float* lse, int64_t B,
+                                     int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
+                                     int64_t window, float* dvec, float* dq, float* dk_,
+                                     float* dv_) {
     const int64_t rows = B * H * T;
     if (rows <= 0) return cudaSuccess;
     bwd_dq_k<<<blocks_for(rows), kWarps * 32>>>(dout, q, k, v, out, lse, B, T, H, dk, dv, scale,
                                                 window, dvec, dq);
-    bwd_dkdv_k<<<blocks_for(rows), kWarps * 32>>>(dout, q, k, v, lse, dvec, B, T, H, dk, dv,
-                                                  scale, window, dk_, dv_);
+    bwd_dkdv_k<<<blocks_for(rows), kWarps * 32>>>(dout, q, k, v, lse, dvec, B, T, H, dk, dv, scale,
+                                                  window, dk_, dv_);
     return launched();
 }
 

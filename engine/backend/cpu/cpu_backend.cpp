@@ -18,7 +18,9 @@ namespace moe {
 
 using cpu::sigmoid;
 
-CpuBackend::CpuBackend(int threads) { set_threads(threads); }
+CpuBackend::CpuBackend(int threads) {
+    set_threads(threads);
+}
 
 void CpuBackend::set_threads(int threads) {
     threads_ = threads > 0 ? threads : std::max(1, omp_get_num_procs());
@@ -144,8 +146,8 @@ void CpuBackend::grouped_linear_forward(const float* x, const int64_t* offsets, 
     for (int64_t g = 0; g < groups; ++g) {
         const int64_t r0 = offsets[g], m = offsets[g + 1] - r0;
         if (m > 0 && in > 0 && out > 0)
-            gemm_calls_.push_back({false, true, m, out, in, x + r0 * in, in, w[g], in, 0.0f,
-                                   y + r0 * out, out});
+            gemm_calls_.push_back(
+                {false, true, m, out, in, x + r0 * in, in, w[g], in, 0.0f, y + r0 * out, out});
     }
     run_gemms(gemm_calls_);
 }
@@ -158,8 +160,8 @@ void CpuBackend::grouped_linear_backward_data(const float* dy, const int64_t* of
     for (int64_t g = 0; g < groups; ++g) {
         const int64_t r0 = offsets[g], m = offsets[g + 1] - r0;
         if (m > 0 && in > 0 && out > 0)
-            gemm_calls_.push_back({false, false, m, in, out, dy + r0 * out, out, w[g], in, 1.0f,
-                                   dx + r0 * in, in});
+            gemm_calls_.push_back(
+                {false, false, m, in, out, dy + r0 * out, out, w[g], in, 1.0f, dx + r0 * in, in});
     }
     run_gemms(gemm_calls_);
 }
@@ -172,8 +174,8 @@ void CpuBackend::grouped_linear_backward_weight(const float* dy, const float* x,
     for (int64_t g = 0; g < groups; ++g) {
         const int64_t r0 = offsets[g], m = offsets[g + 1] - r0;
         if (m > 0 && in > 0 && out > 0)
-            gemm_calls_.push_back({true, false, out, in, m, dy + r0 * out, out, x + r0 * in, in,
-                                   1.0f, dw[g], in});
+            gemm_calls_.push_back(
+                {true, false, out, in, m, dy + r0 * out, out, x + r0 * in, in, 1.0f, dw[g], in});
     }
     run_gemms(gemm_calls_);
 }
@@ -288,8 +290,8 @@ void CpuBackend::swiglu_backward(const float* dout, const float* g, const float*
 static void check_targets(const int32_t* targets, int64_t n, int64_t vocab, const char* op) {
     for (int64_t t = 0; t < n; ++t)
         if (targets[t] >= vocab)
-            throw Error(std::string(op) + ": target " + std::to_string(targets[t]) +
-                        " at row " + std::to_string(t) + " is outside the vocabulary [0, " +
+            throw Error(std::string(op) + ": target " + std::to_string(targets[t]) + " at row " +
+                        std::to_string(t) + " is outside the vocabulary [0, " +
                         std::to_string(vocab) + ")");
 }
 
