@@ -484,28 +484,83 @@ void CudaBackend::moe_route_plan(const int32_t* topk_idx, int64_t n, int64_t K, 
     launch(kern::route_plan(topk_idx, n, K, E, offsets, row_token, slot_row, bad), "moe_route_plan");
 }
 
+namespace {
+
+bool unscaled_bf16(const BlockQuantSpec* s) {
+    return s && s->format == ElementFormat::BF16 && !s->scaled;
+}
+
+}  // namespace
+
+// Which kernel serves a call: 0 fp32, 1 bf16 tensor cores, -1 the host loop.
+int CudaBackend::grouped_kind(const GroupedCasts& casts) {
+    if (casts.fp32()) return 0;
+    if (unscaled_bf16(casts.a) && unscaled_bf16(casts.b)) return 1;
+    return -1;
+}
+
+// The host loop for the other casts: offsets and the pointer table copied to the host, then
+// Backend's default over host copies of the two small arrays (the matrices stay on the device).
+template <class Ptr>
+void CudaBackend::host_tables(const int64_t* offsets, int64_t groups, const Ptr* table,
+                              std::vector<int64_t>& host_offsets, std::vector<Ptr>& host_table) {
+    host_offsets.resize(static_cast<size_t>(groups + 1));
+    host_table.resize(static_cast<size_t>(groups));
+    check(cudaMemcpy(host_offsets.data(), offsets, sizeof(int64_t) * (groups + 1),
+                     cudaMemcpyDeviceToHost),
+          "grouped_linear", "cudaMemcpy");
+    check(cudaMemcpy(host_table.data(), table, sizeof(Ptr) * groups, cudaMemcpyDeviceToHost),
+          "grouped_linear", "cudaMemcpy");
+}
+
 void CudaBackend::grouped_linear_forward(const float* x, const int64_t* offsets, int64_t groups,
                                          int64_t rows, const float* const* w, int64_t in,
-                                         int64_t out, float* y) {
+                                         int64_t out, float* y, const GroupedCasts& casts) {
+    const int kind = grouped_kind(casts);
+    if (kind < 0) {
+        std::vector<int64_t> off;
+        std::vector<const float*> table;
+        host_tables(offsets, groups, w, off, table);
+        return Backend::grouped_linear_forward(x, off.data(), groups, rows, table.data(), in, out,
+                                               y, casts);
+    }
     auto* tiles = static_cast<int64_t*>(scratch(kWorkB, sizeof(int64_t) * (groups + 1)));
-    launch(kern::grouped_linear_rows(x, offsets, groups, rows, w, in, out, y, false, tiles),
+    launch(kern::grouped_linear_rows(x, offsets, groups, rows, w, in, out, y, false, kind == 1,
+                                     tiles),
            "grouped_linear_forward");
 }
 
 void CudaBackend::grouped_linear_backward_data(const float* dy, const int64_t* offsets,
                                                int64_t groups, int64_t rows,
                                                const float* const* w, int64_t in, int64_t out,
-                                               float* dx) {
+                                               float* dx, const GroupedCasts& casts) {
+    const int kind = grouped_kind(casts);
+    if (kind < 0) {
+        std::vector<int64_t> off;
+        std::vector<const float*> table;
+        host_tables(offsets, groups, w, off, table);
+        return Backend::grouped_linear_backward_data(dy, off.data(), groups, rows, table.data(),
+                                                     in, out, dx, casts);
+    }
     auto* tiles = static_cast<int64_t*>(scratch(kWorkB, sizeof(int64_t) * (groups + 1)));
-    launch(kern::grouped_linear_rows(dy, offsets, groups, rows, w, in, out, dx, true, tiles),
+    launch(kern::grouped_linear_rows(dy, offsets, groups, rows, w, in, out, dx, true, kind == 1,
+                                     tiles),
            "grouped_linear_backward_data");
 }
 
 void CudaBackend::grouped_linear_backward_weight(const float* dy, const float* x,
                                                  const int64_t* offsets, int64_t groups,
-                                                 int64_t /*rows*/, float* const* dw, int64_t in,
-                                                 int64_t out) {
-    launch(kern::grouped_linear_wgrad(dy, x, offsets, groups, dw, in, out),
+                                                 int64_t rows, float* const* dw, int64_t in,
+                                                 int64_t out, const GroupedCasts& casts) {
+    const int kind = grouped_kind(casts);
+    if (kind < 0) {
+        std::vector<int64_t> off;
+        std::vector<float*> table;
+        host_tables(offsets, groups, dw, off, table);
+        return Backend::grouped_linear_backward_weight(dy, x, off.data(), groups, rows,
+                                                       table.data(), in, out, casts);
+    }
+    launch(kern::grouped_linear_wgrad(dy, x, offsets, groups, dw, in, out, kind == 1),
            "grouped_linear_backward_weight");
 }
 

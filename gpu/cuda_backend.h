@@ -130,15 +130,20 @@ public:
                         int64_t* offsets, int32_t* row_token, int32_t* slot_row) override;
     void moe_permute(const float* x, const int32_t* row_token, int64_t rows, int64_t dim,
                      float* xp) override;
+    // fp32 and unscaled bf16 casts: one launch per call (bf16 on tensor cores). Other casts
+    // (fp16, fp8 tiles): the plan's offsets and the pointer tables are copied to the host and
+    // each group runs gemm_quantized (one sync per call).
     void grouped_linear_forward(const float* x, const int64_t* offsets, int64_t groups,
                                 int64_t rows, const float* const* w, int64_t in, int64_t out,
-                                float* y) override;
+                                float* y, const GroupedCasts& casts = {}) override;
     void grouped_linear_backward_data(const float* dy, const int64_t* offsets, int64_t groups,
                                       int64_t rows, const float* const* w, int64_t in,
-                                      int64_t out, float* dx) override;
+                                      int64_t out, float* dx,
+                                      const GroupedCasts& casts = {}) override;
     void grouped_linear_backward_weight(const float* dy, const float* x, const int64_t* offsets,
                                         int64_t groups, int64_t rows, float* const* dw,
-                                        int64_t in, int64_t out) override;
+                                        int64_t in, int64_t out,
+                                        const GroupedCasts& casts = {}) override;
     void moe_permute_backward(const float* dxp, const int32_t* slot_row, int64_t n, int64_t K,
                               int64_t dim, float* dx) override;
     void moe_unpermute(const float* yp, const float* w, const int32_t* slot_row, int64_t n,
@@ -158,6 +163,10 @@ private:
     // Device scratch that only grows (a steady-state step allocates nothing).
     void* scratch(int slot, size_t bytes);
     // The "bad index" flag: reset before a validating kernel, read (synchronizing) after it.
+    static int grouped_kind(const GroupedCasts& casts);
+    template <class Ptr>
+    void host_tables(const int64_t* offsets, int64_t groups, const Ptr* table,
+                     std::vector<int64_t>& host_offsets, std::vector<Ptr>& host_table);
     // Deferred index checks (cuda_backend.cpp): a flag for the kernel, read by flush_checks.
     struct PendingCheck {
         const char* op;

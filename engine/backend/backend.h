@@ -36,6 +36,14 @@ struct GateParams {
 // before routing, so all report bad settings the same way.
 void validate_gate_params(const GateParams& p);
 
+// The operand casts of a grouped linear op (Backend::grouped_linear_*): gemm_quantized's specs
+// for the row operand `a` (x or dy) and the other `b` (W, or x in wgrad). Null: fp32.
+struct GroupedCasts {
+    const BlockQuantSpec* a = nullptr;
+    const BlockQuantSpec* b = nullptr;
+    bool fp32() const { return !a && !b; }
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
@@ -212,18 +220,22 @@ public:
     //   forward:         y[r] = x[r] W_g^T        y [rows, out], overwritten
     //   backward_data:   dx[r] += dy[r] W_g       dx [rows, in]
     //   backward_weight: dW_g += dy_g^T x_g       every dW_g [out, in]; empty groups add nothing
-    // The defaults loop over the groups with gemm() on host memory (the CPU backend); each
-    // group's arithmetic is then that of linear_forward / linear_backward on its rows.
+    // casts: the operand casts of a low-precision projection (gemm_quantized's specs, applied
+    // per group as projection_forward / _backward apply them per expert): `a` to x or dy, `b` to
+    // W (forward, dgrad) or to x (wgrad). Null: fp32.
+    // The defaults loop over the groups with gemm() / gemm_quantized() on host memory (the CPU
+    // backend); each group's arithmetic is then that of a projection on its rows.
     virtual void grouped_linear_forward(const float* x, const int64_t* offsets, int64_t groups,
                                         int64_t rows, const float* const* w, int64_t in,
-                                        int64_t out, float* y);
+                                        int64_t out, float* y, const GroupedCasts& casts = {});
     virtual void grouped_linear_backward_data(const float* dy, const int64_t* offsets,
                                               int64_t groups, int64_t rows, const float* const* w,
-                                              int64_t in, int64_t out, float* dx);
+                                              int64_t in, int64_t out, float* dx,
+                                              const GroupedCasts& casts = {});
     virtual void grouped_linear_backward_weight(const float* dy, const float* x,
                                                 const int64_t* offsets, int64_t groups,
                                                 int64_t rows, float* const* dw, int64_t in,
-                                                int64_t out);
+                                                int64_t out, const GroupedCasts& casts = {});
 
     // --- optimizer and load balancing
     // sum(x^2) in double with a fixed order (global gradient norm for clipping).

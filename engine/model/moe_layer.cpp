@@ -39,7 +39,18 @@ const std::vector<int64_t>& MoeLayer::expert_counts() const {
 
 bool MoeLayer::grouped() const {
     const PrecisionContext* pc = experts_.empty() ? nullptr : experts_.front().precision;
-    return !pc || !pc->recipe.quantized();
+    return !pc || !pc->recorder;  // a recorded step measures each expert's casts by name
+}
+
+MoeLayer::Casts MoeLayer::casts() const {
+    Casts c;
+    const PrecisionContext* pc = experts_.empty() ? nullptr : experts_.front().precision;
+    if (!pc || !pc->recipe.quantized()) return c;
+    c.activation = pc->recipe.activation();
+    c.weight = pc->recipe.weight();
+    c.wgrad = pc->recipe.wgrad_operand();
+    c.quantized = true;
+    return c;
 }
 
 // Compared in place first: the tables change only after pack() or a move, and a steady-state
@@ -143,10 +154,12 @@ double MoeLayer::forward(Backend& be, const float* h, int64_t B, int64_t T, Rout
         refresh_weight_tables();
         const int64_t* off = offsets_.data();
         const float* const* w = w_table_.data();
-        be.grouped_linear_forward(xp_.data(), off, E_, rows, w, D_, F_, g_.data());
-        be.grouped_linear_forward(xp_.data(), off, E_, rows, w + E_, D_, F_, u_.data());
+        const Casts c = casts();
+        const GroupedCasts fc = c.forward();
+        be.grouped_linear_forward(xp_.data(), off, E_, rows, w, D_, F_, g_.data(), fc);
+        be.grouped_linear_forward(xp_.data(), off, E_, rows, w + E_, D_, F_, u_.data(), fc);
         be.swiglu_forward(g_.data(), u_.data(), rows * F_, a_.data());
-        be.grouped_linear_forward(a_.data(), off, E_, rows, w + 2 * E_, F_, D_, yp_.data());
+        be.grouped_linear_forward(a_.data(), off, E_, rows, w + 2 * E_, F_, D_, yp_.data(), fc);
     } else {
         offsets_.to_host(host_offsets_);
         const std::vector<int64_t>& off = host_offsets_;
@@ -205,15 +218,20 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
         be.zero(d_a_.data(), rows * F_);
         be.zero(d_g_.data(), rows * F_);
         be.zero(d_u_.data(), rows * F_);
+        const Casts c = casts();
+        const GroupedCasts dc = c.forward(), wc = c.weight_grad();
         be.grouped_linear_backward_data(d_yp_.data(), off, E_, rows, w + 2 * E_, F_, D_,
-                                        d_a_.data());
+                                        d_a_.data(), dc);
         be.grouped_linear_backward_weight(d_yp_.data(), a_.data(), off, E_, rows, dw + 2 * E_, F_,
-                                          D_);
-        be.swiglu_backward(d_a_.data(), g_.data(), u_.data(), rows * F_, d_g_.data(), d_u_.data());
-        be.grouped_linear_backward_data(d_g_.data(), off, E_, rows, w, D_, F_, d_xp_.data());
-        be.grouped_linear_backward_weight(d_g_.data(), xp_.data(), off, E_, rows, dw, D_, F_);
-        be.grouped_linear_backward_data(d_u_.data(), off, E_, rows, w + E_, D_, F_, d_xp_.data());
-        be.grouped_linear_backward_weight(d_u_.data(), xp_.data(), off, E_, rows, dw + E_, D_, F_);
+                                          D_, wc);
+        be.swiglu_backward(d_a_.data(), g_.data(), u_.data(), rows * F_, d_g_.data(),
+                           d_u_.data());
+        be.grouped_linear_backward_data(d_g_.data(), off, E_, rows, w, D_, F_, d_xp_.data(), dc);
+        be.grouped_linear_backward_weight(d_g_.data(), xp_.data(), off, E_, rows, dw, D_, F_, wc);
+        be.grouped_linear_backward_data(d_u_.data(), off, E_, rows, w + E_, D_, F_, d_xp_.data(),
+                                        dc);
+        be.grouped_linear_backward_weight(d_u_.data(), xp_.data(), off, E_, rows, dw + E_, D_, F_,
+                                          wc);
     } else {
         // The forward copied this layer's plan to the host already.
         const std::vector<int64_t>& off = host_offsets_;

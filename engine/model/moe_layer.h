@@ -2,11 +2,11 @@
 // DeepSeekMoE (spec section 3): shared experts that see every token plus routed experts chosen
 // per token by a sigmoid (or softmax) gate with group-limited top-k and a selection-only bias.
 // Dropless: each routed expert runs one GEMM chain over exactly the tokens sent to it, after the
-// tokens are permuted so each expert's tokens are contiguous. With fp32 projections all experts
-// of a projection run as one grouped GEMM (Backend::grouped_linear_*) that reads the route
-// plan where the backend keeps it: on a GPU the host never waits for the routing inside the
-// step. Quantized projections (fp8/bf16 emulation, whose recipes work per matrix) loop over the
-// experts with the plan's offsets copied to the host.
+// tokens are permuted so each expert's tokens are contiguous. All experts of a projection run
+// as one grouped GEMM (Backend::grouped_linear_*, with the precision mode's casts applied per
+// expert) that reads the route plan where the backend keeps it: on a GPU the host does not
+// wait for the routing inside the step. A step whose casts are recorded (the precision view)
+// loops over the experts with the plan's offsets copied to the host.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -56,8 +56,22 @@ private:
     // (sequences, tokens per sequence) the balance loss is computed over: (B, T) when
     // cfg.seq_aux, else (1, B*T), the batch-wise loss.
     std::pair<int64_t, int64_t> aux_shape() const;
-    // Whether the routed experts run as grouped GEMMs (fp32 projections).
+    // Whether the routed experts run as grouped GEMMs: always, except in a step whose casts are
+    // being recorded (the recorder names each expert's weights).
     bool grouped() const;
+    // The projections' operand casts for the grouped ops (none in fp32).
+    struct Casts {
+        bool quantized = false;
+        BlockQuantSpec activation, weight, wgrad;
+        // Forward and dgrad: x or dy, and W. Wgrad: dy and x.
+        GroupedCasts forward() const {
+            return quantized ? GroupedCasts{&activation, &weight} : GroupedCasts{};
+        }
+        GroupedCasts weight_grad() const {
+            return quantized ? GroupedCasts{&wgrad, &wgrad} : GroupedCasts{};
+        }
+    };
+    Casts casts() const;
     // The experts' weight (and gradient) pointer tables in the backend's memory, uploaded when
     // the pointers change (after pack(), or a move to another device).
     void refresh_weight_tables();

@@ -5,14 +5,17 @@
 // m, n, k as HOST arrays, so the routing would have to be copied to the host inside the step;
 // CUTLASS's grouped GEMM reads problem sizes on the device but is a large template dependency
 // Debian does not package. This kernel is the fp32 SIMT baseline of that design (one launch,
-// device-side tile schedule, fixed summation order per output, no atomics); tensor-core tiles
-// are the next step (docs/performance.md).
+// device-side tile schedule, fixed summation order per output, no atomics), plus a bf16
+// tensor-core tile (WMMA, sm_80+) for the bf16 precision mode.
 //
 // Tiles: 64 x 64 outputs per block of 256 threads, 4 x 4 per thread, K in steps of 16 through
 // shared memory. Forward and dgrad have a varying M per group: a one-thread kernel writes the
 // prefix of each group's M-tile count, and each block finds its group by binary search, so a
 // launch covers ceil(rows / 64) + groups tiles along M at most. Wgrad has a fixed [out, in]
 // output per group and a varying K (the group's rows); empty groups leave dW untouched.
+#include <cuda_bf16.h>
+#include <mma.h>
+
 #include "common.cuh"
 #include "kernels.h"
 
@@ -102,7 +105,86 @@ __device__ void gemm_tile(const Gemm& p) {
     }
 }
 
+// The same tile on bf16 tensor cores (sm_80+): operands rounded to bf16 on load (round to
+// nearest even, as the CPU's unscaled bf16 cast), fp32 accumulation. 4 warps of 32 x 32.
+constexpr int kBK16 = 32;
+
+__device__ void gemm_tile_bf16(const Gemm& p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    using namespace nvcuda;
+    __shared__ __align__(32) __nv_bfloat16 As[kBM][kBK16 + 8];
+    __shared__ __align__(32) __nv_bfloat16 Bs[kBK16][kBN + 8];
+    __shared__ __align__(32) float Cs[kBM][kBN + 4];
+    const int tid = threadIdx.x, warp = tid / 32, wm = warp / 2, wn = warp % 2;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+    for (int64_t k0 = 0; k0 < p.K; k0 += kBK16) {
+        // 2048 values of each tile, 16 per thread; consecutive threads walk the unit stride.
+        for (int i = 0; i < 16; ++i) {
+            const int idx = tid + i * 128;
+            int mm, kk;
+            if (p.sak == 1) {
+                mm = idx / kBK16;
+                kk = idx % kBK16;
+            } else {
+                kk = idx / kBM;
+                mm = idx % kBM;
+            }
+            const int64_t m = p.m0 + mm, k = k0 + kk;
+            As[mm][kk] = __float2bfloat16_rn((m < p.M && k < p.K) ? p.A[m * p.sam + k * p.sak] : 0.0f);
+            int nn;
+            if (p.sbn == 1) {
+                kk = idx / kBN;
+                nn = idx % kBN;
+            } else {
+                nn = idx / kBK16;
+                kk = idx % kBK16;
+            }
+            const int64_t n = p.n0 + nn, k2 = k0 + kk;
+            Bs[kk][nn] = __float2bfloat16_rn((n < p.N && k2 < p.K) ? p.B[k2 * p.sbk + n * p.sbn] : 0.0f);
+        }
+        __syncthreads();
+        for (int kk = 0; kk < kBK16; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b[2];
+            for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &As[wm * 32 + i * 16][kk], kBK16 + 8);
+            for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], &Bs[kk][wn * 32 + j * 16], kBN + 8);
+            for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j)
+            wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], kBN + 4,
+                                    wmma::mem_row_major);
+    __syncthreads();
+    for (int idx = tid; idx < kBM * kBN; idx += 128) {
+        const int mm = idx / kBN, nn = idx % kBN;
+        const int64_t m = p.m0 + mm, n = p.n0 + nn;
+        if (m >= p.M || n >= p.N) continue;
+        float* c = p.C + m * p.ldc + n;
+        *c = p.accumulate ? *c + Cs[mm][nn] : Cs[mm][nn];
+    }
+#endif
+}
+
+template <bool kBf16>
+__device__ inline void run_tile(const Gemm& p) {
+    if constexpr (kBf16)
+        gemm_tile_bf16(p);
+    else
+        gemm_tile(p);
+}
+
+template <bool kBf16>
+constexpr int threads_for() {
+    return kBf16 ? 128 : 256;
+}
+
 // Forward (dgrad = false): y[r] = x[r] W_g^T.  dgrad: dx[r] += dy[r] W_g.
+template <bool kBf16>
 __global__ void grouped_rows_k(const float* a, const int64_t* offsets, const int64_t* tile_start,
                                int64_t groups, const float* const* w, int64_t in, int64_t out,
                                float* c, int64_t tiles_n, bool dgrad) {
@@ -134,10 +216,11 @@ __global__ void grouped_rows_k(const float* a, const int64_t* offsets, const int
         p.C = c + r0 * in, p.ldc = in, p.accumulate = true;
     }
     if (p.n0 >= p.N) return;
-    gemm_tile(p);
+    run_tile<kBf16>(p);
 }
 
 // dW_g += dy_g^T x_g: M = out, N = in, K = the group's rows.
+template <bool kBf16>
 __global__ void grouped_wgrad_k(const float* dy, const float* x, const int64_t* offsets,
                                 float* const* dw, int64_t in, int64_t out, int64_t tiles_n,
                                 int64_t tiles_m) {
@@ -152,7 +235,7 @@ __global__ void grouped_wgrad_k(const float* dy, const float* x, const int64_t* 
     p.A = dy + r0 * out, p.sam = 1, p.sak = out;
     p.B = x + r0 * in, p.sbk = in, p.sbn = 1;
     p.C = dw[g], p.ldc = in, p.accumulate = true;
-    gemm_tile(p);
+    run_tile<kBf16>(p);
 }
 
 constexpr int64_t kMaxBlocks = 2147483647;
@@ -161,24 +244,35 @@ constexpr int64_t kMaxBlocks = 2147483647;
 
 cudaError_t grouped_linear_rows(const float* a, const int64_t* offsets, int64_t groups,
                                 int64_t rows, const float* const* w, int64_t in, int64_t out,
-                                float* c, bool dgrad, int64_t* tile_start) {
+                                float* c, bool dgrad, bool bf16, int64_t* tile_start) {
     if (groups <= 0 || rows <= 0 || in <= 0 || out <= 0) return cudaSuccess;
     tile_prefix_k<<<1, 1>>>(offsets, groups, tile_start);
     const int64_t tiles_n = ((dgrad ? in : out) + kBN - 1) / kBN;
     const int64_t tiles_m = (rows + kBM - 1) / kBM + groups;  // at least the schedule's tiles
     if (tiles_n * tiles_m > kMaxBlocks) return cudaErrorInvalidConfiguration;
-    grouped_rows_k<<<static_cast<unsigned>(tiles_n * tiles_m), 256>>>(
-        a, offsets, tile_start, groups, w, in, out, c, tiles_n, dgrad);
+    const unsigned blocks = static_cast<unsigned>(tiles_n * tiles_m);
+    if (bf16)
+        grouped_rows_k<true><<<blocks, threads_for<true>()>>>(a, offsets, tile_start, groups, w, in,
+                                                              out, c, tiles_n, dgrad);
+    else
+        grouped_rows_k<false><<<blocks, threads_for<false>()>>>(a, offsets, tile_start, groups, w,
+                                                                in, out, c, tiles_n, dgrad);
     return launched();
 }
 
 cudaError_t grouped_linear_wgrad(const float* dy, const float* x, const int64_t* offsets,
-                                 int64_t groups, float* const* dw, int64_t in, int64_t out) {
+                                 int64_t groups, float* const* dw, int64_t in, int64_t out,
+                                 bool bf16) {
     if (groups <= 0 || in <= 0 || out <= 0) return cudaSuccess;
     const int64_t tiles_n = (in + kBN - 1) / kBN, tiles_m = (out + kBM - 1) / kBM;
     if (tiles_n * tiles_m * groups > kMaxBlocks) return cudaErrorInvalidConfiguration;
-    grouped_wgrad_k<<<static_cast<unsigned>(tiles_n * tiles_m * groups), 256>>>(
-        dy, x, offsets, dw, in, out, tiles_n, tiles_m);
+    const unsigned blocks = static_cast<unsigned>(tiles_n * tiles_m * groups);
+    if (bf16)
+        grouped_wgrad_k<true><<<blocks, threads_for<true>()>>>(dy, x, offsets, dw, in, out, tiles_n,
+                                                               tiles_m);
+    else
+        grouped_wgrad_k<false><<<blocks, threads_for<false>()>>>(dy, x, offsets, dw, in, out,
+                                                                 tiles_n, tiles_m);
     return launched();
 }
 

@@ -118,13 +118,15 @@ cudaError_t unpermute_backward(const float* dy, const float* yp, const float* w,
 // --- grouped expert GEMMs (grouped_gemm.cu): Backend::grouped_linear_* with offsets [groups+1]
 // and the pointer tables on the device. rows: offsets[groups] (an upper bound is enough).
 // Forward (dgrad false): c[r] = a[r] W_g^T, c [rows, out]; dgrad: c[r] += a[r] W_g, c [rows, in].
-// tile_start: device scratch of groups + 1 int64.
+// tile_start: device scratch of groups + 1 int64. bf16: both operands rounded to bf16 on load,
+// tensor cores with fp32 accumulation (sm_80+); else fp32 FMA.
 cudaError_t grouped_linear_rows(const float* a, const int64_t* offsets, int64_t groups,
                                 int64_t rows, const float* const* w, int64_t in, int64_t out,
-                                float* c, bool dgrad, int64_t* tile_start);
+                                float* c, bool dgrad, bool bf16, int64_t* tile_start);
 // dW_g += dy_g^T x_g for every group with rows.
 cudaError_t grouped_linear_wgrad(const float* dy, const float* x, const int64_t* offsets,
-                                 int64_t groups, float* const* dw, int64_t in, int64_t out);
+                                 int64_t groups, float* const* dw, int64_t in, int64_t out,
+                                 bool bf16);
 
 // --- fake quantization (fake_quant.cu): engine/quant/block_scaling.h's cast, bit for bit ---
 struct CastArgs {

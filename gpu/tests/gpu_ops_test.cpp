@@ -26,6 +26,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "model/linear_precision.h"
 #include "cuda_backend.h"
 #include "skip_without_cuda.h"
 
@@ -538,55 +539,68 @@ void test_balance_and_dispatch(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu)
 // middle, last), sizes that are not multiples of the 64 x 64 tiles, and the pointer tables and
 // offsets on the device.
 void test_grouped_linear(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
-    for (const auto& [groups, in, out] : {std::tuple<int64_t, int64_t, int64_t>{7, 72, 130},
-                                          {3, 64, 64}, {64, 33, 17}}) {
-        std::vector<int64_t> sizes(groups);
-        for (int64_t g = 0; g < groups; ++g) sizes[g] = (g == 0 || g == groups / 2 || g == groups - 1) ? 0 : (g * 37) % 150 + 1;
-        std::vector<int64_t> off(groups + 1, 0);
-        for (int64_t g = 0; g < groups; ++g) off[g + 1] = off[g] + sizes[g];
-        const int64_t rows = off[groups];
-        const std::string tag = " (groups " + std::to_string(groups) + ", in " + std::to_string(in) +
-                                ", out " + std::to_string(out) + ")";
-        std::vector<F> w(groups), dw(groups);
-        for (int64_t g = 0; g < groups; ++g) {
-            w[g] = randn(out * in, 0.1f);
-            dw[g] = randn(out * in);
+    // fp32 (SIMT kernel), bf16 (tensor-core kernel, operands rounded on load) and fp8 (tiles:
+    // the host loop of gemm_quantized), each against the CPU's per-group loop with the casts of
+    // the precision mode's recipe.
+    for (const moe::LinearPrecision mode : {moe::LinearPrecision::FP32, moe::LinearPrecision::BF16,
+                                            moe::LinearPrecision::FP8}) {
+        moe::LinearRecipe recipe;
+        recipe.mode = mode;
+        const moe::BlockQuantSpec act = recipe.activation(), wt = recipe.weight(), wg = recipe.wgrad_operand();
+        const moe::GroupedCasts fc = recipe.quantized() ? moe::GroupedCasts{&act, &wt} : moe::GroupedCasts{};
+        const moe::GroupedCasts wc = recipe.quantized() ? moe::GroupedCasts{&wg, &wg} : moe::GroupedCasts{};
+        for (const auto& [groups, in, out] : {std::tuple<int64_t, int64_t, int64_t>{7, 72, 130},
+                                              {3, 64, 64}, {64, 33, 17}, {4, 256, 128}}) {
+            std::vector<int64_t> sizes(groups);
+            for (int64_t g = 0; g < groups; ++g)
+                sizes[g] = (g == 0 || g == groups / 2 || g == groups - 1) ? 0 : (g * 37) % 150 + 1;
+            std::vector<int64_t> off(groups + 1, 0);
+            for (int64_t g = 0; g < groups; ++g) off[g + 1] = off[g] + sizes[g];
+            const int64_t rows = off[groups];
+            const std::string tag = std::string(" ") + moe::to_string(mode) + " (groups " +
+                                    std::to_string(groups) + ", in " + std::to_string(in) + ", out " +
+                                    std::to_string(out) + ")";
+            std::vector<F> w(groups), dw(groups);
+            for (int64_t g = 0; g < groups; ++g) {
+                w[g] = randn(out * in, 0.1f);
+                dw[g] = randn(out * in);
+            }
+            const F x = randn(rows * in), dy = randn(rows * out), dx0 = randn(rows * in);
+            std::vector<const float*> hw(groups);
+            std::vector<float*> hdw(groups);
+            std::vector<F> cdw = dw;
+            for (int64_t g = 0; g < groups; ++g) {
+                hw[g] = w[g].data();
+                hdw[g] = cdw[g].data();
+            }
+            F y(rows * out), dx = dx0;
+            cpu.grouped_linear_forward(x.data(), off.data(), groups, rows, hw.data(), in, out, y.data(), fc);
+            cpu.grouped_linear_backward_data(dy.data(), off.data(), groups, rows, hw.data(), in, out, dx.data(),
+                                             fc);
+            cpu.grouped_linear_backward_weight(dy.data(), x.data(), off.data(), groups, rows, hdw.data(), in,
+                                               out, wc);
+            std::vector<std::unique_ptr<Dev<float>>> gw, gdw;
+            std::vector<const float*> pw(groups);
+            std::vector<float*> pdw(groups);
+            for (int64_t g = 0; g < groups; ++g) {
+                gw.push_back(std::make_unique<Dev<float>>(w[g]));
+                gdw.push_back(std::make_unique<Dev<float>>(dw[g]));
+                pw[g] = gw.back()->p;
+                pdw[g] = gdw.back()->p;
+            }
+            Dev<const float*> dW(pw);
+            Dev<float*> dDW(pdw);
+            Dev<int64_t> dOff(off);
+            Dev<float> dX(x), dDy(dy), dDx(dx0), dY{F(rows * out, NAN)};
+            gpu.grouped_linear_forward(dX.p, dOff.p, groups, rows, dW.p, in, out, dY.p, fc);
+            gpu.grouped_linear_backward_data(dDy.p, dOff.p, groups, rows, dW.p, in, out, dDx.p, fc);
+            gpu.grouped_linear_backward_weight(dDy.p, dX.p, dOff.p, groups, rows, dDW.p, in, out, wc);
+            expect_close("grouped_linear_forward" + tag, y, dY.get());
+            expect_close("grouped_linear_backward_data" + tag, dx, dDx.get());
+            for (int64_t g = 0; g < groups; ++g)
+                expect_close("grouped_linear_backward_weight group " + std::to_string(g) + tag, cdw[g],
+                             gdw[g]->get(), 1e-4);
         }
-        const F x = randn(rows * in), dy = randn(rows * out), dx0 = randn(rows * in);
-        // CPU: host pointer tables.
-        std::vector<const float*> hw(groups);
-        std::vector<float*> hdw(groups);
-        std::vector<F> cdw = dw;
-        for (int64_t g = 0; g < groups; ++g) {
-            hw[g] = w[g].data();
-            hdw[g] = cdw[g].data();
-        }
-        F y(rows * out), dx = dx0;
-        cpu.grouped_linear_forward(x.data(), off.data(), groups, rows, hw.data(), in, out, y.data());
-        cpu.grouped_linear_backward_data(dy.data(), off.data(), groups, rows, hw.data(), in, out, dx.data());
-        cpu.grouped_linear_backward_weight(dy.data(), x.data(), off.data(), groups, rows, hdw.data(), in, out);
-        // GPU: the same with device tables.
-        std::vector<std::unique_ptr<Dev<float>>> gw, gdw;
-        std::vector<const float*> pw(groups);
-        std::vector<float*> pdw(groups);
-        for (int64_t g = 0; g < groups; ++g) {
-            gw.push_back(std::make_unique<Dev<float>>(w[g]));
-            gdw.push_back(std::make_unique<Dev<float>>(dw[g]));
-            pw[g] = gw.back()->p;
-            pdw[g] = gdw.back()->p;
-        }
-        Dev<const float*> dW(pw);
-        Dev<float*> dDW(pdw);
-        Dev<int64_t> dOff(off);
-        Dev<float> dX(x), dDy(dy), dDx(dx0), dY{F(rows * out, NAN)};
-        gpu.grouped_linear_forward(dX.p, dOff.p, groups, rows, dW.p, in, out, dY.p);
-        gpu.grouped_linear_backward_data(dDy.p, dOff.p, groups, rows, dW.p, in, out, dDx.p);
-        gpu.grouped_linear_backward_weight(dDy.p, dX.p, dOff.p, groups, rows, dDW.p, in, out);
-        expect_close("grouped_linear_forward" + tag, y, dY.get());
-        expect_close("grouped_linear_backward_data" + tag, dx, dDx.get());
-        for (int64_t g = 0; g < groups; ++g)
-            expect_close("grouped_linear_backward_weight group " + std::to_string(g) + tag, cdw[g],
-                         gdw[g]->get(), 1e-4);
     }
 }
 

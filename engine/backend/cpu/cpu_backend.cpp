@@ -140,8 +140,10 @@ void CpuBackend::run_gemms(const std::vector<GemmCall>& calls) {
 }
 
 void CpuBackend::grouped_linear_forward(const float* x, const int64_t* offsets, int64_t groups,
-                                        int64_t /*rows*/, const float* const* w, int64_t in,
-                                        int64_t out, float* y) {
+                                        int64_t rows, const float* const* w, int64_t in,
+                                        int64_t out, float* y, const GroupedCasts& casts) {
+    if (!casts.fp32())
+        return Backend::grouped_linear_forward(x, offsets, groups, rows, w, in, out, y, casts);
     gemm_calls_.clear();
     for (int64_t g = 0; g < groups; ++g) {
         const int64_t r0 = offsets[g], m = offsets[g + 1] - r0;
@@ -153,9 +155,12 @@ void CpuBackend::grouped_linear_forward(const float* x, const int64_t* offsets, 
 }
 
 void CpuBackend::grouped_linear_backward_data(const float* dy, const int64_t* offsets,
-                                              int64_t groups, int64_t /*rows*/,
+                                              int64_t groups, int64_t rows,
                                               const float* const* w, int64_t in, int64_t out,
-                                              float* dx) {
+                                              float* dx, const GroupedCasts& casts) {
+    if (!casts.fp32())
+        return Backend::grouped_linear_backward_data(dy, offsets, groups, rows, w, in, out, dx,
+                                                     casts);
     gemm_calls_.clear();
     for (int64_t g = 0; g < groups; ++g) {
         const int64_t r0 = offsets[g], m = offsets[g + 1] - r0;
@@ -168,8 +173,11 @@ void CpuBackend::grouped_linear_backward_data(const float* dy, const int64_t* of
 
 void CpuBackend::grouped_linear_backward_weight(const float* dy, const float* x,
                                                 const int64_t* offsets, int64_t groups,
-                                                int64_t /*rows*/, float* const* dw, int64_t in,
-                                                int64_t out) {
+                                                int64_t rows, float* const* dw, int64_t in,
+                                                int64_t out, const GroupedCasts& casts) {
+    if (!casts.fp32())
+        return Backend::grouped_linear_backward_weight(dy, x, offsets, groups, rows, dw, in, out,
+                                                       casts);
     gemm_calls_.clear();
     for (int64_t g = 0; g < groups; ++g) {
         const int64_t r0 = offsets[g], m = offsets[g + 1] - r0;

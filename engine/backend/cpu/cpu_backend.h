@@ -40,15 +40,18 @@ public:
     // The routed experts' GEMMs: every group's tiles in one parallel region (one fork/join per
     // projection instead of one per expert), each tile the serial call gemm() makes for that
     // group, so the results are bit for bit those of the per-group loop.
+    // With casts (low precision), the per-group loop of Backend's defaults.
     void grouped_linear_forward(const float* x, const int64_t* offsets, int64_t groups,
                                 int64_t rows, const float* const* w, int64_t in, int64_t out,
-                                float* y) override;
+                                float* y, const GroupedCasts& casts = {}) override;
     void grouped_linear_backward_data(const float* dy, const int64_t* offsets, int64_t groups,
                                       int64_t rows, const float* const* w, int64_t in,
-                                      int64_t out, float* dx) override;
+                                      int64_t out, float* dx,
+                                      const GroupedCasts& casts = {}) override;
     void grouped_linear_backward_weight(const float* dy, const float* x, const int64_t* offsets,
                                         int64_t groups, int64_t rows, float* const* dw,
-                                        int64_t in, int64_t out) override;
+                                        int64_t in, int64_t out,
+                                        const GroupedCasts& casts = {}) override;
     void gemm_quantized(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
                         const float* A, int64_t lda, const BlockQuantSpec& a_spec, const float* B,
                         int64_t ldb, const BlockQuantSpec& b_spec, float beta, float* C,
