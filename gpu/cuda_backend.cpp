@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 #include <cmath>
@@ -64,6 +65,11 @@ CudaBackend::CudaBackend(int device) : device_(device), alloc_(device) {
         throw Error("CUDA backend: device cuda:" + std::to_string(device) + " does not exist (" +
                     std::to_string(count) + " CUDA device(s) found)");
     check(cudaSetDevice(device), "init", "cudaSetDevice");
+    // MOE_CUDA_REFERENCE_PATHS=1: the model's attention keeps its probabilities and the routed
+    // experts loop gemm per expert (the paths before the fused and grouped kernels), for an
+    // A/B comparison on one machine.
+    if (const char* ref = std::getenv("MOE_CUDA_REFERENCE_PATHS"); ref && std::string(ref) == "1")
+        reference_paths_ = true;
     cublasHandle_t h = nullptr;
     check_blas(cublasCreate(&h), "init", "cublasCreate");
     cublas_ = h;
@@ -493,7 +499,8 @@ bool unscaled_bf16(const BlockQuantSpec* s) {
 }  // namespace
 
 // Which kernel serves a call: 0 fp32, 1 bf16 tensor cores, -1 the host loop.
-int CudaBackend::grouped_kind(const GroupedCasts& casts) {
+int CudaBackend::grouped_kind(const GroupedCasts& casts) const {
+    if (reference_paths_) return -1;
     if (casts.fp32()) return 0;
     if (unscaled_bf16(casts.a) && unscaled_bf16(casts.b)) return 1;
     return -1;

@@ -93,7 +93,7 @@ public:
                             float* dv_) override;
 
     // The model runs fused attention here: no [B, H, T, T] tensor (gpu/kernels/flash_attention.cu).
-    bool prefers_fused_attention() const override { return true; }
+    bool prefers_fused_attention() const override { return !reference_paths_; }
     // Reads the flags of the index checks made since the last flush (one sync) and throws the
     // first failure; the scalar-returning ops call it after their own read.
     void flush_checks() override;
@@ -163,7 +163,8 @@ private:
     // Device scratch that only grows (a steady-state step allocates nothing).
     void* scratch(int slot, size_t bytes);
     // The "bad index" flag: reset before a validating kernel, read (synchronizing) after it.
-    static int grouped_kind(const GroupedCasts& casts);
+    int grouped_kind(const GroupedCasts& casts) const;
+    bool reference_paths_ = false;  // MOE_CUDA_REFERENCE_PATHS=1
     template <class Ptr>
     void host_tables(const int64_t* offsets, int64_t groups, const Ptr* table,
                      std::vector<int64_t>& host_offsets, std::vector<Ptr>& host_table);

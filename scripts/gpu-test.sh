@@ -114,6 +114,11 @@ run() {
         "$BUNDLE/bin/moe-train" "$ROOT/projects/small-gpu.json" --device cuda:0 --precision "$mode" \
             --batch 8 --seq 1024 --no-mtp --bench-steps "${BENCH_STEPS:-3}" --peak-tflops "$peak" \
             2>&1 | tee -a "$out/bench.log" || status=1
+        echo "(the same with MOE_CUDA_REFERENCE_PATHS=1: attention probabilities kept, experts looped)" \
+            | tee -a "$out/bench.log"
+        MOE_CUDA_REFERENCE_PATHS=1 "$BUNDLE/bin/moe-train" "$ROOT/projects/small-gpu.json" \
+            --device cuda:0 --precision "$mode" --batch 8 --seq 1024 --no-mtp \
+            --bench-steps "${BENCH_STEPS:-3}" --peak-tflops "$peak" 2>&1 | tee -a "$out/bench.log" || status=1
     done
     if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
         echo "== PyTorch peers on the same GPU (bench/peers/torch_peer.py)"
