@@ -233,7 +233,7 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
         be.grouped_linear_backward_weight(d_u_.data(), xp_.data(), off, E_, rows, dw + E_, D_, F_,
                                           wc);
     } else {
-        // The forward copied this layer's plan to the host already.
+        offsets_.to_host(host_offsets_);  // a recorded step: one copy more does not matter
         const std::vector<int64_t>& off = host_offsets_;
         for (int64_t e = 0; e < E_; ++e) {
             const int64_t r0 = off[e], m = off[e + 1] - off[e];
