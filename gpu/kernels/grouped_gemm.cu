@@ -47,6 +47,35 @@ __global__ void tile_prefix_k(const int64_t* offsets, int64_t groups, int64_t* t
     }
 }
 
+// Loads the A (64 x BK) and B (BK x 64) tiles at k0, zero outside the matrices, through put_a
+// (mm, kk, value) and put_b (kk, nn, value); consecutive threads walk the unit stride.
+template <int BK, int Threads, class PutA, class PutB>
+__device__ inline void load_tiles(const Gemm& p, int64_t k0, PutA put_a, PutB put_b) {
+    for (int i = 0; i < kBM * BK / Threads; ++i) {
+        const int idx = threadIdx.x + i * Threads;
+        int mm, kk;
+        if (p.sak == 1) {
+            mm = idx / BK;
+            kk = idx % BK;
+        } else {
+            kk = idx / kBM;
+            mm = idx % kBM;
+        }
+        const int64_t m = p.m0 + mm, k = k0 + kk;
+        put_a(mm, kk, (m < p.M && k < p.K) ? p.A[m * p.sam + k * p.sak] : 0.0f);
+        int nn;
+        if (p.sbn == 1) {
+            kk = idx / kBN;
+            nn = idx % kBN;
+        } else {
+            nn = idx / BK;
+            kk = idx % BK;
+        }
+        const int64_t n = p.n0 + nn, k2 = k0 + kk;
+        put_b(kk, nn, (n < p.N && k2 < p.K) ? p.B[k2 * p.sbk + n * p.sbn] : 0.0f);
+    }
+}
+
 // C tile (+)= A B over K, in a fixed order per output (k ascending).
 __device__ void gemm_tile(const Gemm& p) {
     __shared__ float As[kBK][kBM + 4];
@@ -54,30 +83,9 @@ __device__ void gemm_tile(const Gemm& p) {
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     float acc[4][4] = {};
     for (int64_t k0 = 0; k0 < p.K; k0 += kBK) {
-        // 1024 values of each tile, 4 per thread; consecutive threads walk the unit stride.
-        for (int i = 0; i < 4; ++i) {
-            const int idx = tid + i * 256;
-            int mm, kk;
-            if (p.sak == 1) {
-                mm = idx / kBK;
-                kk = idx % kBK;
-            } else {
-                kk = idx / kBM;
-                mm = idx % kBM;
-            }
-            const int64_t m = p.m0 + mm, k = k0 + kk;
-            As[kk][mm] = (m < p.M && k < p.K) ? p.A[m * p.sam + k * p.sak] : 0.0f;
-            int nn;
-            if (p.sbn == 1) {
-                kk = idx / kBN;
-                nn = idx % kBN;
-            } else {
-                nn = idx / kBK;
-                kk = idx % kBK;
-            }
-            const int64_t n = p.n0 + nn, k2 = k0 + kk;
-            Bs[kk][nn] = (n < p.N && k2 < p.K) ? p.B[k2 * p.sbk + n * p.sbn] : 0.0f;
-        }
+        load_tiles<kBK, 256>(
+            p, k0, [&](int mm, int kk, float v) { As[kk][mm] = v; },
+            [&](int kk, int nn, float v) { Bs[kk][nn] = v; });
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < kBK; ++kk) {
@@ -120,30 +128,9 @@ __device__ void gemm_tile_bf16(const Gemm& p) {
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
     for (int64_t k0 = 0; k0 < p.K; k0 += kBK16) {
-        // 2048 values of each tile, 16 per thread; consecutive threads walk the unit stride.
-        for (int i = 0; i < 16; ++i) {
-            const int idx = tid + i * 128;
-            int mm, kk;
-            if (p.sak == 1) {
-                mm = idx / kBK16;
-                kk = idx % kBK16;
-            } else {
-                kk = idx / kBM;
-                mm = idx % kBM;
-            }
-            const int64_t m = p.m0 + mm, k = k0 + kk;
-            As[mm][kk] = __float2bfloat16_rn((m < p.M && k < p.K) ? p.A[m * p.sam + k * p.sak] : 0.0f);
-            int nn;
-            if (p.sbn == 1) {
-                kk = idx / kBN;
-                nn = idx % kBN;
-            } else {
-                nn = idx / kBK16;
-                kk = idx % kBK16;
-            }
-            const int64_t n = p.n0 + nn, k2 = k0 + kk;
-            Bs[kk][nn] = __float2bfloat16_rn((n < p.N && k2 < p.K) ? p.B[k2 * p.sbk + n * p.sbn] : 0.0f);
-        }
+        load_tiles<kBK16, 128>(
+            p, k0, [&](int mm, int kk, float v) { As[mm][kk] = __float2bfloat16_rn(v); },
+            [&](int kk, int nn, float v) { Bs[kk][nn] = __float2bfloat16_rn(v); });
         __syncthreads();
         for (int kk = 0; kk < kBK16; kk += 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a[2];
