@@ -391,6 +391,43 @@ private slots:
         }
     }
 
+    // The whole model on a backend that prefers fused attention (as CUDA does) against the same
+    // model on the plain CPU: losses and every gradient agree to float rounding, and a probed
+    // forward still keeps the attention weights the routing inspector shows.
+    void wholeModelFusedAttention() {
+        ModelConfig cfg = tiny_full_config();
+        cfg.sliding_window = 3;
+        Model plain(cfg, be_), fused(cfg, fused_be_);
+        plain.init_weights(99);
+        fused.init_weights(99);
+        const Batch batch = random_batch(cfg.vocab_size, B_, T_, 8);
+        ForwardOptions opt;
+        const LossReport a = plain.forward(batch, opt), b = fused.forward(batch, opt);
+        QVERIFY2(std::fabs(a.total - b.total) <= 1e-5 * std::fabs(a.total),
+                 qPrintable(QString("%1 vs %2").arg(a.total).arg(b.total)));
+        plain.parameters().zero_grads();
+        fused.parameters().zero_grads();
+        plain.backward();
+        fused.backward();
+        const auto& pa = plain.parameters().all();
+        const auto& pb = fused.parameters().all();
+        for (size_t i = 0; i < pa.size(); ++i) {
+            if (!pa[i]->trainable) continue;
+            double num = 0, den = 0;
+            for (int64_t j = 0; j < pa[i]->grad.numel(); ++j) {
+                const double d = double(pa[i]->grad[j]) - pb[i]->grad[j];
+                num += d * d;
+                den += double(pa[i]->grad[j]) * pa[i]->grad[j];
+            }
+            QVERIFY2(std::sqrt(num) <= 1e-4 * std::sqrt(den) + 1e-12,
+                     qPrintable(QString::fromStdString(pa[i]->name)));
+        }
+        QCOMPARE(fused.attention_probs(0).numel(), int64_t(0));  // training kept no T x T
+        opt.probe_routing = true;
+        fused.forward(batch, opt);
+        QCOMPARE(fused.attention_probs(0).to_host(), plain.attention_probs(0).to_host());
+    }
+
     // The check itself must be able to fail: a deliberately wrong gradient is caught.
     void checkerCatchesAWrongGradient() {
         const ModelConfig cfg = tiny_full_config();
