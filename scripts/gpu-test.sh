@@ -11,14 +11,17 @@
 #                                # (whole model and training, GPU vs CPU), compute-sanitizer
 #                                # memcheck on whole-model training steps, the training benchmark
 #                                # (projects/small-gpu.json, B 8 x S 1024, no MTP, fp32 and bf16,
-#                                # tokens/s and MFU), moe-bench-gpu (grouped vs looped experts,
-#                                # fused vs kept attention probabilities) and the PyTorch peers
+#                                # tokens/s and MFU, also with MOE_CUDA_REFERENCE_PATHS=1) and
+#                                # moe-bench-gpu (grouped vs looped experts, fused vs kept
+#                                # attention probabilities); logs to $OUT, a summary at the end
+#   scripts/gpu-test.sh bench    # THERE, a second command: the PyTorch peers
 #                                # (bench/peers/torch_peer.py: block, MoE with torch._grouped_mm,
-#                                # the small-gpu model eager and compiled); logs to $OUT, a
-#                                # summary at the end
+#                                # the small-gpu model eager and compiled) and FP8 vs bf16 on
+#                                # projects/fp8-gemm-bound.json
 #
 # With the workplace's device tool: after `bundle`, call run with
 #   command: scripts/gpu-test.sh run      carry: [".device-carry/gpu-bundle.tar.xz"]
+#   command: scripts/gpu-test.sh bench    carry: the same
 # The bundle leaves out the driver (libcuda), cuBLAS (libcublas*, 500+ MB: the GPU machine's
 # own CUDA 13 libraries are used) and glibc/libstdc++ (the machine's newer ones serve).
 # Env: BUILD_DIR (build-gpu), ARCH (80;90), PEAK_FP32 / PEAK_BF16 (TFLOP/s for the MFU; H200
@@ -55,9 +58,8 @@ bundle() {
     echo "bundle ready: call the device tool with command 'scripts/gpu-test.sh run' and carry ['.device-carry/gpu-bundle.tar.xz']"
 }
 
-run() {
-    local out="${OUT:-$ROOT/gpu-test-out}"
-    mkdir -p "$out"
+# Unpacks the bundle (when packed) and points the loader at it and at the machine's cuBLAS.
+setup_bundle() {
     if [[ -f "$BUNDLE.tar.xz" ]]; then
         local unpack; unpack="$(mktemp -d)"
         tar -C "$unpack" -xJf "$BUNDLE.tar.xz"
@@ -74,6 +76,12 @@ run() {
     fi
     export LD_LIBRARY_PATH="$BUNDLE/lib${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export OMP_WAIT_POLICY=PASSIVE
+}
+
+run() {
+    local out="${OUT:-$ROOT/gpu-test-out}"
+    mkdir -p "$out"
+    setup_bundle
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt" || true
     ldd "$BUNDLE/bin/gpu_ops_test" | grep -E "not found|cublas|cudart" | tee -a "$out/gpu.txt" || true
     local status=0
@@ -120,6 +128,21 @@ run() {
             --device cuda:0 --precision "$mode" --batch 8 --seq 1024 --no-mtp \
             --bench-steps "${BENCH_STEPS:-3}" --peak-tflops "$peak" 2>&1 | tee -a "$out/bench.log" || status=1
     done
+    rm -rf "$tmp"
+    echo "== summary"
+    grep -HE "checks passed|^FAIL|SKIP" "$out/gpu_ops_test.log" "$out/gpu_model_test.log" || true
+    grep -hE "ERROR SUMMARY|sanitizer not found" "$out"/sanitizer_*.log || true
+    grep -E "^bench:|^BENCH|experts: step|grouped / loop" "$out/bench.log" || true
+    exit $status
+}
+
+# THERE, after run (its own command: the device tool allows 10 minutes a command): the PyTorch
+# peers on the same GPU and the FP8-vs-bf16 preset; figures appended to $OUT/bench.log.
+bench() {
+    local out="${OUT:-$ROOT/gpu-test-out}"
+    mkdir -p "$out"
+    setup_bundle
+    local status=0
     if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
         echo "== PyTorch peers on the same GPU (bench/peers/torch_peer.py)"
         peer() {  # one failing peer does not hide the others
@@ -139,16 +162,19 @@ run() {
     else
         echo "python3 with CUDA torch not found: PyTorch peers skipped" | tee -a "$out/bench.log"
     fi
-    rm -rf "$tmp"
-    echo "== summary"
-    grep -HE "checks passed|^FAIL|SKIP" "$out/gpu_ops_test.log" "$out/gpu_model_test.log" || true
-    grep -hE "ERROR SUMMARY|sanitizer not found" "$out"/sanitizer_*.log || true
-    grep -E "^bench:|^BENCH|experts: step|grouped / loop|^PEER|^CHECK" "$out/bench.log" || true
+    echo "== FP8 vs bf16 on a GEMM-bound preset (projects/fp8-gemm-bound.json, no MTP)"
+    for mode in bf16 fp8; do
+        "$BUNDLE/bin/moe-train" "$ROOT/projects/fp8-gemm-bound.json" --device cuda:0 \
+            --precision "$mode" --no-mtp --bench-steps "${BENCH_STEPS:-3}" \
+            --peak-tflops "${PEAK_BF16:-820}" 2>&1 | tee -a "$out/bench.log" || status=1
+    done
+    grep -E "^bench:|^BENCH|^PEER|^CHECK" "$out/bench.log" || true
     exit $status
 }
 
 case "${1:-}" in
     bundle) bundle ;;
     run) run ;;
+    bench) bench ;;
     *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
