@@ -125,20 +125,25 @@ int* CudaBackend::defer_check(const char* op, const int32_t* values,
 
 void CudaBackend::flush_checks() {
     if (pending_.empty()) return;
-    std::vector<PendingCheck> pending;
-    pending.swap(pending_);  // cleared even when this throws
-    std::vector<int> rows(pending.size());
-    check(cudaMemcpy(rows.data(), check_flags_, sizeof(int) * rows.size(), cudaMemcpyDeviceToHost),
-          "flush_checks", "cudaMemcpy");
+    // Member buffers (cleared, capacity kept): a steady-state step allocates nothing here.
+    check_rows_.resize(pending_.size());
+    const cudaError_t copied = cudaMemcpy(check_rows_.data(), check_flags_,
+                                          sizeof(int) * check_rows_.size(), cudaMemcpyDeviceToHost);
     int none = 0;
     std::memset(&none, kNoBadRowByte, sizeof none);
-    for (size_t i = 0; i < pending.size(); ++i) {
-        if (rows[i] == none) continue;
+    std::string failure;
+    for (size_t i = 0; copied == cudaSuccess && failure.empty() && i < pending_.size(); ++i) {
+        const int row = check_rows_[i];
+        if (row == none) continue;
         int32_t value = 0;
-        check(cudaMemcpy(&value, pending[i].values + rows[i], sizeof value, cudaMemcpyDeviceToHost),
-              pending[i].op, "cudaMemcpy");
-        throw Error(std::string(pending[i].op) + ": " + pending[i].describe(rows[i], value));
+        if (cudaMemcpy(&value, pending_[i].values + row, sizeof value, cudaMemcpyDeviceToHost) !=
+            cudaSuccess)
+            value = -1;
+        failure = std::string(pending_[i].op) + ": " + pending_[i].describe(row, value);
     }
+    pending_.clear();  // reported once, even when this throws
+    check(copied, "flush_checks", "cudaMemcpy");
+    if (!failure.empty()) throw Error(failure);
 }
 
 namespace {
@@ -525,10 +530,9 @@ void CudaBackend::grouped_linear_forward(const float* x, const int64_t* offsets,
                                          int64_t out, float* y, const GroupedCasts& casts) {
     const int kind = grouped_kind(casts);
     if (kind < 0) {
-        std::vector<int64_t> off;
-        std::vector<const float*> table;
-        host_tables(offsets, groups, w, off, table);
-        return Backend::grouped_linear_forward(x, off.data(), groups, rows, table.data(), in, out,
+        host_tables(offsets, groups, w, host_offsets_, host_w_table_);
+        return Backend::grouped_linear_forward(x, host_offsets_.data(), groups, rows,
+                                               host_w_table_.data(), in, out,
                                                y, casts);
     }
     auto* tiles = static_cast<int64_t*>(scratch(kWorkB, sizeof(int64_t) * (groups + 1)));
@@ -543,11 +547,9 @@ void CudaBackend::grouped_linear_backward_data(const float* dy, const int64_t* o
                                                float* dx, const GroupedCasts& casts) {
     const int kind = grouped_kind(casts);
     if (kind < 0) {
-        std::vector<int64_t> off;
-        std::vector<const float*> table;
-        host_tables(offsets, groups, w, off, table);
-        return Backend::grouped_linear_backward_data(dy, off.data(), groups, rows, table.data(),
-                                                     in, out, dx, casts);
+        host_tables(offsets, groups, w, host_offsets_, host_w_table_);
+        return Backend::grouped_linear_backward_data(dy, host_offsets_.data(), groups, rows,
+                                                     host_w_table_.data(), in, out, dx, casts);
     }
     auto* tiles = static_cast<int64_t*>(scratch(kWorkB, sizeof(int64_t) * (groups + 1)));
     launch(kern::grouped_linear_rows(dy, offsets, groups, rows, w, in, out, dx, true, kind == 1,
@@ -561,11 +563,9 @@ void CudaBackend::grouped_linear_backward_weight(const float* dy, const float* x
                                                  int64_t out, const GroupedCasts& casts) {
     const int kind = grouped_kind(casts);
     if (kind < 0) {
-        std::vector<int64_t> off;
-        std::vector<float*> table;
-        host_tables(offsets, groups, dw, off, table);
-        return Backend::grouped_linear_backward_weight(dy, x, off.data(), groups, rows,
-                                                       table.data(), in, out, casts);
+        host_tables(offsets, groups, dw, host_offsets_, host_dw_table_);
+        return Backend::grouped_linear_backward_weight(dy, x, host_offsets_.data(), groups, rows,
+                                                       host_dw_table_.data(), in, out, casts);
     }
     launch(kern::grouped_linear_wgrad(dy, x, offsets, groups, dw, in, out, kind == 1),
            "grouped_linear_backward_weight");

@@ -164,6 +164,10 @@ private:
     void* scratch(int slot, size_t bytes);
     // The "bad index" flag: reset before a validating kernel, read (synchronizing) after it.
     int grouped_kind(const GroupedCasts& casts) const;
+    // Host copies for the fp16/fp8 grouped fallback (grow only).
+    std::vector<int64_t> host_offsets_;
+    std::vector<const float*> host_w_table_;
+    std::vector<float*> host_dw_table_;
     bool reference_paths_ = false;  // MOE_CUDA_REFERENCE_PATHS=1
     template <class Ptr>
     void host_tables(const int64_t* offsets, int64_t groups, const Ptr* table,
@@ -179,6 +183,7 @@ private:
     static constexpr size_t kMaxPending = 256;
     static constexpr int kNoBadRowByte = 0x7f;  // memset byte: flag 0x7f7f7f7f = no bad row
     std::vector<PendingCheck> pending_;
+    std::vector<int> check_rows_;  // flush_checks' copy of the flags
     void* check_flags_ = nullptr;  // kMaxPending ints
     void cast_operand(const char* op, const float* src, int64_t rows, int64_t cols, int64_t ld,
                       const BlockQuantSpec& spec, int slot, float* dst);

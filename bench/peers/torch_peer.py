@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
 
 import torch
@@ -372,7 +371,6 @@ def run(args):
         moe_layers = [net]
 
     if args.check and mode == "grouped":
-        x = make_batch()
         ref_layer = moe_layers[0]
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
             inp = torch.randn(B * T, ref_layer.w1.shape[2], device=device)

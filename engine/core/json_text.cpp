@@ -16,10 +16,15 @@ std::string mib(size_t bytes) {
 
 }  // namespace
 
-int json_nesting_depth(std::string_view text, int limit) {
+namespace {
+
+// The deepest nesting of arrays and objects (strings skipped), stopping at the first bracket
+// that goes past `limit`; *at is that bracket's byte offset (else text.size()).
+int scan_depth(std::string_view text, int limit, size_t* at) {
     int depth = 0, deepest = 0;
     bool in_string = false, escaped = false;
-    for (const char c : text) {
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
         if (in_string) {
             if (escaped)
                 escaped = false;
@@ -27,18 +32,26 @@ int json_nesting_depth(std::string_view text, int limit) {
                 escaped = true;
             else if (c == '"')
                 in_string = false;
-            continue;
-        }
-        if (c == '"') {
+        } else if (c == '"') {
             in_string = true;
         } else if (c == '[' || c == '{') {
             if (++depth > deepest) deepest = depth;
-            if (deepest > limit) return deepest;
+            if (deepest > limit) {
+                if (at) *at = i;
+                return deepest;
+            }
         } else if ((c == ']' || c == '}') && depth > 0) {
             --depth;
         }
     }
+    if (at) *at = text.size();
     return deepest;
+}
+
+}  // namespace
+
+int json_nesting_depth(std::string_view text, int limit) {
+    return scan_depth(text, limit, nullptr);
 }
 
 nlohmann::json parse_json_text(std::string_view text, size_t max_bytes) {
@@ -48,32 +61,12 @@ nlohmann::json parse_json_text(std::string_view text, size_t max_bytes) {
                                 " this program reads as JSON",
                             "", 0);
     // Depth first, without building anything: the refusal costs one pass over the bytes.
-    if (json_nesting_depth(text, kMaxJsonDepth) > kMaxJsonDepth) {
-        int depth = 0;
-        size_t at = 0;
-        bool in_string = false, escaped = false;
-        for (; at < text.size(); ++at) {
-            const char c = text[at];
-            if (in_string) {
-                if (escaped)
-                    escaped = false;
-                else if (c == '\\')
-                    escaped = true;
-                else if (c == '"')
-                    in_string = false;
-            } else if (c == '"') {
-                in_string = true;
-            } else if ((c == '[' || c == '{') && ++depth > kMaxJsonDepth) {
-                break;
-            } else if ((c == ']' || c == '}') && depth > 0) {
-                --depth;
-            }
-        }
+    size_t at = 0;
+    if (scan_depth(text, kMaxJsonDepth, &at) > kMaxJsonDepth)
         throw JsonTextError("arrays and objects nested deeper than " +
                                 std::to_string(kMaxJsonDepth) + " levels (at byte " +
                                 std::to_string(at) + ")",
                             "", at);
-    }
     // Duplicate keys: one set of keys per open object, and the path of keys to it for messages.
     struct Open {
         bool object;

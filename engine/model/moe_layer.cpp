@@ -53,34 +53,38 @@ MoeLayer::Casts MoeLayer::casts() const {
     return c;
 }
 
+namespace {
+
+// Uploads table[i] = pointer(i), i < n, when it differs from what was uploaded last (host).
 // Compared in place first: the tables change only after pack() or a move, and a steady-state
 // step allocates nothing.
-void MoeLayer::refresh_weight_tables() {
-    auto pointer = [&](int64_t i) -> const float* {
-        const SwiGluWeights& x = experts_[i % E_];
-        const Parameter* p = i < E_ ? x.gate : (i < 2 * E_ ? x.up : x.down);
-        return p->value.data();
-    };
-    bool same = int64_t(host_w_.size()) == 3 * E_;
-    for (int64_t i = 0; same && i < 3 * E_; ++i) same = host_w_[i] == pointer(i);
+template <class Ptr, class Pointer>
+void refresh_table(int64_t n, Pointer pointer, std::vector<Ptr>& host, DeviceArray<Ptr>& table) {
+    bool same = int64_t(host.size()) == n;
+    for (int64_t i = 0; same && i < n; ++i) same = host[i] == pointer(i);
     if (same) return;
-    host_w_.resize(static_cast<size_t>(3 * E_));
-    for (int64_t i = 0; i < 3 * E_; ++i) host_w_[i] = pointer(i);
-    w_table_.upload(host_w_);
+    host.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) host[i] = pointer(i);
+    table.upload(host);
+}
+
+}  // namespace
+
+// Entry i of the tables: expert i % E's gate (i < E), up (i < 2E) or down projection.
+Parameter* MoeLayer::table_entry(int64_t i) const {
+    const SwiGluWeights& x = experts_[static_cast<size_t>(i % E_)];
+    return i < E_ ? x.gate : (i < 2 * E_ ? x.up : x.down);
+}
+
+void MoeLayer::refresh_weight_tables() {
+    refresh_table<const float*>(
+        3 * E_, [this](int64_t i) -> const float* { return table_entry(i)->value.data(); }, host_w_,
+        w_table_);
 }
 
 void MoeLayer::refresh_grad_tables() {
-    auto pointer = [&](int64_t i) -> float* {
-        const SwiGluWeights& x = experts_[i % E_];
-        Parameter* p = i < E_ ? x.gate : (i < 2 * E_ ? x.up : x.down);
-        return p->grad.data();
-    };
-    bool same = int64_t(host_dw_.size()) == 3 * E_;
-    for (int64_t i = 0; same && i < 3 * E_; ++i) same = host_dw_[i] == pointer(i);
-    if (same) return;
-    host_dw_.resize(static_cast<size_t>(3 * E_));
-    for (int64_t i = 0; i < 3 * E_; ++i) host_dw_[i] = pointer(i);
-    dw_table_.upload(host_dw_);
+    refresh_table<float*>(
+        3 * E_, [this](int64_t i) { return table_entry(i)->grad.data(); }, host_dw_, dw_table_);
 }
 
 GateParams MoeLayer::gate_params() const {
@@ -224,8 +228,7 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
                                         d_a_.data(), dc);
         be.grouped_linear_backward_weight(d_yp_.data(), a_.data(), off, E_, rows, dw + 2 * E_, F_,
                                           D_, wc);
-        be.swiglu_backward(d_a_.data(), g_.data(), u_.data(), rows * F_, d_g_.data(),
-                           d_u_.data());
+        be.swiglu_backward(d_a_.data(), g_.data(), u_.data(), rows * F_, d_g_.data(), d_u_.data());
         be.grouped_linear_backward_data(d_g_.data(), off, E_, rows, w, D_, F_, d_xp_.data(), dc);
         be.grouped_linear_backward_weight(d_g_.data(), xp_.data(), off, E_, rows, dw, D_, F_, wc);
         be.grouped_linear_backward_data(d_u_.data(), off, E_, rows, w + E_, D_, F_, d_xp_.data(),

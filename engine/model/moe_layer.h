@@ -75,6 +75,7 @@ private:
     // The experts' weight (and gradient) pointer tables in the backend's memory, uploaded when
     // the pointers change (after pack(), or a move to another device).
     void refresh_weight_tables();
+    Parameter* table_entry(int64_t i) const;
     void refresh_grad_tables();
 
     int64_t layer_, D_, E_, K_, F_;
