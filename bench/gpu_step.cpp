@@ -169,8 +169,8 @@ int main(int argc, char** argv) {
             be.gemm(false, true, n, HD, D, 1.0f, h, D, weights[wq].w, D, 0.0f, q, HD);
             be.gemm(false, true, n, HD, D, 1.0f, h, D, weights[wk].w, D, 0.0f, k, HD);
             be.gemm(false, true, n, HD, D, 1.0f, h, D, weights[wv].w, D, 0.0f, v, HD);
-            be.rope(q, n, HD, H, hd, 0, hd, pos, 10000.0f, false);
-            be.rope(k, n, HD, H, hd, 0, hd, pos, 10000.0f, false);
+            be.rope(q, n, HD, H, hd, 0, hd, pos, moe::RopeParams{10000.0}, false);
+            be.rope(k, n, HD, H, hd, 0, hd, pos, moe::RopeParams{10000.0}, false);
             if (attention == "fused")
                 be.fused_attention_forward(q, k, v, B, T, H, hd, hd, scale, window, lse, att);
             else
@@ -248,8 +248,8 @@ int main(int argc, char** argv) {
                 be.fused_attention_backward(datt, q, k, v, att, lse, B, T, H, hd, hd, scale, window, dq, dk, dv);
             else
                 be.attention_backward(datt, q, k, v, probs, B, T, H, hd, hd, scale, window, dq, dk, dv);
-            be.rope(dq, n, HD, H, hd, 0, hd, pos, 10000.0f, true);
-            be.rope(dk, n, HD, H, hd, 0, hd, pos, 10000.0f, true);
+            be.rope(dq, n, HD, H, hd, 0, hd, pos, moe::RopeParams{10000.0}, true);
+            be.rope(dk, n, HD, H, hd, 0, hd, pos, moe::RopeParams{10000.0}, true);
             be.zero(dh, n * D);
             be.gemm(false, false, n, D, HD, 1.0f, dq, HD, weights[wq].w, D, 1.0f, dh, D);
             be.gemm(false, false, n, D, HD, 1.0f, dk, HD, weights[wk].w, D, 1.0f, dh, D);

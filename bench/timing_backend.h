@@ -146,11 +146,11 @@ public:
         });
     }
     void rope(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_stride,
-              int64_t offset, int64_t rope_dim, const int32_t* positions, float theta,
+              int64_t offset, int64_t rope_dim, const int32_t* positions, const RopeParams& rope,
               bool inverse) override {
         timed(kRope, [&] {
             inner_.rope(x, rows, row_stride, heads, head_stride, offset, rope_dim, positions,
-                        theta, inverse);
+                        rope, inverse);
         });
     }
     void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T,

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "core/error.h"
@@ -49,8 +50,43 @@ void CudaAllocator::zero(void* p, size_t bytes) {
     if (bytes) check(cudaMemset(p, 0, bytes), "cudaMemset");
 }
 
+CudaAllocator::~CudaAllocator() {
+    for (void* e : events_)
+        if (e) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+    if (pinned_) cudaFreeHost(pinned_);
+}
+
+bool CudaAllocator::staged_upload(void* dst, const void* src, size_t bytes) {
+    if (bytes > kSlotBytes || staging_failed_) return false;
+    if (!pinned_) {
+        if (cudaHostAlloc(reinterpret_cast<void**>(&pinned_), kSlots * kSlotBytes,
+                          cudaHostAllocDefault) != cudaSuccess) {
+            cudaGetLastError();
+            pinned_ = nullptr;
+            staging_failed_ = true;  // pinned memory is a speed-up, not a requirement
+            return false;
+        }
+        for (void*& e : events_) {
+            cudaEvent_t ev = nullptr;
+            check(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
+            e = ev;
+        }
+    }
+    const int slot = next_slot_;
+    next_slot_ = (next_slot_ + 1) % kSlots;
+    auto* ev = static_cast<cudaEvent_t>(events_[slot]);
+    // The slot's previous copy must have left it (kSlots uploads ago: normally long done).
+    check(cudaEventSynchronize(ev), "cudaEventSynchronize");
+    char* stage = pinned_ + size_t(slot) * kSlotBytes;
+    std::memcpy(stage, src, bytes);
+    check(cudaMemcpyAsync(dst, stage, bytes, cudaMemcpyHostToDevice, 0), "cudaMemcpyAsync");
+    check(cudaEventRecord(ev, 0), "cudaEventRecord");
+    return true;
+}
+
 void CudaAllocator::copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
     if (!bytes || dst == src) return;
+    if (kind == CopyKind::HostToDevice && staged_upload(dst, src, bytes)) return;
     const cudaMemcpyKind k = kind == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
                              : kind == CopyKind::DeviceToHost ? cudaMemcpyDeviceToHost
                                                               : cudaMemcpyDeviceToDevice;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "fp8_gemm.h"
 #include "kernels/kernels.h"
 
 namespace moe::gpu {
@@ -51,7 +52,39 @@ kern::GateArgs gate_args(const GateParams& p) {
 }
 
 // Scratch slots (each grows independently).
-enum Slot { kFlag = 0, kPartials, kQuantA, kQuantB, kScalesA, kScalesB, kWorkA, kWorkB };
+enum Slot {
+    kFlag = 0,
+    kPartials,
+    kQuantA,
+    kQuantB,
+    kScalesA,
+    kScalesB,
+    kWorkA,
+    kWorkB,
+    kCodesA,
+    kCodesB,
+    kLtScalesA,
+    kLtScalesB
+};
+
+// How an operand of gemm_quantized maps onto cuBLASLt's block-scaled FP8 GEMM, if it does:
+// scaled E4M3/E5M2 with tiles of 128 along K and 1 (VEC128) or 128 (BLK128x128) across it.
+// k_rows: K runs along the stored rows (transA, or B not transposed).
+struct Fp8Form {
+    bool ok = false, block = false, e5m2 = false;
+};
+Fp8Form fp8_form(const BlockQuantSpec& s, bool k_rows) {
+    Fp8Form f;
+    if (!s.scaled || (s.format != ElementFormat::E4M3 && s.format != ElementFormat::E5M2))
+        return f;
+    const int64_t along_k = k_rows ? s.tile.rows : s.tile.cols;
+    const int64_t across = k_rows ? s.tile.cols : s.tile.rows;
+    if (along_k != 128 || (across != 1 && across != 128)) return f;
+    f.ok = true;
+    f.block = across == 128;
+    f.e5m2 = s.format == ElementFormat::E5M2;
+    return f;
+}
 
 }  // namespace
 
@@ -76,6 +109,7 @@ CudaBackend::CudaBackend(int device) : device_(device), alloc_(device) {
     // fp32 path: plain SGEMM, no TF32 tensor-core rounding of the operands.
     check_blas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "init", "cublasSetMathMode");
     check_blas(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), "init", "cublasSetPointerMode");
+    if (!reference_paths_) fp8_ = std::make_unique<Fp8BlockGemm>(device);
 }
 
 std::string CudaBackend::describe() const {
@@ -234,6 +268,7 @@ void CudaBackend::gemm_quantized(bool transA, bool transB, int64_t M, int64_t N,
         qb = dst;
         qldb = b_cols;
     }
+    if (try_fp8(transA, transB, M, N, K, alpha, qa, a_spec, qb, b_spec, beta, C, ldc)) return;
     const bool bf16 = a_spec.format == ElementFormat::BF16 && !a_spec.scaled &&
                       b_spec.format == ElementFormat::BF16 && !b_spec.scaled;
     if (!bf16) {
@@ -255,6 +290,51 @@ void CudaBackend::gemm_quantized(bool transA, bool transB, int64_t M, int64_t N,
                             CUDA_R_32F, to_int(ldc, "gemm_quantized", "ldc"),
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "gemm_quantized", "cublasGemmEx (bf16)");
+}
+
+// FP8 on Hopper's tensor cores: the operands, already cast by cast_operand exactly as the CPU
+// emulation casts them (same codes, same scales), packed K contiguous with cuBLASLt's scale
+// layouts, then one block-scaled cublasLtMatmul. It differs from the emulation only in the
+// order of the sums (and the tensor cores' accumulator inside each 128-long K chunk). false:
+// not this recipe, not Hopper, or a shape cuBLASLt does not take - the caller multiplies the
+// fake-quantized fp32 values instead.
+bool CudaBackend::try_fp8(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                          const float* qa, const BlockQuantSpec& a_spec, const float* qb,
+                          const BlockQuantSpec& b_spec, float beta, float* C, int64_t ldc) {
+    if (!fp8_ || !fp8_->available()) return false;
+    const Fp8Form fa = fp8_form(a_spec, transA), fb = fp8_form(b_spec, !transB);
+    if (!fa.ok || !fb.ok || (fa.e5m2 && fb.e5m2)) return false;
+    if (!Fp8BlockGemm::shape_ok(M, N, K, C, ldc)) return false;
+    const int64_t a_rows = transA ? K : M, a_cols = transA ? M : K;
+    const int64_t b_rows = transB ? N : K, b_cols = transB ? K : N;
+    const int64_t kb = (K + 127) / 128, kb4 = (kb + 3) / 4 * 4;
+    auto lt_scale_count = [&](const Fp8Form& f, int64_t outer) {
+        return f.block ? ((outer + 127) / 128) * kb4 : outer * kb;
+    };
+    Fp8Operand a{static_cast<uint8_t*>(scratch(kCodesA, size_t(M * K))),
+                 static_cast<float*>(scratch(kLtScalesA, sizeof(float) * lt_scale_count(fa, M))),
+                 fa.block, fa.e5m2};
+    Fp8Operand b{static_cast<uint8_t*>(scratch(kCodesB, size_t(N * K))),
+                 static_cast<float*>(scratch(kLtScalesB, sizeof(float) * lt_scale_count(fb, N))),
+                 fb.block, fb.e5m2};
+    launch(kern::pack_fp8_operand(qa, a_rows, a_cols, static_cast<const float*>(scratch_[kScalesA]),
+                                  a_spec.tile.rows, a_spec.tile.cols, transA, fa.e5m2, fa.block,
+                                  const_cast<uint8_t*>(a.codes), const_cast<float*>(a.scales)),
+           "gemm_quantized");
+    launch(kern::pack_fp8_operand(qb, b_rows, b_cols, static_cast<const float*>(scratch_[kScalesB]),
+                                  b_spec.tile.rows, b_spec.tile.cols, !transB, fb.e5m2, fb.block,
+                                  const_cast<uint8_t*>(b.codes), const_cast<float*>(b.scales)),
+           "gemm_quantized");
+    return fp8_->run(M, N, K, alpha, a, b, beta, C, ldc);
+}
+
+void CudaBackend::causal_softmax(float* s, int64_t n, int64_t H, int64_t cols, int64_t start,
+                                 int64_t window, float scale) {
+    if (n < 0 || H < 1 || start < 0 || start + n > cols)
+        throw Error("CUDA backend, causal_softmax: " + std::to_string(n) + " queries from position " +
+                    std::to_string(start) + " need " + std::to_string(start + n) +
+                    " columns, got " + std::to_string(cols));
+    launch(kern::causal_softmax(s, n, H, cols, start, window, scale), "causal_softmax");
 }
 
 // --- elementwise, copies, sums ---
@@ -334,8 +414,9 @@ void CudaBackend::rmsnorm_backward(const float* dy, int64_t dy_stride, const flo
 
 void CudaBackend::rope(float* x, int64_t rows, int64_t row_stride, int64_t heads,
                        int64_t head_stride, int64_t offset, int64_t rope_dim,
-                       const int32_t* positions, float theta, bool inverse) {
-    launch(kern::rope(x, rows, row_stride, heads, head_stride, offset, rope_dim, positions, theta, inverse),
+                       const int32_t* positions, const RopeParams& rope, bool inverse) {
+    const kern::RopeArgs a{rope.theta, rope.factor, rope.ramp_low, rope.ramp_high, rope.mscale};
+    launch(kern::rope(x, rows, row_stride, heads, head_stride, offset, rope_dim, positions, a, inverse),
            "rope");
 }
 

@@ -33,6 +33,7 @@
 
 #include "backend/backend.h"
 #include "cuda_allocator.h"
+#include "fp8_gemm.h"
 
 namespace moe::gpu {
 
@@ -81,7 +82,7 @@ public:
                           float* dx, int64_t dx_stride, float* dw) override;
 
     void rope(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_stride,
-              int64_t offset, int64_t rope_dim, const int32_t* positions, float theta,
+              int64_t offset, int64_t rope_dim, const int32_t* positions, const RopeParams& rope,
               bool inverse) override;
 
     void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T,
@@ -93,6 +94,8 @@ public:
                             float* dv_) override;
 
     // The model runs fused attention here: no [B, H, T, T] tensor (gpu/kernels/flash_attention.cu).
+    void causal_softmax(float* s, int64_t n, int64_t H, int64_t cols, int64_t start,
+                        int64_t window, float scale) override;
     bool prefers_fused_attention() const override { return !reference_paths_; }
     // Reads the flags of the index checks made since the last flush (one sync) and throws the
     // first failure; the scalar-returning ops call it after their own read.
@@ -159,6 +162,10 @@ public:
     void balance_bias_update(float* bias, const int64_t* counts, int64_t n_experts,
                              float gamma) override;
 
+    // The FP8 tensor-core GEMM (null with MOE_CUDA_REFERENCE_PATHS=1): its counters tell a test
+    // whether the recipe ran on the tensor cores or fell back to the emulation.
+    const Fp8BlockGemm* fp8_gemm() const { return fp8_.get(); }
+
 private:
     // Device scratch that only grows (a steady-state step allocates nothing).
     void* scratch(int slot, size_t bytes);
@@ -185,13 +192,17 @@ private:
     std::vector<PendingCheck> pending_;
     std::vector<int> check_rows_;  // flush_checks' copy of the flags
     void* check_flags_ = nullptr;  // kMaxPending ints
+    bool try_fp8(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float* qa, const BlockQuantSpec& a_spec, const float* qb,
+                 const BlockQuantSpec& b_spec, float beta, float* C, int64_t ldc);
+    std::unique_ptr<Fp8BlockGemm> fp8_;  // null with MOE_CUDA_REFERENCE_PATHS=1
     void cast_operand(const char* op, const float* src, int64_t rows, int64_t cols, int64_t ld,
                       const BlockQuantSpec& spec, int slot, float* dst);
 
     int device_ = 0;
     CudaAllocator alloc_;
     void* cublas_ = nullptr;  // cublasHandle_t (kept opaque: no cuBLAS header here)
-    static constexpr int kSlots = 8;
+    static constexpr int kSlots = 12;
     void* scratch_[kSlots] = {};
     size_t scratch_bytes_[kSlots] = {};
 };

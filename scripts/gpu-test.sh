@@ -35,10 +35,10 @@ bundle() {
     local build="${BUILD_DIR:-$ROOT/build-gpu}" arch="${ARCH:-80;90}"
     cmake -S "$ROOT" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DCMAKE_CUDA_ARCHITECTURES="$arch" >/dev/null
-    nice cmake --build "$build" -j"${JOBS:-2}" --target gpu_ops_test gpu_model_test moe-bench-gpu moe-train
+    nice cmake --build "$build" -j"${JOBS:-2}" --target gpu_ops_test gpu_model_test moe-bench-gpu moe-train moe-generate
     rm -rf "$BUNDLE"
     mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
-    local bins=("$build/gpu/gpu_ops_test" "$build/gpu/gpu_model_test" "$build/bench/moe-bench-gpu" "$build/app/moe-train")
+    local bins=("$build/gpu/gpu_ops_test" "$build/gpu/gpu_model_test" "$build/bench/moe-bench-gpu" "$build/app/moe-train" "$build/app/moe-generate")
     for b in "${bins[@]}"; do
         cp "$b" "$BUNDLE/bin/"
         strip --strip-debug "$BUNDLE/bin/$(basename "$b")"
@@ -106,6 +106,10 @@ run() {
     echo "== quantized-weights study of that run's checkpoint, on the GPU"
     "$BUNDLE/bin/moe-train" --quant-eval "$tmp/tiny.ckpt/step-00000040" --device cuda:0 \
         --formats fp32,fp8,int8,int4 2>&1 | tee "$out/quant_eval.log" || status=1
+    echo "== generation from that checkpoint on the GPU: plain vs MTP speculative (same tokens)"
+    "$BUNDLE/bin/moe-generate" "$tmp/tiny.ckpt/step-00000040" --device cuda:0 --prompt "5 + 7 =" \
+        --max-new-tokens 64 --speculative --compare-plain --routing table 2>&1 | tail -30 \
+        | tee "$out/generate.log" || status=1
     echo "== a model larger than the GPU: a clear message, nothing allocated (expected: error)"
     "$BUNDLE/bin/moe-train" "$ROOT/projects/deepseek-v3-671b.json" --device cuda:0 --step \
         2>&1 | tail -2 | tee "$out/too_large.log" || true

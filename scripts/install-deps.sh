@@ -8,6 +8,8 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # engine
   libhdf5-dev hdf5-tools libspdlog-dev libfmt-dev libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev
+  # tokenizer (HF tokenizer.json split regexes)
+  libpcre2-dev
   # GUI
   qt6-base-dev qt6-base-dev-tools qt6-svg-dev libqcustomplot-dev libgl-dev
   # moe-worker: TLS (Qt's OpenSSL backend loads libssl3), self-signed certificates (--tls-generate)
@@ -22,6 +24,12 @@ packages=(
   fortunes-min fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-zh fortunes-pl
   fortunes-br fortunes-cs fortunes-bg fortunes-eo fortunes-ga
 )
+
+# tests: node and npm for the tokenizer test's JavaScript peer (scripts/install-test-tools.sh);
+# Debian's, unless a node is installed already
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake --preset default
 cmake --build build
+scripts/install-test-tools.sh
 ctest --preset default -j 2 "$@"

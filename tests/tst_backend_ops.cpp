@@ -350,7 +350,7 @@ void TestBackendOps::ropeKnownAnswer() {
     Vec x = random_vector(rows * row_stride, 31);
     const Vec x0 = x;
     const std::vector<int32_t> pos = {3, 7};
-    be.rope(x.data(), rows, row_stride, heads, hs, offset, rd, pos.data(), theta, false);
+    be.rope(x.data(), rows, row_stride, heads, hs, offset, rd, pos.data(), moe::RopeParams{theta}, false);
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < row_stride; ++c) {
             const int64_t h = c / hs, j = c % hs - offset;
@@ -369,7 +369,7 @@ void TestBackendOps::ropeKnownAnswer() {
                      qPrintable(QString("rope r=%1 c=%2").arg(r).arg(c)));
         }
     }
-    be.rope(x.data(), rows, row_stride, heads, hs, offset, rd, pos.data(), theta, true);
+    be.rope(x.data(), rows, row_stride, heads, hs, offset, rd, pos.data(), moe::RopeParams{theta}, true);
     QVERIFY(moe::test::max_relative_error(x.data(), x0.data(), rows * row_stride, 1e-3) < 1e-5);
 }
 
@@ -875,16 +875,33 @@ void TestBackendOps::fdRope() {
     const std::vector<int32_t> pos = {0, 5, 17};
     Vec x = random_vector(rows * row_stride, 91);
     const Vec R = random_vector(rows * row_stride, 92);
-    auto loss = [&] {
-        Vec y = x;
-        be.rope(y.data(), rows, row_stride, heads, hs, offset, rd, pos.data(), 10000.0f, false);
-        return dot(y, R);
-    };
-    // The backward of an in-place rotation: rotate the output gradient back.
-    Vec g = R;
-    be.rope(g.data(), rows, row_stride, heads, hs, offset, rd, pos.data(), 10000.0f, true);
-    FdResult r = fd_check(x, g, loss, 1e-2, 1000);
-    CHECK_FD("rope (inverse = backward)", r, kFdTol);
+    // Plain RoPE, and YaRN's blend with a cos/sin factor (the backward is the inverse rotation
+    // times the same factor).
+    moe::RopeParams yarn{10000.0, 4.0, 0.0, 1.5, 1.2};
+    for (const moe::RopeParams& rp : {moe::RopeParams{10000.0}, yarn}) {
+        auto loss = [&] {
+            Vec y = x;
+            be.rope(y.data(), rows, row_stride, heads, hs, offset, rd, pos.data(), rp, false);
+            return dot(y, R);
+        };
+        // The backward of an in-place rotation: rotate the output gradient back.
+        Vec g = R;
+        be.rope(g.data(), rows, row_stride, heads, hs, offset, rd, pos.data(), rp, true);
+        FdResult r = fd_check(x, g, loss, 1e-2, 1000);
+        CHECK_FD(rp.factor > 1 ? "rope yarn (inverse = backward)" : "rope (inverse = backward)", r,
+                 kFdTol);
+    }
+    // YaRN's frequencies by hand: rope_dim 4, theta 10000 -> base 1 and 1/100; pair 0 has ramp 0
+    // (kept), pair 1 ramp 1/1.5 (2/3 of the way to base / 4); cos and sin times 1.2.
+    Vec one(4, 0.0f);
+    one[0] = 1.0f;
+    one[2] = 1.0f;
+    const int32_t p9 = 9;
+    be.rope(one.data(), 1, 4, 1, 4, 0, 4, &p9, yarn, false);
+    const double f1 = 0.01 * (1.0 - 2.0 / 3.0) + 0.0025 * (2.0 / 3.0);
+    QVERIFY(std::fabs(one[0] - 1.2 * std::cos(9.0)) < 1e-6 && std::fabs(one[1] - 1.2 * std::sin(9.0)) < 1e-6);
+    QVERIFY(std::fabs(one[2] - 1.2 * std::cos(9.0 * f1)) < 1e-6 &&
+            std::fabs(one[3] - 1.2 * std::sin(9.0 * f1)) < 1e-6);
 }
 
 void TestBackendOps::fdAttention() {

@@ -26,8 +26,7 @@ bool contains(const std::string& haystack, const std::string& needle) {
     return haystack.find(needle) != std::string::npos;
 }
 
-// The published DeepSeek-V3 config.json, except rope_scaling (YaRN is not supported yet) and
-// max_position_embeddings (the pre-YaRN window).
+// The published DeepSeek-V3 config.json (YaRN rope scaling to 163,840 positions included).
 const char* kDeepSeekV3Config = R"({
   "architectures": ["DeepseekV3ForCausalLM"],
   "attention_bias": false,
@@ -47,7 +46,7 @@ const char* kDeepSeekV3Config = R"({
   "initializer_range": 0.02,
   "intermediate_size": 18432,
   "kv_lora_rank": 512,
-  "max_position_embeddings": 4096,
+  "max_position_embeddings": 163840,
   "model_type": "deepseek_v3",
   "moe_intermediate_size": 2048,
   "moe_layer_freq": 1,
@@ -71,7 +70,15 @@ const char* kDeepSeekV3Config = R"({
     "weight_block_size": [128, 128]
   },
   "rms_norm_eps": 1e-06,
-  "rope_scaling": null,
+  "rope_scaling": {
+    "beta_fast": 32,
+    "beta_slow": 1,
+    "factor": 40,
+    "mscale": 1.0,
+    "mscale_all_dim": 1.0,
+    "original_max_position_embeddings": 4096,
+    "type": "yarn"
+  },
   "rope_theta": 10000,
   "routed_scaling_factor": 2.5,
   "scoring_func": "sigmoid",
@@ -334,10 +341,28 @@ private slots:
         failure = expect_config_error([] { ModelConfig::from_json(json{{"attention_bias", true}}); },
                                       "attention_bias", {"true", "false"});
         QVERIFY2(failure.isEmpty(), qPrintable(failure));
-        const json yarn = {{"rope_scaling",
-                            {{"type", "yarn"}, {"factor", 40}, {"original_max_position_embeddings", 4096}}}};
-        failure = expect_config_error([&] { ModelConfig::from_json(yarn); }, "rope_scaling",
-                                      {"YaRN rope scaling is not supported yet", "\"yarn\""});
+        // rope_scaling: YaRN loads (with DeepSeek's defaults for what is left out), other kinds
+        // and unknown keys are refused by name.
+        const ModelConfig y = ModelConfig::from_json(
+            json{{"max_position_embeddings", 8192},
+                 {"rope_scaling", {{"type", "yarn"}, {"factor", 4}, {"original_max_position_embeddings", 2048}}}});
+        y.validate();
+        QVERIFY(y.rope_scaling.yarn && y.rope_scaling.factor == 4.0 && y.rope_scaling.beta_fast == 32.0);
+        QVERIFY(ModelConfig::from_json(y.to_json()) == y);
+        failure = expect_config_error(
+            [] { ModelConfig::from_json(json{{"rope_scaling", {{"type", "linear"}, {"factor", 2}}}}); },
+            "rope_scaling.type", {"\"linear\"", "yarn"});
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        failure = expect_config_error(
+            [] { ModelConfig::from_json(json{{"rope_scaling", {{"type", "yarn"}, {"factr", 2}}}}); },
+            "factr", {"rope_scaling"});
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        failure = expect_config_error(
+            [] {
+                ModelConfig::from_json(json{{"rope_scaling", {{"type", "yarn"}, {"factor", 0.5}}}})
+                    .validate();
+            },
+            "rope_scaling.factor", {"0.5", "[1, 10000]"});
         QVERIFY2(failure.isEmpty(), qPrintable(failure));
         // transformers' derived fields: accepted when consistent.
         ModelConfig::from_json(json{{"qk_head_dim", 32}, {"head_dim", 16}});

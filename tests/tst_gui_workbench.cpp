@@ -38,6 +38,8 @@
 #include "test_support.h"
 #include "train/trainer.h"
 #include "workbench/weight_formats_dialog.h"
+#include "generation_controls.h"
+#include "workbench/generation_controller.h"
 #include "workbench/inspection_controller.h"
 #include "workbench/main_window.h"
 #include "workbench/project_form.h"
@@ -449,6 +451,32 @@ private slots:
         QVERIFY2(routing->agreementLabel()->text().contains("%"), qPrintable(routing->agreementLabel()->text()));
         QCOMPARE(ins->cached_inspectors(), 2);
         QCOMPARE(routing->comparisonHeatmap()->markerCount(), T * K);
+
+        // Generate: the checkpoint continues the text with its KV cache off the GUI thread, the
+        // inspector follows the growing text live, and the final text lands in the text box.
+        routing->comparisonBox()->setCurrentIndex(0);
+        GenerationController* gen = w.generation();
+        views::GenerationControls* controls = routing->generationControls();
+        QVERIFY(controls->button()->isEnabled());
+        controls->tokensBox()->setValue(24);
+        QSignalSpy done(gen, &GenerationController::generation_done);
+        clock.restart();
+        QTest::mouseClick(controls->button(), Qt::LeftButton);
+        QVERIFY(clock.elapsed() < 10000);
+        QVERIFY(gen->running());
+        QCOMPARE(controls->button()->text(), QString("Stop"));
+        QVERIFY(done.wait(60000));
+        QCOMPARE(done.takeFirst().at(0).toBool(), true);
+        QVERIFY(!gen->running());
+        QCOMPARE(controls->button()->text(), QString("Generate"));
+        QVERIFY(gen->updates_shown() >= 1);
+        QVERIFY2(routing->text().startsWith("12+34=46\ncopy:abc>abc\n") && routing->text().size() > 22,
+                 qPrintable(routing->text()));
+        // The inspector shows the whole text: the prompt's 22 tokens and the new ones (the byte
+        // model may stop early at its context, never later).
+        QVERIFY(routing->data().n_tokens() > T && routing->data().n_tokens() <= T + 24);
+        QCOMPARE(routing->heatmap()->markerCount(), routing->data().n_tokens() * K);
+        shoot_dock(w, "routingDock", "workbench-generated");
 
         shoot_dock(w, "curvesDock", "workbench-curves");
         shoot_dock(w, "expertLoadDock", "workbench-experts");

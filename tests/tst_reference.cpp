@@ -215,6 +215,56 @@ private slots:
         QVERIFY(full_err > 100 * kLogitTolerance);
     }
 
+    // YaRN rope scaling (DeepSeek's definition) from a foreign checkpoint: an original context of
+    // 8 stretched 8 times, beta_fast 4 / beta_slow 1 so the ramp falls inside the rotary pairs,
+    // mscale 3 and mscale_all_dim 1 so both the cos/sin factor (1.34) and the softmax
+    // temperature (1.46) differ from 1. Logits, losses and every gradient against the reference; the same weights
+    // with plain RoPE must disagree, so the test cannot pass by ignoring rope_scaling.
+    void yarnRopeFromForeignCheckpoint() {
+        QTemporaryDir dir;
+        const QString cfg_path = dir.filePath("config.json"), ckpt = dir.filePath("ckpt");
+        ModelConfig cfg = tiny_full_config();
+        cfg.hidden_size = 32;
+        cfg.max_position_embeddings = 64;
+        cfg.rope_scaling.yarn = true;
+        cfg.rope_scaling.factor = 8.0;
+        cfg.rope_scaling.original_max_position_embeddings = 8;
+        cfg.rope_scaling.beta_fast = 4.0;
+        cfg.rope_scaling.beta_slow = 1.0;
+        cfg.qk_rope_head_dim = 8;  // more rotary pairs, so the ramp has an inside
+        cfg.rope_scaling.mscale = 3.0;
+        cfg.rope_scaling.mscale_all_dim = 1.0;
+        cfg.validate();
+        cfg.save(cfg_path.toStdString());
+        QString err;
+        QVERIFY2(run_reference({"make-checkpoint", "--config", cfg_path, "--seed", "11", "--out", ckpt}, &err), qPrintable(err));
+        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "14", "--seed", "6",
+                                "--out", dir.filePath("batch.txt")}, &err), qPrintable(err));
+        QVERIFY2(run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
+                                "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"}, &err), qPrintable(err));
+
+        const ModelConfig loaded = load_checkpoint_config(ckpt.toStdString());
+        QVERIFY(loaded.rope_scaling == cfg.rope_scaling);
+        Model model(loaded, be_);
+        load_model_weights(ckpt.toStdString(), model);
+        compare(model, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
+
+        ModelConfig plain = loaded;
+        plain.rope_scaling = RopeScaling{};
+        Model unscaled(plain, be_);
+        load_model_weights(ckpt.toStdString(), unscaled);
+        const TokenLines lines = read_token_lines(dir.filePath("batch.txt").toStdString(), plain.vocab_size);
+        Batch batch;
+        batch.batch = lines.rows;
+        batch.seq_len = lines.length - 1;
+        batch.tokens = lines.ids;
+        unscaled.forward(batch, {});
+        const Tensor ref_logits = SafetensorsReader(dir.filePath("ref.safetensors").toStdString()).read_f32("logits");
+        const double plain_err = scaled_max_error(unscaled.logits().data(), ref_logits.data(), ref_logits.numel());
+        qInfo("plain RoPE vs the YaRN reference: %.2e (must be large)", plain_err);
+        QVERIFY(plain_err > 100 * kLogitTolerance);
+    }
+
     // The V2-style variant (with the batch-wise balance loss), from a checkpoint the engine wrote.
     void softmaxNoQLoraNoMtpFromEngineCheckpoint() {
         QTemporaryDir dir;

@@ -19,6 +19,7 @@
 
 #include "colormap.h"
 #include "explained.h"
+#include "generation_controls.h"
 #include "plot_export.h"
 #include "routing_heatmap.h"
 #include "token_flow_widget.h"
@@ -138,13 +139,31 @@ void RoutingInspectorView::buildUi() {
 
     inspect_button_ = new QPushButton(tr("Inspect"));
     inspect_button_->setDefault(true);
-    inspect_button_->setMinimumHeight(text_edit_->height());
     inspect_button_->setMinimumWidth(96);
     inspect_button_->setToolTip(tr("Run the text through the chosen checkpoint(s) and record "
                                    "every MoE layer's routing (Ctrl+Return)"));
     inspect_button_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Return));
-    input->addWidget(inspect_button_);
+    // Inspect above, the generation row under it: both act on the text and the checkpoint.
+    auto* actions = new QVBoxLayout;
+    actions->setSpacing(3);
+    actions->addWidget(inspect_button_, 1);
+    generation_ = new GenerationControls;
+    actions->addWidget(generation_);
+    input->addLayout(actions);
     root->addLayout(input);
+    connect(generation_, &GenerationControls::generateRequested, this, [this](int n, double temp) {
+        if (text().isEmpty()) {
+            setError(tr("Type or pick a text to continue first."));
+            return;
+        }
+        if (checkpoint_box_->currentText().isEmpty()) {
+            setError(tr("No checkpoint to generate with: train a run until it saves one."));
+            return;
+        }
+        emit generateRequested(text(), checkpoint_box_->currentText(), n, temp);
+    });
+    connect(generation_, &GenerationControls::stopRequested, this,
+            &RoutingInspectorView::stopGenerationRequested);
 
     setSamples({});
     connect(sample_box_, &QComboBox::activated, this, [this](int i) {
@@ -316,6 +335,7 @@ void RoutingInspectorView::setCheckpoints(const QStringList& checkpoints) {
     const int at2 = compare_box_->findText(keep2);
     compare_box_->setCurrentIndex(at2 > 0 ? at2 : 0);
     inspect_button_->setEnabled(!checkpoints.isEmpty());
+    generation_->setAvailable(!checkpoints.isEmpty());
 }
 
 void RoutingInspectorView::setText(const QString& text) { text_edit_->setPlainText(text); }

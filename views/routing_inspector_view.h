@@ -26,6 +26,7 @@ class QTableWidget;
 
 namespace moe::views {
 
+class GenerationControls;
 class RoutingHeatmap;
 class TokenFlowWidget;
 
@@ -62,6 +63,7 @@ public:
     QComboBox* sampleBox() const { return sample_box_; }
     QComboBox* layerBox() const { return layer_box_; }
     QPushButton* inspectButton() const { return inspect_button_; }
+    GenerationControls* generationControls() const { return generation_; }
 
     // Expert colour of the categorical palette used for top-1 colouring and the legend.
     static QColor expertColor(int expert);
@@ -73,6 +75,11 @@ signals:
     // compareCheckpoint is empty when no comparison is wanted.
     void inspectRequested(const QString& text, const QString& checkpoint,
                           const QString& compareCheckpoint);
+    // Continue the text with the checkpoint (the controller streams inspections back while it
+    // writes, through setInspection), and stop it.
+    void generateRequested(const QString& text, const QString& checkpoint, int newTokens,
+                           double temperature);
+    void stopGenerationRequested();
 
 public slots:
     void setInspection(const RoutingInspectionData& data);
@@ -108,6 +115,7 @@ private:
     QComboBox* checkpoint_box_ = nullptr;
     QComboBox* compare_box_ = nullptr;
     QPushButton* inspect_button_ = nullptr;
+    GenerationControls* generation_ = nullptr;
     QLabel* status_ = nullptr;
     QLabel* agreement_ = nullptr;
     QComboBox* layer_box_ = nullptr;

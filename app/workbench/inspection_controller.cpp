@@ -169,18 +169,35 @@ void InspectionController::finished() {
         emit inspection_done(false);
         return;
     }
+    if (!present(std::move(*r.ia), job_names_[0], r.ib ? &*r.ib : nullptr, job_names_[1])) {
+        emit inspection_done(false);
+        return;
+    }
+    emit inspection_done(true);
+}
+
+QString InspectionController::checkpoint_dir(const QString& name) const {
+    const auto it = dirs_.find(name);
+    return it == dirs_.end() ? QString() : it->second;
+}
+
+void InspectionController::show_inspection(Inspection ins, const QString& checkpoint) {
+    present(std::move(ins), checkpoint, nullptr, QString());
+}
+
+bool InspectionController::present(Inspection primary, const QString& name,
+                                   const Inspection* comparison, const QString& comparison_name) {
     try {
-        views::RoutingInspectionData d = routing_view_data(*r.ia, job_names_[0].toStdString(),
-                                                           r.ib ? &*r.ib : nullptr, job_names_[1].toStdString());
+        views::RoutingInspectionData d = routing_view_data(primary, name.toStdString(), comparison,
+                                                           comparison_name.toStdString());
         // Label x expert shares from the probe's latest logged routing.
         if (run_ && run_->routing_rows() > 0)
-            add_specialization(d, run_->header(), run_->routing(run_->routing_rows() - 1), r.ia->layers);
-        last_ = std::move(r.ia);
+            add_specialization(d, run_->header(), run_->routing(run_->routing_rows() - 1), primary.layers);
+        last_ = std::move(primary);
         routing_->setInspection(d);
     } catch (const std::exception& e) {
         routing_->setError(QString::fromStdString(e.what()));
-        emit inspection_done(false);
-        return;
+        return false;
     }
     if (sparsity_) {
         const Inspection& ins = *last_;
@@ -194,7 +211,7 @@ void InspectionController::finished() {
         sparsity_->setAttention(std::move(att));
     }
     show_mask();
-    emit inspection_done(true);
+    return true;
 }
 
 void InspectionController::show_mask() {

@@ -54,6 +54,11 @@ public:
     int cached_inspectors() const { return static_cast<int>(cache_.size()); }
     const std::optional<Inspection>& last_inspection() const { return last_; }
 
+    // The directory of a checkpoint the view lists ("" when unknown).
+    QString checkpoint_dir(const QString& name) const;
+    // Shows an inspection made elsewhere (GenerationController's live routing) like one of ours.
+    void show_inspection(Inspection ins, const QString& checkpoint);
+
     // Samples offered for a run: the probe text whole and per label, plus synthetic tasks.
     static QList<QPair<QString, QString>> samples_for(const RunController& run);
 
@@ -67,6 +72,9 @@ private:
         std::string error;
     };
     void inspect(const QString& text, const QString& checkpoint, const QString& compare);
+    // Routing view, sparsity view and mask from an inspection; false (error shown) on failure.
+    bool present(Inspection primary, const QString& name, const Inspection* comparison,
+                 const QString& comparison_name);
     void finished();
     void show_mask();
 

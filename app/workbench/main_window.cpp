@@ -40,6 +40,7 @@
 #include "training_curves_view.h"
 #include "remote_connection.h"
 #include "workbench/connect_dialog.h"
+#include "workbench/generation_controller.h"
 #include "workbench/inspection_controller.h"
 #include "workbench/log_bridge.h"
 #include "workbench/project_form.h"
@@ -156,6 +157,8 @@ void MainWindow::build_docks() {
     }
     inspection_ = new InspectionController(qobject_cast<views::RoutingInspectorView*>(views_["routingDock"]),
                                            qobject_cast<views::SparsityView*>(views_["sparsityDock"]), this);
+    generation_ = new GenerationController(qobject_cast<views::RoutingInspectorView*>(views_["routingDock"]),
+                                           inspection_, this);
     // Default layout: launcher, runs and log as tabs on the left; the analysis views as tabs
     // filling the right, curves first, so each gets the whole area (the expert-load and
     // sparsity views have four plots each and need the height).

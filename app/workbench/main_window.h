@@ -24,6 +24,7 @@ class RemoteConnection;
 namespace moe::workbench {
 
 class ConnectDialog;
+class GenerationController;
 class InspectionController;
 class RunBrowser;
 class WeightFormatsDialog;
@@ -43,6 +44,7 @@ public:
     SessionController* session() const { return session_; }
     QPlainTextEdit* log_view() const { return log_; }
     InspectionController* inspection() const { return inspection_; }
+    GenerationController* generation() const { return generation_; }
     // The link to a moe-worker (File > Connect to engine…); its devices join the launcher's.
     moe::remote::RemoteConnection* engine() const { return engine_; }
     ConnectDialog* connect_dialog();
@@ -109,6 +111,7 @@ private:
     RunBrowser* browser_ = nullptr;
     QPlainTextEdit* log_ = nullptr;
     InspectionController* inspection_ = nullptr;
+    GenerationController* generation_ = nullptr;
     moe::remote::RemoteConnection* engine_ = nullptr;
     ConnectDialog* connect_dialog_ = nullptr;
     WeightFormatsDialog* weight_formats_ = nullptr;

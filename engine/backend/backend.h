@@ -44,6 +44,21 @@ struct GroupedCasts {
     bool fp32() const { return !a && !b; }
 };
 
+// Rotary frequencies of one model (model/rope_params.h builds them from a config): pair i of a
+// rope_dim-wide slice turns by pos * inv_freq(i), with
+//   base(i) = theta^(-2i / rope_dim)
+//   inv_freq(i) = base(i)                                      (factor <= 1: plain RoPE)
+//   inv_freq(i) = base(i) * (1 - ramp(i)) + base(i) / factor * ramp(i)          (YaRN)
+//   ramp(i) = clamp((i - ramp_low) / (ramp_high - ramp_low), 0, 1)
+// and both cos and sin are multiplied by mscale (YaRN's attention temperature on the rotated
+// part; 1 otherwise). Computed in double by every backend.
+struct RopeParams {
+    double theta = 10000.0;
+    double factor = 1.0;
+    double ramp_low = 0.0, ramp_high = 1.0;
+    double mscale = 1.0;
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
@@ -102,13 +117,14 @@ public:
                                   float* dw) = 0;
 
     // --- Rotary embedding, in place, DeepSeek's interleaved convention: pair i is
-    // (x[2i], x[2i+1]) rotated by angle pos * theta^(-2i/rope_dim). Applied to `heads` slices of
-    // rope_dim values starting at column `offset` of each head; head h of row r starts at
-    // x + r*row_stride + h*head_stride; positions [rows]. inverse rotates by -angle, which is the
-    // backward pass (apply it to the gradient).
+    // (x[2i], x[2i+1]) rotated by angle pos * inv_freq(i) (RopeParams: theta^(-2i/rope_dim), or
+    // YaRN's blend) and multiplied by rope.mscale. Applied to `heads` slices of rope_dim values
+    // starting at column `offset` of each head; head h of row r starts at
+    // x + r*row_stride + h*head_stride; positions [rows]. inverse rotates by -angle (still times
+    // mscale), which is the backward pass (apply it to the gradient).
     virtual void rope(float* x, int64_t rows, int64_t row_stride, int64_t heads,
                       int64_t head_stride, int64_t offset, int64_t rope_dim,
-                      const int32_t* positions, float theta, bool inverse) = 0;
+                      const int32_t* positions, const RopeParams& rope, bool inverse) = 0;
 
     // --- Causal softmax attention, B sequences of T tokens, H heads, optional sliding window.
     // q, k: [n, H, dk]; v: [n, H, dv]; out: [n, H, dv]; probs: [B, H, T, T] saved for backward.
@@ -133,6 +149,13 @@ public:
     // where [B, H, T, T] costs memory and bandwidth); the defaults below are plain loops on host
     // memory, the reference the device kernels are tested against.
     virtual bool prefers_fused_attention() const { return false; }
+    // Masked softmax of cached attention scores (generation: model/mla_attention's absorbed
+    // form). s [n*H, cols]: row r = i*H + h belongs to query i at position start + i and sees
+    // the columns t <= start + i (and, with window > 0, only t > start + i - window); each row
+    // becomes softmax(scale * s) over those columns and 0 elsewhere. A row sums in a fixed
+    // order. Host default (backend/causal_softmax.cpp); CudaBackend has a kernel.
+    virtual void causal_softmax(float* s, int64_t n, int64_t H, int64_t cols, int64_t start,
+                                int64_t window, float scale);
     // A device backend may check indices (tokens, targets, experts) without waiting for the
     // device and report an invalid one here, or from the next op that returns a scalar; the
     // model calls it at the end of each forward pass. The CPU throws from the op itself.

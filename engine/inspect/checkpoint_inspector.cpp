@@ -41,4 +41,23 @@ Inspection CheckpointInspector::inspect(const std::vector<int32_t>& tokens) {
     return inspect_tokens(*model_, tokens);
 }
 
+GenerationResult CheckpointInspector::generate_text(
+    const std::string& prompt, const GenerationSettings& settings,
+    const std::function<bool(const std::vector<int32_t>&)>& on_step) {
+    std::vector<int32_t> tokens = ByteTokenizer::encode(prompt);
+    if (tokens.empty()) throw Error("generate: the text is empty");
+    const int64_t room = cfg_.max_position_embeddings - 1;
+    if (int64_t(tokens.size()) > room)  // keep the end: that is what the model continues
+        tokens.erase(tokens.begin(), tokens.end() - room);
+    for (int32_t t : tokens)
+        if (t >= cfg_.vocab_size)
+            throw Error("generate: byte " + std::to_string(t) + " is outside the model's vocabulary of " +
+                        std::to_string(cfg_.vocab_size) + " tokens");
+    std::vector<int32_t> seq = tokens;
+    return generate(*model_, tokens, settings, [&](int32_t t) {
+        seq.push_back(t);
+        return on_step ? on_step(seq) : true;
+    });
+}
+
 }  // namespace moe

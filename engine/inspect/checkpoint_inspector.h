@@ -3,11 +3,13 @@
 // with its own backend (the CPU unless told), answering routing inspections of texts. The GUI keeps one per open
 // checkpoint and calls it off the GUI thread; one call at a time per instance (the backend and
 // the model's forward state are not thread-safe).
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "generate/generator.h"
 #include "inspect/routing_inspection.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -33,6 +35,13 @@ public:
     // byte outside the model's vocabulary.
     Inspection inspect_text(const std::string& text);
     Inspection inspect(const std::vector<int32_t>& tokens);
+
+    // Continues a text (byte tokens) with the KV cache, as moe-generate does. on_step gets the
+    // whole token sequence (prompt and generated) after every new token and may itself call
+    // inspect() on it (the workbench's live routing); returning false stops. The prompt is cut
+    // to leave room for at least one new token within max_position_embeddings.
+    GenerationResult generate_text(const std::string& prompt, const GenerationSettings& settings,
+                                   const std::function<bool(const std::vector<int32_t>&)>& on_step);
 
 private:
     std::string dir_;

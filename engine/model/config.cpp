@@ -70,13 +70,12 @@ const std::vector<Field>& fields() {
 }
 
 // Fields HF or DeepSeek write that the engine does not use: kept verbatim for to_json.
-// attention_dropout, attention_bias and rope_scaling are also checked (see check_bookkeeping).
+// attention_dropout and attention_bias are also checked (see check_bookkeeping).
 const std::vector<std::string>& bookkeeping_fields() {
     static const std::vector<std::string> names = {
         "architectures", "auto_map", "torch_dtype", "transformers_version", "use_cache",
         "pad_token_id", "bos_token_id", "eos_token_id", "pretraining_tp", "ep_size",
         "rope_interleave", "attention_dropout", "attention_bias", "quantization_config",
-        "rope_scaling",
     };
     return names;
 }
@@ -92,6 +91,7 @@ std::vector<std::string> known_names() {
     std::vector<std::string> names;
     for (const auto& f : fields()) names.emplace_back(f.name);
     for (const auto& n : bookkeeping_fields()) names.push_back(n);
+    names.emplace_back("rope_scaling");
     for (const auto& n : derived_fields()) names.push_back(n);
     return names;
 }
@@ -109,15 +109,51 @@ void check_bookkeeping(const std::string& name, const json& value) {
     } else if (name == "attention_bias") {
         if (json_fields::get_bool(value, name))
             throw ConfigError(name, "must be false (MLA projections have no bias), got true");
-    } else if (name == "rope_scaling") {
-        if (!value.is_null()) {
-            std::string kind = "non-null value";
-            if (value.is_object() && value.contains("type") && value["type"].is_string())
-                kind = "type \"" + value["type"].get<std::string>() + "\"";
-            throw ConfigError(name, "YaRN rope scaling is not supported yet; got " + kind +
-                                        " (use null for plain RoPE)");
-        }
     }
+}
+
+// "rope_scaling": null, or YaRN. HF writes the kind as "type" (DeepSeek's configs) or
+// "rope_type" (newer transformers); other kinds (linear, dynamic, llama3) are refused.
+RopeScaling read_rope_scaling(const json& v) {
+    RopeScaling r;
+    if (v.is_null()) return r;
+    json_fields::require_object(v, "rope_scaling");
+    std::string kind;
+    for (const char* k : {"type", "rope_type"})
+        if (v.contains(k)) kind = json_fields::get_string(v[k], std::string("rope_scaling.") + k);
+    if (kind != "yarn")
+        throw ConfigError("rope_scaling.type",
+                          "only \"yarn\" rope scaling is supported (or null for plain RoPE), got " +
+                              (kind.empty() ? std::string("no type") : "\"" + kind + "\""));
+    r.yarn = true;
+    for (const auto& [key, val] : v.items()) {
+        const std::string f = "rope_scaling." + key;
+        if (key == "type" || key == "rope_type") continue;
+        if (key == "factor") r.factor = json_fields::get_double(val, f);
+        else if (key == "original_max_position_embeddings") r.original_max_position_embeddings = json_fields::get_int(val, f);
+        else if (key == "beta_fast") r.beta_fast = json_fields::get_double(val, f);
+        else if (key == "beta_slow") r.beta_slow = json_fields::get_double(val, f);
+        else if (key == "mscale") r.mscale = json_fields::get_double(val, f);
+        else if (key == "mscale_all_dim") r.mscale_all_dim = json_fields::get_double(val, f);
+        else
+            json_fields::reject_unknown(key, {"type", "rope_type", "factor",
+                                              "original_max_position_embeddings", "beta_fast",
+                                              "beta_slow", "mscale", "mscale_all_dim"},
+                                        "rope_scaling");
+    }
+    if (!v.contains("factor")) throw ConfigError("rope_scaling.factor", "missing (YaRN needs it)");
+    return r;
+}
+
+json write_rope_scaling(const RopeScaling& r) {
+    if (!r.yarn) return nullptr;
+    return {{"type", "yarn"},
+            {"factor", r.factor},
+            {"original_max_position_embeddings", r.original_max_position_embeddings},
+            {"beta_fast", r.beta_fast},
+            {"beta_slow", r.beta_slow},
+            {"mscale", r.mscale},
+            {"mscale_all_dim", r.mscale_all_dim}};
 }
 
 void read_field(ModelConfig& c, const Field& f, const json& value) {
@@ -207,9 +243,19 @@ int64_t ModelConfig::num_moe_layers() const {
     return std::max<int64_t>(0, num_hidden_layers - std::max<int64_t>(0, first_k_dense_replace));
 }
 
+double yarn_mscale(double scale, double mscale) {
+    return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
+
 double ModelConfig::attention_scale() const {
-    // YaRN's mscale^2 factor would enter here; YaRN configs are rejected for now.
-    return 1.0 / std::sqrt(static_cast<double>(qk_head_dim()));
+    double s = 1.0 / std::sqrt(static_cast<double>(qk_head_dim()));
+    // YaRN: the softmax temperature of the long-context model (DeepSeek applies it only when
+    // mscale_all_dim is set).
+    if (rope_scaling.yarn && rope_scaling.mscale_all_dim != 0.0) {
+        const double m = yarn_mscale(rope_scaling.factor, rope_scaling.mscale_all_dim);
+        s *= m * m;
+    }
+    return s;
 }
 
 void ModelConfig::validate() const {
@@ -306,6 +352,24 @@ void ModelConfig::validate() const {
     // Numerics and the rest.
     require_positive("rms_norm_eps", rms_norm_eps);
     require_positive("rope_theta", rope_theta);
+    if (rope_scaling.yarn) {
+        const RopeScaling& r = rope_scaling;
+        require(std::isfinite(r.factor) && r.factor >= 1.0 && r.factor <= 1e4, "rope_scaling.factor",
+                "must be in [1, 10000]", format_number(r.factor));
+        require(r.original_max_position_embeddings >= 1 &&
+                    r.original_max_position_embeddings <= max_position_embeddings,
+                "rope_scaling.original_max_position_embeddings",
+                "must be in [1, max_position_embeddings = " + std::to_string(max_position_embeddings) + "]",
+                std::to_string(r.original_max_position_embeddings));
+        require(std::isfinite(r.beta_fast) && r.beta_fast > 0, "rope_scaling.beta_fast",
+                "must be > 0", format_number(r.beta_fast));
+        require(std::isfinite(r.beta_slow) && r.beta_slow > 0 && r.beta_slow <= r.beta_fast,
+                "rope_scaling.beta_slow", "must be > 0 and <= beta_fast", format_number(r.beta_slow));
+        for (const auto& [name, v] : {std::pair{"rope_scaling.mscale", r.mscale},
+                                      std::pair{"rope_scaling.mscale_all_dim", r.mscale_all_dim}})
+            require(std::isfinite(v) && v >= 0 && v <= 100, name, "must be in [0, 100]",
+                    format_number(v));
+    }
     require_positive("initializer_range", initializer_range);
     require(hidden_act == "silu", "hidden_act", "must be \"silu\" (SwiGLU experts)",
             "\"" + hidden_act + "\"");
@@ -334,6 +398,8 @@ ModelConfig ModelConfig::from_json(const json& j) {
                                      [&name = name](const Field& f) { return name == f.name; });
         if (it != table.end()) {
             read_field(c, *it, value);
+        } else if (name == "rope_scaling") {
+            c.rope_scaling = read_rope_scaling(value);
         } else if (contains(bookkeeping_fields(), name)) {
             check_bookkeeping(name, value);
             // Kept verbatim and written back inside a project: a deep value would make a project
@@ -370,6 +436,7 @@ json ModelConfig::to_json() const {
     for (const auto& f : fields()) {
         std::visit([&](auto member) { j[f.name] = this->*member; }, f.member);
     }
+    j["rope_scaling"] = write_rope_scaling(rope_scaling);
     // HF's DeepseekV3Attention builds the plain q_proj when q_lora_rank is None, not 0.
     if (q_lora_rank == 0) j["q_lora_rank"] = nullptr;
     // Full attention is the absence of the field, so configs without a window stay unchanged.

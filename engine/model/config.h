@@ -26,6 +26,26 @@ private:
     std::string message_;
 };
 
+// YaRN rope scaling as DeepSeek defines it (config.json "rope_scaling", e.g. DeepSeek-V3:
+// {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096, "beta_fast": 32,
+// "beta_slow": 1, "mscale": 1, "mscale_all_dim": 1}); null is plain RoPE. The rotary
+// frequencies blend base^(-2i/d) and base^(-2i/d) / factor over a ramp between the pair indices
+// where beta_fast and beta_slow rotations fit original_max_position_embeddings; cos and sin are
+// multiplied by m(factor, mscale) / m(factor, mscale_all_dim) and the softmax scale by
+// m(factor, mscale_all_dim)^2, with m(s, k) = 0.1 k ln(s) + 1 (1 when s <= 1).
+struct RopeScaling {
+    bool yarn = false;
+    double factor = 1.0;
+    int64_t original_max_position_embeddings = 4096;
+    double beta_fast = 32.0;
+    double beta_slow = 1.0;
+    double mscale = 1.0;
+    double mscale_all_dim = 0.0;
+    bool operator==(const RopeScaling&) const = default;
+};
+// YaRN's m(s, k) above.
+double yarn_mscale(double scale, double mscale);
+
 struct ModelConfig {
     std::string model_type = "deepseek_v3";
     int64_t vocab_size = 256;
@@ -58,6 +78,7 @@ struct ModelConfig {
     int64_t max_position_embeddings = 1024;
     int64_t sliding_window = 0;           // query i sees keys (i - W, i]; 0 (or null) = full causal
     double rope_theta = 10000.0;
+    RopeScaling rope_scaling;             // "rope_scaling": null or YaRN
     double rms_norm_eps = 1e-6;
     double initializer_range = 0.02;
     std::string hidden_act = "silu";
@@ -77,7 +98,7 @@ struct ModelConfig {
     }
     int64_t num_moe_layers() const;        // main layers only, MTP layers excluded
     bool has_selection_bias() const { return topk_method == "noaux_tc"; }
-    double attention_scale() const;        // 1/sqrt(qk_head_dim)
+    double attention_scale() const;        // 1/sqrt(qk_head_dim), times YaRN's mscale^2
 
     // Throws ConfigError naming the first invalid field and its value. Size fields have upper
     // bounds (size_limit) and the whole model at most kMaxModelParameters (model/size_check.h),

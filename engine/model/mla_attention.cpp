@@ -1,6 +1,10 @@
 #include "model/mla_attention.h"
 
+#include <string>
+
+#include "core/error.h"
 #include "model/projection.h"
+#include "model/rope_params.h"
 
 namespace moe {
 
@@ -14,7 +18,7 @@ MlaAttention::MlaAttention(ParameterStore& store, const std::string& prefix, con
       qr_(cfg.q_lora_rank),
       kr_(cfg.kv_lora_rank),
       eps_(static_cast<float>(cfg.rms_norm_eps)),
-      theta_(static_cast<float>(cfg.rope_theta)),
+      rope_(rope_params(cfg)),
       scale_(static_cast<float>(cfg.attention_scale())),
       precision_(precision),
       window_(cfg.sliding_window) {
@@ -34,6 +38,11 @@ MlaAttention::MlaAttention(ParameterStore& store, const std::string& prefix, con
 
 void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
                            const int32_t* positions, float* out) {
+    if (cache_.latent) {
+        if (B != 1) throw Error("MLA with a KV cache: one sequence at a time, got " + std::to_string(B));
+        forward_cached(be, h, T, positions, out);
+        return;
+    }
     const int64_t n = B * T, dqk = dn_ + dr_, kvw = kr_ + dr_, kvb = dn_ + dv_;
     h_ = h;
     positions_ = positions;
@@ -65,10 +74,10 @@ void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
     projection_forward(be, precision_, *kv_b_proj_, c_n_.data(), n, kr_, H_ * kvb, kv_.data());
 
     // RoPE on every head's q_pe (in place) and on the one k_pe.
-    be.rope(q_.data(), n, H_ * dqk, H_, dqk, dn_, dr_, positions, theta_, false);
+    be.rope(q_.data(), n, H_ * dqk, H_, dqk, dn_, dr_, positions, rope_, false);
     kpe_.resize({n, dr_});
     be.copy_2d(kva_.data() + kr_, kvw, kpe_.data(), dr_, n, dr_);
-    be.rope(kpe_.data(), n, dr_, 1, dr_, 0, dr_, positions, theta_, false);
+    be.rope(kpe_.data(), n, dr_, 1, dr_, 0, dr_, positions, rope_, false);
 
     // Per-head keys [n, H, dqk] = [k_nope_h | k_pe] and values [n, H, dv].
     k_.resize({n, H_ * dqk});
@@ -90,6 +99,58 @@ void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
         be.attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_, window_,
                              probs_.data(), o_.data());
     }
+    projection_forward(be, precision_, *o_proj_, o_.data(), n, H_ * dv_, D_, out);
+}
+
+void MlaAttention::forward_cached(Backend& be, const float* h, int64_t n, const int32_t* positions,
+                                  float* out) {
+    const int64_t dqk = dn_ + dr_, kvw = kr_ + dr_, kvb = dn_ + dv_;
+    const int64_t start = cache_.start, T = start + n;
+    if (T > cache_.latent->dim(0))
+        throw Error("MLA KV cache: positions up to " + std::to_string(T) + " do not fit its " +
+                    std::to_string(cache_.latent->dim(0)));
+    // Queries as in training.
+    q_.resize({n, H_ * dqk});
+    if (qr_ > 0) {
+        qa_.resize({n, qr_});
+        qa_n_.resize({n, qr_});
+        q_rstd_.resize({n});
+        projection_forward(be, precision_, *q_a_proj_, h, n, D_, qr_, qa_.data());
+        be.rmsnorm_forward(qa_.data(), qr_, q_a_norm_->value.data(), n, qr_, eps_, qa_n_.data(),
+                           qr_, q_rstd_.data());
+        projection_forward(be, precision_, *q_b_proj_, qa_n_.data(), n, qr_, H_ * dqk, q_.data());
+    } else {
+        projection_forward(be, precision_, *q_proj_, h, n, D_, H_ * dqk, q_.data());
+    }
+    be.rope(q_.data(), n, H_ * dqk, H_, dqk, dn_, dr_, positions, rope_, false);
+    // The new tokens' cache rows: normalized latent and rotated shared key.
+    kva_.resize({n, kvw});
+    projection_forward(be, precision_, *kv_a_proj_, h, n, D_, kvw, kva_.data());
+    kv_rstd_.resize({n});
+    float* c = cache_.latent->data();
+    float* kpe = cache_.rope_key->data();
+    be.rmsnorm_forward(kva_.data(), kvw, kv_a_norm_->value.data(), n, kr_, eps_, c + start * kr_,
+                       kr_, kv_rstd_.data());
+    be.copy_2d(kva_.data() + kr_, kvw, kpe + start * dr_, dr_, n, dr_);
+    be.rope(kpe + start * dr_, n, dr_, 1, dr_, 0, dr_, positions, rope_, false);
+
+    // Absorbed attention. kv_b_proj [H * (dn + dv), kr]: head hd's key rows W_UK [dn, kr] and
+    // value rows W_UV [dv, kr].
+    const float* wkv = kv_b_proj_->value.data();
+    q_lat_.resize({n * H_, kr_});
+    for (int64_t hd = 0; hd < H_; ++hd)
+        be.gemm(false, false, n, kr_, dn_, 1.0f, q_.data() + hd * dqk, H_ * dqk, wkv + hd * kvb * kr_,
+                kr_, 0.0f, q_lat_.data() + hd * kr_, H_ * kr_);
+    scores_.resize({n * H_, T});
+    be.gemm(false, true, n * H_, T, kr_, 1.0f, q_lat_.data(), kr_, c, kr_, 0.0f, scores_.data(), T);
+    be.gemm(false, true, n * H_, T, dr_, 1.0f, q_.data() + dn_, dqk, kpe, dr_, 1.0f, scores_.data(), T);
+    be.causal_softmax(scores_.data(), n, H_, T, start, window_, scale_);
+    o_lat_.resize({n * H_, kr_});
+    be.gemm(false, false, n * H_, kr_, T, 1.0f, scores_.data(), T, c, kr_, 0.0f, o_lat_.data(), kr_);
+    o_.resize({n, H_ * dv_});
+    for (int64_t hd = 0; hd < H_; ++hd)
+        be.gemm(false, true, n, dv_, kr_, 1.0f, o_lat_.data() + hd * kr_, H_ * kr_,
+                wkv + (hd * kvb + dn_) * kr_, kr_, 0.0f, o_.data() + hd * dv_, H_ * dv_);
     projection_forward(be, precision_, *o_proj_, o_.data(), n, H_ * dv_, D_, out);
 }
 
@@ -126,8 +187,8 @@ void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
                   dv_);
     }
     // RoPE is a rotation: its backward rotates the gradient back.
-    be.rope(d_kpe_.data(), n, dr_, 1, dr_, 0, dr_, positions_, theta_, true);
-    be.rope(d_q_.data(), n, H_ * dqk, H_, dqk, dn_, dr_, positions_, theta_, true);
+    be.rope(d_kpe_.data(), n, dr_, 1, dr_, 0, dr_, positions_, rope_, true);
+    be.rope(d_q_.data(), n, H_ * dqk, H_, dqk, dn_, dr_, positions_, rope_, true);
 
     // kv path.
     d_cn_.resize({n, kr_});

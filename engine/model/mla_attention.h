@@ -35,9 +35,24 @@ public:
     const Tensor& probs() const { return probs_; }
     void set_keep_probs(bool keep) { keep_probs_ = keep; }
 
+    // Generation: with a cache set, forward (B = 1, T = n new tokens at positions start ..
+    // start + n - 1) writes the new tokens' latent and rotated key into the cache rows
+    // [start, start + n) and attends over rows [0, start + n) in the absorbed form: queries are
+    // taken into the latent space through kv_b_proj's key half (q_lat = q_nope W_UK), scores are
+    // q_lat . c + q_pe . k_pe, the output latent goes back out through the value half (W_UV):
+    // the per-head keys and values are never formed. Inference only (no backward). Null ends it.
+    struct Cache {
+        Tensor* latent = nullptr;    // [capacity, kv_lora_rank]
+        Tensor* rope_key = nullptr;  // [capacity, qk_rope_head_dim]
+        int64_t start = 0;
+    };
+    void set_cache(const Cache* cache) { cache_ = cache ? *cache : Cache{}; }
+
 private:
     int64_t D_, H_, dn_, dr_, dv_, qr_, kr_;
-    float eps_, theta_, scale_;
+    float eps_;
+    RopeParams rope_;
+    float scale_;
     const PrecisionContext* precision_;  // of the projections (null: fp32)
     int64_t window_;  // sliding window (config.sliding_window), 0 = full causal
     Parameter* q_proj_ = nullptr;  // q_lora_rank == 0
@@ -54,6 +69,10 @@ private:
     const int32_t* positions_ = nullptr;
     int64_t B_ = 0, T_ = 0;
     bool keep_probs_ = false;
+    void forward_cached(Backend& be, const float* h, int64_t n, const int32_t* positions,
+                        float* out);
+    Cache cache_;
+    Tensor q_lat_, scores_, o_lat_;
     bool fused_ = false;  // the last forward used fused attention (lse_ instead of probs_)
     Tensor qa_, qa_n_, q_rstd_, q_, kva_, c_n_, kv_rstd_, kv_, kpe_, k_, v_, probs_, lse_, o_;
     // Backward scratch.

@@ -107,6 +107,77 @@ void Model::forward_logits(const int32_t* tokens, int64_t B, int64_t T, bool pro
     has_forward_ = false;  // no targets: nothing to differentiate
 }
 
+void Model::upload_positions(int64_t n, int64_t start) {
+    host_positions_.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) host_positions_[i] = static_cast<int32_t>(start + i);
+    positions_.upload(host_positions_);
+}
+
+const Tensor& Model::hidden() const { return blocks_.back()->output(); }
+
+void Model::forward_cached(const int32_t* tokens, int64_t n, int64_t start, KvCache& cache,
+                           bool all_logits, bool probe_routing) {
+    if (n <= 0) throw Error("forward_cached: no tokens");
+    if (start < 0 || start + n > cache.capacity())
+        throw Error("forward_cached: positions " + std::to_string(start) + ".." +
+                    std::to_string(start + n - 1) + " do not fit the KV cache's " +
+                    std::to_string(cache.capacity()));
+    check_tokens(tokens, n, cfg_.vocab_size, "generate");
+    DeviceScope scope(be_.allocator());
+    host_inputs_.assign(tokens, tokens + n);
+    inputs_.upload(host_inputs_);
+    upload_positions(n, start);
+    routing_.clear();
+    B_ = 1;
+    T_ = n;
+    struct Detach {  // the blocks never keep a cache past this call, even on an error
+        std::vector<std::unique_ptr<TransformerBlock>>& blocks;
+        ~Detach() {
+            for (auto& b : blocks) b->attention().set_cache(nullptr);
+        }
+    } detach{blocks_};
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+        const MlaAttention::Cache c{&cache.latent(int64_t(l)), &cache.rope_key(int64_t(l)), start};
+        blocks_[l]->attention().set_cache(&c);
+    }
+    run_trunk(inputs_.data(), 1, n, probe_routing);
+    const float* h = blocks_.back()->output().data();
+    if (all_logits)
+        run_head(h, n);
+    else
+        run_head(h + (n - 1) * cfg_.hidden_size, 1);
+    be_.flush_checks();
+    has_forward_ = false;
+}
+
+void Model::mtp_forward_cached(const float* h, const int32_t* next_tokens, int64_t n,
+                               int64_t start, KvCache& cache, bool probe_routing) {
+    if (mtp_.empty()) throw Error("speculative decoding needs an MTP module (num_nextn_predict_layers >= 1)");
+    if (n <= 0) return;
+    check_tokens(next_tokens, n, cfg_.vocab_size, "generate");
+    DeviceScope scope(be_.allocator());
+    const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size, L = cfg_.num_hidden_layers;
+    host_stage_.assign(next_tokens, next_tokens + n);
+    draft_tokens_.upload(host_stage_);
+    upload_positions(n, start);
+    mtp_draft_emb_.resize({n, D});
+    be_.embedding_forward(draft_tokens_.data(), n, embed_->value.data(), V, D, mtp_draft_emb_.data());
+    MlaAttention& attn = mtp_[0]->block().attention();
+    struct Detach {
+        MlaAttention& a;
+        ~Detach() { a.set_cache(nullptr); }
+    } detach{attn};
+    const MlaAttention::Cache c{&cache.latent(L), &cache.rope_key(L), start};
+    attn.set_cache(&c);
+    RoutingRecord* rec = nullptr;
+    if (probe_routing && mtp_[0]->block().is_moe()) rec = &routing_.emplace_back();
+    mtp_[0]->forward(be_, mtp_draft_emb_.data(), h, 1, n, positions_.data(), rec);
+    mtp_draft_logits_.resize({n, V});
+    linear_forward(be_, mtp_[0]->normed().data(), n, D, head_->value.data(), V,
+                   mtp_draft_logits_.data());
+    be_.flush_checks();
+}
+
 LossReport Model::forward(const Batch& batch, const ForwardOptions& options) {
     const int64_t B = batch.batch, T = batch.seq_len, n = B * T, V = cfg_.vocab_size;
     if (B <= 0 || T <= 0) throw Error("forward: empty batch");

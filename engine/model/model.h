@@ -12,6 +12,7 @@
 #include "core/index_buffer.h"
 #include "core/tensor.h"
 #include "model/config.h"
+#include "model/kv_cache.h"
 #include "model/linear_precision.h"
 #include "model/mtp_module.h"
 #include "model/parameters.h"
@@ -71,6 +72,21 @@ public:
     // Inference forward of B sequences of T tokens (no targets, no MTP): logits() [B*T, V].
     void forward_logits(const int32_t* tokens, int64_t B, int64_t T, bool probe_routing = false);
     const Tensor& logits() const { return logits_; }
+
+    // Generation with a KV cache (model/kv_cache.h, MLA's absorbed form): the main model over
+    // n new tokens of one sequence at positions start .. start + n - 1, attending to the cache
+    // rows before them and writing its own. logits() is [n, V] with all_logits, else [1, V] for
+    // the last token; hidden() [n, D] is the trunk's output (the MTP module's input).
+    void forward_cached(const int32_t* tokens, int64_t n, int64_t start, KvCache& cache,
+                        bool all_logits, bool probe_routing = false);
+    const Tensor& hidden() const;
+    // The first MTP module as a drafter (speculative decoding): trunk states h [n, D] of
+    // positions start .. start + n - 1 with the token after each (next_tokens [n], host) predict
+    // the token after that; the module's layer uses and extends its own cache rows.
+    // mtp_logits() [n, V]. Error when the model has no MTP module.
+    void mtp_forward_cached(const float* h, const int32_t* next_tokens, int64_t n, int64_t start,
+                            KvCache& cache, bool probe_routing = false);
+    const Tensor& mtp_logits() const { return mtp_draft_logits_; }
     // Main-head cross-entropy of each position of the last training forward [B*T] (0 where
     // the target is ignored); with logits() this gives per-label losses and accuracies.
     const Tensor& token_losses() const { return losses_; }
@@ -118,6 +134,9 @@ private:
     int64_t main_valid_ = 0;
     Tensor x0_, normed_, norm_rstd_, logits_, losses_, mtp_token_losses_;
     std::vector<Tensor> mtp_emb_, mtp_logits_;
+    Tensor mtp_draft_emb_, mtp_draft_logits_;
+    IndexBuffer draft_tokens_;
+    void upload_positions(int64_t n, int64_t start);
     std::vector<RoutingRecord> routing_;
     // Backward scratch.
     Tensor d_logits_, d_normed_, d_a_, d_b_, d_emb_;

@@ -51,8 +51,12 @@ cudaError_t rmsnorm_forward(const float* x, int64_t x_stride, const float* w, in
 cudaError_t rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x,
                              int64_t x_stride, const float* w, const float* rstd, int64_t rows,
                              int64_t dim, float* dx, int64_t dx_stride, float* dw);
+// RoPE frequencies as backend.h's RopeParams (theta, YaRN factor and ramp, mscale).
+struct RopeArgs {
+    double theta, factor, ramp_low, ramp_high, mscale;
+};
 cudaError_t rope(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_stride,
-                 int64_t offset, int64_t rope_dim, const int32_t* positions, float theta,
+                 int64_t offset, int64_t rope_dim, const int32_t* positions, const RopeArgs& a,
                  bool inverse);
 
 // --- attention (attention.cu); dS is scratch [B*H, T, T] ---
@@ -140,5 +144,21 @@ struct CastArgs {
 // out [rows, cols] dense = dequantize(quantize(x)); scales [grid_rows * grid_cols] scratch.
 cudaError_t fake_quantize(const float* x, int64_t rows, int64_t cols, int64_t ld,
                           const CastArgs& a, float* scales, float* out);
+
+// --- Backend::causal_softmax (causal_softmax.cu): one block per row of s [n*H, cols] ---
+cudaError_t causal_softmax(float* s, int64_t n, int64_t H, int64_t cols, int64_t start,
+                           int64_t window, float scale);
+
+// --- FP8 operands for cuBLASLt's block-scaled GEMM (fp8_pack.cu) ---
+// From fake_quantize's output q [rows, cols] (dense) and its scale grid (tiles tile_rows x
+// tile_cols, row-major): codes, one E4M3 (or E5M2) byte per element with K contiguous -
+// [rows, cols] as stored when K runs along the columns, the transpose [cols, rows] when it runs
+// along the rows (k_rows) - and the scales in cuBLASLt's layout: VEC128_32F (block false,
+// one scale per 128 along K: lt[kb * outer + o]) or BLK128x128_32F (block true:
+// lt[ob * round_up(k_blocks, 4) + kb], the padding set to 1). The codes are exactly the
+// emulation's: q / scale is a code up to float rounding, cast back without change.
+cudaError_t pack_fp8_operand(const float* q, int64_t rows, int64_t cols, const float* grid_scales,
+                             int64_t tile_rows, int64_t tile_cols, bool k_rows, bool e5m2,
+                             bool block, uint8_t* codes, float* lt_scales);
 
 }  // namespace moe::gpu::kern

@@ -50,14 +50,19 @@ __global__ void rmsnorm_dw_k(const float* dy, int64_t dys, const float* x, int64
 // One thread per (row, pair); the rotation (angle in double, as on the CPU) applies to all heads.
 __global__ void rope_k(float* x, int64_t rows, int64_t rs, int64_t heads, int64_t hs,
                        int64_t offset, int64_t rope_dim, const int32_t* pos, double log_theta,
-                       bool inverse) {
+                       RopeArgs a, bool inverse) {
     const int64_t half = rope_dim / 2;
+    const double span = a.ramp_high > a.ramp_low ? a.ramp_high - a.ramp_low : 0.001;
     MOE_GRID_LOOP(i, rows * half) {
         const int64_t r = i / half, p = i % half;
-        const double inv_freq = exp(-log_theta * (2.0 * p) / rope_dim);
+        double inv_freq = exp(-log_theta * (2.0 * p) / rope_dim);
+        if (a.factor > 1.0) {  // YaRN (backend.h, RopeParams)
+            const double ramp = fmin(fmax((p - a.ramp_low) / span, 0.0), 1.0);
+            inv_freq = inv_freq * (1.0 - ramp) + inv_freq / a.factor * ramp;
+        }
         const double ang = double(pos[r]) * inv_freq;
-        const float c = static_cast<float>(cos(ang));
-        const float s = static_cast<float>(inverse ? -sin(ang) : sin(ang));
+        const float c = static_cast<float>(cos(ang) * a.mscale);
+        const float s = static_cast<float>((inverse ? -sin(ang) : sin(ang)) * a.mscale);
         float* xr = x + r * rs + offset + 2 * p;
         for (int64_t h = 0; h < heads; ++h) {
             float* q = xr + h * hs;
@@ -91,12 +96,12 @@ cudaError_t rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x,
 }
 
 cudaError_t rope(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_stride,
-                 int64_t offset, int64_t rope_dim, const int32_t* positions, float theta,
+                 int64_t offset, int64_t rope_dim, const int32_t* positions, const RopeArgs& a,
                  bool inverse) {
     if (rows <= 0 || rope_dim < 2) return cudaSuccess;
     rope_k<<<grid_for(rows * (rope_dim / 2)), kThreads>>>(x, rows, row_stride, heads, head_stride,
                                                           offset, rope_dim, positions,
-                                                          log(double(theta)), inverse);
+                                                          log(a.theta), a, inverse);
     return launched();
 }
 

@@ -27,6 +27,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "model/linear_precision.h"
+#include "quant/block_scaling.h"
 #include "cuda_backend.h"
 #include "skip_without_cuda.h"
 
@@ -201,6 +202,80 @@ void test_gemm_quantized(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
     expect_close("gemm_quantized e4m3 act x weight^T", C, dC.get());
 }
 
+// FP8 on Hopper's tensor cores (cuBLASLt, DeepSeek's scales) against the CPU emulation, for the
+// three GEMMs of a projection: fprop y = x W^T (1x128 x 128x128), dgrad dx += dy W (1x128 x
+// 128x128, W not transposed), wgrad dW += dy^T x (128x1 x 128x1). Both sides multiply the same
+// E4M3 codes and scales (the casts are checked bit exact above); they differ in the order of
+// the sums and in the tensor cores' accumulator inside each 128-long K chunk (about 14 bits,
+// promoted to fp32 at each scale block). Tolerance per element: 2^-10 of the sum of |a_k b_k|
+// over K (the bound of such rounding, with margin) plus 1e-6 - a wrong scale layout or a
+// wrong block is off by the ratio of two scales, far outside it. On a device that is not
+// Hopper the recipe falls back to the emulation and the check still runs (and says so).
+void test_fp8_tensor_cores(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
+    cudaDeviceProp prop{};
+    cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    const bool hopper = prop.major == 9 && gpu.fp8_gemm() && gpu.fp8_gemm()->available();
+    const BlockQuantSpec act{ElementFormat::E4M3, moe::kTile1x128, true, false};
+    const BlockQuantSpec wt{ElementFormat::E4M3, moe::kTile128x128, true, false};
+    const BlockQuantSpec wg{ElementFormat::E4M3, moe::kTile128x1, true, false};
+    const int64_t calls0 = gpu.fp8_gemm() ? gpu.fp8_gemm()->calls() : 0;
+    int cases = 0;
+    for (const int64_t K : {384, 320}) {  // 320: a partial last K block
+        const int64_t M = 256, N = 192;
+        struct Case {
+            const char* name;
+            bool ta, tb;
+            BlockQuantSpec sa, sb;
+            float beta;
+        } list[] = {{"fprop x W^T", false, true, act, wt, 0.0f},
+                    {"dgrad dy W", false, false, act, wt, 1.0f},
+                    {"wgrad dy^T x", true, false, wg, wg, 1.0f}};
+        for (const Case& c : list) {
+            const int64_t a_rows = c.ta ? K : M, a_cols = c.ta ? M : K;
+            const int64_t b_rows = c.tb ? N : K, b_cols = c.tb ? K : N;
+            F A = randn(a_rows * a_cols), B = randn(b_rows * b_cols, 0.05f);
+            for (size_t i = 0; i < A.size(); i += 131) A[i] *= 50.0f;  // outliers in some tiles
+            const F C0 = c.beta != 0.0f ? randn(M * N) : F(M * N, 0.0f);
+            F C = C0;
+            cpu.gemm_quantized(c.ta, c.tb, M, N, K, 1.0f, A.data(), a_cols, c.sa, B.data(), b_cols,
+                               c.sb, c.beta, C.data(), N);
+            Dev<float> dA(A), dB(B), dC(C0);
+            gpu.gemm_quantized(c.ta, c.tb, M, N, K, 1.0f, dA.p, a_cols, c.sa, dB.p, b_cols, c.sb,
+                               c.beta, dC.p, N);
+            const F got = dC.get();
+            // The emulated operands, for the bound.
+            F qa(A.size()), qb(B.size());
+            moe::fake_quantize(A.data(), a_rows, a_cols, a_cols, c.sa, qa.data(), a_cols);
+            moe::fake_quantize(B.data(), b_rows, b_cols, b_cols, c.sb, qb.data(), b_cols);
+            double worst = 0.0;
+            for (int64_t m = 0; m < M; ++m)
+                for (int64_t n = 0; n < N; ++n) {
+                    double bound = 0.0;
+                    for (int64_t k = 0; k < K; ++k) {
+                        const float a = c.ta ? qa[k * M + m] : qa[m * K + k];
+                        const float b = c.tb ? qb[n * K + k] : qb[k * N + n];
+                        bound += std::fabs(double(a) * b);
+                    }
+                    const double err = std::fabs(double(got[m * N + n]) - C[m * N + n]);
+                    worst = std::max(worst, err / (std::ldexp(bound, -10) + 1e-6));
+                }
+            char buf[128];
+            std::snprintf(buf, sizeof buf, "worst error / tolerance %.3f (%s)", worst,
+                          hopper ? "tensor cores" : "emulation: not Hopper");
+            report(std::string("fp8 ") + c.name + " K=" + std::to_string(K), worst <= 1.0, buf);
+            ++cases;
+        }
+    }
+    if (hopper) {
+        const int64_t ran = gpu.fp8_gemm()->calls() - calls0;
+        report("fp8 recipe ran on the tensor cores", ran == cases,
+               std::to_string(ran) + " of " + std::to_string(cases) + " GEMMs through cuBLASLt");
+    } else {
+        std::printf("NOTE fp8 tensor-core path not available (compute capability %d.%d): the "
+                    "fp8 checks above ran the emulation\n", prop.major, prop.minor);
+    }
+}
+
 void test_elementwise(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
     const F src = randn(20 * 13), dst0 = randn(20 * 11);
     F a = dst0, b = dst0;
@@ -300,12 +375,21 @@ void test_norm_rope(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
     const I pos = randint(r2, 0, 4000);
     Dev<float> dQ(q);
     Dev<int32_t> dPos(pos);
-    cpu.rope(q.data(), r2, rs, heads, hs, off, rope_dim, pos.data(), 10000.0f, false);
-    gpu.rope(dQ.p, r2, rs, heads, hs, off, rope_dim, dPos.p, 10000.0f, false);
+    cpu.rope(q.data(), r2, rs, heads, hs, off, rope_dim, pos.data(), moe::RopeParams{10000.0}, false);
+    gpu.rope(dQ.p, r2, rs, heads, hs, off, rope_dim, dPos.p, moe::RopeParams{10000.0}, false);
     expect_close("rope", q, dQ.get(), 1e-6);
-    cpu.rope(q.data(), r2, rs, heads, hs, off, rope_dim, pos.data(), 10000.0f, true);
-    gpu.rope(dQ.p, r2, rs, heads, hs, off, rope_dim, dPos.p, 10000.0f, true);
+    cpu.rope(q.data(), r2, rs, heads, hs, off, rope_dim, pos.data(), moe::RopeParams{10000.0}, true);
+    gpu.rope(dQ.p, r2, rs, heads, hs, off, rope_dim, dPos.p, moe::RopeParams{10000.0}, true);
     expect_close("rope inverse", q, dQ.get(), 1e-6);
+    // YaRN (DeepSeek-V3's: factor 40, ramp over pairs 10..23 of 32 at rope_dim 64 -> here the
+    // same kind of blend on 16 dims) with a cos/sin factor.
+    const moe::RopeParams yarn{10000.0, 40.0, 2.0, 6.0, 1.1};
+    cpu.rope(q.data(), r2, rs, heads, hs, off, rope_dim, pos.data(), yarn, false);
+    gpu.rope(dQ.p, r2, rs, heads, hs, off, rope_dim, dPos.p, yarn, false);
+    expect_close("rope yarn", q, dQ.get(), 1e-6);
+    cpu.rope(q.data(), r2, rs, heads, hs, off, rope_dim, pos.data(), yarn, true);
+    gpu.rope(dQ.p, r2, rs, heads, hs, off, rope_dim, dPos.p, yarn, true);
+    expect_close("rope yarn inverse", q, dQ.get(), 1e-6);
 }
 
 void test_attention(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
@@ -614,6 +698,7 @@ int main() {
         moe::gpu::CudaBackend gpu(0);
         test_gemm(cpu, gpu);
         test_gemm_quantized(cpu, gpu);
+        test_fp8_tensor_cores(cpu, gpu);
         test_elementwise(cpu, gpu);
         test_embedding(cpu, gpu);
         test_norm_rope(cpu, gpu);

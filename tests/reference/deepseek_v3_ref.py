@@ -38,6 +38,7 @@ class Config:
         aux_loss_alpha=0.0, q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
         qk_rope_head_dim=64, v_head_dim=128, num_nextn_predict_layers=0,
         rope_theta=10000.0, rms_norm_eps=1e-6, seq_aux=True, sliding_window=0,
+        rope_scaling=None,
     )
     # HF writes `q_lora_rank: null` for "no low-rank q path" and `sliding_window: null` for full
     # attention; null elsewhere means the default.
@@ -194,16 +195,62 @@ def linear(x, w):
     return x @ w.t()
 
 
-def rope_interleaved(x, theta):
-    """Rotate adjacent pairs (x[2i], x[2i+1]) by angle pos * theta^(-2i/r).
+def yarn_m(scale, m):
+    """YaRN's magnitude correction 0.1 m ln(s) + 1 (1 for s <= 1)."""
+    return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+
+def rope_frequencies(cfg, r):
+    """Per-pair inverse frequencies [r/2] (float64) and the cos/sin multiplier of cfg's RoPE.
+
+    Plain: theta^(-2i/r). YaRN (cfg.rope_scaling type "yarn", DeepSeek's definition): pairs that
+    turn more than beta_fast times over the original context keep their frequency, pairs that
+    turn fewer than beta_slow times get frequency / factor, with a linear ramp in between; cos
+    and sin are scaled by m(factor, mscale) / m(factor, mscale_all_dim).
+    """
+    base = cfg.rope_theta ** (-torch.arange(0, r, 2, dtype=torch.float64) / r)
+    y = cfg.rope_scaling
+    if not y or y.get("factor", 1.0) <= 1.0:
+        return base, 1.0
+    factor = float(y["factor"])
+    ctx = float(y.get("original_max_position_embeddings", 4096))
+
+    def turns_to_dim(turns):  # the pair dimension whose wavelength fits `turns` times in ctx
+        return r * math.log(ctx / (turns * 2 * math.pi)) / (2 * math.log(cfg.rope_theta))
+
+    lo = max(math.floor(turns_to_dim(float(y.get("beta_fast", 32)))), 0)
+    hi = min(math.ceil(turns_to_dim(float(y.get("beta_slow", 1)))), r - 1)
+    if hi == lo:
+        hi += 0.001
+    ramp = ((torch.arange(r // 2, dtype=torch.float64) - lo) / (hi - lo)).clamp(0.0, 1.0)
+    inv_freq = base * (1.0 - ramp) + (base / factor) * ramp
+    mscale = yarn_m(factor, float(y.get("mscale", 1.0))) / yarn_m(factor, float(y.get("mscale_all_dim", 0.0)))
+    return inv_freq, mscale
+
+
+def softmax_scale(cfg):
+    """1/sqrt(qk_head_dim), times m(factor, mscale_all_dim)^2 under YaRN when mscale_all_dim is set."""
+    s = 1.0 / math.sqrt(cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
+    y = cfg.rope_scaling
+    if y and y.get("mscale_all_dim"):
+        m = yarn_m(float(y["factor"]), float(y["mscale_all_dim"]))
+        s *= m * m
+    return s
+
+
+def rope_interleaved(x, theta, inv_freq=None, mscale=1.0):
+    """Rotate adjacent pairs (x[2i], x[2i+1]) by angle pos * inv_freq[i] (default
+    theta^(-2i/r)), then multiply by mscale.
 
     x [B, T, ..., r]; position of token t is t (0..T-1 within each sequence).
     """
     T, r = x.shape[1], x.shape[-1]
-    inv_freq = theta ** (-torch.arange(0, r, 2, dtype=torch.float64) / r)        # [r/2]
+    if inv_freq is None:
+        inv_freq = theta ** (-torch.arange(0, r, 2, dtype=torch.float64) / r)    # [r/2]
     ang = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]      # [T, r/2]
     shape = [1, T] + [1] * (x.dim() - 3) + [r // 2]
-    cos, sin = ang.cos().to(x.dtype).view(shape), ang.sin().to(x.dtype).view(shape)
+    cos = (ang.cos() * mscale).to(x.dtype).view(shape)
+    sin = (ang.sin() * mscale).to(x.dtype).view(shape)
     x0, x1 = x[..., 0::2], x[..., 1::2]                                           # [B, T, ..., r/2]
     o0 = x0 * cos - x1 * sin
     o1 = x0 * sin + x1 * cos
@@ -233,18 +280,19 @@ def mla_attention(p, pre, cfg, x):
         q = linear(x, p[pre + "q_proj.weight"])
     q = q.view(B, T, H, dn + dr)
     q_nope, q_pe = q[..., :dn], q[..., dn:]                                       # [B,T,H,dn], [B,T,H,dr]
-    q_pe = rope_interleaved(q_pe, cfg.rope_theta)
+    inv_freq, mscale = rope_frequencies(cfg, dr)
+    q_pe = rope_interleaved(q_pe, cfg.rope_theta, inv_freq, mscale)
     # keys / values through the compressed latent
     ckv = linear(x, p[pre + "kv_a_proj_with_mqa.weight"])                         # [B, T, kv_lora+dr]
     c, k_pe = ckv[..., :cfg.kv_lora_rank], ckv[..., cfg.kv_lora_rank:]
-    k_pe = rope_interleaved(k_pe, cfg.rope_theta)                                 # [B, T, dr] shared by heads
+    k_pe = rope_interleaved(k_pe, cfg.rope_theta, inv_freq, mscale)                            # [B, T, dr] shared by heads
     kv = linear(rms_norm(c, p[pre + "kv_a_layernorm.weight"], eps), p[pre + "kv_b_proj.weight"])
     kv = kv.view(B, T, H, dn + dv)
     k_nope, v = kv[..., :dn], kv[..., dn:]                                        # [B,T,H,dn], [B,T,H,dv]
     k = torch.cat([k_nope, k_pe[:, :, None, :].expand(B, T, H, dr)], dim=-1)     # [B, T, H, dn+dr]
     qf = torch.cat([q_nope, q_pe], dim=-1)                                        # [B, T, H, dn+dr]
     # causal softmax attention; with a sliding window W, query t sees keys t-W < s <= t
-    scale = 1.0 / math.sqrt(dn + dr)
+    scale = softmax_scale(cfg)
     s = torch.einsum("bthd,bshd->bhts", qf, k) * scale                            # [B, H, T, T]
     mask = attention_mask(T, cfg.sliding_window)
     s = s.masked_fill(mask, float("-inf"))

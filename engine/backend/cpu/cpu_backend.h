@@ -78,7 +78,7 @@ public:
                           float* dx, int64_t dx_stride, float* dw) override;
 
     void rope(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_stride,
-              int64_t offset, int64_t rope_dim, const int32_t* positions, float theta,
+              int64_t offset, int64_t rope_dim, const int32_t* positions, const RopeParams& rope,
               bool inverse) override;
 
     void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T,

@@ -70,24 +70,30 @@ void CpuBackend::rmsnorm_backward(const float* dy, int64_t dy_stride, const floa
     }
 }
 
-// Interleaved RoPE: pair i = (x[2i], x[2i+1]) rotated by pos * theta^(-2i/rope_dim). The angle
-// and its sine/cosine are computed in double so long positions keep their accuracy; each
-// pair's rotation is computed once per row and applied to every head.
+// Interleaved RoPE: pair i = (x[2i], x[2i+1]) rotated by pos * inv_freq(i) (backend.h,
+// RopeParams). The angle and its sine/cosine are computed in double so long positions keep
+// their accuracy; each pair's rotation is computed once per row and applied to every head.
 void CpuBackend::rope(float* x, int64_t rows, int64_t row_stride, int64_t heads,
                       int64_t head_stride, int64_t offset, int64_t rope_dim,
-                      const int32_t* positions, float theta, bool inverse) {
+                      const int32_t* positions, const RopeParams& rp, bool inverse) {
     const int64_t half = rope_dim / 2;
-    const double log_theta = std::log(static_cast<double>(theta));
+    const double log_theta = std::log(rp.theta);
+    const bool yarn = rp.factor > 1.0;
+    const double ramp_span = rp.ramp_high > rp.ramp_low ? rp.ramp_high - rp.ramp_low : 0.001;
     const int nt = team(rows * heads * rope_dim * 4);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t r = 0; r < rows; ++r) {
         float* xr = x + r * row_stride + offset;
         const double pos = positions[r];
         for (int64_t i = 0; i < half; ++i) {
-            const double inv_freq = std::exp(-log_theta * (2.0 * i) / rope_dim);
+            double inv_freq = std::exp(-log_theta * (2.0 * i) / rope_dim);
+            if (yarn) {
+                const double ramp = std::clamp((i - rp.ramp_low) / ramp_span, 0.0, 1.0);
+                inv_freq = inv_freq * (1.0 - ramp) + inv_freq / rp.factor * ramp;
+            }
             const double ang = pos * inv_freq;
-            const float c = static_cast<float>(std::cos(ang));
-            const float s = static_cast<float>(inverse ? -std::sin(ang) : std::sin(ang));
+            const float c = static_cast<float>(std::cos(ang) * rp.mscale);
+            const float s = static_cast<float>((inverse ? -std::sin(ang) : std::sin(ang)) * rp.mscale);
             for (int64_t h = 0; h < heads; ++h) {
                 float* p = xr + h * head_stride + 2 * i;
                 const float a = p[0], b = p[1];

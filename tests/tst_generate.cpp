@@ -1,0 +1,301 @@
+// Generation (engine/generate, model/kv_cache, MLA's absorbed cached attention):
+//   - the cached forward (prefill in chunks, then token by token) gives the same logits as the
+//     plain forward over the whole sequence, for every feature (MoE, MTP, q low-rank, the
+//     softmax variant, a sliding window, YaRN);
+//   - greedy generation picks the argmax of the full forward at every step; speculative
+//     decoding with the MTP module gives exactly plain greedy decoding's tokens, on a model
+//     whose drafts are mostly rejected and on one whose drafts are always accepted;
+//   - sampling is reproducible from its seed and stays inside top-k; stop tokens, max_new_tokens
+//     and max_length end a run; the recorded routing equals the full forward's;
+//   - the cache's size per token against plain multi-head attention, at DeepSeek-V3's shape.
+#include <QtTest>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+#include "generate/generator.h"
+#include "generate/sampler.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+#include "model_fixtures.h"
+#include "test_support.h"
+
+using namespace moe;
+
+namespace {
+
+std::vector<int32_t> random_tokens(int64_t n, int32_t vocab, uint64_t seed) {
+    std::vector<int32_t> t(static_cast<size_t>(n));
+    uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
+    for (auto& x : t) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x = static_cast<int32_t>((s >> 33) % uint64_t(vocab));
+    }
+    return t;
+}
+
+ModelConfig with_window(ModelConfig c, int64_t w) {
+    c.sliding_window = w;
+    return c;
+}
+
+ModelConfig with_yarn(ModelConfig c) {
+    c.rope_scaling.yarn = true;
+    c.rope_scaling.factor = 4.0;
+    c.rope_scaling.original_max_position_embeddings = 8;
+    c.rope_scaling.beta_fast = 4.0;
+    c.rope_scaling.beta_slow = 1.0;
+    c.rope_scaling.mscale_all_dim = 0.7;
+    return c;
+}
+
+double max_rel(const float* a, const float* b, int64_t n) {
+    double d = 0.0, m = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        d = std::max(d, std::fabs(double(a[i]) - double(b[i])));
+        m = std::max(m, std::fabs(double(b[i])));
+    }
+    return d / std::max(m, 1e-30);
+}
+
+}  // namespace
+
+class TestGenerate : public QObject {
+    Q_OBJECT
+    CpuBackend be_{2};
+
+private slots:
+    void cachedForwardMatchesFullForward_data() {
+        QTest::addColumn<int>("variant");
+        QTest::newRow("every feature") << 0;
+        QTest::newRow("softmax, plain q, no MTP") << 1;
+        QTest::newRow("sliding window 3") << 2;
+        QTest::newRow("YaRN") << 3;
+    }
+    void cachedForwardMatchesFullForward() {
+        QFETCH(int, variant);
+        const ModelConfig cfg = variant == 1   ? test::tiny_softmax_config()
+                                : variant == 2 ? with_window(test::tiny_full_config(), 3)
+                                : variant == 3 ? with_yarn(test::tiny_full_config())
+                                               : test::tiny_full_config();
+        Model model(cfg, be_);
+        model.init_weights(5);
+        test::spread_router(model, 6);
+        const int64_t T = 13, V = cfg.vocab_size;
+        const auto tokens = random_tokens(T, int32_t(V), 7);
+        model.forward_logits(tokens.data(), 1, T, true);
+        const std::vector<float> full = model.logits().to_host();
+        const std::vector<int32_t> full_routing = test::routing_signature(model);
+
+        KvCache cache(cfg, be_.allocator(), T);
+        std::vector<float> cached(size_t(T * V));
+        std::vector<int32_t> cached_routing_rows;
+        // Chunks of 5, 3, then one token at a time.
+        int64_t at = 0;
+        for (int64_t len : {5, 3, 1, 1, 1, 1, 1}) {
+            model.forward_cached(tokens.data() + at, len, at, cache, true, true);
+            const std::vector<float> l = model.logits().to_host();
+            std::copy(l.begin(), l.end(), cached.begin() + at * V);
+            at += len;
+        }
+        QCOMPARE(at, T);
+        const double err = max_rel(cached.data(), full.data(), T * V);
+        qInfo("cached vs full forward: max |diff| / max |logit| = %.2e", err);
+        QVERIFY2(err < 1e-5, qPrintable(QString::number(err)));
+        QVERIFY(!full_routing.empty() || cfg.n_routed_experts == 0);
+    }
+
+    void cacheSizeAtDeepSeekV3Shape() {
+        ModelConfig v3;
+        v3.num_hidden_layers = 61;
+        v3.num_nextn_predict_layers = 1;
+        v3.num_attention_heads = 128;
+        v3.kv_lora_rank = 512;
+        v3.qk_rope_head_dim = 64;
+        v3.qk_nope_head_dim = 128;
+        v3.v_head_dim = 128;
+        // 62 layers x (512 + 64) fp32 values, against 62 x 128 heads x (192 + 128).
+        QCOMPARE(KvCache::bytes_per_token(v3), int64_t(62) * 576 * 4);
+        QCOMPARE(KvCache::mha_bytes_per_token(v3), int64_t(62) * 128 * 320 * 4);
+        QVERIFY(KvCache::mha_bytes_per_token(v3) / KvCache::bytes_per_token(v3) == 71);
+        // Sizes are checked before anything is allocated.
+        ModelConfig c = test::tiny_full_config();
+        QVERIFY_THROWS_EXCEPTION(ConfigError,
+                                 KvCache(c, be_.allocator(), c.max_position_embeddings + 1));
+    }
+
+    void greedyIsTheArgmaxOfTheFullForward() {
+        const ModelConfig cfg = test::tiny_full_config();
+        Model model(cfg, be_);
+        model.init_weights(11);
+        const auto prompt = random_tokens(6, int32_t(cfg.vocab_size), 12);
+        GenerationSettings s;
+        s.max_new_tokens = 12;
+        s.prefill_chunk = 4;
+        const GenerationResult r = generate(model, prompt, s);
+        QCOMPARE(int64_t(r.tokens.size()), int64_t(12));
+        QCOMPARE(r.stop_reason, std::string("max_new_tokens"));
+        std::vector<int32_t> seq = prompt;
+        seq.insert(seq.end(), r.tokens.begin(), r.tokens.end());
+        model.forward_logits(seq.data(), 1, int64_t(seq.size()) - 1);
+        const std::vector<float> l = model.logits().to_host();
+        for (size_t i = 0; i < r.tokens.size(); ++i) {
+            const int64_t row = int64_t(prompt.size() + i) - 1;
+            QCOMPARE(r.tokens[i], Sampler::argmax(l.data() + row * cfg.vocab_size, cfg.vocab_size));
+        }
+    }
+
+    void speculativeEqualsPlainGreedy() {
+        const ModelConfig cfg = test::tiny_full_config();
+        for (const bool zero_head : {false, true}) {
+            Model model(cfg, be_);
+            model.init_weights(21);
+            if (zero_head) {  // every logit equal: main and MTP both pick token 0, always accepted
+                for (Parameter* p : model.parameters().all())
+                    if (p->name == "lm_head.weight") p->value.fill(0.0f);
+            }
+            const auto prompt = random_tokens(5, int32_t(cfg.vocab_size), 22);
+            GenerationSettings s;
+            s.max_new_tokens = 25;
+            const GenerationResult plain = generate(model, prompt, s);
+            s.speculative = true;
+            const GenerationResult spec = generate(model, prompt, s);
+            QCOMPARE(spec.tokens, plain.tokens);
+            QVERIFY(spec.drafted > 0);
+            qInfo("%s: %lld drafts, %lld accepted, %lld main forwards for %zu tokens",
+                  zero_head ? "constant model" : "random model", (long long)spec.drafted,
+                  (long long)spec.accepted, (long long)spec.main_forwards, spec.tokens.size());
+            if (zero_head) {
+                QCOMPARE(spec.accepted, spec.drafted);
+                QVERIFY(spec.main_forwards < plain.main_forwards);
+            }
+        }
+        // Speculative decoding is greedy, and needs an MTP module.
+        Model no_mtp(test::tiny_softmax_config(), be_);
+        GenerationSettings s;
+        s.speculative = true;
+        QVERIFY_THROWS_EXCEPTION(ConfigError, generate(no_mtp, {1, 2}, s));
+        s.sampling.temperature = 0.5;
+        Model with_mtp(test::tiny_full_config(), be_);
+        QVERIFY_THROWS_EXCEPTION(ConfigError, generate(with_mtp, {1, 2}, s));
+    }
+
+    void samplingIsSeededAndFiltered() {
+        const ModelConfig cfg = test::tiny_full_config();
+        Model model(cfg, be_);
+        model.init_weights(31);
+        const auto prompt = random_tokens(4, int32_t(cfg.vocab_size), 32);
+        GenerationSettings s;
+        s.max_new_tokens = 20;
+        s.sampling.temperature = 1.5;
+        s.sampling.top_k = 5;
+        s.sampling.top_p = 0.95;
+        s.sampling.seed = 42;
+        const GenerationResult a = generate(model, prompt, s);
+        const GenerationResult b = generate(model, prompt, s);
+        QCOMPARE(a.tokens, b.tokens);
+        s.sampling.seed = 43;
+        const GenerationResult c = generate(model, prompt, s);
+        QVERIFY(c.tokens != a.tokens);
+        // Every sampled token is among the 5 best of its step.
+        std::vector<int32_t> seq = prompt;
+        seq.insert(seq.end(), a.tokens.begin(), a.tokens.end());
+        model.forward_logits(seq.data(), 1, int64_t(seq.size()) - 1);
+        const std::vector<float> l = model.logits().to_host();
+        const int64_t V = cfg.vocab_size;
+        for (size_t i = 0; i < a.tokens.size(); ++i) {
+            const float* row = l.data() + (int64_t(prompt.size() + i) - 1) * V;
+            const int better =
+                int(std::count_if(row, row + V, [&](float x) { return x > row[a.tokens[i]]; }));
+            QVERIFY2(
+                better < 5,
+                qPrintable(QString("step %1: %2 logits above the sampled one").arg(i).arg(better)));
+        }
+        // The sampler alone: ties go to the lowest id, top_k 1 is greedy, bad settings are named.
+        const float tie[4] = {1.0f, 3.0f, 3.0f, NAN};
+        QCOMPARE(Sampler::argmax(tie, 4), 1);
+        SamplingSettings one;
+        one.temperature = 2.0;
+        one.top_k = 1;
+        Sampler sm(one);
+        QCOMPARE(sm.next(tie, 4), 1);
+        SamplingSettings bad;
+        bad.top_p = 0.0;
+        QVERIFY_THROWS_EXCEPTION(ConfigError, bad.validate());
+        const float nans[2] = {NAN, NAN};
+        QVERIFY_THROWS_EXCEPTION(Error, Sampler::argmax(nans, 2));
+    }
+
+    void stopsAtStopTokensAndLengths() {
+        const ModelConfig cfg = test::tiny_full_config();
+        Model model(cfg, be_);
+        model.init_weights(41);
+        const auto prompt = random_tokens(5, int32_t(cfg.vocab_size), 42);
+        GenerationSettings s;
+        s.max_new_tokens = 10;
+        const GenerationResult free_run = generate(model, prompt, s);
+        s.stop_tokens = {free_run.tokens[2]};
+        const GenerationResult stopped = generate(model, prompt, s);
+        const auto first =
+            std::find(free_run.tokens.begin(), free_run.tokens.end(), free_run.tokens[2]);
+        QCOMPARE(int64_t(stopped.tokens.size()), int64_t(first - free_run.tokens.begin()) + 1);
+        QCOMPARE(stopped.stop_reason, std::string("stop token"));
+        s.stop_tokens.clear();
+        s.max_length = int64_t(prompt.size()) + 3;
+        const GenerationResult capped = generate(model, prompt, s);
+        QCOMPARE(int64_t(capped.tokens.size()), int64_t(3));
+        QCOMPARE(capped.stop_reason, std::string("max_length"));
+        // A callback that says stop.
+        s.max_length = 0;
+        int seen = 0;
+        const GenerationResult cb = generate(model, prompt, s, [&](int32_t) { return ++seen < 4; });
+        QCOMPARE(int64_t(cb.tokens.size()), int64_t(4));
+        QCOMPARE(cb.stop_reason, std::string("stopped"));
+        // A prompt that fills the model's positions is refused with the numbers.
+        const std::vector<int32_t> huge(size_t(cfg.max_position_embeddings), 1);
+        QVERIFY_THROWS_EXCEPTION(Error, generate(model, huge, s));
+    }
+
+    void recordedRoutingEqualsTheFullForward() {
+        const ModelConfig cfg = test::tiny_full_config();
+        Model model(cfg, be_);
+        model.init_weights(51);
+        test::spread_router(model, 52);
+        const auto prompt = random_tokens(7, int32_t(cfg.vocab_size), 53);
+        for (const bool spec : {false, true}) {
+            GenerationSettings s;
+            s.max_new_tokens = 9;
+            s.record_routing = true;
+            s.prefill_chunk = 3;
+            s.speculative = spec;
+            const GenerationResult r = generate(model, prompt, s);
+            std::vector<int32_t> seq = prompt;
+            seq.insert(seq.end(), r.tokens.begin(), r.tokens.end());
+            // Every token the main model read: all but the newest, or all when the run ended
+            // on an accepted draft.
+            QVERIFY(r.routing.size() + 1 >= seq.size() && r.routing.size() <= seq.size());
+            model.forward_logits(seq.data(), 1, int64_t(r.routing.size()), true);
+            const auto& recs = model.routing();
+            int64_t main_layers = 0;
+            for (const RoutingRecord& rec : recs) {
+                if (rec.layer >= cfg.num_hidden_layers) continue;
+                for (size_t p = 0; p < r.routing.size(); ++p) {
+                    const TokenRouting& tr = r.routing[p];
+                    QCOMPARE(tr.position, int64_t(p));
+                    QCOMPARE(tr.token, seq[p]);
+                    const std::vector<int32_t> want(rec.topk_idx.begin() + p * rec.top_k,
+                                                    rec.topk_idx.begin() + (p + 1) * rec.top_k);
+                    QCOMPARE(tr.experts.at(size_t(main_layers)), want);
+                }
+                ++main_layers;
+            }
+            QCOMPARE(main_layers, cfg.num_moe_layers());
+        }
+    }
+};
+
+QTEST_APPLESS_MAIN(TestGenerate)
+#include "tst_generate.moc"
