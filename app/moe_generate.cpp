@@ -229,7 +229,17 @@ int main(int argc, char** argv) {
         const std::unique_ptr<moe::Backend> be = moe::make_backend(device, threads, "--device");
         moe::check_model_fits(cfg, be->allocator(), false);
         moe::Model model(cfg, *be);
-        moe::load_model_weights(ckpt, model);
+        // A progress line for checkpoints that take a while (real DeepSeek-layout models).
+        int last_percent = -1;
+        moe::load_model_weights(ckpt, model, [&](int64_t done, int64_t total) {
+            if (quiet || total < (int64_t(256) << 20)) return;
+            const int percent = int(100.0 * double(done) / double(total));
+            if (percent == last_percent) return;
+            last_percent = percent;
+            std::fprintf(stderr, "\rloading weights: %3d%% (%s of %s)", percent,
+                         moe::format_memory(double(done)).c_str(), moe::format_memory(double(total)).c_str());
+            if (done == total) std::fprintf(stderr, "\n");
+        });
 
         Stream stream;
         if (!quiet) std::cout << prompt << std::flush;

@@ -119,8 +119,21 @@ private slots:
         ParameterStore loaded;
         build_store(loaded, 99);
         QVERIFY(!same_values(saved, loaded));
-        load_checkpoint_weights(dir, loaded, kAliases);
+        // With a progress callback: one call per parameter, growing to the stored total (fp32:
+        // 4 bytes per value, aliases not counted: they are not read).
+        std::vector<std::pair<int64_t, int64_t>> calls;
+        load_checkpoint_weights(dir, loaded, kAliases, [&](int64_t done, int64_t total) {
+            calls.emplace_back(done, total);
+        });
         QVERIFY(same_values(saved, loaded));
+        int64_t values = 0;
+        for (const Parameter* p : saved.all()) values += p->value.numel();
+        QCOMPARE(int64_t(calls.size()), int64_t(saved.all().size()));
+        for (size_t i = 0; i < calls.size(); ++i) {
+            QCOMPARE(calls[i].second, 4 * values);
+            QVERIFY(i == 0 || calls[i].first > calls[i - 1].first);
+        }
+        QCOMPARE(calls.back().first, 4 * values);
     }
 
     void absentAliasesAreFine() {

@@ -152,7 +152,8 @@ void save_checkpoint_weights(const std::string& dir, const ParameterStore& param
 }
 
 void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
-                             const std::vector<CheckpointAlias>& aliases) {
+                             const std::vector<CheckpointAlias>& aliases,
+                             const LoadProgress& progress) {
     const CheckpointTensors ct = open_checkpoint(dir);
 
     std::map<std::string, const CheckpointAlias*> alias_by_name;
@@ -243,12 +244,24 @@ void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
         }
     }
 
+    int64_t total = 0, done = 0;
+    const auto stored = [&](const std::string& name) {
+        const SafetensorsEntry& e = *ct.by_name.at(name).entry;
+        return e.numel() * int64_t(safetensors_dtype_size(e.dtype));
+    };
+    for (const Parameter* p : params.all()) {
+        total += stored(p->name);
+        if (scales.count(p->name + "_scale_inv")) total += stored(p->name + "_scale_inv");
+    }
     for (Parameter* p : params.all()) {
         const auto& loc = ct.by_name.at(p->name);
+        done += stored(p->name);
         if (loc.entry->dtype.rfind("F8_", 0) != 0) {
             loc.reader->read_f32_into(p->name, p->value);
+            if (progress) progress(done, total);
             continue;
         }
+        done += stored(p->name + "_scale_inv");
         const std::string scale_name = p->name + "_scale_inv";
         const auto& sloc = ct.by_name.at(scale_name);
         BlockQuantized q;
@@ -262,6 +275,7 @@ void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
         std::vector<float> host(static_cast<size_t>(p->value.numel()));
         dequantize_blocks(q, host.data(), q.cols);
         p->value.copy_from_host(host.data());
+        if (progress) progress(done, total);
     }
 }
 

@@ -5,6 +5,7 @@
 // ParameterStore's names, so no translation happens here. config.json is the caller's business
 // (ModelConfig::load/save); these functions touch only the weights.
 #include <map>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -39,7 +40,11 @@ void save_checkpoint_weights(const std::string& dir, const ParameterStore& param
 // Alias tensors in the file are shape-checked against their source and otherwise ignored.
 // FileErrors name the checkpoint file and the tensor: missing parameters, unexpected tensors,
 // shape mismatches, FP8 block scales (*.weight_scale_inv; not supported yet), corrupt files.
+// progress (optional) is called after each tensor with the bytes read so far and in all (as
+// stored: BF16 and FP8 count their own size), for a progress bar on large checkpoints.
+using LoadProgress = std::function<void(int64_t done_bytes, int64_t total_bytes)>;
 void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
-                             const std::vector<CheckpointAlias>& aliases);
+                             const std::vector<CheckpointAlias>& aliases,
+                             const LoadProgress& progress = {});
 
 }  // namespace moe

@@ -28,8 +28,8 @@ ModelConfig load_checkpoint_config(const std::string& dir) {
     return ModelConfig::load((std::filesystem::path(dir) / "config.json").string());
 }
 
-void load_model_weights(const std::string& dir, Model& model) {
-    load_checkpoint_weights(dir, model.parameters(), aliases_of(model));
+void load_model_weights(const std::string& dir, Model& model, const LoadProgress& progress) {
+    load_checkpoint_weights(dir, model.parameters(), aliases_of(model), progress);
     // One pass over the arena; per tensor only when something is wrong, to name them.
     Backend& be = model.backend();
     const Tensor& all = model.parameters().value_arena();

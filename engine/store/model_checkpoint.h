@@ -6,6 +6,7 @@
 
 #include "model/config.h"
 #include "model/model.h"
+#include "store/checkpoint.h"
 
 namespace moe {
 
@@ -18,6 +19,7 @@ ModelConfig load_checkpoint_config(const std::string& dir);
 // Fills the model's parameters from dir; the model must have been built from the same config.
 // A checkpoint whose weights hold NaN or Inf is refused (FileError naming the tensors): nothing
 // useful can be computed from it, and all-NaN logits would pass silently.
-void load_model_weights(const std::string& dir, Model& model);
+// progress: see load_checkpoint_weights.
+void load_model_weights(const std::string& dir, Model& model, const LoadProgress& progress = {});
 
 }  // namespace moe
