@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "generate/generator.h"
 #include "generate/sampler.h"
+#include "inspect/checkpoint_inspector.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "model_fixtures.h"
@@ -92,6 +93,13 @@ void write_bf16_safetensors(const std::string& path,
     std::string len(8, '\0');
     for (int i = 0; i < 8; ++i) len[size_t(i)] = static_cast<char>(text.size() >> (8 * i));
     std::ofstream(path, std::ios::binary) << len << text << data;
+}
+
+// Greedy continuation of `prompt` by `n` tokens (the reference for the inspector's).
+std::vector<int32_t> plain_from(Model& model, const std::vector<int32_t>& prompt, int64_t n) {
+    GenerationSettings s;
+    s.max_new_tokens = n;
+    return generate(model, prompt, s).tokens;
 }
 
 double max_rel(const float* a, const float* b, int64_t n) {
@@ -229,6 +237,27 @@ private slots:
         qInfo("real tokenizer (%zu prompt tokens), vocab %lld, YaRN, bf16 shards: cached vs full %.2e",
               prompt.size(), (long long)V, err);
         QVERIFY2(err < 1e-5, qPrintable(QString::number(err)));
+
+        // The workbench's inspector on the same checkpoint with its tokenizer beside it: the
+        // text is tokenized as the model was trained, tokens are shown as text, generation
+        // continues with real tokens.
+        for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+            fs::copy_file(tok_dir / f, dir / f);
+        CheckpointInspector insp(dir.string(), 1);
+        QVERIFY(insp.has_tokenizer_json());
+        const Inspection ins = insp.inspect_text("Hello world");
+        QCOMPARE(ins.tokens, tok.encode("Hello world", false));
+        QCOMPARE(ins.token_text, (std::vector<std::string>{"Hello", "\u2420world"}));
+        QCOMPARE(int64_t(ins.routing.size()), cfg.num_moe_layers());
+        GenerationSettings g;
+        g.max_new_tokens = 4;
+        int steps = 0;
+        const GenerationResult r = insp.generate_text("Hello world", g, [&](const std::vector<int32_t>& seq) {
+            ++steps;
+            return seq.size() > 2;
+        });
+        QCOMPARE(steps, int(r.tokens.size()));
+        QCOMPARE(r.tokens, std::vector<int32_t>(plain_from(model, tok.encode("Hello world", false), 4)));
     }
 
     void cacheSizeAtDeepSeekV3Shape() {

@@ -4,7 +4,6 @@
 
 #include <chrono>
 
-#include "data/byte_tokenizer.h"
 #include "generate/generator.h"
 #include "generation_controls.h"
 #include "inspect/checkpoint_inspector.h"
@@ -86,7 +85,7 @@ void GenerationController::generate(const QString& text, const QString& checkpoi
                 const std::lock_guard<std::mutex> lock(live->mutex);
                 live->latest = std::move(ins);
             }
-            out.text = ByteTokenizer::decode(final_tokens);
+            out.text = insp.decode(final_tokens);
             out.generated = static_cast<int>(r.tokens.size());
             out.stop_reason = r.stop_reason;
             out.tokens_per_second = seconds > 0 ? r.tokens.size() / seconds : 0.0;
