@@ -328,6 +328,17 @@ bool CudaBackend::try_fp8(bool transA, bool transB, int64_t M, int64_t N, int64_
     return fp8_->run(M, N, K, alpha, a, b, beta, C, ldc);
 }
 
+void CudaBackend::residual_rmsnorm_forward(const float* a, const float* b, const float* w,
+                                           int64_t rows, int64_t dim, float eps, float* sum,
+                                           float* y, float* rstd) {
+    launch(kern::residual_rmsnorm_forward(a, b, w, rows, dim, eps, sum, y, rstd),
+           "residual_rmsnorm_forward");
+}
+
+void CudaBackend::residual_add(const float* a, const float* b, int64_t n, float* out) {
+    launch(kern::residual_add(a, b, n, out), "residual_add");
+}
+
 void CudaBackend::causal_softmax(float* s, int64_t n, int64_t H, int64_t cols, int64_t start,
                                  int64_t window, float scale) {
     if (n < 0 || H < 1 || start < 0 || start + n > cols)

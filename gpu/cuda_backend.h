@@ -94,6 +94,10 @@ public:
                             float* dv_) override;
 
     // The model runs fused attention here: no [B, H, T, T] tensor (gpu/kernels/flash_attention.cu).
+    void residual_rmsnorm_forward(const float* a, const float* b, const float* w, int64_t rows,
+                                  int64_t dim, float eps, float* sum, float* y,
+                                  float* rstd) override;
+    void residual_add(const float* a, const float* b, int64_t n, float* out) override;
     void causal_softmax(float* s, int64_t n, int64_t H, int64_t cols, int64_t start,
                         int64_t window, float scale) override;
     bool prefers_fused_attention() const override { return !reference_paths_; }

@@ -21,6 +21,7 @@
 #include "plot_export.h"
 #include "routing_heatmap.h"
 #include "routing_inspector_view.h"
+#include "routing_strips.h"
 #include "store/model_checkpoint.h"
 #include "token_flow_widget.h"
 #include "workbench/routing_inspection_adapter.h"
@@ -189,6 +190,35 @@ private slots:
             for (int t = 0; t < d.n_tokens(); ++t)
                 QCOMPARE(f->colorAt(t), RoutingInspectorView::expertColor(d.primary.layers[l].topk[t * kK]));
         }
+    }
+
+    // Every layer at once: one strip per layer, a cell per token coloured by its first expert,
+    // and the hover text lists that layer's experts with weights and scores.
+    void stripsShowEveryLayer() {
+        RoutingInspectorView v;
+        const RoutingInspectionData d = synthetic(false);
+        v.setInspection(d);
+        show_view(v);
+        RoutingStrips* s = v.strips();
+        QCOMPARE(s->layers(), d.n_layers());
+        QCOMPARE(s->tokens(), d.n_tokens());
+        for (int l = 0; l < d.n_layers(); ++l)
+            for (int t = 0; t < d.n_tokens(); ++t) {
+                QCOMPARE(s->firstExpert(l, t), d.primary.layers[l].topk[t * kK]);
+                QCOMPARE(s->cellAt(s->cellRect(l, t).center()), qMakePair(l, t));
+            }
+        const QString text = s->cellText(1, 9);
+        for (int k = 0; k < kK; ++k)
+            QVERIFY2(text.contains(QString("expert %1: weight").arg(d.primary.layers[1].topk[9 * kK + k])),
+                     qPrintable(text));
+        QVERIFY(text.contains(d.layer_names[1]));
+        QCOMPARE(s->cellAt(QPoint(1, 1)), qMakePair(-1, -1));  // the layer names, not a cell
+        QVERIFY(s->cellText(5, 0).isEmpty());
+        // The strip colours agree with the coloured text of the selected layer.
+        v.setLayer(1);
+        for (int t = 0; t < d.n_tokens(); ++t)
+            QCOMPARE(v.tokenFlow()->colorAt(t), RoutingInspectorView::expertColor(s->firstExpert(1, t)));
+        screenshot(&v, QStringLiteral("routing_strips"));
     }
 
     void hoverListsExpertsOfEveryLayer() {

@@ -8,6 +8,7 @@
 #include <QPlainTextEdit>
 #include <QPushButton>
 #include <QScrollArea>
+#include <QScrollBar>
 #include <QSpinBox>
 #include <QSplitter>
 #include <QTableWidget>
@@ -22,6 +23,7 @@
 #include "generation_controls.h"
 #include "plot_export.h"
 #include "routing_heatmap.h"
+#include "routing_strips.h"
 #include "token_flow_widget.h"
 
 namespace moe::views {
@@ -243,7 +245,24 @@ void RoutingInspectorView::buildUi() {
             return c;
         });
     }
-    split->addWidget(centre);
+    // Under the columns: every layer at once, one strip per layer (grows live while generating).
+    auto* centre_box = new QWidget;
+    auto* cv = new QVBoxLayout(centre_box);
+    cv->setContentsMargins(0, 0, 0, 0);
+    cv->setSpacing(3);
+    cv->addWidget(centre, 1);
+    auto* strips_title = new QLabel(tr("<b>Every layer</b> · first expert of each token (hover a "
+                                       "cell for its experts, weights and scores)"));
+    strips_title->setTextFormat(Qt::RichText);
+    cv->addWidget(strips_title);
+    strips_ = new RoutingStrips;
+    strips_scroll_ = new QScrollArea;
+    strips_scroll_->setWidget(strips_);
+    strips_scroll_->setWidgetResizable(false);
+    strips_scroll_->setFrameShape(QFrame::NoFrame);
+    strips_scroll_->setVerticalScrollBarPolicy(Qt::ScrollBarAsNeeded);
+    cv->addWidget(strips_scroll_, 0);
+    split->addWidget(centre_box);
 
     auto* side = new QWidget;
     auto* sv = new QVBoxLayout(side);
@@ -372,6 +391,7 @@ void RoutingInspectorView::setError(const QString& message) {
 
 void RoutingInspectorView::clearInspection() {
     data_ = {};
+    if (strips_) strips_->setData({});
     layer_ = 0;
     expert_ = 0;
     hovered_ = -1;
@@ -397,6 +417,11 @@ void RoutingInspectorView::clearInspection() {
 void RoutingInspectorView::setInspection(const RoutingInspectionData& data) {
     clearInspection();
     data_ = data;
+    strips_->setData(data_);
+    // As tall as the strips (up to 8 layers, then it scrolls), and the newest token in view.
+    strips_scroll_->setFixedHeight(strips_->heightFor(std::clamp(data_.n_layers(), 1, 8)) +
+                                   strips_scroll_->horizontalScrollBar()->sizeHint().height() + 4);
+    strips_scroll_->horizontalScrollBar()->setValue(strips_scroll_->horizontalScrollBar()->maximum());
     inspect_button_->setEnabled(checkpoint_box_->count() > 0);
     setStatus(data_.note.toHtmlEscaped());
     {

@@ -28,6 +28,7 @@ namespace moe::views {
 
 class GenerationControls;
 class RoutingHeatmap;
+class RoutingStrips;
 class TokenFlowWidget;
 
 class RoutingInspectorView : public QWidget {
@@ -64,6 +65,7 @@ public:
     QComboBox* layerBox() const { return layer_box_; }
     QPushButton* inspectButton() const { return inspect_button_; }
     GenerationControls* generationControls() const { return generation_; }
+    RoutingStrips* strips() const { return strips_; }
 
     // Expert colour of the categorical palette used for top-1 colouring and the legend.
     static QColor expertColor(int expert);
@@ -116,6 +118,8 @@ private:
     QComboBox* compare_box_ = nullptr;
     QPushButton* inspect_button_ = nullptr;
     GenerationControls* generation_ = nullptr;
+    RoutingStrips* strips_ = nullptr;
+    QScrollArea* strips_scroll_ = nullptr;
     QLabel* status_ = nullptr;
     QLabel* agreement_ = nullptr;
     QComboBox* layer_box_ = nullptr;

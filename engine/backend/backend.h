@@ -116,6 +116,17 @@ public:
                                   int64_t rows, int64_t dim, float* dx, int64_t dx_stride,
                                   float* dw) = 0;
 
+    // --- Residual stream, fused (a decoder layer's two joints). Dense [rows, dim] rows.
+    // residual_rmsnorm_forward: sum = a + b, then y = rmsnorm(sum) * w with rstd [rows] kept -
+    // the residual add that ends the attention fused with the norm that starts the FFN.
+    // residual_add: out = a + b (n values) - the add that ends the FFN. Host defaults
+    // (backend/residual.cpp) are the unfused ops (copy_2d, add_2d, rmsnorm_forward), so a
+    // backend that keeps them gives the same bits as before; CudaBackend has one kernel each.
+    virtual void residual_rmsnorm_forward(const float* a, const float* b, const float* w,
+                                          int64_t rows, int64_t dim, float eps, float* sum,
+                                          float* y, float* rstd);
+    virtual void residual_add(const float* a, const float* b, int64_t n, float* out);
+
     // --- Rotary embedding, in place, DeepSeek's interleaved convention: pair i is
     // (x[2i], x[2i+1]) rotated by angle pos * inv_freq(i) (RopeParams: theta^(-2i/rope_dim), or
     // YaRN's blend) and multiplied by rope.mscale. Applied to `heads` slices of rope_dim values

@@ -65,9 +65,10 @@ Inspection CheckpointInspector::inspect_text(const std::string& text) {
     }
     for (size_t i = 0; i < tokens.size(); ++i)
         if (tokens[i] >= cfg_.vocab_size)
-            throw Error("inspect: token " + std::to_string(tokens[i]) + " at position " +
-                        std::to_string(i) + " is outside the model's vocabulary of " +
-                        std::to_string(cfg_.vocab_size) + " tokens");
+            throw Error(std::string("inspect: ") + (tokenizer_ ? "token " : "byte ") +
+                        std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+                        " is outside the model's vocabulary of " + std::to_string(cfg_.vocab_size) +
+                        " tokens");
     Inspection out = inspect(tokens);
     out.note = note;
     return out;
@@ -90,9 +91,9 @@ GenerationResult CheckpointInspector::generate_text(
         tokens.erase(tokens.begin(), tokens.end() - room);
     for (int32_t t : tokens)
         if (t >= cfg_.vocab_size)
-            throw Error("generate: token " + std::to_string(t) +
-                        " is outside the model's vocabulary of " + std::to_string(cfg_.vocab_size) +
-                        " tokens");
+            throw Error(std::string("generate: ") + (tokenizer_ ? "token " : "byte ") +
+                        std::to_string(t) + " is outside the model's vocabulary of " +
+                        std::to_string(cfg_.vocab_size) + " tokens");
     std::vector<int32_t> seq = tokens;
     GenerationSettings s = settings;  // a real model's reply ends at its EOS
     if (tokenizer_ && tokenizer_->eos_id() >= 0) s.stop_tokens.push_back(tokenizer_->eos_id());

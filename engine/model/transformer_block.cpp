@@ -30,18 +30,15 @@ double TransformerBlock::forward(Backend& be, const float* x, int64_t B, int64_t
     be.rmsnorm_forward(x, D_, attn_norm_->value.data(), n, D_, eps_, h1_.data(), D_,
                        rstd1_.data());
     attn_.forward(be, h1_.data(), B, T, positions, attn_out_.data());
-    be.copy_2d(x, D_, mid_.data(), D_, n, D_);
-    be.add_2d(attn_out_.data(), D_, mid_.data(), D_, n, D_);
-
-    be.rmsnorm_forward(mid_.data(), D_, ffn_norm_->value.data(), n, D_, eps_, h2_.data(), D_,
-                       rstd2_.data());
+    // mid = x + attn; h2 = norm2(mid): one pass on backends that fuse it.
+    be.residual_rmsnorm_forward(x, attn_out_.data(), ffn_norm_->value.data(), n, D_, eps_,
+                                mid_.data(), h2_.data(), rstd2_.data());
     double aux = 0.0;
     if (moe_)
         aux = moe_->forward(be, h2_.data(), B, T, probe, ffn_out_.data());
     else
         dense_->forward(be, h2_.data(), n, ffn_out_.data());
-    be.copy_2d(mid_.data(), D_, out_.data(), D_, n, D_);
-    be.add_2d(ffn_out_.data(), D_, out_.data(), D_, n, D_);
+    be.residual_add(mid_.data(), ffn_out_.data(), n * D_, out_.data());
     return aux;
 }
 

@@ -55,6 +55,10 @@ cudaError_t rmsnorm_backward(const float* dy, int64_t dy_stride, const float* x,
 struct RopeArgs {
     double theta, factor, ramp_low, ramp_high, mscale;
 };
+// Backend::residual_rmsnorm_forward / residual_add (dense rows).
+cudaError_t residual_rmsnorm_forward(const float* a, const float* b, const float* w, int64_t rows,
+                                     int64_t dim, float eps, float* sum, float* y, float* rstd);
+cudaError_t residual_add(const float* a, const float* b, int64_t n, float* out);
 cudaError_t rope(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_stride,
                  int64_t offset, int64_t rope_dim, const int32_t* positions, const RopeArgs& a,
                  bool inverse);

@@ -20,6 +20,40 @@ __global__ void rmsnorm_forward_k(const float* x, int64_t xs, const float* w, in
     if (threadIdx.x == 0) rstd[r] = rs;
 }
 
+// sum = a + b and y = rmsnorm(sum) * w in one pass over the row (the same double tree as
+// rmsnorm_forward_k, so the result equals the unfused ops' bit for bit).
+__global__ void residual_rmsnorm_k(const float* a, const float* b, const float* w, int64_t dim,
+                                   float eps, float* sum, float* y, float* rstd) {
+    __shared__ double sh[kThreads];
+    const int64_t r = blockIdx.x;
+    const float* ar = a + r * dim;
+    const float* br = b + r * dim;
+    float* sr = sum + r * dim;
+    double ss = 0.0;
+    for (int64_t j = threadIdx.x; j < dim; j += kThreads) {
+        const float v = ar[j] + br[j];
+        sr[j] = v;
+        ss += double(v) * v;
+    }
+    ss = block_sum(ss, sh);
+    const float rs = static_cast<float>(1.0 / sqrt(ss / dim + eps));
+    float* yr = y + r * dim;
+    for (int64_t j = threadIdx.x; j < dim; j += kThreads) yr[j] = w[j] * (sr[j] * rs);
+    if (threadIdx.x == 0) rstd[r] = rs;
+}
+
+__global__ void residual_add_k(const float4* a, const float4* b, int64_t n4, float4* out) {
+    MOE_GRID_LOOP(i, n4) {
+        const float4 x = a[i], y = b[i];
+        out[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+    }
+}
+
+__global__ void residual_add_tail_k(const float* a, const float* b, int64_t from, int64_t n,
+                                    float* out) {
+    MOE_GRID_LOOP(i, n - from) out[from + i] = a[from + i] + b[from + i];
+}
+
 // dx = rstd * w * dy - rstd^3 / dim * x * dot(w * dy, x), one block per row.
 __global__ void rmsnorm_dx_k(const float* dy, int64_t dys, const float* x, int64_t xs,
                              const float* w, const float* rstd, int64_t dim, float* dx,
@@ -80,6 +114,29 @@ cudaError_t rmsnorm_forward(const float* x, int64_t x_stride, const float* w, in
     if (rows <= 0) return cudaSuccess;
     rmsnorm_forward_k<<<static_cast<unsigned>(rows), kThreads>>>(x, x_stride, w, dim, eps, y,
                                                                  y_stride, rstd);
+    return launched();
+}
+
+cudaError_t residual_rmsnorm_forward(const float* a, const float* b, const float* w, int64_t rows,
+                                     int64_t dim, float eps, float* sum, float* y, float* rstd) {
+    if (rows <= 0) return cudaSuccess;
+    residual_rmsnorm_k<<<static_cast<unsigned>(rows), kThreads>>>(a, b, w, dim, eps, sum, y, rstd);
+    return launched();
+}
+
+cudaError_t residual_add(const float* a, const float* b, int64_t n, float* out) {
+    if (n <= 0) return cudaSuccess;
+    // 16-byte accesses when all three are aligned (cudaMalloc'd buffers are), the rest singly.
+    const bool aligned = ((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b) |
+                           reinterpret_cast<uintptr_t>(out)) & 15) == 0;
+    const int64_t n4 = aligned ? n / 4 : 0;
+    if (n4 > 0) {
+        residual_add_k<<<grid_for(n4), kThreads>>>(reinterpret_cast<const float4*>(a),
+                                                   reinterpret_cast<const float4*>(b), n4,
+                                                   reinterpret_cast<float4*>(out));
+        if (const cudaError_t e = launched(); e != cudaSuccess) return e;
+    }
+    if (n4 * 4 < n) residual_add_tail_k<<<grid_for(n - n4 * 4), kThreads>>>(a, b, n4 * 4, n, out);
     return launched();
 }
 

@@ -369,6 +369,27 @@ void test_norm_rope(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
     expect_close("rmsnorm_backward dx (accumulates)", dx, dDX.get());
     expect_close("rmsnorm_backward dw (accumulates)", dw, dDW.get());
 
+    // The fused residual joints: against the CPU (the unfused ops), and bit for bit against the
+    // GPU's own unfused ops (same tree).
+    {
+        const int64_t rr = 37, d = dim, n_add = rr * d - 1;  // odd: the float4 path has a tail
+        const F a = randn(rr * d), b = randn(rr * d);
+        F sum(rr * d), y(rr * d), rs(rr), out(rr * d);
+        cpu.residual_rmsnorm_forward(a.data(), b.data(), w.data(), rr, d, 1e-6f, sum.data(), y.data(), rs.data());
+        cpu.residual_add(a.data(), b.data(), n_add, out.data());
+        Dev<float> dA(a), dB(b), dS{F(rr * d)}, dYf{F(rr * d)}, dRs{F(rr)}, dO{F(rr * d)};
+        gpu.residual_rmsnorm_forward(dA.p, dB.p, dW.p, rr, d, 1e-6f, dS.p, dYf.p, dRs.p);
+        gpu.residual_add(dA.p, dB.p, n_add, dO.p);
+        expect_equal("residual_rmsnorm_forward sum", sum, dS.get());
+        expect_close("residual_rmsnorm_forward y", y, dYf.get());
+        expect_equal("residual_add", out, dO.get());
+        Dev<float> dS2{F(rr * d)}, dY2{F(rr * d)}, dR2{F(rr)};
+        gpu.copy_2d(dA.p, d, dS2.p, d, rr, d);
+        gpu.add_2d(dB.p, d, dS2.p, d, rr, d);
+        gpu.rmsnorm_forward(dS2.p, d, dW.p, rr, d, 1e-6f, dY2.p, d, dR2.p);
+        expect_equal("fused residual norm == unfused on the gpu", dY2.get(), dYf.get());
+    }
+
     // RoPE on 2 of 3 heads' slices [offset, offset + rope_dim), positions up to 4000.
     const int64_t r2 = 20, heads = 3, hs = 40, rs = heads * hs + 7, rope_dim = 16, off = 24;
     F q = randn(r2 * rs);
