@@ -341,10 +341,7 @@ void CudaBackend::residual_add(const float* a, const float* b, int64_t n, float*
 
 void CudaBackend::causal_softmax(float* s, int64_t n, int64_t H, int64_t cols, int64_t start,
                                  int64_t window, float scale) {
-    if (n < 0 || H < 1 || start < 0 || start + n > cols)
-        throw Error("CUDA backend, causal_softmax: " + std::to_string(n) + " queries from position " +
-                    std::to_string(start) + " need " + std::to_string(start + n) +
-                    " columns, got " + std::to_string(cols));
+    check_causal_softmax(n, H, cols, start);
     launch(kern::causal_softmax(s, n, H, cols, start, window, scale), "causal_softmax");
 }
 

@@ -39,6 +39,16 @@ cudaDataType_t code_type(const Fp8Operand& op) {
     return op.e5m2 ? CUDA_R_8F_E5M2 : CUDA_R_8F_E4M3;
 }
 
+// cuBLASLt's A is the engine's B and the other way round (see the top of this file).
+void set_scale_pointers(cublasLtMatmulDesc_t desc, const Fp8Operand& a, const Fp8Operand& b) {
+    check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &b.scales,
+                                            sizeof b.scales),
+             "set A_SCALE_POINTER");
+    check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a.scales,
+                                            sizeof a.scales),
+             "set B_SCALE_POINTER");
+}
+
 }  // namespace
 
 struct Fp8BlockGemm::Plan {
@@ -58,8 +68,9 @@ Fp8BlockGemm::Fp8BlockGemm(int device) {
     if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return;
     // CUDA 12.9's cuBLASLt is the first with the VEC128 / BLK128x128 modes.
     if (prop.major != 9 || cublasLtGetVersion() < 120900) return;
+    // Any failure here leaves the FP8 path off (the emulation still runs), never the backend.
     cublasLtHandle_t h = nullptr;
-    check_lt(cublasLtCreate(&h), "cublasLtCreate");
+    if (cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS) return;
     lt_ = h;
     if (cudaMalloc(&workspace_, kWorkspace) != cudaSuccess) {
         cudaGetLastError();  // clear it: the emulated path still works without the workspace
@@ -104,6 +115,9 @@ Fp8BlockGemm::Plan* Fp8BlockGemm::plan_for(const Key& key, int64_t M, int64_t N,
         check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode_b,
                                                 sizeof mode_b),
                  "set B_SCALE_MODE");
+        // The scale pointers of this call: the algorithm does not depend on them, but some
+        // cuBLASLt versions look at them while choosing one.
+        set_scale_pointers(p->desc, a, b);
         check_lt(cublasLtMatrixLayoutCreate(&p->a, code_type(b), uint64_t(K), uint64_t(N), K),
                  "cublasLtMatrixLayoutCreate (A)");
         check_lt(cublasLtMatrixLayoutCreate(&p->b, code_type(a), uint64_t(K), uint64_t(M), K),
@@ -157,12 +171,7 @@ bool Fp8BlockGemm::run(int64_t M, int64_t N, int64_t K, float alpha, const Fp8Op
         return false;
     }
     // The scale pointers change from call to call; the algorithm does not depend on them.
-    check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
-                                            &b.scales, sizeof b.scales),
-             "set A_SCALE_POINTER");
-    check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
-                                            &a.scales, sizeof a.scales),
-             "set B_SCALE_POINTER");
+    set_scale_pointers(p->desc, a, b);
     check_lt(cublasLtMatmul(lt(lt_), p->desc, &alpha, b.codes, p->a, a.codes, p->b, &beta, C, p->c,
                             C, p->c, &p->algo, workspace_, kWorkspace, /*stream=*/0),
              "cublasLtMatmul");

@@ -95,6 +95,24 @@ void write_bf16_safetensors(const std::string& path,
     std::ofstream(path, std::ios::binary) << len << text << data;
 }
 
+// Logits [T, V] of every position of seq through the KV cache: fed in the given chunk
+// lengths first, then one token at a time (routing probed, as the generator can ask).
+std::vector<float> cached_logits(Model& model, const std::vector<int32_t>& seq,
+                                 const std::vector<int64_t>& chunks) {
+    const int64_t T = int64_t(seq.size()), V = model.config().vocab_size;
+    KvCache cache(model.config(), model.backend().allocator(), T);
+    std::vector<float> out(size_t(T * V));
+    size_t c = 0;
+    for (int64_t at = 0; at < T;) {
+        const int64_t len = std::min(T - at, c < chunks.size() ? chunks[c++] : int64_t(1));
+        model.forward_cached(seq.data() + at, len, at, cache, true, true);
+        const std::vector<float> l = model.logits().to_host();
+        std::copy(l.begin(), l.end(), out.begin() + at * V);
+        at += len;
+    }
+    return out;
+}
+
 // Greedy continuation of `prompt` by `n` tokens (the reference for the inspector's).
 std::vector<int32_t> plain_from(Model& model, const std::vector<int32_t>& prompt, int64_t n) {
     GenerationSettings s;
@@ -140,18 +158,8 @@ private slots:
         const std::vector<float> full = model.logits().to_host();
         const std::vector<int32_t> full_routing = test::routing_signature(model);
 
-        KvCache cache(cfg, be_.allocator(), T);
-        std::vector<float> cached(size_t(T * V));
-        std::vector<int32_t> cached_routing_rows;
         // Chunks of 5, 3, then one token at a time.
-        int64_t at = 0;
-        for (int64_t len : {5, 3, 1, 1, 1, 1, 1}) {
-            model.forward_cached(tokens.data() + at, len, at, cache, true, true);
-            const std::vector<float> l = model.logits().to_host();
-            std::copy(l.begin(), l.end(), cached.begin() + at * V);
-            at += len;
-        }
-        QCOMPARE(at, T);
+        const std::vector<float> cached = cached_logits(model, tokens, {5, 3});
         const double err = max_rel(cached.data(), full.data(), T * V);
         qInfo("cached vs full forward: max |diff| / max |logit| = %.2e", err);
         QVERIFY2(err < 1e-5, qPrintable(QString::number(err)));
@@ -224,15 +232,7 @@ private slots:
         const int64_t T = int64_t(seq.size());
         model.forward_logits(seq.data(), 1, T);
         const std::vector<float> full = model.logits().to_host();
-        KvCache cache(loaded_cfg, be_.allocator(), T);
-        std::vector<float> cached(size_t(T * V));
-        for (int64_t at = 0; at < T;) {
-            const int64_t len = at == 0 ? int64_t(prompt.size()) : 1;
-            model.forward_cached(seq.data() + at, len, at, cache, true);
-            const std::vector<float> l = model.logits().to_host();
-            std::copy(l.begin(), l.end(), cached.begin() + at * V);
-            at += len;
-        }
+        const std::vector<float> cached = cached_logits(model, seq, {int64_t(prompt.size())});
         const double err = max_rel(cached.data(), full.data(), T * V);
         qInfo("real tokenizer (%zu prompt tokens), vocab %lld, YaRN, bf16 shards: cached vs full %.2e",
               prompt.size(), (long long)V, err);

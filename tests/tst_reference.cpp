@@ -145,6 +145,22 @@ class TestReference : public QObject {
         QVERIFY2(worst < kGradTolerance, worst_name.c_str());
     }
 
+    // The checkpoint's weights under another config (one feature switched off): its logits'
+    // error against the reference's, which must then be large.
+    double logits_error(const ModelConfig& cfg, const QString& ckpt, const QString& batch_path,
+                        const QString& ref_path) {
+        Model model(cfg, be_);
+        load_model_weights(ckpt.toStdString(), model);
+        const TokenLines lines = read_token_lines(batch_path.toStdString(), cfg.vocab_size);
+        Batch batch;
+        batch.batch = lines.rows;
+        batch.seq_len = lines.length - 1;
+        batch.tokens = lines.ids;
+        model.forward(batch, {});
+        const Tensor ref = SafetensorsReader(ref_path.toStdString()).read_f32("logits");
+        return scaled_max_error(model.logits().data(), ref.data(), ref.numel());
+    }
+
 private slots:
     void initTestCase() {
         QProcess p;
@@ -201,16 +217,7 @@ private slots:
 
         ModelConfig full = loaded;
         full.sliding_window = 0;
-        Model unwindowed(full, be_);
-        load_model_weights(ckpt.toStdString(), unwindowed);
-        const TokenLines lines = read_token_lines(dir.filePath("batch.txt").toStdString(), full.vocab_size);
-        Batch batch;
-        batch.batch = lines.rows;
-        batch.seq_len = lines.length - 1;
-        batch.tokens = lines.ids;
-        unwindowed.forward(batch, {});
-        const Tensor ref_logits = SafetensorsReader(dir.filePath("ref.safetensors").toStdString()).read_f32("logits");
-        const double full_err = scaled_max_error(unwindowed.logits().data(), ref_logits.data(), ref_logits.numel());
+        const double full_err = logits_error(full, ckpt, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
         qInfo("full causal attention vs the windowed reference: %.2e (must be large)", full_err);
         QVERIFY(full_err > 100 * kLogitTolerance);
     }
@@ -251,16 +258,7 @@ private slots:
 
         ModelConfig plain = loaded;
         plain.rope_scaling = RopeScaling{};
-        Model unscaled(plain, be_);
-        load_model_weights(ckpt.toStdString(), unscaled);
-        const TokenLines lines = read_token_lines(dir.filePath("batch.txt").toStdString(), plain.vocab_size);
-        Batch batch;
-        batch.batch = lines.rows;
-        batch.seq_len = lines.length - 1;
-        batch.tokens = lines.ids;
-        unscaled.forward(batch, {});
-        const Tensor ref_logits = SafetensorsReader(dir.filePath("ref.safetensors").toStdString()).read_f32("logits");
-        const double plain_err = scaled_max_error(unscaled.logits().data(), ref_logits.data(), ref_logits.numel());
+        const double plain_err = logits_error(plain, ckpt, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
         qInfo("plain RoPE vs the YaRN reference: %.2e (must be large)", plain_err);
         QVERIFY(plain_err > 100 * kLogitTolerance);
     }

@@ -167,6 +167,9 @@ public:
     // order. Host default (backend/causal_softmax.cpp); CudaBackend has a kernel.
     virtual void causal_softmax(float* s, int64_t n, int64_t H, int64_t cols, int64_t start,
                                 int64_t window, float scale);
+    // Error "causal_softmax: ..." unless n queries from `start` fit `cols` columns (every
+    // backend checks the same way).
+    static void check_causal_softmax(int64_t n, int64_t H, int64_t cols, int64_t start);
     // A device backend may check indices (tokens, targets, experts) without waiting for the
     // device and report an invalid one here, or from the next op that returns a scalar; the
     // model calls it at the end of each forward pass. The CPU throws from the op itself.

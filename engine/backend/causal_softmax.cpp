@@ -7,12 +7,16 @@
 
 namespace moe {
 
+void Backend::check_causal_softmax(int64_t n, int64_t H, int64_t cols, int64_t start) {
+    if (n < 0 || H < 1 || start < 0 || start + n > cols)
+        throw Error("causal_softmax: " + std::to_string(n) + " queries (" + std::to_string(H) +
+                    " heads) from position " + std::to_string(start) + " need " +
+                    std::to_string(start + n) + " columns, got " + std::to_string(cols));
+}
+
 void Backend::causal_softmax(float* s, int64_t n, int64_t H, int64_t cols, int64_t start,
                              int64_t window, float scale) {
-    if (n < 0 || H < 1 || start < 0 || start + n > cols)
-        throw Error("causal_softmax: " + std::to_string(n) + " queries from position " +
-                    std::to_string(start) + " need " + std::to_string(start + n) +
-                    " columns, got " + std::to_string(cols));
+    check_causal_softmax(n, H, cols, start);
 #pragma omp parallel for schedule(static) if (n * H * cols > 65536)
     for (int64_t r = 0; r < n * H; ++r) {
         float* row = s + r * cols;

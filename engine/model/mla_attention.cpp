@@ -36,6 +36,23 @@ MlaAttention::MlaAttention(ParameterStore& store, const std::string& prefix, con
     o_proj_ = &store.add(prefix + ".o_proj.weight", {D_, H_ * dv_});
 }
 
+// Queries q_ [n, H*dqk]: through the low-rank path (q_a, its norm, q_b) or the plain q_proj.
+void MlaAttention::project_queries(Backend& be, const float* h, int64_t n) {
+    const int64_t dqk = dn_ + dr_;
+    q_.resize({n, H_ * dqk});
+    if (qr_ > 0) {
+        qa_.resize({n, qr_});
+        qa_n_.resize({n, qr_});
+        q_rstd_.resize({n});
+        projection_forward(be, precision_, *q_a_proj_, h, n, D_, qr_, qa_.data());
+        be.rmsnorm_forward(qa_.data(), qr_, q_a_norm_->value.data(), n, qr_, eps_, qa_n_.data(),
+                           qr_, q_rstd_.data());
+        projection_forward(be, precision_, *q_b_proj_, qa_n_.data(), n, qr_, H_ * dqk, q_.data());
+    } else {
+        projection_forward(be, precision_, *q_proj_, h, n, D_, H_ * dqk, q_.data());
+    }
+}
+
 void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
                            const int32_t* positions, float* out) {
     if (cache_.latent) {
@@ -49,19 +66,7 @@ void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
     B_ = B;
     T_ = T;
 
-    // Queries [n, H*dqk].
-    q_.resize({n, H_ * dqk});
-    if (qr_ > 0) {
-        qa_.resize({n, qr_});
-        qa_n_.resize({n, qr_});
-        q_rstd_.resize({n});
-        projection_forward(be, precision_, *q_a_proj_, h, n, D_, qr_, qa_.data());
-        be.rmsnorm_forward(qa_.data(), qr_, q_a_norm_->value.data(), n, qr_, eps_, qa_n_.data(),
-                           qr_, q_rstd_.data());
-        projection_forward(be, precision_, *q_b_proj_, qa_n_.data(), n, qr_, H_ * dqk, q_.data());
-    } else {
-        projection_forward(be, precision_, *q_proj_, h, n, D_, H_ * dqk, q_.data());
-    }
+    project_queries(be, h, n);
 
     // Compressed latent and the shared rotary key: kva = [c | k_pe], [n, kr + dr].
     kva_.resize({n, kvw});
@@ -109,19 +114,7 @@ void MlaAttention::forward_cached(Backend& be, const float* h, int64_t n, const 
     if (T > cache_.latent->dim(0))
         throw Error("MLA KV cache: positions up to " + std::to_string(T) + " do not fit its " +
                     std::to_string(cache_.latent->dim(0)));
-    // Queries as in training.
-    q_.resize({n, H_ * dqk});
-    if (qr_ > 0) {
-        qa_.resize({n, qr_});
-        qa_n_.resize({n, qr_});
-        q_rstd_.resize({n});
-        projection_forward(be, precision_, *q_a_proj_, h, n, D_, qr_, qa_.data());
-        be.rmsnorm_forward(qa_.data(), qr_, q_a_norm_->value.data(), n, qr_, eps_, qa_n_.data(),
-                           qr_, q_rstd_.data());
-        projection_forward(be, precision_, *q_b_proj_, qa_n_.data(), n, qr_, H_ * dqk, q_.data());
-    } else {
-        projection_forward(be, precision_, *q_proj_, h, n, D_, H_ * dqk, q_.data());
-    }
+    project_queries(be, h, n);  // as in training
     be.rope(q_.data(), n, H_ * dqk, H_, dqk, dn_, dr_, positions, rope_, false);
     // The new tokens' cache rows: normalized latent and rotated shared key.
     kva_.resize({n, kvw});

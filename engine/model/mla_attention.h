@@ -69,6 +69,7 @@ private:
     const int32_t* positions_ = nullptr;
     int64_t B_ = 0, T_ = 0;
     bool keep_probs_ = false;
+    void project_queries(Backend& be, const float* h, int64_t n);
     void forward_cached(Backend& be, const float* h, int64_t n, const int32_t* positions,
                         float* out);
     Cache cache_;
