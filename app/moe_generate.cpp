@@ -29,6 +29,7 @@
 #include "model/size_check.h"
 #include "openmp_wait_policy.h"
 #include "store/model_checkpoint.h"
+#include "store/project.h"
 #include "text/hf_tokenizer.h"
 #include "text/utf8.h"
 
@@ -131,7 +132,14 @@ int main(int argc, char** argv) {
     bool chat = false, no_eos = false, compare_plain = false, quiet = false;
     int threads = 0;
     moe::GenerationSettings gs;
-    app.add_option("checkpoint", ckpt, "checkpoint folder (config.json + safetensors)")->required();
+    std::string random_project;
+    uint64_t init_seed = 1;
+    auto* o_ckpt =
+        app.add_option("checkpoint", ckpt, "checkpoint folder (config.json + safetensors)");
+    app.add_option("--random", random_project,
+                   "no checkpoint: a project's model with random weights (speed figures)")
+        ->excludes(o_ckpt);
+    app.add_option("--init-seed", init_seed, "with --random: the weights' seed");
     auto* o_prompt = app.add_option("--prompt", prompt, "the prompt text");
     app.add_option("--prompt-file", prompt_file, "read the prompt from a file")->excludes(o_prompt);
     app.add_option("--tokenizer", tokenizer_path,
@@ -163,6 +171,9 @@ int main(int argc, char** argv) {
         moe::app::install_backend_factory();
         if (prompt.empty() && prompt_file.empty())
             throw moe::ConfigError("--prompt", "give --prompt or --prompt-file");
+        if (ckpt.empty() && random_project.empty())
+            throw moe::ConfigError("checkpoint",
+                                   "give a checkpoint folder, or --random PROJECT.json");
         if (!prompt_file.empty()) {
             std::ifstream in(prompt_file, std::ios::binary);
             if (!in) throw moe::FileError(prompt_file, "cannot open");
@@ -172,9 +183,14 @@ int main(int argc, char** argv) {
         }
         if (!out.empty() && fs::exists(out))
             throw moe::FileError(out, "exists already (not overwritten)");
-        const moe::ModelConfig cfg = moe::load_checkpoint_config(ckpt);
+        const moe::ModelConfig cfg = random_project.empty()
+                                         ? moe::load_checkpoint_config(ckpt)
+                                         : moe::Project::load(random_project).model;
+        const std::string source =
+            random_project.empty() ? ckpt : random_project + " (random weights)";
         Tokens tok;
-        if (tokenizer_path.empty() && fs::exists(fs::path(ckpt) / "tokenizer.json"))
+        if (tokenizer_path.empty() && !ckpt.empty() &&
+            fs::exists(fs::path(ckpt) / "tokenizer.json"))
             tokenizer_path = ckpt;
         if (!tokenizer_path.empty()) tok.hf.emplace(moe::HfTokenizer::load(tokenizer_path));
         const int64_t tok_vocab = tok.hf ? tok.hf->vocab_size() : moe::ByteTokenizer::kVocabSize;
@@ -221,7 +237,7 @@ int main(int argc, char** argv) {
                 "moe-generate: %s on %s: weights %s (fp32), KV cache %s for %lld positions "
                 "(%lld bytes per token in MLA's latent form; plain multi-head attention "
                 "would keep %lld)\n",
-                ckpt.c_str(), device.c_str(), moe::format_memory(weights).c_str(),
+                source.c_str(), device.c_str(), moe::format_memory(weights).c_str(),
                 moe::format_memory(double(moe::KvCache::bytes_per_token(cfg)) * positions).c_str(),
                 static_cast<long long>(positions),
                 static_cast<long long>(moe::KvCache::bytes_per_token(cfg)),
@@ -231,15 +247,18 @@ int main(int argc, char** argv) {
         moe::Model model(cfg, *be);
         // A progress line for checkpoints that take a while (real DeepSeek-layout models).
         int last_percent = -1;
-        moe::load_model_weights(ckpt, model, [&](int64_t done, int64_t total) {
-            if (quiet || total < (int64_t(256) << 20)) return;
-            const int percent = int(100.0 * double(done) / double(total));
-            if (percent == last_percent) return;
-            last_percent = percent;
-            std::fprintf(stderr, "\rloading weights: %3d%% (%s of %s)", percent,
-                         moe::format_memory(double(done)).c_str(), moe::format_memory(double(total)).c_str());
-            if (done == total) std::fprintf(stderr, "\n");
-        });
+        if (!random_project.empty()) model.init_weights(init_seed);
+        if (random_project.empty())
+            moe::load_model_weights(ckpt, model, [&](int64_t done, int64_t total) {
+                if (quiet || total < (int64_t(256) << 20)) return;
+                const int percent = int(100.0 * double(done) / double(total));
+                if (percent == last_percent) return;
+                last_percent = percent;
+                std::fprintf(stderr, "\rloading weights: %3d%% (%s of %s)", percent,
+                             moe::format_memory(double(done)).c_str(),
+                             moe::format_memory(double(total)).c_str());
+                if (done == total) std::fprintf(stderr, "\n");
+            });
 
         Stream stream;
         if (!quiet) std::cout << prompt << std::flush;
@@ -283,7 +302,7 @@ int main(int argc, char** argv) {
         }
         if (routing == "table") routing_table(r, tok, r.prompt_tokens);
         if (routing == "json") {
-            const nlohmann::json j = {{"checkpoint", ckpt},
+            const nlohmann::json j = {{"checkpoint", source},
                                       {"prompt_tokens", r.prompt_tokens},
                                       {"generated_tokens", r.tokens},
                                       {"tokens", routing_json(r, tok, r.prompt_tokens)}};

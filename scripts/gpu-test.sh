@@ -172,7 +172,16 @@ bench() {
             --precision "$mode" --no-mtp --bench-steps "${BENCH_STEPS:-3}" \
             --peak-tflops "${PEAK_BF16:-820}" 2>&1 | tee -a "$out/bench.log" || status=1
     done
-    grep -E "^bench:|^BENCH|^PEER|^CHECK" "$out/bench.log" || true
+    echo "== generation on the GPU, random weights: time to first token (a 2,000-token prompt's"
+    echo "   prefill) and decode tokens/s; small-gpu, then DeepSeek-V2-Lite's shapes (15.7B)"
+    local prompt
+    prompt=$(head -c 2000 "$ROOT/README.md")
+    for p in small-gpu deepseek-v2-lite-shapes; do
+        timeout 400 "$BUNDLE/bin/moe-generate" --random "$ROOT/projects/$p.json" --device cuda:0 \
+            --prompt "$prompt" --max-new-tokens 128 --prefill-chunk 512 2>&1 >/dev/null |
+            grep -E "prompt tokens|moe-generate" | tee -a "$out/bench.log" || status=1
+    done
+    grep -E "^bench:|^BENCH|^PEER|^CHECK|prompt tokens" "$out/bench.log" || true
     exit $status
 }
 
