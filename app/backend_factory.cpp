@@ -9,6 +9,10 @@
 #include "cuda_backend.h"
 #include "device_info.h"
 #endif
+#ifdef MOE_HAVE_NCCL
+#include "nccl_communicator.h"
+#endif
+#include "parallel/communicator.h"
 
 namespace moe::app {
 
@@ -41,6 +45,16 @@ std::vector<DeviceChoice> available_devices(std::string* problem) {
     if (problem) *problem = "this build has no CUDA backend";
 #endif
     return out;
+}
+
+std::shared_ptr<Communicator> make_nccl_communicator(std::shared_ptr<Communicator> mpi, int device) {
+#ifdef MOE_HAVE_NCCL
+    return gpu::NcclCommunicator::create(std::move(mpi), device);
+#else
+    (void)mpi;
+    (void)device;
+    return nullptr;
+#endif
 }
 
 }  // namespace moe::app

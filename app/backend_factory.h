@@ -3,8 +3,13 @@
 // (gpu::CudaBackend) into the engine's make_backend (engine/backend/backend_registry.h) when
 // the build has the CUDA backend. Executables call install_backend_factory() at start-up;
 // engine/ itself stays free of CUDA. Also lists the devices a user can choose from.
+#include <memory>
 #include <string>
 #include <vector>
+
+namespace moe {
+class Communicator;
+}
 
 namespace moe::app {
 
@@ -18,5 +23,9 @@ struct DeviceChoice {
 // The CPU first, then every CUDA device of this machine. `problem` says why there is no GPU
 // (no CUDA in this build, no driver, no device); empty when GPUs are listed.
 std::vector<DeviceChoice> available_devices(std::string* problem = nullptr);
+
+// Collectives over NCCL for the ranks of `mpi` (an MpiCommunicator), this rank on CUDA device
+// `device`; nullptr when this build has no NCCL.
+std::shared_ptr<Communicator> make_nccl_communicator(std::shared_ptr<Communicator> mpi, int device);
 
 }  // namespace moe::app

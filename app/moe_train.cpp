@@ -26,6 +26,7 @@
 #include "backend_factory.h"
 #include "backend/backend_registry.h"
 #include "openmp_wait_policy.h"
+#include "parallel_launch.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -358,10 +359,14 @@ std::string checkpoint_root_for(const std::string& run_path) {
     return p.string();
 }
 
-int train(moe::Trainer& trainer) {
-    const bool tty = ::isatty(STDOUT_FILENO);
+int train(moe::Trainer& trainer, const moe::app::FaultPlan& fault = {}) {
+    const moe::ParallelContext& par = trainer.parallel();
+    // With several ranks only rank 0 talks (the others train silently).
+    const bool speak = par.root();
+    const bool tty = speak && ::isatty(STDOUT_FILENO);
     const moe::TrainingSettings& tr = trainer.project().training;
     trainer.on_eval = [&](const moe::EvalReport& e) {
+        if (!speak) return;
         std::printf("%seval  step %lld  loss %.4f", tty ? "\r\033[K" : "",
                     static_cast<long long>(e.step), e.loss);
         for (size_t i = 0; i < e.labels.size(); ++i)
@@ -375,30 +380,41 @@ int train(moe::Trainer& trainer) {
         std::fflush(stdout);
     };
     std::signal(SIGINT, on_sigint);
-    std::printf("unigram (byte-frequency) baseline on this data: %.4f nats/token\n",
-                trainer.data().unigram_baseline_loss(100000));
-    std::printf("training %s: %lld steps of %lld x %lld tokens -> %s\n",
-                trainer.project().name.c_str(), static_cast<long long>(tr.steps),
-                static_cast<long long>(tr.batch_size * tr.optimizer.grad_accum),
-                static_cast<long long>(tr.seq_len), trainer.run_file().c_str());
+    if (speak) {
+        std::printf("unigram (byte-frequency) baseline on this data: %.4f nats/token\n",
+                    trainer.data().unigram_baseline_loss(100000));
+        std::printf("training %s: %lld steps of %lld x %lld tokens -> %s\n",
+                    trainer.project().name.c_str(), static_cast<long long>(tr.steps),
+                    static_cast<long long>(tr.batch_size * tr.optimizer.grad_accum),
+                    static_cast<long long>(tr.seq_len), trainer.run_file().c_str());
+        if (par.parallel())
+            std::printf("%d ranks (%s): %lld sequences each per micro-batch\n", par.world->size(),
+                        par.layout.to_string().c_str(),
+                        static_cast<long long>(tr.batch_size / par.world->size()));
+    }
     const int64_t print_every = tr.log_every > 0 ? tr.log_every : 10;
     const int64_t first_step = trainer.steps_done();
     bool interrupted = false;
     while (!trainer.finished()) {
-        if (g_interrupts.load() > 0) {
+        // Ctrl-C reaches the ranks at different moments: they agree on it before each step,
+        // so all of them stop at the same one.
+        double stop = g_interrupts.load() > 0 ? 1.0 : 0.0;
+        if (par.parallel()) par.world->all_reduce_max(&stop, 1);
+        if (stop > 0) {
             std::printf("%sinterrupted at step %lld: saving a checkpoint\n", tty ? "\r\033[K" : "",
                         static_cast<long long>(trainer.steps_done()));
             trainer.save_checkpoint();
             interrupted = true;
             break;
         }
+        fault.before_step(par, trainer.steps_done() + 1);
         moe::StepReport r;
         try {
             r = trainer.step();
         } catch (...) {
             // A run that fails before its first step (out of memory, bad data) leaves no run
             // file that looks like a run; later failures keep every row written so far.
-            if (trainer.steps_done() == first_step && first_step == 0) {
+            if (trainer.steps_done() == first_step && first_step == 0 && trainer.writes()) {
                 trainer.close();
                 std::error_code ec;
                 std::filesystem::remove(trainer.run_file(), ec);
@@ -406,7 +422,7 @@ int train(moe::Trainer& trainer) {
             std::signal(SIGINT, SIG_DFL);
             throw;
         }
-        if (tty || r.step % print_every == 0 || r.step == r.total_steps || r.skipped) {
+        if (speak && (tty || r.step % print_every == 0 || r.step == r.total_steps || r.skipped)) {
             std::printf("%sstep %lld/%lld  loss %.4f  mtp %.4f  aux %.5f  lr %.2e  |g| %.3f  "
                         "%.0f tok/s  ETA %s%s%s",
                         tty ? "\r\033[K" : "", static_cast<long long>(r.step),
@@ -417,10 +433,11 @@ int train(moe::Trainer& trainer) {
         }
     }
     trainer.close();
+    std::signal(SIGINT, SIG_DFL);
+    if (!speak) return interrupted ? kInterruptedExit : 0;
     std::printf("%srun file %s\n", tty ? "\n" : "", trainer.run_file().c_str());
     if (!trainer.last_checkpoint().empty())
         std::printf("last checkpoint %s\n", trainer.last_checkpoint().c_str());
-    std::signal(SIGINT, SIG_DFL);
     if (interrupted) {
         std::printf("interrupted: continue with moe-train --resume %s\n",
                     trainer.last_checkpoint().c_str());
@@ -500,13 +517,30 @@ int main(int argc, char** argv) {
     app.add_option("--batch", bench_batch, "Override training.batch_size")->check(at_least_one);
     app.add_option("--seq", bench_seq, "Override training.seq_len")->check(at_least_one);
     app.add_option("--precision", precision, "Override training.precision.mode (fp32, bf16, fp16, fp8)");
+    std::string attention_math;
+    app.add_option("--attention", attention_math,
+                   "Override training.precision.attention: fp32, or bf16 (fused attention on tensor cores)");
     app.add_flag("--no-mtp", no_mtp, "Train without the MTP modules (num_nextn_predict_layers 0)");
+    std::string parallel, fault_text;
+    double comm_timeout = 300.0;
+    app.add_option("--parallel", parallel,
+                   "Several processes under mpirun/srun: ep=E,dp=D (E*D ranks; docs/parallelism.md)");
+    app.add_option("--comm-timeout", comm_timeout,
+                   "With --parallel: seconds a collective may wait for the other ranks before every rank "
+                   "stops, naming the ranks that did not answer (default 300)");
+    app.add_option("--inject-fault", fault_text,
+                   "With --parallel: RANK:STEP:kill|hang|exit makes that rank fail at that step (to try the "
+                   "fault handling)");
     app.add_option("--peak-tflops", peak_tflops, "For --bench-steps: the device's peak, for the MFU");
     app.add_option("--batch-rows", chunk, "Sequences evaluated at once by --logits")->check(at_least_one);
     CLI11_PARSE(app, argc, argv);
 
+    moe::ParallelContext par = moe::ParallelContext::solo();
     try {
         moe::app::install_backend_factory();
+        const moe::app::FaultPlan fault =
+            fault_text.empty() ? moe::app::FaultPlan{} : moe::app::FaultPlan::parse(fault_text);
+        par = moe::app::start_parallel(parallel, comm_timeout);
         if (!device.empty()) moe::parse_device(device, "--device");
         if (!logits_ckpt.empty()) {
             if (tokens_path.empty() || out_path.empty())
@@ -536,12 +570,19 @@ int main(int argc, char** argv) {
                 if (total == 0) total = given.training.steps;
             }
             const std::string run = out_path.empty() ? default_run_path(st.project.name) : out_path;
+            const std::string placed =
+                par.parallel() ? moe::app::place_rank(par, device.empty() ? st.project.training.device : device)
+                               : device;
             auto trainer = moe::Trainer::resume(resume_path, {run, checkpoint_root_for(run)},
-                                                threads, total, device);
-            std::printf("resuming %s from step %lld to step %lld\n", resume_path.c_str(),
-                        static_cast<long long>(st.step),
-                        static_cast<long long>(trainer->project().training.steps));
-            return train(*trainer);
+                                                threads, total, placed, par);
+            if (par.root())
+                std::printf("resuming %s from step %lld to step %lld\n", resume_path.c_str(),
+                            static_cast<long long>(st.step),
+                            static_cast<long long>(trainer->project().training.steps));
+            const int rc = train(*trainer, fault);
+            trainer.reset();
+            moe::app::finish_parallel(par);
+            return rc;
         }
         if (project_path.empty()) {
             std::fprintf(stderr, "%s", app.help().c_str());
@@ -549,9 +590,11 @@ int main(int argc, char** argv) {
         }
         moe::Project project = moe::Project::load(project_path);
         if (!device.empty()) project.training.device = device;
+        project.training.device = moe::app::place_rank(par, project.training.device);
         if (bench_batch > 0) project.training.batch_size = bench_batch;
         if (bench_seq > 0) project.training.seq_len = bench_seq;
         if (!precision.empty()) project.training.precision.mode = precision;
+        if (!attention_math.empty()) project.training.precision.attention = attention_math;
         if (no_mtp) project.model.num_nextn_predict_layers = 0;
         project.validate();
         if (bench > 0) return bench_steps(project, bench, threads, peak_tflops);
@@ -565,8 +608,13 @@ int main(int argc, char** argv) {
                                 static_cast<long long>(steps));
             }
             const std::string run = out_path.empty() ? default_run_path(project.name) : out_path;
-            moe::Trainer trainer(project, {run, checkpoint_root_for(run)}, threads);
-            return train(trainer);
+            int rc = 0;
+            {
+                moe::Trainer trainer(project, {run, checkpoint_root_for(run)}, threads, par);
+                rc = train(trainer, fault);
+            }
+            moe::app::finish_parallel(par);
+            return rc;
         }
         std::printf("Project %s: %s\n", project.name.c_str(), project.description.c_str());
         if (summary) {
@@ -596,6 +644,7 @@ int main(int argc, char** argv) {
         }
         if (step) print_step(project, run_threads);
     } catch (const std::exception& e) {
+        if (par.parallel()) moe::app::abort_parallel(par, e.what());
         std::fprintf(stderr, "moe-train: error: %s\n", e.what());
         return 1;
     }

@@ -79,6 +79,12 @@ int main(int argc, char** argv) {
     cli.add_option("--data-dir", data_dir,
                    "folder of training text that projects may name in training.data.path "
                    "(default: only the runs folder)");
+    int loaded_models = 1, model_threads = 2;
+    cli.add_option("--loaded-models", loaded_models,
+                   "checkpoints kept loaded between inspect and generate requests (memory!)")
+        ->check(CLI::Range(1, 64));
+    cli.add_option("--model-jobs", model_threads, "inspect / quantize / generate requests run at once (more wait)")
+        ->check(CLI::Range(1, 64));
     size_t backlog = 20000;
     cli.add_option("--backlog-events", backlog, "events kept per run for clients that reconnect")->check(CLI::Range(16, 10000000));
     try {
@@ -139,6 +145,8 @@ int main(int argc, char** argv) {
     o.tls_key = QString::fromStdString(tls_key);
     o.max_frame = max_frame_mib << 20;
     o.threads = threads;
+    o.loaded_models = loaded_models;
+    o.model_threads = model_threads;
     if (!data_dir.empty()) {
         const QFileInfo d(QString::fromStdString(data_dir));
         if (!d.isDir()) {

@@ -79,14 +79,17 @@ int main(int argc, char** argv) {
     app.add_option("--device", device, "CUDA device index");
     std::string moe_mode = "both", attention = "fused";
     app.add_option("--attention", attention,
-                   "fused (flash-style, no [B,H,T,T] tensor) or probs (the probabilities kept)")
-        ->check(CLI::IsMember({"fused", "probs"}));
+                   "fused (flash-style, fp32 SIMT), fused-bf16 (tensor cores, bf16 operands) or probs "
+                   "(the probabilities kept)")
+        ->check(CLI::IsMember({"fused", "fused-bf16", "probs"}));
     app.add_option("--moe", moe_mode, "Routed experts: grouped, loop, or both (timed one after the other)")
         ->check(CLI::IsMember({"grouped", "loop", "both"}));
     app.add_option("--peak-tflops", peak_tflops,
                    "Peak for MFU, TFLOP/s (default 67: H100 SXM dense FP32, non-tensor; the "
                    "fp32 path uses no tensor cores)");
     CLI11_PARSE(app, argc, argv);
+    const moe::AttentionMath attention_math =
+        attention == "fused-bf16" ? moe::AttentionMath::Bf16 : moe::AttentionMath::Fp32;
 
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
@@ -171,8 +174,8 @@ int main(int argc, char** argv) {
             be.gemm(false, true, n, HD, D, 1.0f, h, D, weights[wv].w, D, 0.0f, v, HD);
             be.rope(q, n, HD, H, hd, 0, hd, pos, moe::RopeParams{10000.0}, false);
             be.rope(k, n, HD, H, hd, 0, hd, pos, moe::RopeParams{10000.0}, false);
-            if (attention == "fused")
-                be.fused_attention_forward(q, k, v, B, T, H, hd, hd, scale, window, lse, att);
+            if (attention != "probs")
+                be.fused_attention_forward(q, k, v, B, T, H, hd, hd, scale, window, lse, att, attention_math);
             else
                 be.attention_forward(q, k, v, B, T, H, hd, hd, scale, window, probs, att);
             be.copy_2d(x, D, x2, D, n, D);
@@ -244,8 +247,9 @@ int main(int argc, char** argv) {
             be.zero(dq, n * HD);
             be.zero(dk, n * HD);
             be.zero(dv, n * HD);
-            if (attention == "fused")
-                be.fused_attention_backward(datt, q, k, v, att, lse, B, T, H, hd, hd, scale, window, dq, dk, dv);
+            if (attention != "probs")
+                be.fused_attention_backward(datt, q, k, v, att, lse, B, T, H, hd, hd, scale, window, dq, dk, dv,
+                                            attention_math);
             else
                 be.attention_backward(datt, q, k, v, probs, B, T, H, hd, hd, scale, window, dq, dk, dv);
             be.rope(dq, n, HD, H, hd, 0, hd, pos, moe::RopeParams{10000.0}, true);

@@ -110,6 +110,13 @@ CudaBackend::CudaBackend(int device) : device_(device), alloc_(device) {
     check_blas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "init", "cublasSetMathMode");
     check_blas(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), "init", "cublasSetPointerMode");
     if (!reference_paths_) fp8_ = std::make_unique<Fp8BlockGemm>(device);
+    int major = 0, smem = 0;
+    check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "init",
+          "cudaDeviceGetAttribute");
+    check(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "init",
+          "cudaDeviceGetAttribute");
+    cc_major_ = major;
+    smem_optin_ = smem;
 }
 
 std::string CudaBackend::describe() const {
@@ -474,11 +481,23 @@ void check_fused_attention(const char* op, int64_t B, int64_t T, int64_t H, int6
 
 }  // namespace
 
+bool CudaBackend::attention_on_tensor_cores(int64_t B, int64_t T, int64_t H, int64_t dk,
+                                            int64_t dv) const {
+    return !reference_paths_ && cc_major_ >= 8 && B * H <= 65535 && T > 0 &&
+           kern::fused_attention_tc_smem(dk, dv) <= smem_optin_;
+}
+
 void CudaBackend::fused_attention_forward(const float* q, const float* k, const float* v,
                                           int64_t B, int64_t T, int64_t H, int64_t dk,
                                           int64_t dv, float scale, int64_t window, float* lse,
-                                          float* out) {
+                                          float* out, AttentionMath math) {
     check_fused_attention("fused_attention_forward", B, T, H, dk, dv, window);
+    if (math == AttentionMath::Bf16 && attention_on_tensor_cores(B, T, H, dk, dv)) {
+        launch(kern::fused_attention_forward_tc(q, k, v, B, T, H, dk, dv, scale, window, lse, out),
+               "fused_attention_forward (tensor cores)");
+        ++attention_tc_calls_;
+        return;
+    }
     launch(kern::fused_attention_forward(q, k, v, B, T, H, dk, dv, scale, window, lse, out),
            "fused_attention_forward");
 }
@@ -487,9 +506,16 @@ void CudaBackend::fused_attention_backward(const float* dout, const float* q, co
                                            const float* v, const float* out, const float* lse,
                                            int64_t B, int64_t T, int64_t H, int64_t dk,
                                            int64_t dv, float scale, int64_t window, float* dq,
-                                           float* dk_, float* dv_) {
+                                           float* dk_, float* dv_, AttentionMath math) {
     check_fused_attention("fused_attention_backward", B, T, H, dk, dv, window);
     auto* dvec = static_cast<float*>(scratch(kWorkA, sizeof(float) * B * H * T));
+    if (math == AttentionMath::Bf16 && attention_on_tensor_cores(B, T, H, dk, dv)) {
+        launch(kern::fused_attention_backward_tc(dout, q, k, v, out, lse, B, T, H, dk, dv, scale,
+                                                 window, dvec, dq, dk_, dv_),
+               "fused_attention_backward (tensor cores)");
+        ++attention_tc_calls_;
+        return;
+    }
     launch(kern::fused_attention_backward(dout, q, k, v, out, lse, B, T, H, dk, dv, scale, window,
                                           dvec, dq, dk_, dv_),
            "fused_attention_backward");

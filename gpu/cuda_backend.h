@@ -104,13 +104,22 @@ public:
     // Reads the flags of the index checks made since the last flush (one sync) and throws the
     // first failure; the scalar-returning ops call it after their own read.
     void flush_checks() override;
+    // AttentionMath::Fp32: the SIMT kernels (fp32 products). Bf16: the tensor-core kernels
+    // (flash_attention_tc.cu) where the device grants their shared memory (sm_80+) and the
+    // grid fits; elsewhere the SIMT kernels, whose fp32 products are more exact than asked.
+    // attention_tc_calls() counts the passes that ran on the tensor cores.
     void fused_attention_forward(const float* q, const float* k, const float* v, int64_t B,
                                  int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
-                                 int64_t window, float* lse, float* out) override;
+                                 int64_t window, float* lse, float* out,
+                                 AttentionMath math = AttentionMath::Fp32) override;
     void fused_attention_backward(const float* dout, const float* q, const float* k,
                                   const float* v, const float* out, const float* lse, int64_t B,
                                   int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
-                                  int64_t window, float* dq, float* dk_, float* dv_) override;
+                                  int64_t window, float* dq, float* dk_, float* dv_,
+                                  AttentionMath math = AttentionMath::Fp32) override;
+    // Whether fused attention with these widths and rows runs on the tensor cores here.
+    bool attention_on_tensor_cores(int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv) const;
+    int64_t attention_tc_calls() const { return attention_tc_calls_; }
     void swiglu_forward(const float* g, const float* u, int64_t n, float* out) override;
     void swiglu_backward(const float* dout, const float* g, const float* u, int64_t n, float* dg,
                          float* du) override;
@@ -180,6 +189,9 @@ private:
     std::vector<const float*> host_w_table_;
     std::vector<float*> host_dw_table_;
     bool reference_paths_ = false;  // MOE_CUDA_REFERENCE_PATHS=1
+    int cc_major_ = 0;                // compute capability
+    int64_t smem_optin_ = 0;          // shared memory a block may opt in to, bytes
+    int64_t attention_tc_calls_ = 0;
     template <class Ptr>
     void host_tables(const int64_t* offsets, int64_t groups, const Ptr* table,
                      std::vector<int64_t>& host_offsets, std::vector<Ptr>& host_table);

@@ -58,6 +58,17 @@ int64_t get_int_or(const nlohmann::json& m, const char* field, int64_t lo, int64
     return get_int(m, field, lo, hi);
 }
 
+double get_number_or(const nlohmann::json& m, const char* field, double lo, double hi, double fallback) {
+    auto it = m.find(field);
+    if (it == m.end()) return fallback;
+    if (!it->is_number()) throw ProtocolError("bad_request", std::string("field \"") + field + "\" must be a number");
+    const double v = it->get<double>();
+    if (!(v >= lo && v <= hi))
+        throw ProtocolError("bad_request", std::string("field \"") + field + "\" = " + std::to_string(v) +
+                                               " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return v;
+}
+
 bool get_bool_or(const nlohmann::json& m, const char* field, bool fallback) {
     auto it = m.find(field);
     if (it == m.end()) return fallback;

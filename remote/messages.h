@@ -24,6 +24,8 @@ nlohmann::json parse_message(std::string_view json);
 std::string get_string(const nlohmann::json& m, const char* field, size_t max_len = 4096);
 int64_t get_int(const nlohmann::json& m, const char* field, int64_t lo, int64_t hi);
 int64_t get_int_or(const nlohmann::json& m, const char* field, int64_t lo, int64_t hi, int64_t fallback);
+// A JSON number (integer or not) in [lo, hi]; absent: fallback. NaN is not a JSON number.
+double get_number_or(const nlohmann::json& m, const char* field, double lo, double hi, double fallback);
 bool get_bool_or(const nlohmann::json& m, const char* field, bool fallback);
 const nlohmann::json& get_object(const nlohmann::json& m, const char* field);
 

@@ -23,6 +23,7 @@ RemoteConnection::RemoteConnection(QObject* parent) : QObject(parent) {
 RemoteConnection::~RemoteConnection() {
     closing_ = true;
     pending_.clear();
+    progress_.clear();
 }
 
 const char* RemoteConnection::to_string(State s) {
@@ -168,8 +169,14 @@ void RemoteConnection::on_message(const json& m, const QByteArray& binary) {
         emit connected();
         return;
     }
+    if (type == "progress") {
+        const auto it = progress_.find(m.value("id", int64_t(0)));
+        if (it != progress_.end() && it->second) it->second(m);
+        return;
+    }
     if (type == "result" || type == "error") {
         const int64_t id = m.value("id", int64_t(0));
+        progress_.erase(id);
         auto it = pending_.find(id);
         if (it == pending_.end()) {
             if (type == "error") last_error_ = QString::fromStdString(m.value("message", ""));
@@ -186,6 +193,7 @@ void RemoteConnection::on_message(const json& m, const QByteArray& binary) {
 void RemoteConnection::fail_pending(const std::string& code, const std::string& message) {
     auto pending = std::move(pending_);
     pending_.clear();
+    progress_.clear();
     for (auto& [id, r] : pending)
         if (r) r(make_error(id, code, message), {});
 }
@@ -221,6 +229,12 @@ int64_t RemoteConnection::request(json m, Reply reply) {
     m["id"] = id;
     pending_[id] = std::move(reply);
     framed_->send(m);
+    return id;
+}
+
+int64_t RemoteConnection::request(json m, Reply reply, Progress progress) {
+    const int64_t id = request(std::move(m), std::move(reply));
+    if (id != 0 && progress) progress_[id] = std::move(progress);
     return id;
 }
 

@@ -61,6 +61,10 @@ public:
     // "connection_lost" if the link drops first. Returns the id (0 when not connected: the
     // reply is called at once with code "not_connected").
     int64_t request(nlohmann::json m, Reply reply);
+    // The same for requests that report while they run ("generate"): each {"type":"progress",
+    // "id":...} message before the answer goes to `progress`.
+    using Progress = std::function<void(const nlohmann::json& m)>;
+    int64_t request(nlohmann::json m, Reply reply, Progress progress);
 
     QTcpSocket* socket() const { return socket_; }  // tests
 
@@ -87,6 +91,7 @@ private:
     bool authenticated_ = false, closing_ = false, fatal_ = false, fingerprint_checked_ = false;
     int64_t next_id_ = 1;
     std::map<int64_t, Reply> pending_;
+    std::map<int64_t, Progress> progress_;
     nlohmann::json devices_ = nlohmann::json::array();
     QString last_error_, fingerprint_;
     QTimer retry_;

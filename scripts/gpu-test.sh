@@ -119,6 +119,8 @@ run() {
         | tee -a "$out/bench.log" || status=1
     "$BUNDLE/bin/moe-bench-gpu" --moe grouped --attention probs --iters 10 \
         --peak-tflops "${PEAK_FP32:-51}" 2>&1 | tee -a "$out/bench.log" || status=1
+    "$BUNDLE/bin/moe-bench-gpu" --moe grouped --attention fused-bf16 --iters 10 \
+        --peak-tflops "${PEAK_FP32:-51}" 2>&1 | tee -a "$out/bench.log" || status=1
     echo "== training benchmark: projects/small-gpu.json, B 8 x S 1024, no MTP"
     for mode in fp32 bf16; do
         local peak="${PEAK_FP32:-51}"
@@ -126,6 +128,13 @@ run() {
         "$BUNDLE/bin/moe-train" "$ROOT/projects/small-gpu.json" --device cuda:0 --precision "$mode" \
             --batch 8 --seq 1024 --no-mtp --bench-steps "${BENCH_STEPS:-3}" --peak-tflops "$peak" \
             2>&1 | tee -a "$out/bench.log" || status=1
+        if [[ $mode == bf16 ]]; then
+            echo "(the same with training.precision.attention bf16: fused attention on the tensor cores)" \
+                | tee -a "$out/bench.log"
+            "$BUNDLE/bin/moe-train" "$ROOT/projects/small-gpu.json" --device cuda:0 --precision bf16 \
+                --attention bf16 --batch 8 --seq 1024 --no-mtp --bench-steps "${BENCH_STEPS:-3}" \
+                --peak-tflops "$peak" 2>&1 | tee -a "$out/bench.log" || status=1
+        fi
         echo "(the same with MOE_CUDA_REFERENCE_PATHS=1: attention probabilities kept, experts looped)" \
             | tee -a "$out/bench.log"
         MOE_CUDA_REFERENCE_PATHS=1 "$BUNDLE/bin/moe-train" "$ROOT/projects/small-gpu.json" \

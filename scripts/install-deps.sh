@@ -10,6 +10,8 @@ packages=(
   libhdf5-dev hdf5-tools libspdlog-dev libfmt-dev libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev
   # tokenizer (HF tokenizer.json split regexes)
   libpcre2-dev
+  # several processes (data and expert parallelism): OpenMPI, mpirun
+  libopenmpi-dev openmpi-bin
   # GUI
   qt6-base-dev qt6-base-dev-tools qt6-svg-dev libqcustomplot-dev libgl-dev
   # moe-worker: TLS (Qt's OpenSSL backend loads libssl3), self-signed certificates (--tls-generate)

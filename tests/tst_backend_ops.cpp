@@ -15,6 +15,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "quant/number_formats.h"
 #include "test_support.h"
 
 using moe::CpuBackend;
@@ -231,6 +232,7 @@ private slots:
     void attentionSlidingWindow();
     void attentionWindowSkipsMaskedWork();
     void fusedAttentionMatchesProbs();
+    void fusedAttentionBf16RoundsItsOperands();
     void crossEntropyKnownAndIgnore();
     void gateGroupLimit();
     void gateBiasSelectsNotWeights();
@@ -581,6 +583,67 @@ void TestBackendOps::fusedAttentionMatchesProbs() {
                 QVERIFY2(std::abs((*a)[i] - (*f)[i]) <= 1e-4f * (1 + std::abs((*a)[i])),
                          qPrintable(QString("window %1: %2[%3] %4 vs %5").arg(window).arg(name).arg(i)
                                         .arg((*a)[i]).arg((*f)[i])));
+    }
+}
+
+// moe::AttentionMath::Bf16 (the tensor-core kernels' reference): q, k, v are rounded to bf16 (the
+// result on raw inputs equals, bit for bit, the result on inputs rounded beforehand), p and ds
+// are rounded for their products (so it differs from fp32 even on bf16 inputs), and it stays
+// within bf16's precision of the fp32 result.
+void TestBackendOps::fusedAttentionBf16RoundsItsOperands() {
+    CpuBackend be(1);
+    const int64_t B = 1, T = 37, H = 2, dk = 24, dv = 16;
+    const float scale = 0.3f;
+    const Vec q = random_vector(B * T * H * dk, 91), k = random_vector(B * T * H * dk, 92);
+    const Vec v = random_vector(B * T * H * dv, 93), dout = random_vector(B * T * H * dv, 94);
+    auto rounded = [](Vec x) {
+        for (float& e : x) e = moe::round_to_bf16(e);
+        return x;
+    };
+    const Vec qr = rounded(q), kr = rounded(k), vr = rounded(v);
+    auto max_abs = [](const Vec& x) {
+        float m = 0;
+        for (float e : x) m = std::max(m, std::abs(e));
+        return m;
+    };
+    for (int64_t window : {int64_t(0), int64_t(5)}) {
+        const size_t no = size_t(B * T * H * dv), nl = size_t(B * H * T);
+        Vec o32(no), o16(no), o16r(no), o32r(no), l32(nl), l16(nl), l16r(nl), l32r(nl);
+        be.fused_attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, window, l32.data(),
+                                   o32.data(), moe::AttentionMath::Fp32);
+        be.fused_attention_forward(q.data(), k.data(), v.data(), B, T, H, dk, dv, scale, window, l16.data(),
+                                   o16.data(), moe::AttentionMath::Bf16);
+        be.fused_attention_forward(qr.data(), kr.data(), vr.data(), B, T, H, dk, dv, scale, window, l16r.data(),
+                                   o16r.data(), moe::AttentionMath::Bf16);
+        be.fused_attention_forward(qr.data(), kr.data(), vr.data(), B, T, H, dk, dv, scale, window, l32r.data(),
+                                   o32r.data(), moe::AttentionMath::Fp32);
+        QCOMPARE(std::memcmp(o16.data(), o16r.data(), no * sizeof(float)), 0);
+        QCOMPARE(std::memcmp(l16.data(), l16r.data(), nl * sizeof(float)), 0);
+        QVERIFY(std::memcmp(o16r.data(), o32r.data(), no * sizeof(float)) != 0);  // p rounded
+        QCOMPARE(std::memcmp(l16r.data(), l32r.data(), nl * sizeof(float)), 0);    // l from fp32 p
+        const float tol = 2e-2f * max_abs(o32);
+        for (size_t i = 0; i < no; ++i)
+            QVERIFY2(std::abs(o16[i] - o32[i]) <= tol,
+                     qPrintable(QString("window %1: out[%2] bf16 %3 fp32 %4").arg(window).arg(i).arg(o16[i]).arg(o32[i])));
+
+        const size_t nq = q.size(), nv = v.size();
+        Vec dq32(nq), dk32(nq), dv32(nv), dq16(nq), dk16(nq), dv16(nv), dq16r(nq), dk16r(nq), dv16r(nv);
+        be.fused_attention_backward(dout.data(), q.data(), k.data(), v.data(), o32.data(), l32.data(), B, T, H, dk,
+                                    dv, scale, window, dq32.data(), dk32.data(), dv32.data(), moe::AttentionMath::Fp32);
+        be.fused_attention_backward(dout.data(), q.data(), k.data(), v.data(), o16.data(), l16.data(), B, T, H, dk,
+                                    dv, scale, window, dq16.data(), dk16.data(), dv16.data(), moe::AttentionMath::Bf16);
+        be.fused_attention_backward(dout.data(), qr.data(), kr.data(), vr.data(), o16.data(), l16.data(), B, T, H,
+                                    dk, dv, scale, window, dq16r.data(), dk16r.data(), dv16r.data(),
+                                    moe::AttentionMath::Bf16);
+        for (const auto& [name, a, b, c] : {std::tuple{"dq", &dq32, &dq16, &dq16r}, std::tuple{"dk", &dk32, &dk16, &dk16r},
+                                            std::tuple{"dv", &dv32, &dv16, &dv16r}}) {
+            QVERIFY2(std::memcmp(b->data(), c->data(), b->size() * sizeof(float)) == 0, name);
+            const float gtol = 3e-2f * max_abs(*a);
+            for (size_t i = 0; i < a->size(); ++i)
+                QVERIFY2(std::abs((*a)[i] - (*b)[i]) <= gtol,
+                         qPrintable(QString("window %1: %2[%3] bf16 %4 fp32 %5").arg(window).arg(name).arg(i)
+                                        .arg((*b)[i]).arg((*a)[i])));
+        }
     }
 }
 

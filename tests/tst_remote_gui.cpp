@@ -8,11 +8,13 @@
 #include <QtTest>
 
 #include <QComboBox>
+#include <QDockWidget>
 #include <QLabel>
 #include <QProcess>
 #include <QPushButton>
 #include <QRegularExpression>
 #include <QSettings>
+#include <QSignalSpy>
 #include <QStandardPaths>
 #include <QStatusBar>
 #include <QTemporaryDir>
@@ -20,7 +22,11 @@
 #include "model_fixtures.h"
 #include "remote_connection.h"
 #include "store/run_reader.h"
+#include "generation_controls.h"
+#include "routing_inspector_view.h"
 #include "workbench/connect_dialog.h"
+#include "workbench/generation_controller.h"
+#include "workbench/inspection_controller.h"
 #include "workbench/main_window.h"
 #include "workbench/run_controller.h"
 #include "workbench/run_launcher.h"
@@ -123,6 +129,43 @@ private slots:
         RunReader local(run->path().toStdString());
         QCOMPARE(local.metrics_count(), int64_t(40));
         shoot(&w, "remote-run-finished");
+
+        // The routing inspector on the worker's checkpoints: listed from the worker, inspected
+        // and continued there (nothing is loaded in this process), live routing while it writes.
+        InspectionController* ins = w.inspection();
+        QTRY_VERIFY_WITH_TIMEOUT(ins->worker() == w.engine() && ins->checkpoints().contains("step-00000040"), 15000);
+        const QString ckpt_dir = ins->checkpoint_dir("step-00000040");
+        QVERIFY2(ckpt_dir.endsWith(".ckpt/step-00000040") && !ckpt_dir.startsWith("/"), qPrintable(ckpt_dir));
+        QVERIFY(QFileInfo(QDir(dir_.filePath("worker-runs")).filePath(ckpt_dir)).isDir());
+        auto* routing = qobject_cast<views::RoutingInspectorView*>(w.view_widget("routingDock"));
+        QVERIFY(routing);
+        routing->checkpointBox()->setCurrentIndex(routing->checkpointBox()->findText("step-00000040"));
+        routing->setText("12+34=46\n");
+        QSignalSpy inspected(ins, &InspectionController::inspection_done);
+        routing->inspectButton()->click();
+        QVERIFY(inspected.wait(60000));
+        QCOMPARE(inspected.takeFirst().at(0).toBool(), true);
+        QVERIFY(ins->last_inspection());
+        QCOMPARE(routing->data().n_tokens(), 9);
+        QCOMPARE(ins->cached_inspectors(), 0);
+        GenerationController* gen = w.generation();
+        views::GenerationControls* controls = routing->generationControls();
+        controls->tokensBox()->setValue(16);
+        QSignalSpy generated(gen, &GenerationController::generation_done);
+        controls->button()->click();
+        QVERIFY(gen->running());
+        QCOMPARE(controls->button()->text(), QString("Stop"));
+        QVERIFY(generated.wait(60000));
+        const QList<QVariant> outcome = generated.takeFirst();
+        QVERIFY2(outcome.at(0).toBool(), qPrintable(routing->statusLabel()->text()));
+        QVERIFY(outcome.at(1).toInt() >= 1 && outcome.at(1).toInt() <= 16);
+        QVERIFY(gen->updates_shown() >= 2);  // live progress, then the final inspection
+        QVERIFY2(routing->text().startsWith("12+34=46\n") && routing->text().size() > 9, qPrintable(routing->text()));
+        QCOMPARE(routing->data().n_tokens(), 9 + outcome.at(1).toInt());
+        QCOMPARE(controls->button()->text(), QString("Generate"));
+        w.findChild<QDockWidget*>("routingDock")->raise();
+        QTest::qWait(150);  // queued replots
+        shoot(&w, "remote-generated");
 
         // Resume from a checkpoint on the worker: the window lists the worker's step-* folders.
         // Then it asks the step to train to: past the finished run's 40, as many again.

@@ -23,6 +23,8 @@
 #include "model_fixtures.h"
 #include "remote_connection.h"
 #include "remote_session.h"
+#include "generate/generator.h"
+#include "inspect/checkpoint_inspector.h"
 #include "store/run_reader.h"
 
 using namespace moe;
@@ -255,10 +257,84 @@ private slots:
         QVERIFY(q["formats"][2]["weight_rel_error"].get<double>() > q["formats"][1]["weight_rel_error"].get<double>());
         const json bad_format = call(c, {{"type", "quantize"}, {"checkpoint", ckpt}, {"formats", {"int3"}}});
         QCOMPARE(bad_format["code"].get<std::string>(), std::string("config_error"));
+        generation_on_the_worker(c, ckpt);
+        if (QTest::currentTestFailed()) return;
         const json unknown = call(c, {{"type", "frobnicate"}});
         QCOMPARE(unknown["code"].get<std::string>(), std::string("unknown_request"));
     }
 
+private:
+    // "generate": the text continued on the worker with live progress (text so far and the
+    // routing of every token), the same tokens as generating here from the same checkpoint;
+    // cancelled at once it stops after its first token; bad fields name the field.
+    void generation_on_the_worker(RemoteConnection& c, const std::string& ckpt) {
+        std::vector<json> progress;
+        json result;
+        bool done = false;
+        c.request({{"type", "generate"}, {"checkpoint", ckpt}, {"text", "12+7="}, {"max_new_tokens", 24},
+                   {"interval_ms", 50}},
+                  [&](const json& r, const QByteArray&) {
+                      result = r;
+                      done = true;
+                  },
+                  [&](const json& m) { progress.push_back(m); });
+        QVERIFY(QTest::qWaitFor([&] { return done; }, 60000));
+        QVERIFY2(result["type"] == "result", result.dump().c_str());
+        QCOMPARE(result["prompt_tokens"].get<int64_t>(), int64_t(5));
+        const std::vector<int32_t> remote_tokens = result["tokens"].get<std::vector<int32_t>>();
+        QVERIFY(!remote_tokens.empty());
+        QCOMPARE(result["generated"].get<int64_t>(), int64_t(remote_tokens.size()));
+        QCOMPARE(result["inspection"]["tokens"].size(), 5 + remote_tokens.size());
+        QVERIFY(result["first_token_seconds"].get<double>() > 0);
+        // The same greedy tokens as this process makes from the checkpoint's files.
+        CheckpointInspector here(QDir(worker_->runs()).filePath(QString::fromStdString(ckpt)).toStdString(), 1);
+        GenerationSettings gs;
+        gs.max_new_tokens = 24;
+        const GenerationResult local = here.generate_text("12+7=", gs, {});
+        QCOMPARE(remote_tokens, local.tokens);
+        QCOMPARE(result["stop_reason"].get<std::string>(), local.stop_reason);
+        std::vector<int32_t> all = here.encode("12+7=");
+        all.insert(all.end(), local.tokens.begin(), local.tokens.end());
+        QCOMPARE(result["text"].get<std::string>(), here.decode(all));
+        // Progress: at least the first token's, each a growing prefix with its routing.
+        QVERIFY(!progress.empty());
+        int64_t before = 0;
+        for (const json& m : progress) {
+            const int64_t n = m["generated"].get<int64_t>();
+            QVERIFY(n > before && n <= int64_t(remote_tokens.size()));
+            before = n;
+            QCOMPARE(m["inspection"]["tokens"].size(), size_t(5 + n));
+            QVERIFY(here.decode(all).rfind(m["text"].get<std::string>(), 0) == 0);
+        }
+
+        // Cancelled as soon as it is sent: stopped after its first token.
+        json stopped;
+        done = false;
+        const int64_t gid = c.request({{"type", "generate"}, {"checkpoint", ckpt}, {"text", "12+7="},
+                                       {"max_new_tokens", 4000}, {"live", false}},
+                                      [&](const json& r, const QByteArray&) {
+                                          stopped = r;
+                                          done = true;
+                                      });
+        const json cancel = call(c, {{"type", "cancel"}, {"request", gid}});
+        QVERIFY2(cancel["type"] == "result", cancel.dump().c_str());
+        QVERIFY(QTest::qWaitFor([&] { return done; }, 60000));
+        QVERIFY2(stopped["type"] == "result", stopped.dump().c_str());
+        QCOMPARE(stopped["stop_reason"].get<std::string>(), std::string("stopped"));
+        QVERIFY(stopped["generated"].get<int64_t>() <= 2);
+
+        const json hot = call(c, {{"type", "generate"}, {"checkpoint", ckpt}, {"text", "x"}, {"temperature", -1}});
+        QCOMPARE(hot["code"].get<std::string>(), std::string("bad_request"));
+        QVERIFY2(hot["message"].get<std::string>().find("temperature") != std::string::npos, hot.dump().c_str());
+        const json spec = call(c, {{"type", "generate"}, {"checkpoint", ckpt}, {"text", "x"}, {"temperature", 0.7},
+                                   {"speculative", true}});
+        QCOMPARE(spec["code"].get<std::string>(), std::string("config_error"));
+        QVERIFY2(!spec["field"].get<std::string>().empty(), spec.dump().c_str());
+        const json outside = call(c, {{"type", "generate"}, {"checkpoint", "../etc"}, {"text", "x"}});
+        QCOMPARE(outside["code"].get<std::string>(), std::string("path_outside_root"));
+    }
+
+private slots:
     void client_dropped_mid_run_reconnects_without_loss() {
         QTemporaryDir local;
         RemoteConnection c;

@@ -515,6 +515,41 @@ open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + data)
         QCOMPARE(b[3], 65280.0f);
         QCOMPARE(b[4], std::ldexp(1.0f, -24));
         QVERIFY(std::signbit(b[5]));
+        // Mapped (converted from unaligned offsets in the mapping) and read with pread: the
+        // same bits.
+        QVERIFY(r.mapped());
+        SafetensorsReader plain(p, SafetensorsReader::Access::Read);
+        QVERIFY(!plain.mapped());
+        for (const char* name : {"a16", "b16", "c64"}) {
+            const Tensor m = r.read_f32(name), q = plain.read_f32(name);
+            QCOMPARE(std::memcmp(m.data(), q.data(), 6 * sizeof(float)), 0);
+        }
+    }
+
+    // A mapped file that shrinks while open: a FileError naming the tensor, not a SIGBUS.
+    void shrunkWhileOpenIsAnError() {
+        const std::string p = path("shrinks.safetensors");
+        Tensor big({512, 1024});
+        for (int64_t i = 0; i < big.numel(); ++i) big[i] = float(i % 977);
+        SafetensorsWriter w;
+        w.add_f32("small", Tensor({4}));
+        w.add_f32("big", big);
+        w.write(p);
+        for (auto access : {SafetensorsReader::Access::Map, SafetensorsReader::Access::Read}) {
+            w.write(p);
+            SafetensorsReader r(p, access);
+            QCOMPARE(r.read_f32("big")[976], 976.0f);
+            QVERIFY(::truncate(p.c_str(), off_t(r.file_size() / 2)) == 0);
+            QCOMPARE(r.read_f32("small").numel(), int64_t(4));  // its bytes are still there
+            try {
+                r.read_f32("big");
+                QFAIL("reading past the end of a shrunk file did not fail");
+            } catch (const FileError& e) {
+                const QString msg = e.what();
+                QVERIFY2(msg.contains("shrinks.safetensors") && msg.contains("'big'") && msg.contains("shr"),
+                         qPrintable(msg));
+            }
+        }
     }
 };
 

@@ -59,6 +59,7 @@ public:
     QTableWidget* hoverTable() const { return hover_table_; }
     QTableWidget* topTokensTable() const { return top_table_; }
     QLabel* agreementLabel() const { return agreement_; }
+    QLabel* statusLabel() const { return status_; }  // busy text, errors and results
     QComboBox* checkpointBox() const { return checkpoint_box_; }
     QComboBox* comparisonBox() const { return compare_box_; }
     QComboBox* sampleBox() const { return sample_box_; }

@@ -9,6 +9,8 @@
 #include "inspect/checkpoint_inspector.h"
 #include "routing_inspector_view.h"
 #include "workbench/inspection_controller.h"
+#include "remote_connection.h"
+#include "session_codec.h"
 #include "workbench/run_controller.h"
 
 namespace moe::workbench {
@@ -26,6 +28,7 @@ GenerationController::GenerationController(views::RoutingInspectorView* view,
 }
 
 GenerationController::~GenerationController() {
+    if (worker_request_ && worker_) worker_->request({{"type", "cancel"}, {"request", worker_request_}}, {});
     if (live_) live_->stop = true;
     watcher_.waitForFinished();  // the worker stops after its current token
 }
@@ -45,6 +48,10 @@ void GenerationController::generate(const QString& text, const QString& checkpoi
     running_ = true;
     updates_ = 0;
     checkpoint_ = checkpoint;
+    if (inspection_->worker()) {
+        generate_on_worker(text, dir, new_tokens, temperature);
+        return;
+    }
     live_ = std::make_shared<Live>();
     view_->generationControls()->setRunning(true);
     view_->setBusy(true, tr("Loading %1 and writing %2 tokens…").arg(checkpoint).arg(new_tokens));
@@ -99,6 +106,60 @@ void GenerationController::generate(const QString& text, const QString& checkpoi
 
 void GenerationController::stop() {
     if (live_) live_->stop = true;
+    if (worker_request_ && worker_) worker_->request({{"type", "cancel"}, {"request", worker_request_}}, {});
+}
+
+void GenerationController::generate_on_worker(const QString& text, const QString& dir, int new_tokens,
+                                              double temperature) {
+    worker_ = inspection_->worker();
+    view_->generationControls()->setRunning(true);
+    const QString device = inspection_->worker_device();
+    view_->setBusy(true, tr("Writing %1 tokens with %2 on the worker (%3)…").arg(new_tokens).arg(checkpoint_, device));
+    QPointer<GenerationController> self(this);
+    worker_request_ = worker_->request(
+        {{"type", "generate"},
+         {"checkpoint", dir.toStdString()},
+         {"text", text.toStdString()},
+         {"max_new_tokens", new_tokens},
+         {"temperature", temperature},
+         {"seed", 0},
+         {"device", device.toStdString()},
+         {"attention", true},
+         {"interval_ms", 100}},
+        [self](const nlohmann::json& m, const QByteArray&) {
+            if (self) self->worker_finished(m);
+        },
+        [self](const nlohmann::json& m) {
+            if (!self || !self->running_ || !self->inspection_ || !self->view_) return;
+            if (m.contains("inspection")) {
+                try {
+                    self->inspection_->show_inspection(remote::inspection_from_json(m["inspection"]), self->checkpoint_);
+                    ++self->updates_;
+                } catch (const std::exception&) {
+                    return;  // the final answer shows the whole text
+                }
+            }
+            self->view_->setBusy(true, tr("Generating with %1 on the worker: %2 tokens so far…")
+                                           .arg(self->checkpoint_)
+                                           .arg(m.value("generated", int64_t(0))));
+        });
+}
+
+void GenerationController::worker_finished(const nlohmann::json& m) {
+    worker_request_ = 0;
+    if (m.value("type", "") != "result") {
+        show_done(QString::fromStdString(m.value("message", m.dump().substr(0, 200))), {}, 0, 0, {});
+        return;
+    }
+    try {
+        if (inspection_) inspection_->show_inspection(remote::inspection_from_json(m.at("inspection")), checkpoint_);
+        ++updates_;
+    } catch (const std::exception& e) {
+        show_done(tr("The worker's answer is not readable: %1").arg(e.what()), {}, 0, 0, {});
+        return;
+    }
+    show_done({}, QString::fromStdString(m.value("text", "")), int(m.value("generated", int64_t(0))),
+              m.value("tokens_per_second", 0.0), QString::fromStdString(m.value("stop_reason", "")));
 }
 
 void GenerationController::poll() {
@@ -122,22 +183,28 @@ void GenerationController::finished() {
     const Outcome out = watcher_.result();
     poll();  // the final inspection
     timer_.stop();
+    live_.reset();
+    show_done(QString::fromStdString(out.error), QString::fromUtf8(out.text.data(), int(out.text.size())),
+              out.generated, out.tokens_per_second, QString::fromStdString(out.stop_reason));
+}
+
+void GenerationController::show_done(const QString& error, const QString& text, int generated,
+                                     double tokens_per_second, const QString& stop_reason) {
     running_ = false;
     if (view_) {
         view_->generationControls()->setRunning(false);
-        if (!out.error.empty()) {
+        if (!error.isEmpty()) {
             view_->setBusy(false);
-            view_->setError(QString::fromStdString(out.error));
+            view_->setError(error);
         } else {
-            view_->setText(QString::fromUtf8(out.text.data(), int(out.text.size())));
+            view_->setText(text);
             view_->setBusy(false, tr("Generated %1 tokens (%2 tokens/s, stopped: %3).")
-                                      .arg(out.generated)
-                                      .arg(out.tokens_per_second, 0, 'f', 0)
-                                      .arg(QString::fromStdString(out.stop_reason)));
+                                      .arg(generated)
+                                      .arg(tokens_per_second, 0, 'f', 0)
+                                      .arg(stop_reason));
         }
     }
-    live_.reset();
-    emit generation_done(out.error.empty(), out.generated);
+    emit generation_done(error.isEmpty(), generated);
 }
 
 }  // namespace moe::workbench

@@ -4,6 +4,8 @@
 // engine/generate) and, while tokens arrive, re-inspects the growing text so the inspector and
 // the sparsity view show every MoE layer routing each new token - live, at most ten updates a
 // second. Stop ends the run after the current token; the final text lands in the text box.
+// For a run on a moe-worker the worker generates on the device the run trained on and streams
+// the same live routing ("generate" with progress; Stop sends "cancel").
 #include <QFutureWatcher>
 #include <QObject>
 #include <QPointer>
@@ -15,10 +17,16 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "inspect/routing_inspection.h"
 
 namespace moe::views {
 class RoutingInspectorView;
+}
+
+namespace moe::remote {
+class RemoteConnection;
 }
 
 namespace moe::workbench {
@@ -59,6 +67,11 @@ private:
     };
     void poll();      // timer: shows the newest snapshot
     void finished();  // the worker is done
+    // A run on a moe-worker: the worker generates and streams progress (docs/remote-protocol.md).
+    void generate_on_worker(const QString& text, const QString& dir, int new_tokens, double temperature);
+    void worker_finished(const nlohmann::json& m);
+    void show_done(const QString& error, const QString& text, int generated, double tokens_per_second,
+                   const QString& stop_reason);
 
     QPointer<views::RoutingInspectorView> view_;
     QPointer<InspectionController> inspection_;
@@ -68,6 +81,8 @@ private:
     QString checkpoint_;
     bool running_ = false;
     int updates_ = 0;
+    int64_t worker_request_ = 0;  // the running "generate" on a worker (0: none)
+    QPointer<remote::RemoteConnection> worker_;
 };
 
 }  // namespace moe::workbench

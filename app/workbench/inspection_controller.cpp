@@ -16,6 +16,7 @@
 #include "train/training_checkpoint.h"
 #include "workbench/routing_inspection_adapter.h"
 #include "workbench/run_controller.h"
+#include "workbench/worker_checkpoints.h"
 
 namespace moe::workbench {
 
@@ -64,6 +65,20 @@ void InspectionController::set_run(RunController* run) {
 
 void InspectionController::refresh_checkpoints() {
     dirs_.clear();
+    if (remote::RemoteConnection* w = worker()) {
+        const int generation = generation_;
+        const QString root = worker_checkpoint_root(run_->remote_run_file());
+        list_worker_checkpoints(w, run_->remote_run_file(), this, [this, generation, root](CheckpointDirs dirs, QString error) {
+            if (generation != generation_) return;  // another run is shown now
+            dirs_ = std::move(dirs);
+            routing_->setCheckpoints(checkpoints());
+            if (!error.isEmpty()) routing_->setError(error);
+            else if (dirs_.empty())
+                routing_->setError(tr("This run has no checkpoints on the worker yet (%1/step-*): the inspector "
+                                      "needs a saved model.").arg(root));
+        });
+        return;
+    }
     QStringList names;
     if (run_)
         for (const std::string& d : list_checkpoints(checkpoint_root(run_->path()).toStdString())) {
@@ -126,6 +141,10 @@ void InspectionController::inspect(const QString& text, const QString& checkpoin
     job_names_[1] = b == dirs_.end() ? QString() : compare;
     job_dirs_[1] = b == dirs_.end() ? QString() : b->second;
     job_generation_ = generation_;
+    if (worker()) {
+        inspect_on_worker(text);
+        return;
+    }
     auto cached = [this](const QString& dir) {
         auto it = cache_.find(dir);
         return it == cache_.end() ? nullptr : it->second;
@@ -174,6 +193,47 @@ void InspectionController::finished() {
         return;
     }
     emit inspection_done(true);
+}
+
+remote::RemoteConnection* InspectionController::worker() const { return run_ ? run_->worker() : nullptr; }
+
+QString InspectionController::worker_device() const {
+    return run_ ? training_device(run_->header().project_json) : QString("cpu");
+}
+
+// The same inspection, computed by the worker that holds the checkpoints: one request per
+// checkpoint, the comparison's after the primary's.
+void InspectionController::inspect_on_worker(const QString& text) {
+    remote::RemoteConnection* w = worker();
+    busy_ = true;
+    routing_->setBusy(true, tr("Inspecting with %1 on the worker…").arg(job_names_[0]));
+    const QString device = worker_device(), dir_b = job_dirs_[1];
+    ::moe::workbench::inspect_on_worker(
+        w, job_dirs_[0], text, device, this, [this, text, device, dir_b](std::optional<Inspection> a, QString error) {
+            remote::RemoteConnection* w = worker();
+            if (!a || dir_b.isEmpty() || !w) {
+                worker_inspected(std::move(a), std::nullopt, error);
+                return;
+            }
+            auto first = std::make_shared<Inspection>(std::move(*a));
+            ::moe::workbench::inspect_on_worker(w, dir_b, text, device, this,
+                                                [this, first](std::optional<Inspection> b, QString error) {
+                                                    worker_inspected(std::move(*first), std::move(b), error);
+                                                });
+        });
+}
+
+void InspectionController::worker_inspected(std::optional<Inspection> a, std::optional<Inspection> b,
+                                            const QString& error) {
+    busy_ = false;
+    routing_->setBusy(false);
+    if (job_generation_ != generation_) return;
+    if (!error.isEmpty() || !a) {
+        routing_->setError(error);
+        emit inspection_done(false);
+        return;
+    }
+    emit inspection_done(present(std::move(*a), job_names_[0], b ? &*b : nullptr, job_names_[1]));
 }
 
 QString InspectionController::checkpoint_dir(const QString& name) const {

@@ -22,6 +22,10 @@ namespace moe {
 class CheckpointInspector;
 }
 
+namespace moe::remote {
+class RemoteConnection;
+}
+
 namespace moe::views {
 class RoutingInspectorView;
 class SparsityView;
@@ -54,8 +58,13 @@ public:
     int cached_inspectors() const { return static_cast<int>(cache_.size()); }
     const std::optional<Inspection>& last_inspection() const { return last_; }
 
-    // The directory of a checkpoint the view lists ("" when unknown).
+    // The directory of a checkpoint the view lists ("" when unknown); for a run on a worker,
+    // relative to the worker's runs folder.
     QString checkpoint_dir(const QString& name) const;
+    // The worker that holds the run's checkpoints (nullptr: this computer) and the device its
+    // inspections and generations run on there (the one the run trained on).
+    remote::RemoteConnection* worker() const;
+    QString worker_device() const;
     // Shows an inspection made elsewhere (GenerationController's live routing) like one of ours.
     void show_inspection(Inspection ins, const QString& checkpoint);
 
@@ -72,6 +81,8 @@ private:
         std::string error;
     };
     void inspect(const QString& text, const QString& checkpoint, const QString& compare);
+    void inspect_on_worker(const QString& text);  // job_names_/job_dirs_ set
+    void worker_inspected(std::optional<Inspection> a, std::optional<Inspection> b, const QString& error);
     // Routing view, sparsity view and mask from an inspection; false (error shown) on failure.
     bool present(Inspection primary, const QString& name, const Inspection* comparison,
                  const QString& comparison_name);

@@ -432,6 +432,8 @@ void MainWindow::on_run_started(const QString& path) {
     RunController* c = ensure_run(path);
     if (!c) return;
     c->follow_session();
+    // Its checkpoints are on the worker: the inspector and Generate ask the worker.
+    if (session_->remote()) c->set_worker(engine_, session_->remote_run_file());
     add_recent("recent/runs", path);
     schedule_views();
 }

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "quant/error_metrics.h"
+#include "remote_connection.h"
 
 namespace moe::workbench {
 
@@ -110,6 +111,13 @@ void RunController::set_writer_done() {
     }
     schedule_update();
 }
+
+void RunController::set_worker(remote::RemoteConnection* connection, const QString& remote_run_file) {
+    worker_ = connection;
+    remote_run_file_ = remote_run_file;
+}
+
+remote::RemoteConnection* RunController::worker() const { return worker_.data(); }
 
 void RunController::reopen() {
     try {

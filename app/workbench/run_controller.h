@@ -4,6 +4,7 @@
 // second and only the new rows are read; `updated` is coalesced so views redraw at most ~30
 // times a second however fast rows arrive.
 #include <QObject>
+#include <QPointer>
 #include <QString>
 #include <QTimer>
 
@@ -17,6 +18,10 @@
 #include "sparsity_data.h"
 #include "store/run_reader.h"
 #include "train/train_reports.h"
+
+namespace moe::remote {
+class RemoteConnection;
+}
 
 namespace moe::workbench {
 
@@ -77,10 +82,18 @@ public:
     void reopen();
     double longest_poll_ms() const { return longest_poll_ms_; }
 
+    // A run that trained on a moe-worker: path() is the local mirror, the checkpoints stay on
+    // the worker (remote_run_file: its run file, relative to the worker's runs folder).
+    void set_worker(remote::RemoteConnection* connection, const QString& remote_run_file);
+    remote::RemoteConnection* worker() const;  // nullptr: a local run (or the link is gone)
+    QString remote_run_file() const { return remote_run_file_; }
+
 signals:
     void updated();  // coalesced, at most ~30 per second
 
 private:
+    QPointer<remote::RemoteConnection> worker_;
+    QString remote_run_file_;
     void read_new_metrics();
     void read_eval();
     void read_new_experts();

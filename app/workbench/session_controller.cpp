@@ -44,6 +44,11 @@ bool SessionController::use_remote(moe::remote::RemoteConnection* connection) {
     return true;
 }
 
+QString SessionController::remote_run_file() const {
+    const auto* r = remote_ ? dynamic_cast<const moe::remote::RemoteSession*>(session_.get()) : nullptr;
+    return r ? QString::fromStdString(r->remote_run_file()) : QString();
+}
+
 SessionController::~SessionController() {
     // Stops a running session cleanly (checkpoint, closed file); its last events are dropped
     // with this object.

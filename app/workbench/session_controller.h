@@ -37,6 +37,8 @@ public:
     bool use_local();
     bool use_remote(moe::remote::RemoteConnection* connection);
     bool remote() const { return remote_; }
+    // A remote run's file as the worker names it (relative to its runs folder); "" otherwise.
+    QString remote_run_file() const;
 
     // false (and `failed`) when the session refuses at once; later errors come as `failed`.
     bool start(const moe::Project& project, int threads);

@@ -26,6 +26,7 @@
 #include "inspect/checkpoint_inspector.h"
 #include "inspect/weight_quantization.h"
 #include "messages.h"
+#include "worker/generation_job.h"
 #include "session_codec.h"
 #include "store/project.h"
 #include "core/allocator.h"
@@ -151,13 +152,21 @@ void WorkerSession::take_snapshot() {
 
 // ---------------------------------------------------------------- WorkerServer
 
-WorkerServer::WorkerServer(WorkerOptions options, QObject* parent) : QObject(parent), options_(std::move(options)) {
+WorkerServer::WorkerServer(WorkerOptions options, QObject* parent)
+    : QObject(parent),
+      options_(std::move(options)),
+      inspectors_(size_t(std::max(options_.loaded_models, 1)), options_.threads) {
+    model_pool_.setMaxThreadCount(std::max(options_.model_threads, 1));
     QDir().mkpath(options_.runs_dir);
     options_.runs_dir = QFileInfo(options_.runs_dir).canonicalFilePath();
 }
 
 WorkerServer::~WorkerServer() {
-    for (ClientConnection* c : connections_) c->deleteLater();
+    for (ClientConnection* c : connections_) {
+        c->cancel_generations();
+        c->deleteLater();
+    }
+    model_pool_.waitForDone();  // its jobs use inspectors_
     // Each session's destructor stops its run cleanly (checkpoint, closed run file).
     sessions_.clear();
 }
@@ -352,7 +361,10 @@ ClientConnection::ClientConnection(WorkerServer* server, QTcpSocket* socket)
     connect(socket_, &QTcpSocket::errorOccurred, this, [this](QAbstractSocket::SocketError) {
         if (socket_->state() == QAbstractSocket::UnconnectedState) close_now();
     });
-    connect(socket_, &QTcpSocket::bytesWritten, this, [this] { pump(); });
+    connect(socket_, &QTcpSocket::bytesWritten, this, [this] {
+        pump();
+        release_progress();
+    });
     handshake_timer_.setSingleShot(true);
     connect(&handshake_timer_, &QTimer::timeout, this, [this] {
         if (!authenticated_) framed_->close_with_error("handshake_timeout", "no authentication within the time limit");
@@ -360,11 +372,21 @@ ClientConnection::ClientConnection(WorkerServer* server, QTcpSocket* socket)
     handshake_timer_.start(server->options().handshake_timeout_ms);
 }
 
-ClientConnection::~ClientConnection() = default;
+ClientConnection::~ClientConnection() { cancel_generations(); }
+
+void ClientConnection::cancel_generations() {
+    for (auto& [id, job] : generations_) job->cancel = true;
+}
+
+void ClientConnection::release_progress() {
+    if (closed_ || socket_->bytesToWrite() > (256 << 10)) return;
+    for (auto& [id, job] : generations_) job->progress_pending = false;
+}
 
 void ClientConnection::close_now() {
     if (closed_) return;
     closed_ = true;
+    cancel_generations();  // nobody is left to read the text
     server_->connection_closed(this);
 }
 
@@ -472,6 +494,10 @@ void ClientConnection::handle(const json& m) {
             inspect(id, m);
         } else if (type == "quantize") {
             quantize(id, m);
+        } else if (type == "generate") {
+            generate(id, m);
+        } else if (type == "cancel") {
+            cancel(id, m);
         } else {
             throw ProtocolError("unknown_request", "unknown request type \"" + type.substr(0, 40) + "\"");
         }
@@ -616,11 +642,12 @@ void ClientConnection::inspect(int64_t id, const json& m) {
     const bool attention = remote::get_bool_or(m, "attention", false);
     const std::string device = request_device(m);
     QPointer<ClientConnection> self(this);
-    QThreadPool::globalInstance()->start([self, path, rel, text, attention, device, id] {
+    InspectorCache* cache = &server_->inspectors();
+    server_->model_pool().start([self, cache, path, rel, text, attention, device, id] {
         json r;
         try {
-            moe::CheckpointInspector inspector(path.string(), 1, device);
-            r = remote::make_result(id, {{"inspection", remote::to_json(inspector.inspect_text(text), attention)}});
+            InspectorCache::Lease inspector = cache->acquire(path.string(), device);
+            r = remote::make_result(id, {{"inspection", inspection_json(inspector->inspect_text(text), attention)}});
         } catch (const std::exception& e) {
             r = remote::make_error(id, "engine_error", "inspecting " + rel + ": " + e.what());
         }
@@ -648,7 +675,7 @@ void ClientConnection::quantize(int64_t id, const json& m) {
     }
     const std::string device = request_device(m);
     QPointer<ClientConnection> self(this);
-    QThreadPool::globalInstance()->start([self, path, rel, formats, device, id] {
+    server_->model_pool().start([self, path, rel, formats, device, id] {
         json r;
         try {
             const moe::CheckpointWeightFormats res =
@@ -671,6 +698,46 @@ void ClientConnection::quantize(int64_t id, const json& m) {
             if (self) self->reply(r);
         }, Qt::QueuedConnection);
     });
+}
+
+// Text generation on the model pool, progress streamed while it runs (generation_job.h).
+void ClientConnection::generate(int64_t id, const json& m) {
+    if (generations_.count(id)) throw ProtocolError("bad_request", "a generation with id " + std::to_string(id) + " is running");
+    const GenerationRequest request = GenerationRequest::parse(m, server_->options().runs_dir.toStdString());
+    auto job = std::make_shared<GenerationJob>();
+    generations_[id] = job;
+    QPointer<ClientConnection> self(this);
+    InspectorCache* cache = &server_->inspectors();
+    server_->model_pool().start([self, cache, request, job, id] {
+        json r;
+        try {
+            r = remote::make_result(id, run_generation(request, *cache, *job, [self, id](json body) {
+                body["type"] = "progress";
+                body["id"] = id;
+                QMetaObject::invokeMethod(qApp, [self, body] {
+                    if (self) self->reply(body);
+                }, Qt::QueuedConnection);
+            }));
+        } catch (const moe::ConfigError& e) {
+            r = remote::make_error(id, "config_error", "generating with " + request.checkpoint + ": " + e.what());
+            r["field"] = e.field();
+        } catch (const std::exception& e) {
+            r = remote::make_error(id, "engine_error", "generating with " + request.checkpoint + ": " + e.what());
+        }
+        QMetaObject::invokeMethod(qApp, [self, r, id] {
+            if (!self) return;
+            self->generations_.erase(id);
+            self->reply(r);
+        }, Qt::QueuedConnection);
+    });
+}
+
+void ClientConnection::cancel(int64_t id, const json& m) {
+    const int64_t target = remote::get_int(m, "request", 1, INT64_MAX);
+    auto it = generations_.find(target);
+    // Not running (any more): nothing to do; the generation's own answer says how it ended.
+    if (it != generations_.end()) it->second->cancel = true;
+    reply(remote::make_result(id, {{"cancelled", it != generations_.end()}}));
 }
 
 void ClientConnection::pump() {

@@ -15,6 +15,7 @@
 #include <QSslKey>
 #include <QString>
 #include <QTcpServer>
+#include <QThreadPool>
 #include <QTimer>
 
 #include <atomic>
@@ -27,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "session/local_session.h"
+#include "worker/inspector_cache.h"
 
 namespace moe::remote {
 class FramedSocket;
@@ -49,10 +51,13 @@ struct WorkerOptions {
     int max_unauthenticated_per_address = 4;  // handshakes in progress from one peer address
     int handshake_timeout_ms = 10000;
     int threads = 0;                        // default CPU threads of a session
+    int loaded_models = 1;                  // checkpoints kept loaded for inspect / generate
+    int model_threads = 2;                  // inspect/quantize/generate jobs at once (more wait)
 };
 
 class WorkerServer;
 class ClientConnection;
+struct GenerationJob;
 
 // One training session on the worker, with its event backlog.
 class WorkerSession {
@@ -114,6 +119,8 @@ public:
     // Called by a session's engine thread (through a queued call) when events are waiting.
     Q_INVOKABLE void pump_session(int id);
     WorkerSession* session(int id) const;
+    InspectorCache& inspectors() { return inspectors_; }
+    QThreadPool& model_pool() { return model_pool_; }
 
 private:
     friend class ClientConnection;
@@ -125,6 +132,8 @@ private:
     std::string confine_data_path(const std::string& path) const;
 
     WorkerOptions options_;
+    InspectorCache inspectors_;
+    QThreadPool model_pool_;  // jobs with models, apart from the global pool's short file jobs
     QTcpServer* server_ = nullptr;
     QSslCertificate cert_;
     QSslKey key_;
@@ -144,6 +153,7 @@ public:
     bool authenticated() const { return authenticated_; }
     const QString& peer() const { return peer_; }
     void close_with_error(const std::string& code, const std::string& message);
+    void cancel_generations();  // each stops after its current token
 
 private:
     void on_message(const nlohmann::json& m, const QByteArray& binary);
@@ -157,6 +167,9 @@ private:
     void download(int64_t id, const nlohmann::json& m);
     void file_info(int64_t id, const nlohmann::json& m);
     void inspect(int64_t id, const nlohmann::json& m);
+    void generate(int64_t id, const nlohmann::json& m);
+    void cancel(int64_t id, const nlohmann::json& m);
+    void release_progress();  // progress of generations may continue once the socket drained
     void quantize(int64_t id, const nlohmann::json& m);
     nlohmann::json list_files() const;
 
@@ -168,6 +181,7 @@ private:
     QString peer_;  // the peer's address, for per-address limits
     bool closed_ = false;
     std::map<int, int64_t> subscriptions_;  // session -> next seq to send
+    std::map<int64_t, std::shared_ptr<GenerationJob>> generations_;  // request id -> running job
     QTimer handshake_timer_;
 };
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include "backend/attention_math.h"
 #include "core/allocator.h"
 #include "quant/block_scaling.h"
 
@@ -176,12 +177,14 @@ public:
     virtual void flush_checks() {}
     virtual void fused_attention_forward(const float* q, const float* k, const float* v,
                                          int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv,
-                                         float scale, int64_t window, float* lse, float* out);
+                                         float scale, int64_t window, float* lse, float* out,
+                                         AttentionMath math = AttentionMath::Fp32);
     virtual void fused_attention_backward(const float* dout, const float* q, const float* k,
                                           const float* v, const float* out, const float* lse,
                                           int64_t B, int64_t T, int64_t H, int64_t dk,
                                           int64_t dv, float scale, int64_t window, float* dq,
-                                          float* dk_, float* dv_);
+                                          float* dk_, float* dv_,
+                                          AttentionMath math = AttentionMath::Fp32);
 
     // --- SwiGLU: out = silu(g) * u over n values (g, u are the gate_proj and up_proj outputs).
     virtual void swiglu_forward(const float* g, const float* u, int64_t n, float* out) = 0;

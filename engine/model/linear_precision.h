@@ -14,6 +14,7 @@
 //         per_tensor replaces every tile by one scale per operand (the comparison).
 #include <string>
 
+#include "backend/attention_math.h"
 #include "quant/block_scaling.h"
 
 namespace moe {
@@ -28,6 +29,9 @@ struct LinearRecipe {
     LinearPrecision mode = LinearPrecision::FP32;
     bool per_tensor = false;   // fp8: one scale per operand instead of tiles
     bool pow2_scales = false;  // fp8: scales rounded up to powers of two
+    // Not a projection, but decided with them: the products inside fused attention
+    // (training.precision.attention; GPU backends - the CPU's attention stays fp32).
+    AttentionMath attention = AttentionMath::Fp32;
 
     bool quantized() const { return mode != LinearPrecision::FP32; }
     // The cast of each GEMM operand, tiles in the operand's stored layout.

@@ -98,7 +98,7 @@ void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
     if (fused_) {
         lse_.resize({B, H_, T});
         be.fused_attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_,
-                                   window_, lse_.data(), o_.data());
+                                   window_, lse_.data(), o_.data(), attention_math());
     } else {
         probs_.resize({B, H_, T, T});
         be.attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_, window_,
@@ -163,7 +163,7 @@ void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
     if (fused_)
         be.fused_attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), o_.data(),
                                     lse_.data(), B_, T_, H_, dqk, dv_, scale_, window_, d_q_.data(),
-                                    d_k_.data(), d_v_.data());
+                                    d_k_.data(), d_v_.data(), attention_math());
     else
         be.attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), probs_.data(), B_, T_,
                               H_, dqk, dv_, scale_, window_, d_q_.data(), d_k_.data(), d_v_.data());

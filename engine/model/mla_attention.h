@@ -54,6 +54,9 @@ private:
     RopeParams rope_;
     float scale_;
     const PrecisionContext* precision_;  // of the projections (null: fp32)
+    AttentionMath attention_math() const {
+        return precision_ ? precision_->recipe.attention : AttentionMath::Fp32;
+    }
     int64_t window_;  // sliding window (config.sliding_window), 0 = full causal
     Parameter* q_proj_ = nullptr;  // q_lora_rank == 0
     Parameter* q_a_proj_ = nullptr;

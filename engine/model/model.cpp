@@ -335,6 +335,10 @@ void Model::backward(float loss_scale) {
     be_.embedding_backward(inputs_.data(), n, d_out, V, D, embed_->grad.data());
 }
 
+void Model::set_expert_parallel(Communicator* comm) {
+    for (MoeLayer* l : moe_layers()) l->set_expert_parallel(comm);
+}
+
 std::vector<MoeLayer*> Model::moe_layers() {
     std::vector<MoeLayer*> out;
     for (auto& b : blocks_)

@@ -96,6 +96,9 @@ public:
     const std::vector<int32_t>& host_inputs() const { return host_inputs_; }
 
     std::vector<MoeLayer*> moe_layers();  // main layers first, then MTP layers
+    // Every MoE layer's routed experts split over the ranks of `comm` (MoeLayer::
+    // set_expert_parallel); null: all experts in this process.
+    void set_expert_parallel(Communicator* comm);
     // HF layer index of every decoder layer, main then MTP (the FFN layers of the sparsity
     // record), and the share of near-zero SwiGLU outputs in each during the last forward.
     std::vector<int64_t> ffn_layer_indices() const;

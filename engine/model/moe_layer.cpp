@@ -149,31 +149,51 @@ double MoeLayer::forward(Backend& be, const float* h, int64_t B, int64_t T, Rout
     xp_.resize({rows, D_});
     be.moe_permute(h, row_token_.data(), rows, D_, xp_.data());
 
+    // Expert parallelism: the rows go to the ranks that hold their experts.
+    const float* ex = xp_.data();
+    int64_t erows = rows, egroups = E_, e0 = 0;
+    const int64_t* eoff = offsets_.data();
+    if (ep_) {
+        offsets_.to_host(host_offsets_);
+        ep_->plan(host_offsets_);
+        ep_->to_owners(be, xp_.data(), D_, xe_);
+        ex = xe_.data();
+        erows = ep_->received_rows();
+        egroups = ep_->local_experts();
+        e0 = ep_->first_expert();
+        eoff = ep_->local_offsets_device().data();
+    }
+    expert_rows_ = erows;
+
     // Each expert on its own tokens only.
-    g_.resize({rows, F_});
-    u_.resize({rows, F_});
-    a_.resize({rows, F_});
-    yp_.resize({rows, D_});
+    g_.resize({erows, F_});
+    u_.resize({erows, F_});
+    a_.resize({erows, F_});
+    Tensor& ey = ep_ ? ye_ : yp_;
+    ey.resize({erows, D_});
     if (grouped()) {
         refresh_weight_tables();
-        const int64_t* off = offsets_.data();
-        const float* const* w = w_table_.data();
+        const float* const* w = w_table_.data() + e0;
         const Casts c = casts();
         const GroupedCasts fc = c.forward();
-        be.grouped_linear_forward(xp_.data(), off, E_, rows, w, D_, F_, g_.data(), fc);
-        be.grouped_linear_forward(xp_.data(), off, E_, rows, w + E_, D_, F_, u_.data(), fc);
-        be.swiglu_forward(g_.data(), u_.data(), rows * F_, a_.data());
-        be.grouped_linear_forward(a_.data(), off, E_, rows, w + 2 * E_, F_, D_, yp_.data(), fc);
+        be.grouped_linear_forward(ex, eoff, egroups, erows, w, D_, F_, g_.data(), fc);
+        be.grouped_linear_forward(ex, eoff, egroups, erows, w + E_, D_, F_, u_.data(), fc);
+        be.swiglu_forward(g_.data(), u_.data(), erows * F_, a_.data());
+        be.grouped_linear_forward(a_.data(), eoff, egroups, erows, w + 2 * E_, F_, D_, ey.data(), fc);
     } else {
-        offsets_.to_host(host_offsets_);
-        const std::vector<int64_t>& off = host_offsets_;
-        for (int64_t e = 0; e < E_; ++e) {
+        if (!ep_) offsets_.to_host(host_offsets_);
+        const std::vector<int64_t>& off = ep_ ? ep_->local_offsets() : host_offsets_;
+        for (int64_t e = 0; e < egroups; ++e) {
             const int64_t r0 = off[e], m = off[e + 1] - off[e];
             if (m == 0) continue;
-            swiglu_ffn_forward(be, experts_[e], xp_.data() + r0 * D_, m,
+            swiglu_ffn_forward(be, experts_[e0 + e], ex + r0 * D_, m,
                                {g_.data() + r0 * F_, u_.data() + r0 * F_, a_.data() + r0 * F_},
-                               yp_.data() + r0 * D_);
+                               ey.data() + r0 * D_);
         }
+    }
+    if (ep_) {  // the outputs back to the ranks whose tokens they are, in their row order
+        yp_.resize({rows, D_});
+        ep_->back(be, ye_.data(), D_, yp_.data());
     }
 
     // Combine: shared experts, then the weighted routed outputs.
@@ -206,47 +226,60 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
     be.moe_unpermute_backward(dy, yp_.data(), weights_.data(), slot_row_.data(), n, K_, D_,
                               d_yp_.data(), d_weights_.data());
 
-    // Each expert's backward on its own rows.
-    d_xp_.resize({rows, D_});
-    d_xp_.zero();
-    d_g_.resize({rows, F_});
-    d_u_.resize({rows, F_});
-    d_a_.resize({rows, F_});
+    // Each expert's backward on its own rows (with expert parallelism, the rows' gradients
+    // travel to the experts' ranks and the input gradients come back).
+    const float* ex = ep_ ? xe_.data() : xp_.data();
+    const float* edy = d_yp_.data();
+    int64_t erows = rows, egroups = E_, e0 = 0;
+    const int64_t* eoff = offsets_.data();
+    if (ep_) {
+        ep_->to_owners(be, d_yp_.data(), D_, d_ye_);
+        edy = d_ye_.data();
+        erows = ep_->received_rows();
+        egroups = ep_->local_experts();
+        e0 = ep_->first_expert();
+        eoff = ep_->local_offsets_device().data();
+    }
+    Tensor& edx = ep_ ? d_xe_ : d_xp_;
+    edx.resize({erows, D_});
+    edx.zero();
+    d_g_.resize({erows, F_});
+    d_u_.resize({erows, F_});
+    d_a_.resize({erows, F_});
     if (grouped()) {
         // The per-expert chain of swiglu_ffn_backward, each step for all experts at once.
         refresh_weight_tables();
         refresh_grad_tables();
-        const int64_t* off = offsets_.data();
-        const float* const* w = w_table_.data();
-        float* const* dw = dw_table_.data();
-        be.zero(d_a_.data(), rows * F_);
-        be.zero(d_g_.data(), rows * F_);
-        be.zero(d_u_.data(), rows * F_);
+        const float* const* w = w_table_.data() + e0;
+        float* const* dw = dw_table_.data() + e0;
+        be.zero(d_a_.data(), erows * F_);
+        be.zero(d_g_.data(), erows * F_);
+        be.zero(d_u_.data(), erows * F_);
         const Casts c = casts();
         const GroupedCasts dc = c.forward(), wc = c.weight_grad();
-        be.grouped_linear_backward_data(d_yp_.data(), off, E_, rows, w + 2 * E_, F_, D_,
-                                        d_a_.data(), dc);
-        be.grouped_linear_backward_weight(d_yp_.data(), a_.data(), off, E_, rows, dw + 2 * E_, F_,
-                                          D_, wc);
-        be.swiglu_backward(d_a_.data(), g_.data(), u_.data(), rows * F_, d_g_.data(), d_u_.data());
-        be.grouped_linear_backward_data(d_g_.data(), off, E_, rows, w, D_, F_, d_xp_.data(), dc);
-        be.grouped_linear_backward_weight(d_g_.data(), xp_.data(), off, E_, rows, dw, D_, F_, wc);
-        be.grouped_linear_backward_data(d_u_.data(), off, E_, rows, w + E_, D_, F_, d_xp_.data(),
-                                        dc);
-        be.grouped_linear_backward_weight(d_u_.data(), xp_.data(), off, E_, rows, dw + E_, D_, F_,
-                                          wc);
+        be.grouped_linear_backward_data(edy, eoff, egroups, erows, w + 2 * E_, F_, D_, d_a_.data(), dc);
+        be.grouped_linear_backward_weight(edy, a_.data(), eoff, egroups, erows, dw + 2 * E_, F_, D_, wc);
+        be.swiglu_backward(d_a_.data(), g_.data(), u_.data(), erows * F_, d_g_.data(), d_u_.data());
+        be.grouped_linear_backward_data(d_g_.data(), eoff, egroups, erows, w, D_, F_, edx.data(), dc);
+        be.grouped_linear_backward_weight(d_g_.data(), ex, eoff, egroups, erows, dw, D_, F_, wc);
+        be.grouped_linear_backward_data(d_u_.data(), eoff, egroups, erows, w + E_, D_, F_, edx.data(), dc);
+        be.grouped_linear_backward_weight(d_u_.data(), ex, eoff, egroups, erows, dw + E_, D_, F_, wc);
     } else {
-        offsets_.to_host(host_offsets_);  // a recorded step: one copy more does not matter
-        const std::vector<int64_t>& off = host_offsets_;
-        for (int64_t e = 0; e < E_; ++e) {
+        if (!ep_) offsets_.to_host(host_offsets_);  // a recorded step: one copy more does not matter
+        const std::vector<int64_t>& off = ep_ ? ep_->local_offsets() : host_offsets_;
+        for (int64_t e = 0; e < egroups; ++e) {
             const int64_t r0 = off[e], m = off[e + 1] - off[e];
             if (m == 0) continue;
             swiglu_ffn_backward(
-                be, experts_[e], xp_.data() + r0 * D_, m,
+                be, experts_[e0 + e], ex + r0 * D_, m,
                 {g_.data() + r0 * F_, u_.data() + r0 * F_, a_.data() + r0 * F_},
-                d_yp_.data() + r0 * D_, d_xp_.data() + r0 * D_,
+                edy + r0 * D_, edx.data() + r0 * D_,
                 {d_g_.data() + r0 * F_, d_u_.data() + r0 * F_, d_a_.data() + r0 * F_});
         }
+    }
+    if (ep_) {
+        d_xp_.resize({rows, D_});
+        ep_->back(be, d_xe_.data(), D_, d_xp_.data());
     }
     be.moe_permute_backward(d_xp_.data(), slot_row_.data(), n, K_, D_, dh);
 
@@ -269,9 +302,12 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
                     gate_->grad.data());
 }
 
+void MoeLayer::set_expert_parallel(Communicator* comm) {
+    ep_ = comm && comm->size() > 1 ? std::make_unique<ExpertDispatch>(*comm, E_) : nullptr;
+}
+
 NearZeroCount MoeLayer::near_zero(float threshold) const {
-    const int64_t rows = B_ * T_ * K_;
-    NearZeroCount c = count_near_zero(a_, std::min(rows * F_, a_.numel()), threshold);
+    NearZeroCount c = count_near_zero(a_, std::min(expert_rows_ * F_, a_.numel()), threshold);
     if (shared_) c += count_near_zero(shared_->hidden(), shared_->hidden().numel(), threshold);
     return c;
 }

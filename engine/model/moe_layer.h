@@ -19,6 +19,7 @@
 #include "core/tensor.h"
 #include "model/activation_sparsity.h"
 #include "model/config.h"
+#include "model/expert_dispatch.h"
 #include "model/parameters.h"
 #include "model/routing_probe.h"
 #include "model/swiglu_ffn.h"
@@ -50,6 +51,12 @@ public:
     // SwiGLU outputs of the last forward (routed experts' rows and the shared experts) with
     // |a| < threshold.
     NearZeroCount near_zero(float threshold) const;
+    // Expert parallelism over `comm` (an expert group; null: every expert here). This rank then
+    // runs only its share of the routed experts, on the rows every rank of the group routes to
+    // them (model/expert_dispatch.h). The parameters of the other experts stay in the store
+    // (replicated) and get no gradient here: data-parallel summing over all ranks fills them.
+    void set_expert_parallel(Communicator* comm);
+    const ExpertDispatch* expert_parallel() const { return ep_.get(); }
 
 private:
     GateParams gate_params() const;
@@ -101,6 +108,10 @@ private:
     DeviceArray<float*> dw_table_;
     // Backward scratch.
     Tensor d_weights_, d_yp_, d_xp_, d_g_, d_u_, d_a_, d_scores_, d_logits_;
+    // Expert parallelism: the rows this rank's experts run on, their outputs and gradients.
+    std::unique_ptr<ExpertDispatch> ep_;
+    Tensor xe_, ye_, d_ye_, d_xe_;
+    int64_t expert_rows_ = 0;  // rows the local experts ran on in the last forward
 };
 
 }  // namespace moe

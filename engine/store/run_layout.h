@@ -11,7 +11,8 @@ namespace moe {
 
 inline constexpr const char* kRunFormat = "moe-workbench-run";
 // Bumped on any change a reader of the previous version would misread. Readers refuse newer.
-inline constexpr int64_t kRunFormatVersion = 2;  // 2: /quant and /sparsity (readers accept 1)
+// 2: /quant and /sparsity; 3: /parallel (readers accept 1 and 2).
+inline constexpr int64_t kRunFormatVersion = 3;
 
 struct RunHeader {
     std::string format = kRunFormat;
@@ -59,6 +60,11 @@ struct RunHeader {
         return n;
     }
     int64_t n_ffn_layers() const { return static_cast<int64_t>(ffn_layer_indices.size()); }
+
+    // Several processes (format version 3): the ranks and how they share the work
+    // ("ep=1,dp=2"); a run of one process has world_size 1 and no /parallel rows.
+    int64_t world_size = 1;
+    std::string parallel_layout = "ep=1,dp=1";
 };
 
 // One logged training step: /metrics/<field>[N].
@@ -116,6 +122,15 @@ struct QuantRow {
     std::vector<uint32_t> value_zeros;   // [Q]
     std::vector<uint32_t> error_hist;    // [Q * kQuantHistogramBins]
     std::vector<float> scales;           // [n_scale_values()] the scale grids, concatenated
+};
+
+// Per-rank figures of a run with several ranks at one logged step, each per training step
+// since the previous row: /parallel/<column>[P_rows, world_size].
+inline constexpr int kParallelColumns = 7;
+const std::vector<std::string>& run_parallel_columns();  // step_s, all_reduce_bytes, ...
+struct ParallelRow {
+    int64_t step = 0;
+    std::vector<double> values;  // [world_size * kParallelColumns], rank-major
 };
 
 // Sparsity at one logged step: /sparsity/*[S_rows].

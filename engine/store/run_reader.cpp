@@ -299,6 +299,14 @@ RunReader::RunReader(const std::string& path) : path_(path), impl_(std::make_uni
         h.ffn_layer_indices = read_int64s_attr(sp.get(), "ffn_layer_indices", path, "/sparsity");
         h.near_zero_threshold = read_double_attr(sp.get(), "near_zero_threshold", path, "/sparsity");
     }
+    if (h.format_version >= 3) {
+        h5::Group pg = h5::make<h5::Group>(H5Gopen2(f, "/parallel", H5P_DEFAULT), path, "opening group /parallel");
+        h.world_size = read_int64_attr(pg.get(), "world_size", path, "/parallel");
+        h.parallel_layout = read_string_attr(pg.get(), "layout", path, "/parallel");
+        if (h.world_size < 1 || h.world_size > 1000000)
+            throw FileError(path, "attribute world_size on /parallel: expected 1 to 1000000, got " +
+                                      std::to_string(h.world_size));
+    }
 
     // Row datasets: present, with the rank and inner shape the header implies.
     for (const auto& group : row_groups) {
@@ -511,6 +519,21 @@ QuantErrorSeries RunReader::quant_error_series(int64_t q) const {
     out.snr_db = read_tensor("snr_db");
     out.amax = read_tensor("amax");
     return out;
+}
+
+int64_t RunReader::parallel_count() const {
+    return impl_ && impl_->rows.count("parallel") ? impl_->rows.at("parallel") : 0;
+}
+
+ParallelRows RunReader::parallel_rows() const {
+    ParallelRows r;
+    const int64_t n = parallel_count();
+    if (n == 0) return r;
+    h5::Lock lock(h5::hdf5_mutex());
+    r.step = read_column<int64_t>(impl_->column("parallel", "step"), 0, n, path_);
+    for (const auto& c : run_parallel_columns())
+        r.columns.push_back(read_column<double>(impl_->column("parallel", c), 0, n, path_));
+    return r;
 }
 
 SparsityRows RunReader::sparsity_rows() const {

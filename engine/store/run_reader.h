@@ -47,6 +47,12 @@ struct QuantErrorSeries {
     std::vector<float> rel_error, snr_db, amax;
 };
 
+// All /parallel rows: step [n]; per column of run_parallel_columns(), [n, world_size].
+struct ParallelRows {
+    std::vector<int64_t> step;
+    std::vector<std::vector<double>> columns;  // [kParallelColumns][n * world_size]
+};
+
 // All /sparsity rows: step [n], near_zero [n, n_ffn_layers], unused_experts [n, L].
 struct SparsityRows {
     std::vector<int64_t> step;
@@ -90,10 +96,12 @@ public:
     // Format version 2 groups; a version-1 file has 0 rows of each.
     int64_t quant_count() const;
     int64_t sparsity_count() const;
+    int64_t parallel_count() const;  // 0 for files before version 3
     QuantRow quant(int64_t i) const;
     // Tensor q (index into header().quant_tensors) over all /quant rows, one read per dataset.
     QuantErrorSeries quant_error_series(int64_t q) const;
     SparsityRows sparsity_rows() const;
+    ParallelRows parallel_rows() const;
 
 private:
     struct Impl;

@@ -45,6 +45,12 @@ int64_t RunDatasetSpec::row_elements() const {
     return n;
 }
 
+const std::vector<std::string>& run_parallel_columns() {
+    static const std::vector<std::string> cols{"step_s",       "all_reduce_bytes", "all_reduce_s",   "all_to_all_bytes",
+                                               "all_to_all_s", "tokens_sent",      "tokens_received"};
+    return cols;
+}
+
 const std::vector<std::string>& run_metrics_columns() {
     static const std::vector<std::string> cols{"step",   "tokens",    "wall_s",       "loss",
                                                "mtp_loss", "aux_loss", "lr",           "grad_norm",
@@ -87,6 +93,11 @@ std::vector<RunDatasetSpec> run_group_datasets(const std::string& group, const R
                 spec(group, "value_zeros", RunDtype::U32, {Q}),
                 spec(group, "error_hist", RunDtype::U32, {Q, bins}),
                 spec(group, "scales", RunDtype::F32, {h.n_scale_values()})};
+    }
+    if (group == "parallel") {
+        std::vector<RunDatasetSpec> out{spec(group, "step", RunDtype::I64, {})};
+        for (const auto& c : run_parallel_columns()) out.push_back(spec(group, c, RunDtype::F64, {h.world_size}));
+        return out;
     }
     if (group == "sparsity")
         return {spec(group, "step", RunDtype::I64, {}),

@@ -31,14 +31,15 @@ struct RunDatasetSpec {
 std::vector<RunDatasetSpec> run_group_datasets(const std::string& group, const RunHeader& h);
 
 inline const std::vector<std::string>& run_row_groups() {
-    static const std::vector<std::string> groups{"metrics", "eval",  "experts",
-                                                 "routing", "quant", "sparsity"};
+    static const std::vector<std::string> groups{"metrics", "eval",     "experts", "routing",
+                                                 "quant",   "sparsity", "parallel"};
     return groups;
 }
 
 // The row groups a file of format_version `version` has.
 inline std::vector<std::string> run_row_groups(int64_t version) {
-    if (version >= 2) return run_row_groups();
+    if (version >= 3) return run_row_groups();
+    if (version == 2) return {"metrics", "eval", "experts", "routing", "quant", "sparsity"};
     return {"metrics", "eval", "experts", "routing"};
 }
 

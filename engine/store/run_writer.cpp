@@ -240,6 +240,10 @@ RunWriter::RunWriter(const std::string& path, const RunHeader& header, bool over
                 write_int64s_attr(g.get(), "scale_grid_rows", header_.scale_grid_rows, false, path, "/quant");
                 write_int64s_attr(g.get(), "scale_grid_cols", header_.scale_grid_cols, false, path, "/quant");
             }
+            if (group == "parallel") {
+                write_int64s_attr(g.get(), "world_size", {header_.world_size}, true, path, "/parallel");
+                write_string_attr(g.get(), "layout", header_.parallel_layout, path, "/parallel");
+            }
             if (group == "sparsity") {
                 write_int64s_attr(g.get(), "ffn_layer_indices", header_.ffn_layer_indices, false, path, "/sparsity");
                 write_int64s_attr(g.get(), "moe_layer_indices", header_.moe_layer_indices, false, path, "/sparsity");
@@ -306,6 +310,7 @@ int64_t RunWriter::experts_rows() const { return impl_ ? impl_->rows.at("experts
 int64_t RunWriter::routing_rows() const { return impl_ ? impl_->rows.at("routing") : 0; }
 int64_t RunWriter::quant_rows() const { return impl_ ? impl_->rows.at("quant") : 0; }
 int64_t RunWriter::sparsity_rows() const { return impl_ ? impl_->rows.at("sparsity") : 0; }
+int64_t RunWriter::parallel_rows() const { return impl_ ? impl_->rows.at("parallel") : 0; }
 
 namespace {
 
@@ -445,6 +450,25 @@ void RunWriter::append(const SparsityRow& r) {
         write_row(impl_->column("sparsity", "step"), row, &r.step, path_);
         write_row(impl_->column("sparsity", "near_zero"), row, r.near_zero.data(), path_);
         write_row(impl_->column("sparsity", "unused_experts"), row, r.unused_experts.data(), path_);
+    });
+}
+
+void RunWriter::append(const ParallelRow& r) {
+    const int64_t n = header_.world_size * kParallelColumns;
+    if (static_cast<int64_t>(r.values.size()) != n)
+        throw FileError(path_, size_mismatch("/parallel", n, static_cast<int64_t>(r.values.size()),
+                                             "world_size=" + std::to_string(header_.world_size) + " x " +
+                                                 std::to_string(kParallelColumns) + " columns"));
+    if (!impl_) throw FileError(path_, "append to a moved-from run writer");
+    const auto& cols = run_parallel_columns();
+    std::vector<double> column(static_cast<size_t>(header_.world_size));
+    impl_->append_row(path_, "parallel", [&](int64_t row) {
+        write_row(impl_->column("parallel", "step"), row, &r.step, path_);
+        for (size_t c = 0; c < cols.size(); ++c) {
+            for (int64_t k = 0; k < header_.world_size; ++k)
+                column[size_t(k)] = r.values[size_t(k) * kParallelColumns + c];
+            write_row(impl_->column("parallel", cols[c]), row, column.data(), path_);
+        }
     });
 }
 

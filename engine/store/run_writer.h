@@ -34,6 +34,7 @@ public:
     void append(const RoutingRow& row);
     void append(const QuantRow& row);
     void append(const SparsityRow& row);
+    void append(const ParallelRow& row);
 
     int64_t metrics_rows() const;
     int64_t eval_rows() const;
@@ -41,6 +42,7 @@ public:
     int64_t routing_rows() const;
     int64_t quant_rows() const;
     int64_t sparsity_rows() const;
+    int64_t parallel_rows() const;
 
     // Makes every appended row visible to readers and durable against a crash of this process
     // (H5Fflush). Cheap: a few small writes, fine to call at every log step.

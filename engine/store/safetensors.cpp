@@ -1,6 +1,7 @@
 #include "store/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -92,7 +93,7 @@ size_t safetensors_dtype_size(const std::string& dtype) {
 // ---------------------------------------------------------------------------------------------
 // Reader
 
-SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
+SafetensorsReader::SafetensorsReader(const std::string& path, Access access) : path_(path) {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) throw FileError(path, "cannot open safetensors file: " + errno_text(errno));
     try {
@@ -127,6 +128,13 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
         entries_ = std::move(parsed.entries);
         index_ = std::move(parsed.index);
         metadata_ = std::move(parsed.metadata);
+        if (access == Access::Map) {
+            void* m = ::mmap(nullptr, static_cast<size_t>(file_size_), PROT_READ, MAP_PRIVATE, fd_, 0);
+            if (m != MAP_FAILED) {  // else pread (a filesystem without mmap)
+                map_ = static_cast<unsigned char*>(m);
+                ::madvise(map_, static_cast<size_t>(file_size_), MADV_SEQUENTIAL);
+            }
+        }
     } catch (...) {
         ::close(fd_);
         fd_ = -1;
@@ -135,12 +143,19 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
 }
 
 SafetensorsReader::~SafetensorsReader() {
+    unmap();
     if (fd_ >= 0) ::close(fd_);
+}
+
+void SafetensorsReader::unmap() {
+    if (map_) ::munmap(map_, static_cast<size_t>(file_size_));
+    map_ = nullptr;
 }
 
 SafetensorsReader::SafetensorsReader(SafetensorsReader&& other) noexcept
     : path_(std::move(other.path_)),
       fd_(std::exchange(other.fd_, -1)),
+      map_(std::exchange(other.map_, nullptr)),
       file_size_(other.file_size_),
       data_start_(other.data_start_),
       entries_(std::move(other.entries_)),
@@ -149,9 +164,11 @@ SafetensorsReader::SafetensorsReader(SafetensorsReader&& other) noexcept
 
 SafetensorsReader& SafetensorsReader::operator=(SafetensorsReader&& other) noexcept {
     if (this != &other) {
+        unmap();
         if (fd_ >= 0) ::close(fd_);
         path_ = std::move(other.path_);
         fd_ = std::exchange(other.fd_, -1);
+        map_ = std::exchange(other.map_, nullptr);
         file_size_ = other.file_size_;
         data_start_ = other.data_start_;
         entries_ = std::move(other.entries_);
@@ -347,7 +364,35 @@ const SafetensorsEntry& SafetensorsReader::entry(const std::string& name) const 
     throw FileError(path_, "no tensor named " + in_quotes(name) + " in this file");
 }
 
+const unsigned char* SafetensorsReader::mapped_bytes(const SafetensorsEntry& e) const {
+    if (!map_) return nullptr;
+    // Touching mapped bytes past a shrunk file's end would be SIGBUS: check the size first
+    // (the file changing between this check and the copy is not guarded against).
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0)
+        throw FileError(path_, "tensor " + in_quotes(e.name) + ": cannot stat: " + errno_text(errno));
+    if (static_cast<uint64_t>(st.st_size) < data_start_ + e.end)
+        throw FileError(path_, "tensor " + in_quotes(e.name) + ": read failed: the file is now " +
+                                   std::to_string(st.st_size) + " bytes, the tensor ends at byte " +
+                                   std::to_string(data_start_ + e.end) + " (file shrank while open?)");
+    return map_ + data_start_ + e.begin;
+}
+
+void SafetensorsReader::release(const SafetensorsEntry& e) const {
+    if (!map_ || e.end == e.begin) return;
+    // Whole pages inside the tensor only: a neighbour's partial page may be in use elsewhere.
+    const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    const uint64_t begin = (data_start_ + e.begin + page - 1) / page * page;
+    const uint64_t end = (data_start_ + e.end) / page * page;
+    if (end > begin) ::madvise(map_ + begin, static_cast<size_t>(end - begin), MADV_DONTNEED);
+}
+
 void SafetensorsReader::read_bytes(const SafetensorsEntry& e, void* dst) const {
+    if (const unsigned char* src = mapped_bytes(e)) {
+        std::memcpy(dst, src, static_cast<size_t>(e.end - e.begin));
+        release(e);
+        return;
+    }
     char* p = static_cast<char*>(dst);
     uint64_t offset = data_start_ + e.begin;
     uint64_t left = e.end - e.begin;
@@ -386,6 +431,26 @@ void SafetensorsReader::read_f32_into(const std::string& name, float* dst, int64
                                    "), the destination holds " + std::to_string(count));
     if (e.dtype == "F32") {
         read_bytes(e, dst);
+    } else if (const unsigned char* src = (e.dtype == "BF16" || e.dtype == "F16" || e.dtype == "F64")
+                                              ? mapped_bytes(e)
+                                              : nullptr) {
+        // Converted straight from the page cache (memcpy per element: a tensor's offset in the
+        // buffer need not be aligned for its element type).
+        if (e.dtype == "F64") {
+            for (int64_t i = 0; i < n; ++i) {
+                double v;
+                std::memcpy(&v, src + 8 * i, 8);
+                dst[i] = static_cast<float>(v);
+            }
+        } else {
+            const bool bf16 = e.dtype == "BF16";
+            for (int64_t i = 0; i < n; ++i) {
+                uint16_t v;
+                std::memcpy(&v, src + 2 * i, 2);
+                dst[i] = bf16 ? bf16_to_f32(v) : f16_to_f32(v);
+            }
+        }
+        release(e);
     } else if (e.dtype == "BF16" || e.dtype == "F16") {
         std::vector<uint16_t> raw(static_cast<size_t>(n));
         read_bytes(e, raw.data());

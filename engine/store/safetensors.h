@@ -45,13 +45,18 @@ SafetensorsHeader parse_safetensors_header(const std::string& header, uint64_t b
 
 // Opens a file and validates its whole header up front (sizes, offsets, contiguity, truncation),
 // so a later read can only fail on an I/O error or an unsupported conversion. The file stays open
-// (reads use pread, so a const reader may be shared between threads). Errors are FileErrors that
-// name the path and the tensor.
+// and memory-mapped (read-only): a tensor is converted straight from the page cache into its
+// destination, with no whole-file or per-tensor staging copy, and its pages are released from
+// this process after the read, so loading a checkpoint larger than RAM needs only its fp32
+// destination. Where mapping fails (or with Access::Read) reads use pread. A const reader may be
+// shared between threads. Errors are FileErrors that name the path and the tensor; a file that
+// shrinks while open is reported before its missing bytes are touched.
 class SafetensorsReader {
 public:
     static constexpr uint64_t kMaxHeaderBytes = 100ull * 1000 * 1000;
+    enum class Access { Map, Read };
 
-    explicit SafetensorsReader(const std::string& path);
+    explicit SafetensorsReader(const std::string& path, Access access = Access::Map);
     ~SafetensorsReader();
     SafetensorsReader(SafetensorsReader&& other) noexcept;
     SafetensorsReader& operator=(SafetensorsReader&& other) noexcept;
@@ -80,12 +85,19 @@ public:
 
     uint64_t file_size() const { return file_size_; }
     uint64_t data_start() const { return data_start_; }  // 8 + header length
+    bool mapped() const { return map_ != nullptr; }
 
 private:
     void read_bytes(const SafetensorsEntry& e, void* dst) const;
+    // The tensor's bytes in the mapping (after checking the file still holds them), or nullptr
+    // when the file is not mapped. release() drops its pages from this process afterwards.
+    const unsigned char* mapped_bytes(const SafetensorsEntry& e) const;
+    void release(const SafetensorsEntry& e) const;
+    void unmap();
 
     std::string path_;
     int fd_ = -1;
+    unsigned char* map_ = nullptr;  // the whole file, read-only; nullptr: pread
     uint64_t file_size_ = 0;
     uint64_t data_start_ = 0;
     std::vector<SafetensorsEntry> entries_;

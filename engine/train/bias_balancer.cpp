@@ -42,6 +42,16 @@ void BiasBalancer::update(std::vector<MoeLayer*>& layers, Backend& backend) {
     reset();
 }
 
+void BiasBalancer::all_reduce(Communicator& comm) {
+    std::vector<int64_t> flat;
+    for (const auto& c : counts_) flat.insert(flat.end(), c.begin(), c.end());
+    if (flat.empty()) return;
+    comm.all_reduce_sum(flat.data(), static_cast<int64_t>(flat.size()));
+    size_t at = 0;
+    for (auto& c : counts_)
+        for (auto& v : c) v = flat[at++];
+}
+
 void BiasBalancer::reset() {
     counts_.clear();
     micro_ = 0;

@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "model/moe_layer.h"
+#include "parallel/communicator.h"
 
 namespace moe {
 
@@ -28,6 +29,9 @@ public:
     const std::vector<std::vector<int64_t>>& last_counts() const { return last_; }
     int64_t pending_micro_batches() const { return micro_; }
     void reset();  // drops the pending counts
+    // Sums the pending counts over the ranks of `comm` (each rank counted its own tokens), so
+    // every rank applies the global load. Collective.
+    void all_reduce(Communicator& comm);
 
     double gamma() const { return gamma_; }
     void set_gamma(double gamma) { gamma_ = gamma; }

@@ -296,6 +296,7 @@ json MtpSchedule::to_json() const { return write_fields(mtp_fields(), *this); }
 namespace {
 
 const std::vector<std::string> kScalings = {"tile", "tensor"};
+const std::vector<std::string> kAttentionMaths = {"fp32", "bf16"};
 const std::vector<std::string> kScaleRoundings = {"exact", "pow2"};
 
 const std::vector<Field<LossScaleSettings>>& loss_scale_fields() {
@@ -313,6 +314,7 @@ const std::vector<Field<PrecisionSettings>>& precision_fields() {
         {"mode", &PrecisionSettings::mode},
         {"scaling", &PrecisionSettings::scaling},
         {"scale_rounding", &PrecisionSettings::scale_rounding},
+        {"attention", &PrecisionSettings::attention},
         {"record_every", &PrecisionSettings::record_every},
     };
     return t;
@@ -342,6 +344,7 @@ LinearRecipe PrecisionSettings::recipe() const {
     r.mode = parse_linear_precision(mode, "training.precision.mode");
     r.per_tensor = scaling == "tensor";
     r.pow2_scales = scale_rounding == "pow2";
+    r.attention = attention == "bf16" ? AttentionMath::Bf16 : AttentionMath::Fp32;
     return r;
 }
 
@@ -349,6 +352,7 @@ void PrecisionSettings::validate(const std::string& prefix) const {
     parse_linear_precision(mode, prefix + ".mode");
     check_kind(scaling, kScalings, prefix + ".scaling");
     check_kind(scale_rounding, kScaleRoundings, prefix + ".scale_rounding");
+    check_kind(attention, kAttentionMaths, prefix + ".attention");
     check(record_every >= 0, prefix, "record_every", "must be >= 0 (0 = never)",
           double(record_every));
     loss_scale.validate(prefix + ".loss_scale");

@@ -130,6 +130,7 @@ struct PrecisionSettings {
     std::string mode = "fp32";
     std::string scaling = "tile";
     std::string scale_rounding = "exact";
+    std::string attention = "fp32";  // "bf16": fused attention on tensor cores (GPU)
     int64_t record_every = 100;
     LossScaleSettings loss_scale;
 

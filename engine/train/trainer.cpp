@@ -36,12 +36,19 @@ void make_parent_dirs(const std::string& path) {
 
 }  // namespace
 
-Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads)
-    : Trainer(project, paths, threads, true) {}
+Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads, ParallelContext parallel)
+    : Trainer(project, paths, threads, true, std::move(parallel)) {}
 
-Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads, bool fresh)
-    : project_(project), paths_(paths) {
+Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads, bool fresh,
+                 ParallelContext parallel)
+    : project_(project), paths_(paths), par_(std::move(parallel)) {
     project_.validate();
+    const int ranks = par_.world->size();
+    if (project_.training.batch_size % ranks != 0)
+        throw ConfigError("training.batch_size",
+                          std::to_string(project_.training.batch_size) + " sequences do not split evenly over " +
+                              std::to_string(ranks) + " ranks (" + par_.layout.to_string() +
+                              "): use a multiple of " + std::to_string(ranks));
     // The balancing mode decides which balance loss the model computes (see apply_balance_mode).
     apply_balance_mode(project_.training.balance, project_.model);
     const TrainingSettings& tr = project_.training;
@@ -53,6 +60,8 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
     model_ = std::make_unique<Model>(project_.model, *backend_);
     model_->init_weights(static_cast<uint64_t>(tr.seed));
     model_->set_linear_recipe(tr.precision.recipe());
+    // Expert parallelism: each MoE layer's routed experts split over the expert group.
+    if (par_.layout.ep > 1) model_->set_expert_parallel(par_.experts.get());
     scaler_ = std::make_unique<LossScaler>(tr.precision.loss_scale, tr.precision.loss_scaling());
     data_ = std::make_unique<DataLoader>(tr.data, static_cast<uint64_t>(tr.seed), tr.batch_size,
                                          tr.seq_len);
@@ -61,7 +70,7 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
     moe_layers_ = model_->moe_layers();
     probe_ = data_->probe_batch(tr.probe_tokens);
     if (fresh) {
-        open_run_file(backend_->describe());
+        if (par_.root()) open_run_file(backend_->describe());
         write_routing_snapshot();  // step 0: routing of the untrained model
     }
 }
@@ -70,7 +79,8 @@ Trainer::~Trainer() = default;
 
 std::unique_ptr<Trainer> Trainer::resume(const std::string& checkpoint_dir,
                                          const TrainerPaths& paths, int threads,
-                                         int64_t total_steps, const std::string& device) {
+                                         int64_t total_steps, const std::string& device,
+                                         ParallelContext parallel) {
     const TrainingState st = load_training_state(checkpoint_dir);
     // config.json and the trainer state are written together; anything else is a damaged or
     // hand-edited checkpoint, and which of them is right cannot be told.
@@ -93,12 +103,13 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& checkpoint_dir,
                                      : std::string(" (its training.steps)")) +
                     "; ask for more steps (moe-train --resume DIR --steps N with N > " +
                     std::to_string(st.step) + ")");
-    // Unfinished checkpoint writes of the run being continued.
-    remove_unfinished_checkpoints(std::filesystem::path(checkpoint_dir).parent_path().string());
+    // Unfinished checkpoint writes of the run being continued (rank 0's folder to tidy).
+    if (parallel.root())
+        remove_unfinished_checkpoints(std::filesystem::path(checkpoint_dir).parent_path().string());
     Project project = st.project;
     if (total_steps > 0) project.training.steps = total_steps;
     if (!device.empty()) project.training.device = device;
-    std::unique_ptr<Trainer> t(new Trainer(project, paths, threads, false));
+    std::unique_ptr<Trainer> t(new Trainer(project, paths, threads, false, std::move(parallel)));
     load_training_tensors(checkpoint_dir, *t->model_, *t->optimizer_);
     t->optimizer_->set_step_count(st.optimizer_step);
     t->data_->restore(st.data);
@@ -110,7 +121,7 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& checkpoint_dir,
     t->last_checkpoint_ = checkpoint_dir;
     t->last_checkpoint_step_ = st.step;
     // Resumable means loaded and finite; "good" still waits for a step that trains on them.
-    t->open_run_file(t->backend_->describe());
+    if (t->par_.root()) t->open_run_file(t->backend_->describe());
     return t;
 }
 
@@ -162,6 +173,8 @@ void Trainer::open_run_file(const std::string& device) {
     }
     h.ffn_layer_indices = model_->ffn_layer_indices();
     h.near_zero_threshold = kNearZeroThreshold;
+    h.world_size = par_.world->size();
+    h.parallel_layout = par_.layout.to_string();
 
     make_parent_dirs(paths_.run_file);
     run_ = std::make_unique<RunWriter>(paths_.run_file, h);
@@ -179,7 +192,7 @@ void Trainer::write_routing_snapshot() {
         row.weights.insert(row.weights.end(), r.topk_weight.begin(), r.topk_weight.end());
         row.scores.insert(row.scores.end(), r.scores.begin(), r.scores.end());
     }
-    run_->append(row);
+    if (run_) run_->append(row);
 }
 
 TrainingState Trainer::state() const {
@@ -217,7 +230,10 @@ StepReport Trainer::step() {
     } guard{model_->precision()};
     if (record) recorder_->begin();
     for (int64_t a = 0; a < accum; ++a) {
-        data_->next_train_batch(batch_);
+        // Every rank draws the global batch (the stream's position does not depend on the
+        // layout, so a run resumes under another one) and trains on its slice.
+        data_->next_train_batch(global_batch_);
+        take_local_slice();
         model_->precision().recorder = record && a == 0 ? recorder_.get() : nullptr;
         const LossReport lr = model_->forward(batch_, opt);
         model_->backward(static_cast<float>(loss_scale));
@@ -227,8 +243,10 @@ StepReport Trainer::step() {
         r.mtp_loss += lr.mtp_loss / double(accum);
         r.aux_loss += lr.aux_loss / double(accum);
     }
-    // Gradients are sums over micro-batches of loss_scale * d loss: both divide out here.
-    const double unscale = 1.0 / (double(accum) * loss_scale);
+    reduce_over_ranks(r);
+    // Gradients are sums over micro-batches (and ranks) of loss_scale * d loss: all divide out
+    // here.
+    const double unscale = 1.0 / (double(accum) * loss_scale * double(par_.world->size()));
     const GradNorm gn =
         global_grad_norm(model_->parameters(), *backend_, tr.optimizer.grad_clip, unscale);
     r.grad_norm = gn.norm;
@@ -244,7 +262,7 @@ StepReport Trainer::step() {
         // The guard above saw finite gradients, but an update can still overflow (a learning
         // rate of 1e300): then the previous weights are gone, and the run cannot go on.
         if (!weights_finite()) {
-            run_->flush();
+            if (run_) run_->flush();
             throw Error("training stopped at step " + std::to_string(step_ + 1) +
                         ": the AdamW update at learning rate " + json_fields::format_number(r.lr) +
                         " made the weights non-finite (lower training.optimizer.lr); " +
@@ -267,6 +285,7 @@ StepReport Trainer::step() {
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
     wall_s_ += dt;
     recent_rate_ = recent_rate_ == 0 ? dt : 0.9 * recent_rate_ + 0.1 * dt;
+    step_s_ += dt;
     r.step = step_;
     r.total_steps = tr.steps;
     r.tokens = tokens_;
@@ -286,9 +305,13 @@ StepReport Trainer::step() {
     m.tokens_per_s = r.tokens_per_s;
     m.loss_scale = loss_scale;
     m.skipped = r.skipped ? 1 : 0;
-    run_->append(m);
+    if (run_) run_->append(m);
 
-    if (!r.skipped && ((tr.log_every && step_ % tr.log_every == 0) || finished())) {
+    // Every rank reaches the same decisions below (they see the same reduced figures), so the
+    // collectives inside them line up.
+    const bool log_now = !r.skipped && ((tr.log_every && step_ % tr.log_every == 0) || finished());
+    if (log_now && par_.parallel()) write_parallel_row();
+    if (log_now && run_) {
         ExpertsRow e;
         e.step = step_;
         for (size_t l = 0; l < moe_layers_.size(); ++l) {
@@ -306,20 +329,20 @@ StepReport Trainer::step() {
         write_sparsity_row();
         run_->flush();
     }
-    if (record) {
+    if (record && run_) {
         run_->append(recorder_->row(step_));
         run_->flush();
     }
     if ((tr.eval_every && step_ % tr.eval_every == 0) || finished()) evaluate();
     if ((tr.routing_every && step_ % tr.routing_every == 0) || finished()) {
         write_routing_snapshot();
-        run_->flush();
+        if (run_) run_->flush();
     }
     if (bad_steps_ > 0 && tr.max_bad_steps > 0 && bad_steps_ >= tr.max_bad_steps) {
         // The current weights gave NaN/Inf on every batch since the last update: they are not
         // saved (a checkpoint must hold weights that train). The newest checkpoint whose weights
         // were seen to give a finite loss and gradients is the one to go back to.
-        run_->flush();
+        if (run_) run_->flush();
         throw Error("training stopped at step " + std::to_string(step_) + ": the loss or the " +
                     "gradient was NaN/Inf for " + std::to_string(bad_steps_) +
                     " steps in a row (lower training.optimizer.lr or raise grad_clip); " +
@@ -349,7 +372,7 @@ void Trainer::write_sparsity_row() {
         row.unused_experts.push_back(
             counts.empty() ? 0.0f : static_cast<float>(double(unused) / double(counts.size())));
     }
-    if (row.unused_experts.size() == moe_layers_.size() && !moe_layers_.empty()) run_->append(row);
+    if (run_ && row.unused_experts.size() == moe_layers_.size() && !moe_layers_.empty()) run_->append(row);
 }
 
 EvalReport Trainer::evaluate() {
@@ -361,8 +384,10 @@ EvalReport Trainer::evaluate() {
     row.loss = rep.loss;
     row.label_loss = rep.label_loss;
     row.label_accuracy = rep.label_accuracy;
-    run_->append(row);
-    run_->flush();
+    if (run_) {
+        run_->append(row);
+        run_->flush();
+    }
     if (on_eval) on_eval(rep);
     return rep;
 }
@@ -383,7 +408,8 @@ bool Trainer::weights_finite() const {
 }
 
 std::string Trainer::save_checkpoint() {
-    if (paths_.checkpoint_root.empty()) return {};
+    // The ranks hold the same weights and optimizer state (data parallelism): rank 0 saves.
+    if (paths_.checkpoint_root.empty() || !par_.root()) return {};
     const std::string dir = checkpoint_dir_name(paths_.checkpoint_root, step_);
     if (dir == last_checkpoint_) return dir;  // this step is saved already
     // A checkpoint is a promise of usable weights (the guard relies on it).
@@ -398,6 +424,68 @@ std::string Trainer::save_checkpoint() {
     if (run_) run_->flush();
     if (on_checkpoint) on_checkpoint(dir);
     return dir;
+}
+
+void Trainer::take_local_slice() {
+    const int ranks = par_.world->size();
+    if (ranks == 1) {
+        std::swap(batch_, global_batch_);
+        return;
+    }
+    const int64_t local = global_batch_.batch / ranks, row = global_batch_.seq_len + 1;
+    batch_.batch = local;
+    batch_.seq_len = global_batch_.seq_len;
+    const auto first = global_batch_.tokens.begin() + par_.rank() * local * row;
+    batch_.tokens.assign(first, first + local * row);
+}
+
+void Trainer::reduce_over_ranks(StepReport& r) {
+    if (!par_.parallel()) return;
+    Communicator& world = *par_.world;
+    Tensor& grads = model_->parameters().grad_arena();
+    world.all_reduce_sum(grads.data(), grads.numel());
+    double losses[3] = {r.loss, r.mtp_loss, r.aux_loss};
+    world.all_reduce_sum(losses, 3);
+    const double n = double(world.size());
+    r.loss = losses[0] / n;
+    r.mtp_loss = losses[1] / n;
+    r.aux_loss = losses[2] / n;
+    balancer_->all_reduce(world);  // the bias moves by the global load, the same on every rank
+}
+
+// Per rank, per step since the last row: this rank's step time and what it sent.
+void Trainer::write_parallel_row() {
+    Communicator& world = *par_.world;
+    // The figures of every communicator this rank uses (the expert all-to-all runs on the
+    // expert group's).
+    CommStats s = world.stats();
+    for (Communicator* c : {par_.experts.get(), par_.data.get()}) {
+        const CommStats& x = c->stats();
+        s.all_reduce_bytes += x.all_reduce_bytes;
+        s.all_reduce_s += x.all_reduce_s;
+        s.all_to_all_bytes += x.all_to_all_bytes;
+        s.all_to_all_s += x.all_to_all_s;
+        s.tokens_sent += x.tokens_sent;
+        s.tokens_received += x.tokens_received;
+    }
+    const int64_t steps = std::max<int64_t>(1, step_ - parallel_row_step_);
+    const double mine[kParallelColumns] = {step_s_ / double(steps),
+                                           double(s.all_reduce_bytes) / double(steps),
+                                           s.all_reduce_s / double(steps),
+                                           double(s.all_to_all_bytes) / double(steps),
+                                           s.all_to_all_s / double(steps),
+                                           double(s.tokens_sent) / double(steps),
+                                           double(s.tokens_received) / double(steps)};
+    std::vector<double> all(size_t(world.size()) * kParallelColumns);
+    world.all_gather(mine, kParallelColumns, all.data());
+    for (Communicator* c : {par_.world.get(), par_.experts.get(), par_.data.get()}) c->stats().reset();
+    step_s_ = 0.0;
+    parallel_row_step_ = step_;
+    if (!run_) return;
+    ParallelRow row;
+    row.step = step_;
+    row.values = std::move(all);
+    run_->append(row);
 }
 
 void Trainer::close() {

@@ -15,6 +15,7 @@
 #include "backend/backend.h"
 #include "data/data_loader.h"
 #include "model/model.h"
+#include "parallel/parallel_layout.h"
 #include "store/project.h"
 #include "store/run_writer.h"
 #include "train/adamw.h"
@@ -36,14 +37,19 @@ class Trainer {
 public:
     // A new run on the project's training.device (make_backend). `threads` overrides the
     // project's thread count when > 0.
-    Trainer(const Project& project, const TrainerPaths& paths, int threads = 0);
+    // With several ranks (`parallel`, docs/parallelism.md) every rank constructs its Trainer
+    // with the same project; rank 0 writes the run file and the checkpoints, the others only
+    // train (paths are ignored there).
+    Trainer(const Project& project, const TrainerPaths& paths, int threads = 0,
+            ParallelContext parallel = ParallelContext::solo());
     // Continues the run saved in `checkpoint_dir` (a TrainingState directory) into a new run
     // file; the project is the checkpoint's, with `steps` raised to total_steps when > 0 and
     // the device replaced by `device` when not empty (a GPU run resumes on the CPU and back).
     static std::unique_ptr<Trainer> resume(const std::string& checkpoint_dir,
                                            const TrainerPaths& paths, int threads = 0,
                                            int64_t total_steps = 0,
-                                           const std::string& device = "");
+                                           const std::string& device = "",
+                                           ParallelContext parallel = ParallelContext::solo());
     ~Trainer();
 
     // One optimizer step plus its bookkeeping (run-file rows, evaluation, routing snapshot,
@@ -65,6 +71,8 @@ public:
     Backend& backend() { return *backend_; }
     DataLoader& data() { return *data_; }
     const std::string& run_file() const { return paths_.run_file; }
+    const ParallelContext& parallel() const { return par_; }
+    bool writes() const { return run_ != nullptr; }  // rank 0: the run file is this trainer's
     const std::string& last_checkpoint() const { return last_checkpoint_; }
     // The newest checkpoint whose weights then trained without NaN/Inf ("" if none yet).
     const std::string& last_good_checkpoint() const { return last_good_checkpoint_; }
@@ -73,7 +81,14 @@ public:
     std::function<void(const std::string&)> on_checkpoint;
 
 private:
-    Trainer(const Project& project, const TrainerPaths& paths, int threads, bool fresh);
+    Trainer(const Project& project, const TrainerPaths& paths, int threads, bool fresh,
+            ParallelContext parallel);
+    // This rank's slice of global_batch_ into batch_ (the whole batch with one rank).
+    void take_local_slice();
+    // Data parallelism after the micro-batches: gradients, losses and expert counts summed
+    // over the ranks; the per-rank communication figures gathered to rank 0.
+    void reduce_over_ranks(StepReport& r);
+    void write_parallel_row();
     void open_run_file(const std::string& device);
     void write_routing_snapshot();
     void write_sparsity_row();
@@ -93,7 +108,10 @@ private:
     std::unique_ptr<LossScaler> scaler_;
     std::unique_ptr<QuantRecorder> recorder_;  // quantized modes with record_every > 0
     ProbeBatch probe_;
-    Batch batch_;
+    Batch batch_, global_batch_;
+    ParallelContext par_;
+    double step_s_ = 0.0;            // this rank's steps since the last /parallel row
+    int64_t parallel_row_step_ = 0;  // the step of that row
     std::vector<MoeLayer*> moe_layers_;
 
     int64_t step_ = 0, tokens_ = 0, bad_steps_ = 0;

@@ -82,6 +82,18 @@ cudaError_t fused_attention_backward(const float* dout, const float* q, const fl
                                      int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv,
                                      float scale, int64_t window, float* dvec, float* dq,
                                      float* dk_, float* dv_);
+// The same on tensor cores (flash_attention_tc.cu; sm_80+): operands rounded to bf16, fp32
+// sums. Shared memory per block: fused_attention_tc_smem(dk, dv) bytes (the largest pass);
+// grid.y = B*H must be <= 65535.
+int64_t fused_attention_tc_smem(int64_t dk, int64_t dv);
+cudaError_t fused_attention_forward_tc(const float* q, const float* k, const float* v, int64_t B,
+                                       int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
+                                       int64_t window, float* lse, float* out);
+cudaError_t fused_attention_backward_tc(const float* dout, const float* q, const float* k,
+                                        const float* v, const float* out, const float* lse,
+                                        int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv,
+                                        float scale, int64_t window, float* dvec, float* dq,
+                                        float* dk_, float* dv_);
 
 // --- cross-entropy (cross_entropy.cu) ---
 cudaError_t cross_entropy_forward(const float* logits, const int32_t* targets, int64_t n,

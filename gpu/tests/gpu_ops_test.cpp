@@ -484,6 +484,54 @@ void test_fused_attention(moe::CpuBackend& cpu, moe::gpu::CudaBackend& gpu) {
                                      c.window, dDQ2.p, dDK2.p, dDV2.p);
         expect_equal("fused_attention_backward reproducible" + tag, first, dDK2.get());
     }
+    // AttentionMath::Bf16: the tensor-core kernels (64-query / 64-key tiles: several tiles,
+    // partial last tiles, windows inside and across tiles) against the host reference with the
+    // same bf16 operand rounding. Tolerance (relative L2): p and ds are rounded to bf16 at other
+    // running maxima than the host's (the online softmax rescales per 64-key tile), each such
+    // rounding off by up to 2^-9.
+    for (const Case c : {Case{2, 70, 3, 24, 16, 0}, Case{1, 200, 2, 96, 64, 0}, Case{1, 200, 2, 96, 64, 37},
+                         Case{1, 130, 2, 192, 128, 0}, Case{2, 33, 2, 8, 8, 100}, Case{1, 256, 1, 64, 64, 64}}) {
+        const std::string tag = " bf16 tensor cores B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
+                                " dk=" + std::to_string(c.dk) + " dv=" + std::to_string(c.dv) +
+                                " window=" + std::to_string(c.window);
+        if (!gpu.attention_on_tensor_cores(c.B, c.T, c.H, c.dk, c.dv)) {
+            report("fused attention" + tag, true, "skipped: this device has no room for the tiles (SIMT runs)");
+            continue;
+        }
+        const int64_t nq = c.B * c.T * c.H;
+        const float scale = 1.0f / std::sqrt(float(c.dk));
+        const F q = randn(nq * c.dk), k = randn(nq * c.dk), v = randn(nq * c.dv), dout = randn(nq * c.dv);
+        const F dq0 = randn(q.size()), dk0 = randn(k.size()), dv0 = randn(v.size());
+        F lse(c.B * c.H * c.T), out(nq * c.dv), dq = dq0, dkk = dk0, dvv = dv0;
+        const auto bf = moe::AttentionMath::Bf16;
+        cpu.fused_attention_forward(q.data(), k.data(), v.data(), c.B, c.T, c.H, c.dk, c.dv, scale, c.window,
+                                    lse.data(), out.data(), bf);
+        cpu.fused_attention_backward(dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), c.B, c.T,
+                                     c.H, c.dk, c.dv, scale, c.window, dq.data(), dkk.data(), dvv.data(), bf);
+        Dev<float> dQ(q), dK(k), dV(v), dD(dout), dL{F(lse.size(), NAN)}, dO{F(out.size(), NAN)}, dDQ(dq0),
+            dDK(dk0), dDV(dv0);
+        const int64_t calls = gpu.attention_tc_calls();
+        gpu.fused_attention_forward(dQ.p, dK.p, dV.p, c.B, c.T, c.H, c.dk, c.dv, scale, c.window, dL.p, dO.p, bf);
+        gpu.fused_attention_backward(dD.p, dQ.p, dK.p, dV.p, dO.p, dL.p, c.B, c.T, c.H, c.dk, c.dv, scale,
+                                     c.window, dDQ.p, dDK.p, dDV.p, bf);
+        report("fused attention ran on the tensor cores" + tag, gpu.attention_tc_calls() == calls + 2,
+               std::to_string(gpu.attention_tc_calls() - calls) + " passes");
+        expect_close("fused_attention_forward out" + tag, out, dO.get(), 5e-3);
+        expect_close("fused_attention_forward lse" + tag, lse, dL.get(), 1e-4);
+        // The gradients accumulate onto random values: compare the increments.
+        auto increment = [](F x, const F& x0) {
+            for (size_t i = 0; i < x.size(); ++i) x[i] -= x0[i];
+            return x;
+        };
+        expect_close("fused_attention_backward dq" + tag, increment(dq, dq0), increment(dDQ.get(), dq0), 1e-2);
+        expect_close("fused_attention_backward dk" + tag, increment(dkk, dk0), increment(dDK.get(), dk0), 1e-2);
+        expect_close("fused_attention_backward dv" + tag, increment(dvv, dv0), increment(dDV.get(), dv0), 1e-2);
+        const F first = dDQ.get();
+        Dev<float> dDQ2(dq0), dDK2(dk0), dDV2(dv0);
+        gpu.fused_attention_backward(dD.p, dQ.p, dK.p, dV.p, dO.p, dL.p, c.B, c.T, c.H, c.dk, c.dv, scale,
+                                     c.window, dDQ2.p, dDK2.p, dDV2.p, bf);
+        expect_equal("fused_attention_backward reproducible" + tag, first, dDQ2.get());
+    }
     expect_throws("fused attention refuses a head wider than the kernel's limit", [&] {
         gpu.fused_attention_forward(nullptr, nullptr, nullptr, 1, 4, 1, 512, 64, 1.0f, 0, nullptr, nullptr);
     });
