@@ -388,7 +388,7 @@ int train(moe::Trainer& trainer, const moe::app::FaultPlan& fault = {}) {
                     static_cast<long long>(tr.batch_size * tr.optimizer.grad_accum),
                     static_cast<long long>(tr.seq_len), trainer.run_file().c_str());
         if (par.parallel())
-            std::printf("%d ranks (%s): %lld sequences each per micro-batch\n", par.world->size(),
+            std::printf("ranks: %d (%s), %lld sequences each per micro-batch\n", par.world->size(),
                         par.layout.to_string().c_str(),
                         static_cast<long long>(tr.batch_size / par.world->size()));
     }

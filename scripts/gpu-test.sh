@@ -47,8 +47,25 @@ bundle() {
     ldd "${bins[@]}" | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
         case "$(basename "$lib")" in
             libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*|libstdc++.so*|libgcc_s.so*) ;;
-            libcuda.so*|libcublas.so*|libcublasLt.so*|libnvidia-*) ;;
+            libcuda.so*|libcublas.so*|libcublasLt.so*|libnvidia-*|libnccl.so*) ;;
             *) cp -L "$lib" "$BUNDLE/lib/" ;;
+        esac
+    done
+    # OpenMPI's runtime (mpirun, orted, their plugins and help texts; PMIx and its plugins):
+    # the GPU machine has no OpenMPI, and even one rank starts an orted. Laid out as under
+    # /usr, so OPAL_PREFIX relocates it. NCCL (218 MB) is the machine's own, like cuBLAS.
+    local ompi="$BUNDLE/ompi"
+    mkdir -p "$ompi/bin" "$ompi/lib/x86_64-linux-gnu" "$ompi/share"
+    cp -L /usr/bin/orterun "$ompi/bin/mpirun"
+    cp -L /usr/bin/orted "$ompi/bin/orted"
+    cp -rL /usr/lib/x86_64-linux-gnu/openmpi /usr/lib/x86_64-linux-gnu/pmix2 "$ompi/lib/x86_64-linux-gnu/"
+    cp -rL /usr/share/openmpi "$ompi/share/"
+    find "$ompi" -name '*.so*' -type f -print0 | xargs -0 ldd 2>/dev/null | cat - <(ldd "$ompi/bin/mpirun" "$ompi/bin/orted") \
+        | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
+        case "$(basename "$lib")" in
+            libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*|libstdc++.so*|libgcc_s.so*) ;;
+            libcuda.so*|libnvidia-*|libnccl.so*|libcublas*) ;;
+            *) [[ -e "$BUNDLE/lib/$(basename "$lib")" ]] || cp -L "$lib" "$BUNDLE/lib/" ;;
         esac
     done
     # xz: OpenBLAS alone is 35 MB; the device tool carries at most 64 MiB.
@@ -74,8 +91,25 @@ setup_bundle() {
     if [[ -z "$cublas_dir" ]] && command -v python3 >/dev/null; then
         cublas_dir="$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)"
     fi
-    export LD_LIBRARY_PATH="$BUNDLE/lib${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # NCCL from the machine as well: the toolkit's, or the nvidia-nccl wheel of its PyTorch.
+    local nccl_dir=""
+    for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
+        [[ -e "$d/libnccl.so.2" ]] && nccl_dir="$d" && break
+    done
+    if [[ -z "$nccl_dir" ]] && command -v python3 >/dev/null; then
+        nccl_dir="$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)"
+    fi
+    export LD_LIBRARY_PATH="$BUNDLE/lib${cublas_dir:+:$cublas_dir}${nccl_dir:+:$nccl_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export OMP_WAIT_POLICY=PASSIVE
+    # The bundled OpenMPI, relocated; root allowed (the device machine runs as root).
+    if [[ -d "$BUNDLE/ompi" ]]; then
+        export OPAL_PREFIX="$BUNDLE/ompi" PATH="$BUNDLE/ompi/bin:$PATH"
+        export PMIX_INSTALL_PREFIX="$BUNDLE/ompi/lib/x86_64-linux-gnu/pmix2"
+        export OMPI_MCA_mca_base_component_path="$BUNDLE/ompi/lib/x86_64-linux-gnu/openmpi/lib/openmpi3"
+        export PMIX_MCA_mca_base_component_path="$BUNDLE/ompi/lib/x86_64-linux-gnu/pmix2/lib/pmix"
+    fi
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+    export OMPI_MCA_btl_vader_single_copy_mechanism=none
 }
 
 run() {
@@ -110,6 +144,31 @@ run() {
     "$BUNDLE/bin/moe-generate" "$tmp/tiny.ckpt/step-00000040" --device cuda:0 --prompt "5 + 7 =" \
         --max-new-tokens 64 --speculative --compare-plain --routing table 2>&1 | tail -30 \
         | tee "$out/generate.log" || status=1
+    echo "== several ranks (docs/parallelism.md): the final loss of tiny-tasks after 20 steps, one"
+    echo "   process against 2 CPU ranks over MPI (dp=2, ep=2) and against NCCL on the GPU"
+    local last='step 20/20'
+    par() { "$@" 2>&1 | tr '\r' '\n' | grep -aE "^$last|error" | tail -1 | tee -a "$out/parallel.log"; }
+    : >"$out/parallel.log"
+    local cpu_one gpu_one
+    cpu_one="$(par "$BUNDLE/bin/moe-train" "$ROOT/projects/tiny-tasks.json" --steps 20 --threads 1 --out "$tmp/p1.h5")"
+    for layout in dp=2 ep=2; do
+        [[ "$(par mpirun -np 2 "$BUNDLE/bin/moe-train" "$ROOT/projects/tiny-tasks.json" --steps 20 --threads 1 \
+            --parallel "$layout" --out "$tmp/p-$layout.h5" | awk '{print $3, $4}')" == "$(echo "$cpu_one" | awk '{print $3, $4}')" ]] \
+            || { echo "FAIL: MPI $layout loss differs from one process"; status=1; }
+    done
+    gpu_one="$(par "$BUNDLE/bin/moe-train" "$ROOT/projects/tiny-tasks.json" --device cuda:0 --steps 20 --out "$tmp/g1.h5")"
+    [[ "$(par "$BUNDLE/bin/moe-train" "$ROOT/projects/tiny-tasks.json" --device cuda:0 --steps 20 --parallel dp=1 \
+        --out "$tmp/g-nccl.h5" | awk '{print $3, $4}')" == "$(echo "$gpu_one" | awk '{print $3, $4}')" ]] \
+        || { echo "FAIL: NCCL (one rank) loss differs from the plain GPU run"; status=1; }
+    local ngpu; ngpu="$(nvidia-smi -L 2>/dev/null | wc -l)"
+    if (( ngpu >= 2 )); then
+        for layout in "dp=$ngpu" "ep=2,dp=$((ngpu / 2))"; do
+            (( ngpu % 2 == 0 )) || [[ $layout == dp=* ]] || continue
+            [[ "$(par mpirun -np "$ngpu" "$BUNDLE/bin/moe-train" "$ROOT/projects/tiny-tasks.json" --device cuda:0 \
+                --steps 20 --parallel "$layout" --out "$tmp/g-$layout.h5" | awk '{print $3, $4}')" == \
+                "$(echo "$gpu_one" | awk '{print $3, $4}')" ]] || { echo "FAIL: NCCL $layout differs"; status=1; }
+        done
+    fi
     echo "== a model larger than the GPU: a clear message, nothing allocated (expected: error)"
     "$BUNDLE/bin/moe-train" "$ROOT/projects/deepseek-v3-671b.json" --device cuda:0 --step \
         2>&1 | tail -2 | tee "$out/too_large.log" || true

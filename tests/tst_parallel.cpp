@@ -109,6 +109,7 @@ private slots:
         QTest::addColumn<QString>("layout");
         QTest::addColumn<int>("ranks");
         QTest::addColumn<bool>("experts_split");
+        QTest::newRow("one rank") << "ep=1,dp=1" << 1 << false;  // every path, sent to itself
         QTest::newRow("dp=2") << "ep=1,dp=2" << 2 << false;
         QTest::newRow("dp=4") << "ep=1,dp=4" << 4 << false;
         QTest::newRow("ep=2") << "ep=2,dp=1" << 2 << true;
@@ -125,7 +126,7 @@ private slots:
         const Result r =
             mpirun(ranks, {project_, "--parallel", layout, "--threads", "1", "--out", out});
         QVERIFY2(r.code == 0, qPrintable(r.output));
-        QVERIFY2(r.output.contains(QString("%1 ranks (%2)").arg(ranks).arg(layout)),
+        QVERIFY2(r.output.contains(QString("ranks: %1 (%2)").arg(ranks).arg(layout)),
                  qPrintable(r.output));
         RunReader one(path("one.h5").toStdString()), par(out.toStdString());
         QCOMPARE(par.metrics_count(), int64_t(20));

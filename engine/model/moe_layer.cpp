@@ -303,7 +303,7 @@ void MoeLayer::backward(Backend& be, const float* dy, float* dh) {
 }
 
 void MoeLayer::set_expert_parallel(Communicator* comm) {
-    ep_ = comm && comm->size() > 1 ? std::make_unique<ExpertDispatch>(*comm, E_) : nullptr;
+    ep_ = comm ? std::make_unique<ExpertDispatch>(*comm, E_) : nullptr;
 }
 
 NearZeroCount MoeLayer::near_zero(float threshold) const {

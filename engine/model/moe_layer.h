@@ -51,7 +51,8 @@ public:
     // SwiGLU outputs of the last forward (routed experts' rows and the shared experts) with
     // |a| < threshold.
     NearZeroCount near_zero(float threshold) const;
-    // Expert parallelism over `comm` (an expert group; null: every expert here). This rank then
+    // Expert parallelism over `comm` (an expert group, one rank included; null: every expert
+    // here, no dispatch). This rank then
     // runs only its share of the routed experts, on the rows every rank of the group routes to
     // them (model/expert_dispatch.h). The parameters of the other experts stay in the store
     // (replicated) and get no gradient here: data-parallel summing over all ranks fills them.

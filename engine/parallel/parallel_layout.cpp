@@ -56,6 +56,7 @@ ParallelContext ParallelContext::create(std::shared_ptr<Communicator> world,
                                             " (mpirun -np " + std::to_string(layout.world()) + ")");
     ParallelContext c;
     c.layout = layout;
+    c.active = true;
     c.world = std::move(world);
     const int r = c.world->rank();
     c.experts = c.world->split(layout.dp_index(r), layout.ep_index(r));

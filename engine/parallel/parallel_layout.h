@@ -30,10 +30,13 @@ struct ParallelLayout {
 struct ParallelContext {
     ParallelLayout layout;
     std::shared_ptr<Communicator> world, experts, data;
+    bool active = false;  // made by create(): every collective runs, even with one rank
 
     int rank() const { return world->rank(); }
     bool root() const { return world->rank() == 0; }
-    bool parallel() const { return world->size() > 1; }
+    // A run under --parallel. With one rank it still takes every parallel code path (the
+    // collectives, the expert dispatch), which is how one GPU checks the NCCL path.
+    bool parallel() const { return active; }
 
     static ParallelContext solo();
     // Splits `world` by the layout: Error unless world->size() == layout.world().

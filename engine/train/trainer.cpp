@@ -61,7 +61,9 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
     model_->init_weights(static_cast<uint64_t>(tr.seed));
     model_->set_linear_recipe(tr.precision.recipe());
     // Expert parallelism: each MoE layer's routed experts split over the expert group.
-    if (par_.layout.ep > 1) model_->set_expert_parallel(par_.experts.get());
+    // A run of one rank under --parallel dispatches to itself: every path runs.
+    if (par_.parallel() && (par_.layout.ep > 1 || par_.world->size() == 1))
+        model_->set_expert_parallel(par_.experts.get());
     scaler_ = std::make_unique<LossScaler>(tr.precision.loss_scale, tr.precision.loss_scaling());
     data_ = std::make_unique<DataLoader>(tr.data, static_cast<uint64_t>(tr.seed), tr.batch_size,
                                          tr.seq_len);
