@@ -244,6 +244,24 @@ void NcclCommunicator::all_gather(const double* send, int64_t n, double* recv) {
     stats_.other_s += seconds_since(t0);
 }
 
+// Blocks of different sizes: one broadcast per owner, grouped into one launch.
+void NcclCommunicator::all_gather_blocks(float* data, const int64_t* counts) {
+    const auto t0 = Clock::now();
+    int64_t at = 0;
+    check_nccl(ncclGroupStart(), "ncclGroupStart");
+    for (int r = 0; r < size_; ++r) {
+        if (counts[r] > 0)
+            check_nccl(ncclBroadcast(data + at, data + at, size_t(counts[r]), ncclFloat, r,
+                                     impl_->comm, 0),
+                       "ncclBroadcast");
+        at += counts[r];
+    }
+    check_nccl(ncclGroupEnd(), "ncclGroupEnd");
+    wait("all_gather");
+    stats_.all_reduce_bytes += counts[rank_] * int64_t(sizeof(float));
+    stats_.all_reduce_s += seconds_since(t0);
+}
+
 void NcclCommunicator::broadcast(float* data, int64_t n, int root) {
     const auto t0 = Clock::now();
     check_nccl(ncclBroadcast(data, data, size_t(n), ncclFloat, root, impl_->comm, 0),

@@ -1,6 +1,7 @@
-// Several processes with OpenMPI (real mpirun, real ranks on this machine): data-parallel runs
-// of the tiny every-feature model against the single-process run (losses, routing, expert
-// load and bias over 20 steps), a data-parallel checkpoint resumed as one process, a rank that
+// Several processes with OpenMPI (real mpirun, real ranks on this machine): data-, expert- and
+// both-parallel runs (and ZeRO-1) of the tiny every-feature model against the single-process
+// run (losses, routing, expert load and bias over 20 steps), their checkpoints resumed as one
+// process, a rank that
 // hangs or is killed mid-run (the others stop with a message naming it, the run file keeps its
 // flushed rows), and layouts that do not fit the job. Label "mpi": ctest -L mpi.
 #include <QtTest>
@@ -112,6 +113,7 @@ private slots:
         QTest::newRow("one rank") << "ep=1,dp=1" << 1 << false;  // every path, sent to itself
         QTest::newRow("dp=2") << "ep=1,dp=2" << 2 << false;
         QTest::newRow("dp=4") << "ep=1,dp=4" << 4 << false;
+        QTest::newRow("dp=2 zero-1") << "ep=1,dp=2,zero=1" << 2 << false;  // AdamW moments sharded
         QTest::newRow("ep=2") << "ep=2,dp=1" << 2 << true;
         QTest::newRow("ep=2 x dp=2") << "ep=2,dp=2" << 4 << true;
         QTest::newRow("ep=4") << "ep=4,dp=1" << 4 << true;
@@ -176,6 +178,7 @@ private slots:
         QTest::addColumn<QString>("run");
         QTest::newRow("dp=2") << "ep1-dp2";
         QTest::newRow("ep=2") << "ep2-dp1";
+        QTest::newRow("dp=2 zero-1") << "ep1-dp2-zero1";  // the sharded moments saved whole
     }
     void parallelCheckpointResumesAsOneProcess() {
         QFETCH(QString, run);

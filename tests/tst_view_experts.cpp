@@ -2,6 +2,7 @@
 // axis ranges, hover and step selection, the symmetric bias scale, the causal mask, model
 // totals, exports, the 64 x 26 x 100,000 timing, and screenshots for a person to judge.
 #include "colormap.h"
+#include "communication_view.h"
 #include "expert_load_view.h"
 #include "heatmap_plot.h"
 #include "model_view.h"
@@ -9,6 +10,7 @@
 #include "sparsity_view.h"
 
 #include <QApplication>
+#include <QLabel>
 #include <QDir>
 #include <QElapsedTimer>
 #include <QFileInfo>
@@ -206,6 +208,8 @@ private slots:
     void sparsityMaskAndAttention();
     void sparsitySlidingWindow();
     void modelTable();
+    void expertRanksMarked();
+    void communicationPerRank();
 
 private:
     QTemporaryDir tmp_;
@@ -558,6 +562,70 @@ void TestViewExperts::sparsityMaskAndAttention()
     QVERIFY(write_csv(csv, over.never_chosen));
     check_nonempty(csv);
     save_screenshot(&view, "sparsity.png");
+}
+
+// Expert parallelism: which rank holds which experts, named above the maps and marked by a
+// line between ranks in the bar chart; nothing of it for a run without.
+void TestViewExperts::expertRanksMarked()
+{
+    ExpertLoadView view;
+    ExpertLoadData d = make_load(20, 3, 16);
+    d.expert_ranks = 4;
+    view.setData(d);
+    show_and_settle(&view, {1400, 900});
+    auto *label = view.findChild<QLabel *>("expertRanks");
+    QVERIFY(label && label->isVisible());
+    QVERIFY2(label->text().contains("rank 0: experts 0-3") && label->text().contains("rank 3: experts 12-15"),
+             qPrintable(label->text()));
+    int lines = 0;
+    for (int i = 0; i < view.barPlot()->itemCount(); ++i)
+        if (auto *l = qobject_cast<QCPItemStraightLine *>(view.barPlot()->item(i)))
+            lines += l->point1->coords().x() == 3.5 || l->point1->coords().x() == 7.5 || l->point1->coords().x() == 11.5;
+    QCOMPARE(lines, 3);
+    save_screenshot(&view, "view-experts-ranks.png");
+    view.setData(make_load(20, 3, 16));
+    QVERIFY(!label->isVisible());
+}
+
+// The communication view: per rank, bytes (all-reduce solid, all-to-all dashed), time (step
+// and in collectives) and token copies, one colour per rank; a note for a one-process run.
+void TestViewExperts::communicationPerRank()
+{
+    CommunicationView view;
+    QVERIFY(view.noteLabel()->text().contains("one process"));
+    QCOMPARE(view.bytesPlot()->graphCount(), 0);
+    CommunicationData d;
+    d.layout = "ep=2,dp=2";
+    d.ranks = 4;
+    const int n = 12;
+    for (int i = 0; i < n; ++i) {
+        d.steps.push_back((i + 1) * 10);
+        for (int r = 0; r < d.ranks; ++r) {
+            d.step_s.push_back(0.5 + 0.01 * r);
+            d.all_reduce_bytes.push_back(8.2e6);
+            d.all_reduce_s.push_back(0.05 + 0.02 * r);
+            d.all_to_all_bytes.push_back(1.6e7 + 1e6 * r);
+            d.all_to_all_s.push_back(0.1);
+            d.tokens_sent.push_back(5000 + 100 * r + i);
+            d.tokens_received.push_back(5000);
+        }
+    }
+    view.setData(d);
+    show_and_settle(&view, {1100, 900});
+    QVERIFY(view.noteLabel()->text().contains("4 ranks (ep=2,dp=2)"));
+    QCOMPARE(view.bytesPlot()->graphCount(), 8);   // all-reduce and all-to-all per rank
+    QCOMPARE(view.timePlot()->graphCount(), 8);    // step and communication per rank
+    QCOMPARE(view.tokensPlot()->graphCount(), 4);
+    QCOMPARE(view.bytesPlot()->graph(5)->data()->at(0)->value, 17.0);  // rank 1's all-to-all, MB
+    QCOMPARE(view.timePlot()->graph(7)->data()->at(0)->value, 0.05 + 0.02 * 3 + 0.1);
+    QCOMPARE(view.tokensPlot()->graph(2)->data()->at(n - 1)->value, 5000 + 200 + n - 1.0);
+    QVERIFY(view.bytesPlot()->graph(0)->pen().color() != view.bytesPlot()->graph(1)->pen().color());
+    QCOMPARE(view.bytesPlot()->graph(4)->pen().style(), Qt::DashLine);
+    save_screenshot(&view, "view-communication.png");
+    // Bad sizes: nothing drawn, no crash.
+    d.tokens_sent.pop_back();
+    view.setData(d);
+    QCOMPARE(view.tokensPlot()->graphCount(), 0);
 }
 
 void TestViewExperts::modelTable()

@@ -18,6 +18,7 @@ struct ExpertLoadData {
     std::vector<float> load;   // [S, L, E] tokens routed to each expert at that logged step
     std::vector<float> bias;   // [S, L, E] aux-loss-free balancing bias; may be empty
     std::vector<float> maxvio; // [S, L] max_i (load_i - mean) / mean; may be empty (computed)
+    int expert_ranks = 1;      // expert parallelism: rank r holds experts [r E/ranks, (r+1) E/ranks)
 
     int layers() const { return static_cast<int>(layer_names.size()); }
     int step_count() const { return static_cast<int>(steps.size()); }

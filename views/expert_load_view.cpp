@@ -164,6 +164,11 @@ void ExpertLoadView::buildUi()
     controls->addWidget(slider_, 1);
     controls->addWidget(spin_);
     root->addLayout(controls);
+    ranks_label_ = new QLabel;
+    ranks_label_->setObjectName("expertRanks");
+    ranks_label_->setWordWrap(true);
+    ranks_label_->setVisible(false);
+    root->addWidget(ranks_label_);
 
     // Heatmaps: load and bias, each over training (chosen layer) and at the step (all layers).
     load_training_ = new HeatmapPlot;
@@ -381,6 +386,29 @@ void ExpertLoadView::setData(ExpertLoadData data)
     slider_->setValue(step_);
     spin_->setValue(S ? static_cast<int>(data_.steps[step_]) : 0);
     tabs_->setTabEnabled(1, data_.has_bias());
+
+    // Expert parallelism: the ranks' shares of the experts, named and marked in the bars.
+    for (QCPItemStraightLine *line : rank_lines_)
+        bar_plot_->removeItem(line);
+    rank_lines_.clear();
+    const int ranks = data_.expert_ranks;
+    if (ranks > 1 && data_.experts % ranks == 0) {
+        const int per = data_.experts / ranks;
+        QStringList parts;
+        for (int r = 0; r < ranks; ++r)
+            parts << QString("rank %1: experts %2-%3").arg(r).arg(r * per).arg((r + 1) * per - 1);
+        ranks_label_->setText(tr("Experts split over %1 ranks (expert parallelism): %2").arg(ranks).arg(parts.join(", ")));
+        ranks_label_->setVisible(true);
+        for (int r = 1; r < ranks; ++r) {
+            auto *line = new QCPItemStraightLine(bar_plot_);
+            line->point1->setCoords(r * per - 0.5, 0);
+            line->point2->setCoords(r * per - 0.5, 1);
+            line->setPen(QPen(QColor(200, 60, 60), 1.2, Qt::DashDotLine));
+            rank_lines_.push_back(line);
+        }
+    } else {
+        ranks_label_->setVisible(false);
+    }
 
     // Layers x experts at a step: fixed grid, labelled rows.
     const int L = data_.layers(), E = data_.experts;

@@ -15,6 +15,7 @@ class QCPGraph;
 class QCPItemStraightLine;
 class QCPItemRect;
 class QComboBox;
+class QLabel;
 class QSlider;
 class QSpinBox;
 class QTabWidget;
@@ -129,6 +130,8 @@ private:
     QSlider *slider_ = nullptr;
     QSpinBox *spin_ = nullptr;
     QTabWidget *tabs_ = nullptr;
+    QLabel *ranks_label_ = nullptr;                   // which rank holds which experts
+    std::vector<QCPItemStraightLine *> rank_lines_;  // their boundaries in the bar chart
     QTimer *rebuild_timer_ = nullptr;
 
     HeatmapPlot *load_training_ = nullptr;

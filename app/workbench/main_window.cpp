@@ -29,6 +29,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "communication_view.h"
 #include "expert_load_view.h"
 #include "model/summary.h"
 #include "model_view.h"
@@ -134,7 +135,7 @@ void MainWindow::build_docks() {
     const std::pair<QString, QString> views[] = {
         {tr("Training curves"), "curvesDock"}, {tr("Expert load"), "expertLoadDock"},
         {tr("Routing inspector"), "routingDock"}, {tr("Sparsity"), "sparsityDock"},
-        {tr("Quantization"), "quantDock"}, {tr("Model"), "modelDock"},
+        {tr("Quantization"), "quantDock"}, {tr("Communication"), "commDock"}, {tr("Model"), "modelDock"},
     };
     std::map<QString, QDockWidget*> docks;
     for (const auto& [title, name] : views) {
@@ -144,6 +145,7 @@ void MainWindow::build_docks() {
         else if (name == "routingDock") content = new views::RoutingInspectorView;
         else if (name == "sparsityDock") content = new views::SparsityView;
         else if (name == "quantDock") content = new views::QuantizationView;
+        else if (name == "commDock") content = new views::CommunicationView;
         else content = new views::ModelView;
         content->setObjectName(name + "View");
         views_[name] = content;
@@ -167,7 +169,7 @@ void MainWindow::build_docks() {
     tabifyDockWidget(launch, logd);  // a tab, not a strip: the views keep the window's height
     launch->raise();
     addDockWidget(Qt::RightDockWidgetArea, docks["curvesDock"]);
-    for (const char* n : {"expertLoadDock", "routingDock", "sparsityDock", "quantDock", "modelDock"})
+    for (const char* n : {"expertLoadDock", "routingDock", "sparsityDock", "quantDock", "commDock", "modelDock"})
         tabifyDockWidget(docks["curvesDock"], docks[n]);
     docks["curvesDock"]->raise();
     resizeDocks({launch, docks["curvesDock"]}, {380, 1060}, Qt::Horizontal);
@@ -552,6 +554,15 @@ void MainWindow::refresh_views() {
             experts_shown_rows_ = rows;
         }
     refresh_quant_view(shown);
+    // Communication of the first shown run (several processes), re-sent when rows arrive.
+    if (auto* v = qobject_cast<views::CommunicationView*>(view_widget("commDock"))) {
+        const int64_t comm_rows = primary ? primary->communication_rows() : -1;
+        if (path != comm_shown_path_ || comm_rows != comm_shown_rows_) {
+            v->setData(primary ? primary->communication_data() : views::CommunicationData{});
+            comm_shown_path_ = path;
+            comm_shown_rows_ = comm_rows;
+        }
+    }
     // The inspector and sparsity views follow the same run; the model dock shows its model
     // when the shown run changes.
     inspection_->set_run(primary);

@@ -124,6 +124,8 @@ private:
     QTimer views_timer_;
     double longest_refresh_ms_ = 0;
     QString experts_shown_path_;
+    QString comm_shown_path_;
+    int64_t comm_shown_rows_ = -2;
     int experts_shown_rows_ = -1;
     QString quant_shown_signature_;
 

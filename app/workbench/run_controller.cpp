@@ -4,7 +4,9 @@
 #include <QFileInfo>
 #include <QPointer>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include <nlohmann/json.hpp>
 
@@ -28,6 +30,8 @@ RunController::RunController(const QString& path, QObject* parent)
         experts_.layer_names << layer_name(hf);
     }
     experts_.experts = int(h.n_experts);
+    // Expert parallelism: which rank holds which expert (the layout's ep, "ep=E,dp=D").
+    if (h.parallel_layout.starts_with("ep=")) experts_.expert_ranks = std::max(1, std::atoi(h.parallel_layout.c_str() + 3));
     read_new_metrics();
     read_new_experts();
     read_eval();
@@ -264,6 +268,24 @@ views::QuantRunData RunController::quant_data() const {
         }
         return out;
     };
+    return d;
+}
+
+views::CommunicationData RunController::communication_data() const {
+    const RunHeader& h = reader_->header();
+    views::CommunicationData d;
+    d.ranks = int(h.world_size);
+    d.layout = h.world_size > 1 ? QString::fromStdString(h.parallel_layout) : QString();
+    const ParallelRows rows = reader_->parallel_rows();
+    for (int64_t s : rows.step) d.steps.push_back(double(s));
+    if (rows.columns.size() != size_t(kParallelColumns)) return d;
+    d.step_s = rows.columns[0];
+    d.all_reduce_bytes = rows.columns[1];
+    d.all_reduce_s = rows.columns[2];
+    d.all_to_all_bytes = rows.columns[3];
+    d.all_to_all_s = rows.columns[4];
+    d.tokens_sent = rows.columns[5];
+    d.tokens_received = rows.columns[6];
     return d;
 }
 

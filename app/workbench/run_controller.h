@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "communication_data.h"
 #include "expert_load_data.h"
 #include "plot_data.h"
 #include "quantization_data.h"
@@ -69,6 +70,9 @@ public:
     // /sparsity: near-zero SwiGLU outputs per FFN layer and unused experts per MoE layer.
     views::SparsityOverTraining sparsity_over_training() const;
     int64_t sparsity_rows() const { return reader_->sparsity_count(); }
+    // /parallel: each rank's communication per step (runs of several processes).
+    views::CommunicationData communication_data() const;
+    int64_t communication_rows() const { return reader_->parallel_count(); }
 
     // Metrics of a live session arrive as step reports (every step) rather than as file rows
     // (flushed every log_every steps); the file still provides experts, evals and routing.

@@ -58,6 +58,9 @@ public:
     // recv [size() * n]: rank r's n values at r * n.
     virtual void all_gather(const float* send, int64_t n, float* recv) = 0;
     virtual void all_gather(const double* send, int64_t n, double* recv) = 0;
+    // In place: block r of `data` (counts[r] floats, blocks consecutive) is rank r's; every rank
+    // ends with all of them (ZeRO-1's updated weights).
+    virtual void all_gather_blocks(float* data, const int64_t* counts) = 0;
     virtual void broadcast(float* data, int64_t n, int root) = 0;
     virtual void broadcast_bytes(void* data, int64_t bytes, int root) = 0;
     virtual void barrier() = 0;
@@ -92,6 +95,7 @@ public:
     void all_to_all(const int64_t* send, int64_t* recv, int64_t per_rank) override;
     void all_gather(const float* send, int64_t n, float* recv) override;
     void all_gather(const double* send, int64_t n, double* recv) override;
+    void all_gather_blocks(float*, const int64_t*) override {}
     void broadcast(float*, int64_t, int) override {}
     void broadcast_bytes(void*, int64_t, int) override {}
     void barrier() override {}

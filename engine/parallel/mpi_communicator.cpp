@@ -302,6 +302,25 @@ void MpiCommunicator::all_gather(const double* send, int64_t n, double* recv) {
     stats_.other_s += seconds_since(t0);
 }
 
+void MpiCommunicator::all_gather_blocks(float* data, const int64_t* counts) {
+    const auto t0 = Clock::now();
+    const size_t ranks = static_cast<size_t>(size_);
+    std::vector<int> c(ranks), d(ranks);
+    int64_t at = 0;
+    for (size_t r = 0; r < ranks; ++r) {
+        c[r] = as_int(counts[r], "all_gather");
+        d[r] = as_int(at, "all_gather");
+        at += counts[r];
+    }
+    MPI_Request req;
+    impl_->check(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, data, c.data(), d.data(), MPI_FLOAT,
+                                 impl_->comm, &req),
+                 "Iallgatherv");
+    MOE_WAITER.wait(&req, "all_gather");
+    stats_.all_reduce_bytes += counts[rank_] * int64_t(sizeof(float));  // with the gradient traffic
+    stats_.all_reduce_s += seconds_since(t0);
+}
+
 void MpiCommunicator::broadcast(float* data, int64_t n, int root) {
     const auto t0 = Clock::now();
     MPI_Request req;

@@ -44,6 +44,7 @@ public:
     void all_to_all(const int64_t* send, int64_t* recv, int64_t per_rank) override;
     void all_gather(const float* send, int64_t n, float* recv) override;
     void all_gather(const double* send, int64_t n, double* recv) override;
+    void all_gather_blocks(float* data, const int64_t* counts) override;
     void broadcast(float* data, int64_t n, int root) override;
     void broadcast_bytes(void* data, int64_t bytes, int root) override;
     void barrier() override;

@@ -7,7 +7,7 @@ namespace moe {
 
 ParallelLayout ParallelLayout::parse(const std::string& text, const std::string& field) {
     ParallelLayout l;
-    bool seen_ep = false, seen_dp = false;
+    bool seen_ep = false, seen_dp = false, seen_zero = false;
     auto bad = [&](const std::string& why) {
         return ConfigError(field, "\"" + text + "\": " + why + " (expected e.g. ep=2,dp=2)");
     };
@@ -20,7 +20,8 @@ ParallelLayout ParallelLayout::parse(const std::string& text, const std::string&
         const std::string key = part.substr(0, eq), value = part.substr(eq + 1);
         int v = 0;
         const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-        if (ec != std::errc() || end != value.data() + value.size() || v < 1 || v > 4096)
+        if (ec != std::errc() || end != value.data() + value.size() ||
+            v < (key == "zero" ? 0 : 1) || v > 4096)
             throw bad("\"" + value + "\" is not a count from 1 to 4096");
         if (key == "ep" && !seen_ep) {
             l.ep = v;
@@ -28,15 +29,19 @@ ParallelLayout ParallelLayout::parse(const std::string& text, const std::string&
         } else if (key == "dp" && !seen_dp) {
             l.dp = v;
             seen_dp = true;
+        } else if (key == "zero" && !seen_zero && v <= 1) {
+            l.zero = v == 1;
+            seen_zero = true;
         } else {
-            throw bad("\"" + key + "\" is not ep or dp, or is given twice");
+            throw bad("\"" + key + "=" + value +
+                      "\" is not ep=N, dp=N or zero=0|1, or is given twice");
         }
     }
     return l;
 }
 
 std::string ParallelLayout::to_string() const {
-    return "ep=" + std::to_string(ep) + ",dp=" + std::to_string(dp);
+    return "ep=" + std::to_string(ep) + ",dp=" + std::to_string(dp) + (zero ? ",zero=1" : "");
 }
 
 ParallelContext ParallelContext::solo() {

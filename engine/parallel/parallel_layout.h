@@ -14,14 +14,15 @@ namespace moe {
 
 struct ParallelLayout {
     int ep = 1, dp = 1;
+    bool zero = false;  // ZeRO-1: the AdamW moments sharded over all ranks
 
     int world() const { return ep * dp; }
     int ep_index(int rank) const { return rank % ep; }
     int dp_index(int rank) const { return rank / ep; }
-    // "ep=2,dp=2", "dp=4", "ep=8" (missing factors are 1); ConfigError naming `field` and the
-    // text for anything else.
+    // "ep=2,dp=2", "dp=4", "ep=8,zero=1" (missing factors are 1, zero 0); ConfigError naming
+    // `field` and the text for anything else.
     static ParallelLayout parse(const std::string& text, const std::string& field = "--parallel");
-    std::string to_string() const;  // "ep=2,dp=2"
+    std::string to_string() const;  // "ep=2,dp=2", with ",zero=1" when set
     bool operator==(const ParallelLayout&) const = default;
 };
 

@@ -12,6 +12,7 @@
 #include "backend/backend.h"
 #include "core/tensor.h"
 #include "model/parameters.h"
+#include "parallel/communicator.h"
 #include "train/optimizer_settings.h"
 
 namespace moe {
@@ -42,7 +43,22 @@ public:
     // The weight decay a parameter gets (0 for rank < 2).
     float decay_for(const Parameter& p) const;
 
+    // ZeRO-1 (packed stores): from here on this rank keeps the moments of its share of the
+    // arena only - [begin, end), a 1/size() slice - updates those values alone and gathers the
+    // others' (`comm` must outlive the optimizer). The current moments' slice is kept.
+    void shard(Communicator& comm);
+    bool sharded() const { return comm_ != nullptr; }
+    int64_t shard_begin() const { return begin_; }
+    int64_t shard_end() const { return end_; }
+    // A sharded optimizer's whole moments for a checkpoint: gather_state() (collective) makes
+    // them whole on every rank, so state_tensors() can be read or written; release_full_state()
+    // keeps this rank's slice of them (after a load too) and frees the rest.
+    void gather_state();
+    void release_full_state();
+
 private:
+    void point_slots_at(Tensor& m, Tensor& v);  // per-parameter views into whole arenas
+    void copy(const float* src, float* dst, int64_t n);
     struct Slot {
         Parameter* param;
         Tensor m, v;  // views into m_arena_ / v_arena_ for a packed store
@@ -55,6 +71,12 @@ private:
     // gradient arena, so a step is two updates (decayed matrices, then vectors).
     Tensor m_arena_, v_arena_;
     int64_t step_ = 0;
+    // ZeRO-1: the slice this rank updates, every rank's slice length, and whole moments while
+    // a checkpoint is written or read.
+    Communicator* comm_ = nullptr;
+    int64_t begin_ = 0, end_ = 0;
+    std::vector<int64_t> counts_;
+    Tensor m_full_, v_full_;
 };
 
 }  // namespace moe

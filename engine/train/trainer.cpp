@@ -68,6 +68,8 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
     data_ = std::make_unique<DataLoader>(tr.data, static_cast<uint64_t>(tr.seed), tr.batch_size,
                                          tr.seq_len);
     optimizer_ = std::make_unique<AdamW>(model_->parameters(), *backend_, tr.optimizer);
+    // ZeRO-1: each rank keeps and updates a 1/ranks slice of the AdamW moments.
+    if (par_.parallel() && par_.layout.zero) optimizer_->shard(*par_.world);
     balancer_ = std::make_unique<BiasBalancer>(tr.balance.bias_updates() ? tr.balance.gamma : 0.0);
     moe_layers_ = model_->moe_layers();
     probe_ = data_->probe_batch(tr.probe_tokens);
@@ -112,7 +114,9 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& checkpoint_dir,
     if (total_steps > 0) project.training.steps = total_steps;
     if (!device.empty()) project.training.device = device;
     std::unique_ptr<Trainer> t(new Trainer(project, paths, threads, false, std::move(parallel)));
+    t->optimizer_->gather_state();  // sharded moments: whole while the file is read
     load_training_tensors(checkpoint_dir, *t->model_, *t->optimizer_);
+    t->optimizer_->release_full_state();
     t->optimizer_->set_step_count(st.optimizer_step);
     t->data_->restore(st.data);
     t->step_ = st.step;
@@ -410,8 +414,15 @@ bool Trainer::weights_finite() const {
 }
 
 std::string Trainer::save_checkpoint() {
-    // The ranks hold the same weights and optimizer state (data parallelism): rank 0 saves.
-    if (paths_.checkpoint_root.empty() || !par_.root()) return {};
+    if (paths_.checkpoint_root.empty()) return {};
+    // ZeRO-1: every rank brings its slice of the moments (collective), rank 0 writes them whole.
+    optimizer_->gather_state();
+    struct Release {
+        AdamW& o;
+        ~Release() { o.release_full_state(); }
+    } release{*optimizer_};
+    // The ranks hold the same weights and optimizer state: rank 0 saves.
+    if (!par_.root()) return {};
     const std::string dir = checkpoint_dir_name(paths_.checkpoint_root, step_);
     if (dir == last_checkpoint_) return dir;  // this step is saved already
     // A checkpoint is a promise of usable weights (the guard relies on it).
