@@ -140,44 +140,28 @@ void NcclCommunicator::all_reduce_sum(float* data, int64_t n) {
     stats_.all_reduce_s += seconds_since(t0);
 }
 
+// Host values through the staging buffer.
+void NcclCommunicator::reduce_host(void* data, int64_t n, HostType type, HostOp op, size_t elem) {
+    const auto t0 = Clock::now();
+    void* d = staging(elem * size_t(n));
+    check_cuda(cudaMemcpy(d, data, elem * size_t(n), cudaMemcpyHostToDevice), "cudaMemcpy");
+    check_nccl(ncclAllReduce(d, d, size_t(n), type == HostType::Double ? ncclDouble : ncclInt64,
+                             op == HostOp::Sum ? ncclSum : ncclMax, impl_->comm, 0),
+               "ncclAllReduce");
+    wait("all_reduce");
+    check_cuda(cudaMemcpy(data, d, elem * size_t(n), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    stats_.other_bytes += n * int64_t(elem);
+    stats_.other_s += seconds_since(t0);
+}
+
 void NcclCommunicator::all_reduce_sum(double* data, int64_t n) {
-    const auto t0 = Clock::now();
-    void* d = staging(sizeof(double) * size_t(n));
-    check_cuda(cudaMemcpy(d, data, sizeof(double) * size_t(n), cudaMemcpyHostToDevice),
-               "cudaMemcpy");
-    check_nccl(ncclAllReduce(d, d, size_t(n), ncclDouble, ncclSum, impl_->comm, 0),
-               "ncclAllReduce");
-    wait("all_reduce");
-    check_cuda(cudaMemcpy(data, d, sizeof(double) * size_t(n), cudaMemcpyDeviceToHost),
-               "cudaMemcpy");
-    stats_.other_bytes += n * int64_t(sizeof(double));
-    stats_.other_s += seconds_since(t0);
+    reduce_host(data, n, HostType::Double, HostOp::Sum, sizeof(double));
 }
-
 void NcclCommunicator::all_reduce_sum(int64_t* data, int64_t n) {
-    const auto t0 = Clock::now();
-    void* d = staging(sizeof(int64_t) * size_t(n));
-    check_cuda(cudaMemcpy(d, data, sizeof(int64_t) * size_t(n), cudaMemcpyHostToDevice),
-               "cudaMemcpy");
-    check_nccl(ncclAllReduce(d, d, size_t(n), ncclInt64, ncclSum, impl_->comm, 0), "ncclAllReduce");
-    wait("all_reduce");
-    check_cuda(cudaMemcpy(data, d, sizeof(int64_t) * size_t(n), cudaMemcpyDeviceToHost),
-               "cudaMemcpy");
-    stats_.other_bytes += n * int64_t(sizeof(int64_t));
-    stats_.other_s += seconds_since(t0);
+    reduce_host(data, n, HostType::Int64, HostOp::Sum, sizeof(int64_t));
 }
-
 void NcclCommunicator::all_reduce_max(double* data, int64_t n) {
-    const auto t0 = Clock::now();
-    void* d = staging(sizeof(double) * size_t(n));
-    check_cuda(cudaMemcpy(d, data, sizeof(double) * size_t(n), cudaMemcpyHostToDevice),
-               "cudaMemcpy");
-    check_nccl(ncclAllReduce(d, d, size_t(n), ncclDouble, ncclMax, impl_->comm, 0),
-               "ncclAllReduce");
-    wait("all_reduce");
-    check_cuda(cudaMemcpy(data, d, sizeof(double) * size_t(n), cudaMemcpyDeviceToHost),
-               "cudaMemcpy");
-    stats_.other_s += seconds_since(t0);
+    reduce_host(data, n, HostType::Double, HostOp::Max, sizeof(double));
 }
 
 void NcclCommunicator::all_to_all_v(const float* send, const int64_t* send_counts, float* recv,

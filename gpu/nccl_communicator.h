@@ -50,6 +50,7 @@ private:
     void wait(const char* what);
     // Host values through the device buffer.
     void* staging(size_t bytes);
+    void reduce_host(void* data, int64_t n, HostType type, HostOp op, size_t elem);
     std::unique_ptr<Impl> impl_;
     std::shared_ptr<Communicator> bootstrap_;  // an MpiCommunicator over the same ranks
     int rank_ = 0, size_ = 1, device_ = 0;

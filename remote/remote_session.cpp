@@ -92,7 +92,9 @@ void RemoteSession::launch(json request, const TrainerPaths& paths) {
 }
 
 void RemoteSession::start(const Project& project, const TrainerPaths& paths, int threads) {
-    launch({{"type", "start"}, {"project", project.to_json()}, {"threads", threads}}, paths);
+    nlohmann::json m{{"type", "start"}, {"project", project.to_json()}, {"threads", threads}};
+    if (!parallel_.empty()) m["parallel"] = parallel_;
+    launch(m, paths);
 }
 
 void RemoteSession::resume_from(const std::string& checkpoint_dir, const TrainerPaths& paths, int threads,

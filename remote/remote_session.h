@@ -56,6 +56,8 @@ public:
     int64_t next_seq() const { return next_seq_; }
     int gaps_filled() const { return gaps_; }
     void set_sync_interval_ms(int ms) { sync_timer_.setInterval(ms); }
+    // The next start() runs as several processes on the worker (mpirun, "ep=E,dp=D"; "" = one).
+    void set_parallel(std::string layout) { parallel_ = std::move(layout); }
     // Downloads a fresh snapshot into the mirror now (done(error) afterwards, "" when fine).
     void sync_now(std::function<void(QString)> done = {});
 
@@ -84,6 +86,7 @@ private:
     std::vector<std::function<void(QString)>> sync_waiters_;
     int64_t last_delivered_step_ = 0;
     int gaps_ = 0;
+    std::string parallel_;
     QTimer sync_timer_;
 };
 

@@ -10,6 +10,7 @@
 #include <QComboBox>
 #include <QDockWidget>
 #include <QLabel>
+#include <QLineEdit>
 #include <QProcess>
 #include <QPushButton>
 #include <QRegularExpression>
@@ -22,6 +23,7 @@
 #include "model_fixtures.h"
 #include "remote_connection.h"
 #include "store/run_reader.h"
+#include "communication_view.h"
 #include "generation_controls.h"
 #include "routing_inspector_view.h"
 #include "workbench/connect_dialog.h"
@@ -198,6 +200,37 @@ private slots:
         QVERIFY(w.session_run()->path().contains("resumed"));
         QTest::qWait(200);
         QCOMPARE(w.session_run()->metric_rows(), int64_t(10));  // steps 41..50
+
+        // A run of several processes on the worker: two CPU processes with the experts split
+        // over them (mpirun there), followed like any run; its Communication view fills.
+        QComboBox* procs = w.launcher()->processes_box();
+        QVERIFY(procs->findData(2) >= 0);
+        procs->setCurrentIndex(procs->findData(2));
+        QCOMPARE(w.launcher()->layout_edit()->text(), QString("ep=1,dp=2"));
+        w.launcher()->layout_edit()->setText("ep=4");
+        QVERIFY(!w.launcher()->start_button()->isEnabled());  // 4 processes' layout, 2 chosen
+        w.launcher()->layout_edit()->setText("ep=2");
+        QVERIFY(w.launcher()->start_button()->isEnabled());
+        Project p2 = test::shrunk_tiny_tasks(10);
+        p2.name = "remote-ep2";
+        p2.training.batch_size = 4;
+        p2.training.log_every = 5;
+        w.launcher()->set_project(p2);
+        const QString before = w.session_run()->path();
+        w.launcher()->start_button()->click();
+        QVERIFY(QTest::qWaitFor([&] { return w.session_run() && w.session_run()->path() != before &&
+                                             (w.session()->state() == SessionState::Finished ||
+                                              w.session()->state() == SessionState::Failed); }, 120000));
+        QCOMPARE(w.session()->state(), SessionState::Finished);
+        QCOMPARE(w.session_run()->header().world_size, int64_t(2));
+        auto* comm = qobject_cast<views::CommunicationView*>(w.view_widget("commDock"));
+        QVERIFY(comm);
+        QTRY_VERIFY_WITH_TIMEOUT(comm->data().rows() >= 2, 10000);
+        QCOMPARE(comm->data().ranks, 2);
+        w.findChild<QDockWidget*>("commDock")->raise();
+        QTest::qWait(150);
+        shoot(&w, "remote-communication");
+        procs->setCurrentIndex(0);
 
         // Back to this computer: the next run is local again.
         w.launcher()->device_box()->setCurrentIndex(0);

@@ -335,6 +335,47 @@ private:
     }
 
 private slots:
+    // A run of several processes on the worker (mpirun, 2 CPU ranks, expert parallelism):
+    // followed like any run - every step, the final state, the mirrored run file with its
+    // per-rank rows; a layout that does not fit is refused naming the field.
+    void run_of_several_processes_on_the_worker() {
+        if (QStandardPaths::findExecutable("mpirun").isEmpty()) QSKIP("no mpirun on this machine");
+        QTemporaryDir local;
+        RemoteConnection c;
+        QVERIFY2(connect_ok(c, options(*worker_)), qPrintable(c.last_error()));
+        std::vector<int64_t> steps;
+        std::string failure;
+        RemoteSession s(&c, [&](const SessionEvent& e) {
+            if (e.kind == SessionEvent::Kind::Step) steps.push_back(e.step.step);
+            if (e.kind == SessionEvent::Kind::Failed) failure = e.message;
+        });
+        Project p = tiny(10);
+        p.name = "remote-ep2";
+        p.training.batch_size = 4;
+        s.set_parallel("ep=2,dp=1");
+        const TrainerPaths paths{local.filePath("ep2.h5").toStdString(), {}};
+        s.start(p, paths, 1);
+        QVERIFY(QTest::qWaitFor([&] { return s.state() == SessionState::Finished || s.state() == SessionState::Failed; },
+                                120000));
+        QVERIFY2(s.state() == SessionState::Finished, failure.c_str());
+        QCOMPARE(steps.size(), size_t(10));
+        for (size_t i = 0; i < steps.size(); ++i) QCOMPARE(steps[i], int64_t(i + 1));
+        RunReader mirror(paths.run_file);
+        QCOMPARE(mirror.metrics_count(), int64_t(10));
+        QCOMPARE(mirror.header().world_size, int64_t(2));
+        QVERIFY(mirror.parallel_count() >= 2);
+
+        RemoteSession bad(&c, [&](const SessionEvent& e) {
+            if (e.kind == SessionEvent::Kind::Failed) failure = e.message;
+        });
+        bad.set_parallel("ep=3");
+        failure.clear();
+        bad.start(p, {local.filePath("bad.h5").toStdString(), {}}, 1);
+        QVERIFY(QTest::qWaitFor([&] { return !failure.empty(); }, 30000));
+        QVERIFY2(failure.find("8 routed experts") != std::string::npos || failure.find("ep") != std::string::npos,
+                 failure.c_str());
+    }
+
     void client_dropped_mid_run_reconnects_without_loss() {
         QTemporaryDir local;
         RemoteConnection c;

@@ -17,15 +17,7 @@ namespace {
 
 QCustomPlot* make_plot(const QString& title, const QString& y_label) {
     auto* plot = new QCustomPlot;
-    plot->setNoAntialiasingOnDrag(true);
-    add_plot_title(plot, title);
-    plot->xAxis->setLabel("training step");
-    plot->yAxis->setLabel(y_label);
-    plot->yAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
-    plot->xAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
-    plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
-    plot->axisRect()->setRangeDrag(Qt::Horizontal);
-    plot->axisRect()->setRangeZoom(Qt::Horizontal);
+    style_training_plot(plot, title, y_label);
     plot->legend->setVisible(true);
     plot->legend->setFont(QFont(plot->font().family(), 8));
     plot->setMinimumHeight(200);

@@ -5,6 +5,19 @@
 
 namespace moe::views {
 
+void style_training_plot(QCustomPlot *plot, const QString &title, const QString &y_label)
+{
+    plot->setNoAntialiasingOnDrag(true);
+    add_plot_title(plot, title);
+    plot->xAxis->setLabel("training step");
+    plot->yAxis->setLabel(y_label);
+    plot->yAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
+    plot->xAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
+    plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
+    plot->axisRect()->setRangeDrag(Qt::Horizontal);
+    plot->axisRect()->setRangeZoom(Qt::Horizontal);
+}
+
 QCPTextElement *add_plot_title(QCustomPlot *plot, const QString &text)
 {
     plot->plotLayout()->insertRow(0);

@@ -58,6 +58,9 @@ private:
 
 // Shared look of the line and bar plots next to the heatmaps: a bold title row on top.
 QCPTextElement *add_plot_title(QCustomPlot *plot, const QString &text);
+// A plot over training steps: the title row, "training step" on x, dotted grids, horizontal
+// drag and zoom.
+void style_training_plot(QCustomPlot *plot, const QString &title, const QString &y_label);
 // Moves the legend out of the axis rect to its right, in as many columns as `entries` needs
 // (at most ~12 rows each), in a smaller font. Call after the title row exists.
 void place_legend_beside(QCustomPlot *plot, int entries);

@@ -94,19 +94,6 @@ QCPColorGradient mask_gradient()
     return g;
 }
 
-void style_line_plot(QCustomPlot *plot, const QString &title, const QString &y_label)
-{
-    plot->setNoAntialiasingOnDrag(true);
-    add_plot_title(plot, title);
-    plot->xAxis->setLabel("training step");
-    plot->yAxis->setLabel(y_label);
-    plot->yAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
-    plot->xAxis->grid()->setPen(QPen(QColor(220, 220, 220), 0, Qt::DotLine));
-    plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
-    plot->axisRect()->setRangeDrag(Qt::Horizontal);
-    plot->axisRect()->setRangeZoom(Qt::Horizontal);
-}
-
 CsvContent series_content(const std::vector<Series> &series)
 {
     CsvContent content;
@@ -201,10 +188,10 @@ SparsityView::SparsityView(QWidget *parent) : QWidget(parent)
     attention_row->addWidget(window_panel_, 2);
 
     never_plot_ = new QCustomPlot;
-    style_line_plot(never_plot_, "Experts never chosen", "% of routed experts");
+    style_training_plot(never_plot_, "Experts never chosen", "% of routed experts");
     never_plot_->setToolTip(never_tip());
     near_zero_plot_ = new QCustomPlot;
-    style_line_plot(near_zero_plot_, "Near-zero FFN activations", "% of activations");
+    style_training_plot(near_zero_plot_, "Near-zero FFN activations", "% of activations");
     near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
 
     auto *grid = grid_ = new QGridLayout;

@@ -334,7 +334,8 @@ void MainWindow::start_run(const moe::Project& project, int threads) {
     if (session_->active()) return;
     if (launcher_->remote_selected() ? !session_->use_remote(engine_) : !session_->use_local()) return;
     launcher_->set_run_active(true);  // no second Start while this one spins up
-    if (!session_->start(project, threads)) launcher_->set_run_active(false);
+    const QString parallel = launcher_->remote_selected() ? launcher_->parallel_layout() : QString();
+    if (!session_->start(project, threads, parallel)) launcher_->set_run_active(false);
     update_actions();
 }
 

@@ -1,5 +1,9 @@
 #include "workbench/run_launcher.h"
 
+#include <QLineEdit>
+
+#include "parallel/parallel_layout.h"
+
 #include <QComboBox>
 #include <QDir>
 #include <QFileDialog>
@@ -81,9 +85,31 @@ RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
                            "Connect to engine…)"));
     wf->addRow(tr("Device"), device_);
     connect(device_, &QComboBox::currentIndexChanged, this, [this] {
+        update_processes();
         update_start();
         emit device_changed(remote_selected());
     });
+    // Several processes on a worker: N GPUs (one rank each), or CPU processes.
+    processes_ = new QComboBox;
+    processes_->setObjectName("processes");
+    processes_->setToolTip(tr("Train as several processes on the worker (mpirun): one per GPU on a GPU device"));
+    layout_ = new QLineEdit;
+    layout_->setObjectName("layout");
+    layout_->setToolTip(tr("How the processes share the run: ep=E splits every MoE layer's experts over E of them, "
+                           "dp=D gives D groups their own slices of the batch (E x D = processes); zero=1 shards "
+                           "the AdamW state (docs/parallelism.md)"));
+    processes_label_ = new QLabel(tr("Processes"));
+    layout_label_ = new QLabel(tr("Layout"));
+    wf->addRow(processes_label_, processes_);
+    wf->addRow(layout_label_, layout_);
+    connect(processes_, &QComboBox::currentIndexChanged, this, [this] {
+        const int n = processes_->currentData().toInt();
+        layout_->setText(n > 1 ? QString("ep=1,dp=%1").arg(n) : QString());
+        layout_->setVisible(n > 1);
+        layout_label_->setVisible(n > 1);
+        update_start();
+    });
+    connect(layout_, &QLineEdit::textChanged, this, [this] { update_start(); });
     threads_ = new QSpinBox;
     threads_->setObjectName("threads");
     threads_->setRange(1, std::max(1, QThread::idealThreadCount()));
@@ -148,8 +174,9 @@ RunLauncher::RunLauncher(QWidget* parent) : QWidget(parent) {
         if (!path.isEmpty()) open_project(path);
     });
     connect(start_, &QPushButton::clicked, this, [this] {
-        if (form_->valid() && !run_active_) emit start_requested(project(), threads());
+        if (start_->isEnabled()) emit start_requested(project(), threads());
     });
+    update_processes();
     update_start();
 }
 
@@ -200,6 +227,33 @@ QString RunLauncher::device_id() const {
 
 int RunLauncher::threads() const { return threads_->value(); }
 
+QString RunLauncher::parallel_layout() const {
+    return remote_selected() && processes_->currentData().toInt() > 1 ? layout_->text().trimmed() : QString();
+}
+
+void RunLauncher::update_processes() {
+    const bool remote = remote_selected();
+    const bool gpu = remote && device_id().startsWith("cuda");
+    const QSignalBlocker block(processes_);
+    processes_->clear();
+    processes_->addItem(tr("1 process"), 1);
+    if (remote) {
+        if (gpu) {
+            for (int n = 2; n <= remote_gpus_; n *= 2) processes_->addItem(tr("%1 GPUs (one process each)").arg(n), n);
+            if (remote_gpus_ > 1 && (remote_gpus_ & (remote_gpus_ - 1)) != 0)
+                processes_->addItem(tr("%1 GPUs (one process each)").arg(remote_gpus_), remote_gpus_);
+        } else {
+            for (int n : {2, 4}) processes_->addItem(tr("%1 CPU processes").arg(n), n);
+        }
+    }
+    processes_->setCurrentIndex(0);
+    processes_->setVisible(remote);
+    processes_label_->setVisible(remote);
+    layout_->clear();
+    layout_->setVisible(false);
+    layout_label_->setVisible(false);
+}
+
 void RunLauncher::set_run_active(bool active) {
     run_active_ = active;
     update_start();
@@ -221,6 +275,9 @@ void RunLauncher::set_remote_devices(const QString& server, const QStringList& n
                 if (QStandardItem* item = model->item(device_->count() - 1)) item->setEnabled(false);
         }
     }
+    remote_gpus_ = 0;
+    for (int i = 0; i < ids.size(); ++i)
+        remote_gpus_ += ids[i].startsWith("cuda") && i < available.size() && available[i];
     if (was_remote && !remote_selected()) device_->setCurrentIndex(0);
     // A fresh connection: its first usable device becomes the choice.
     if (!server.isEmpty() && !was_remote)
@@ -229,6 +286,7 @@ void RunLauncher::set_remote_devices(const QString& server, const QStringList& n
                 device_->setCurrentIndex(i);
                 break;
             }
+    update_processes();
     update_start();
 }
 
@@ -255,10 +313,26 @@ void RunLauncher::update_summary() {
 }
 
 void RunLauncher::update_start() {
-    start_->setEnabled(form_->valid() && !run_active_);
-    error_->setText(form_->valid() ? QString() : form_->error());
-    start_->setToolTip(form_->valid() ? tr("Train this project on %1").arg(device_->currentText())
-                                      : tr("Fix the project first: %1").arg(form_->error()));
+    // Several processes: the layout must parse and use exactly that many.
+    QString layout_error;
+    const int n = processes_ && remote_selected() ? processes_->currentData().toInt() : 1;
+    if (n > 1) {
+        try {
+            const ParallelLayout l = ParallelLayout::parse(layout_->text().trimmed().toStdString(), "layout");
+            if (l.world() != n)
+                layout_error = tr("layout %1 uses %2 processes, %3 are chosen")
+                                   .arg(QString::fromStdString(l.to_string()))
+                                   .arg(l.world())
+                                   .arg(n);
+        } catch (const std::exception& e) {
+            layout_error = QString::fromStdString(e.what());
+        }
+    }
+    const bool ok = form_->valid() && layout_error.isEmpty();
+    start_->setEnabled(ok && !run_active_);
+    error_->setText(!form_->valid() ? form_->error() : layout_error);
+    start_->setToolTip(ok ? tr("Train this project on %1").arg(device_->currentText())
+                          : tr("Fix the project first: %1").arg(form_->valid() ? layout_error : form_->error()));
 }
 
 }  // namespace moe::workbench

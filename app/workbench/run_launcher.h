@@ -7,6 +7,7 @@
 
 class QComboBox;
 class QLabel;
+class QLineEdit;
 class QListWidget;
 class QPushButton;
 class QSpinBox;
@@ -46,6 +47,11 @@ public:
     // True when the chosen device is on the worker.
     bool remote_selected() const;
     QComboBox* device_box() const { return device_; }
+    // On a worker: how many processes train the run (one per GPU on a GPU device) and how they
+    // share it (docs/parallelism.md). "" for one process.
+    QString parallel_layout() const;
+    QComboBox* processes_box() const { return processes_; }
+    QLineEdit* layout_edit() const { return layout_; }
 
 signals:
     void device_changed(bool remote);
@@ -56,6 +62,7 @@ signals:
 private:
     void update_summary();
     void update_start();
+    void update_processes();  // the choices for the chosen device
 
     int local_devices_ = 1;  // this computer's entries at the top of the device box
     ProjectForm* form_ = nullptr;
@@ -65,6 +72,11 @@ private:
     QSpinBox* threads_ = nullptr;
     QListWidget* gpus_ = nullptr;
     QComboBox* device_ = nullptr;
+    QComboBox* processes_ = nullptr;
+    QLineEdit* layout_ = nullptr;
+    QLabel* processes_label_ = nullptr;
+    QLabel* layout_label_ = nullptr;
+    int remote_gpus_ = 0;  // usable GPUs of the connected worker
     QPushButton* start_ = nullptr;
     QString presets_dir_, project_path_, shown_error_field_;
     bool run_active_ = false;

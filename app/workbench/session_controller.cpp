@@ -69,8 +69,12 @@ TrainerPaths SessionController::new_paths(const std::string& name) const {
     return {(base + ".h5").toStdString(), (base + ".ckpt").toStdString()};
 }
 
-bool SessionController::start(const moe::Project& project, int threads) {
+bool SessionController::start(const moe::Project& project, int threads, const QString& parallel) {
     try {
+        if (auto* r = dynamic_cast<moe::remote::RemoteSession*>(session_.get()))
+            r->set_parallel(parallel.toStdString());
+        else if (!parallel.isEmpty())
+            throw Error("runs of several processes start on a worker (or with mpirun from a shell)");
         const TrainerPaths paths = new_paths(project.name);
         pending_run_file_ = QString::fromStdString(paths.run_file);
         last_step_ = {};

@@ -41,7 +41,8 @@ public:
     QString remote_run_file() const;
 
     // false (and `failed`) when the session refuses at once; later errors come as `failed`.
-    bool start(const moe::Project& project, int threads);
+    // parallel: a layout ("ep=2,dp=2") for a run of several processes on the worker; "" = one.
+    bool start(const moe::Project& project, int threads, const QString& parallel = {});
     bool resume_from(const QString& checkpoint_dir, int threads, int64_t total_steps = 0,
                      const QString& device = {});
 

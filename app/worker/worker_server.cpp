@@ -10,6 +10,7 @@
 #include <QSslConfiguration>
 #include <QSslServer>
 #include <QSslSocket>
+#include <QStandardPaths>
 #include <QThread>
 #include <QThreadPool>
 
@@ -27,6 +28,8 @@
 #include "inspect/weight_quantization.h"
 #include "messages.h"
 #include "worker/generation_job.h"
+#include "worker/process_session.h"
+#include "parallel/parallel_layout.h"
 #include "session_codec.h"
 #include "store/project.h"
 #include "core/allocator.h"
@@ -62,13 +65,19 @@ QStringList nvidia_gpus() {
 
 // ---------------------------------------------------------------- WorkerSession
 
-WorkerSession::WorkerSession(WorkerServer* server, int id, QString run_rel, QString run_abs)
-    : server_(server), id_(id), run_rel_(std::move(run_rel)), run_abs_(std::move(run_abs)) {
-    session_.set_listener([this](const moe::SessionEvent& e) { on_event(e); });
+WorkerSession::WorkerSession(WorkerServer* server, int id, QString run_rel, QString run_abs,
+                             std::unique_ptr<moe::Session> session)
+    : server_(server),
+      id_(id),
+      run_rel_(std::move(run_rel)),
+      run_abs_(std::move(run_abs)),
+      session_(session ? std::move(session) : std::make_unique<moe::LocalSession>()) {
+    session_->set_listener([this](const moe::SessionEvent& e) { on_event(e); });
 }
 
 WorkerSession::~WorkerSession() {
-    session_.stop();
+    session_->stop();
+    session_.reset();  // joins the engine thread (or ends the job) while this object is whole
     // ~LocalSession joins; events after this point go nowhere.
 }
 
@@ -109,12 +118,12 @@ void WorkerSession::request_snapshot(std::function<void(QString, QString)> done)
         std::lock_guard lock(snapshot_mutex_);
         snapshot_waiters_.push_back(std::move(done));
     }
-    if (session_.state() == moe::SessionState::Running) {
+    if (session_->state() == moe::SessionState::Running) {
         snapshot_wanted_ = true;  // taken after the next step, on the engine thread
         // The run may finish before another step: check again shortly.
         QTimer::singleShot(2000, server_, [this, id = id_, srv = QPointer<WorkerServer>(server_)] {
             if (!srv || !srv->session(id)) return;
-            if (session_.state() != moe::SessionState::Running && snapshot_wanted_.exchange(false)) take_snapshot();
+            if (session_->state() != moe::SessionState::Running && snapshot_wanted_.exchange(false)) take_snapshot();
         });
     } else {
         take_snapshot();  // paused, finished or failed: nothing is being written
@@ -547,8 +556,27 @@ json ClientConnection::start(const json& m, bool resume) {
     for (int i = 2; QFileInfo::exists(root.filePath(stem + ".h5")) || QFileInfo::exists(root.filePath(stem + ".ckpt")); ++i)
         stem = name + QString("-%1").arg(i);
     const moe::TrainerPaths paths{str(root.filePath(stem + ".h5")), str(root.filePath(stem + ".ckpt"))};
+    // Several processes: mpirun runs moe-train with the layout (one rank per GPU on CUDA).
+    std::unique_ptr<moe::Session> job;
+    if (m.contains("parallel")) {
+        const moe::ParallelLayout layout = moe::ParallelLayout::parse(remote::get_string(m, "parallel", 64), "parallel");
+        const std::string device = resume ? m.value("device", std::string()) : project.training.device;
+        if (!device.empty() && !moe::parse_device(device, "training.device").is_host()) {
+            int gpus = 0;
+            for (const json& d : server_->devices()) gpus += d.value("kind", "") == "gpu" && d.value("available", false);
+            if (layout.world() > gpus)
+                throw moe::ConfigError("parallel", layout.to_string() + " needs " + std::to_string(layout.world()) +
+                                                       " GPUs (one rank each); this worker has " + std::to_string(gpus));
+        }
+        const QString mpirun = QStandardPaths::findExecutable("mpirun");
+        if (mpirun.isEmpty()) throw ProtocolError("not_available", "this worker has no mpirun (OpenMPI) on its PATH");
+        const QString train = QDir(QCoreApplication::applicationDirPath()).filePath("moe-train");
+        if (!QFileInfo(train).isExecutable())
+            throw ProtocolError("not_available", "no moe-train next to this moe-worker (" + str(train) + ")");
+        job = std::make_unique<ProcessSession>(mpirun, train, layout.to_string(), layout.world());
+    }
     const int sid = server_->next_session_++;
-    auto ws = std::make_unique<WorkerSession>(server_, sid, stem + ".h5", root.filePath(stem + ".h5"));
+    auto ws = std::make_unique<WorkerSession>(server_, sid, stem + ".h5", root.filePath(stem + ".h5"), std::move(job));
     if (resume) {
         const int64_t total = remote::get_int_or(m, "total_steps", 0, INT64_MAX, 0);
         // Optional: the device to continue on (a checkpoint from another machine's GPU).

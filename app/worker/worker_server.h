@@ -62,11 +62,13 @@ struct GenerationJob;
 // One training session on the worker, with its event backlog.
 class WorkerSession {
 public:
-    WorkerSession(WorkerServer* server, int id, QString run_rel, QString run_abs);
+    // `session`: null for a LocalSession (one process, an engine thread of the worker).
+    WorkerSession(WorkerServer* server, int id, QString run_rel, QString run_abs,
+                  std::unique_ptr<moe::Session> session = nullptr);
     ~WorkerSession();
 
     int id() const { return id_; }
-    moe::LocalSession& session() { return session_; }
+    moe::Session& session() { return *session_; }
     const QString& run_rel() const { return run_rel_; }
     const QString& run_abs() const { return run_abs_; }
 
@@ -97,7 +99,9 @@ private:
     int snapshot_counter_ = 0;
     std::deque<QByteArray> backlog_;  // encoded event frames, seq first_seq_ + i
     int64_t first_seq_ = 0;
-    moe::LocalSession session_;  // last: its destructor stops the engine before the rest goes
+    // Last: its destructor stops the engine (or the job) before the rest goes. A LocalSession,
+    // or a ProcessSession for a run of several processes.
+    std::unique_ptr<moe::Session> session_;
 };
 
 class WorkerServer : public QObject {

@@ -75,6 +75,9 @@ public:
     const CommStats& stats() const { return stats_; }
 
 protected:
+    // The host-value reductions (figures, counts) of the implementations.
+    enum class HostType { Double, Int64 };
+    enum class HostOp { Sum, Max };
     double timeout_s_ = 300.0;
     CommStats stats_;
 };

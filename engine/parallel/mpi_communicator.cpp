@@ -209,40 +209,31 @@ void MpiCommunicator::all_reduce_sum(float* data, int64_t n) {
     stats_.all_reduce_s += seconds_since(t0);
 }
 
-void MpiCommunicator::all_reduce_sum(double* data, int64_t n) {
+// Host figures (a few values): summed (or maxed) on rank 0, its result sent to every rank, so
+// all ranks hold the same bits whatever the type.
+void MpiCommunicator::reduce_host(void* data, int64_t n, HostType type, HostOp op, size_t elem) {
     const auto t0 = Clock::now();
     MPI_Request req;
     const int count = as_int(n, "all_reduce");
-    impl_->check(MPI_Ireduce(rank_ == 0 ? MPI_IN_PLACE : data, data, count, MPI_DOUBLE, MPI_SUM, 0,
-                             impl_->comm, &req),
+    const MPI_Datatype t = type == HostType::Double ? MPI_DOUBLE : MPI_INT64_T;
+    impl_->check(MPI_Ireduce(rank_ == 0 ? MPI_IN_PLACE : data, data, count, t,
+                             op == HostOp::Sum ? MPI_SUM : MPI_MAX, 0, impl_->comm, &req),
                  "Ireduce");
     MOE_WAITER.wait(&req, "all_reduce");
-    impl_->check(MPI_Ibcast(data, count, MPI_DOUBLE, 0, impl_->comm, &req), "Ibcast");
+    impl_->check(MPI_Ibcast(data, count, t, 0, impl_->comm, &req), "Ibcast");
     MOE_WAITER.wait(&req, "all_reduce");
-    stats_.other_bytes += n * int64_t(sizeof(double));
+    stats_.other_bytes += n * int64_t(elem);
     stats_.other_s += seconds_since(t0);
 }
 
+void MpiCommunicator::all_reduce_sum(double* data, int64_t n) {
+    reduce_host(data, n, HostType::Double, HostOp::Sum, sizeof(double));
+}
 void MpiCommunicator::all_reduce_sum(int64_t* data, int64_t n) {
-    const auto t0 = Clock::now();
-    MPI_Request req;
-    impl_->check(MPI_Iallreduce(MPI_IN_PLACE, data, as_int(n, "all_reduce"), MPI_INT64_T, MPI_SUM,
-                                impl_->comm, &req),
-                 "Iallreduce");
-    MOE_WAITER.wait(&req, "all_reduce");
-    stats_.other_bytes += n * int64_t(sizeof(int64_t));
-    stats_.other_s += seconds_since(t0);
+    reduce_host(data, n, HostType::Int64, HostOp::Sum, sizeof(int64_t));
 }
-
 void MpiCommunicator::all_reduce_max(double* data, int64_t n) {
-    const auto t0 = Clock::now();
-    MPI_Request req;
-    impl_->check(MPI_Iallreduce(MPI_IN_PLACE, data, as_int(n, "all_reduce"), MPI_DOUBLE, MPI_MAX,
-                                impl_->comm, &req),
-                 "Iallreduce");
-    MOE_WAITER.wait(&req, "all_reduce");
-    stats_.other_bytes += n * int64_t(sizeof(double));
-    stats_.other_s += seconds_since(t0);
+    reduce_host(data, n, HostType::Double, HostOp::Max, sizeof(double));
 }
 
 void MpiCommunicator::all_to_all_v(const float* send, const int64_t* send_counts, float* recv,

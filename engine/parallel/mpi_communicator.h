@@ -57,6 +57,7 @@ public:
 private:
     struct Impl;
     explicit MpiCommunicator(std::unique_ptr<Impl> impl);
+    void reduce_host(void* data, int64_t n, HostType type, HostOp op, size_t elem);
     std::unique_ptr<Impl> impl_;
     int rank_ = 0, size_ = 1;
 };
