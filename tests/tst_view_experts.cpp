@@ -3,6 +3,9 @@
 // totals, exports, the 64 x 26 x 100,000 timing, and screenshots for a person to judge.
 #include "colormap.h"
 #include "communication_view.h"
+#include "efficiency_calculator.h"
+#include "model/summary.h"
+#include "store/project.h"
 #include "expert_load_view.h"
 #include "heatmap_plot.h"
 #include "model_view.h"
@@ -209,6 +212,7 @@ private slots:
     void sparsitySlidingWindow();
     void modelTable();
     void expertRanksMarked();
+    void efficiencyCalculatorDeepSeekV3();
     void communicationPerRank();
 
 private:
@@ -562,6 +566,38 @@ void TestViewExperts::sparsityMaskAndAttention()
     QVERIFY(write_csv(csv, over.never_chosen));
     check_nonempty(csv);
     save_screenshot(&view, "sparsity.png");
+}
+
+// The training-cost calculator on DeepSeek-V3 (its preset's config, the engine's FLOP count):
+// the published 180K H800 GPU-hours per trillion tokens imply an MFU of the H800's bf16 peak;
+// at that MFU, 14.8T tokens cost the published 2.664M GPU-hours; a dense model of all 671B
+// parameters would cost an order of magnitude more.
+void TestViewExperts::efficiencyCalculatorDeepSeekV3()
+{
+    const moe::Project p = moe::Project::load(MOE_SOURCE_DIR "/projects/deepseek-v3-671b.json");
+    const moe::ModelSummary s = moe::summarize(p.model, 4096);
+    EfficiencyCalculator calc;
+    calc.setModel("DeepSeek-V3", s.train_flops_per_token, double(s.total_params), double(s.active_params));
+    calc.setInputs(1000, 989, 40, 2048);
+    calc.setReportedGpuHours(180000);
+    const double mfu = calc.impliedMfuPercent();
+    qInfo("DeepSeek-V3: %.1f GFLOP per training token; 180K H800 GPU-hours per 1T tokens imply %.1f%% MFU of "
+          "989 TFLOP/s (bf16)",
+          s.train_flops_per_token / 1e9, mfu);
+    QVERIFY2(mfu > 20 && mfu < 60, qPrintable(QString::number(mfu)));
+    QVERIFY(calc.resultLabel()->text().contains("imply an MFU"));
+    calc.setInputs(14800, 989, mfu, 2048);
+    QVERIFY2(std::abs(calc.gpuHours() - 2.664e6) / 2.664e6 < 1e-3, qPrintable(QString::number(calc.gpuHours())));
+    QVERIFY(calc.denseGpuHours() > 10 * calc.gpuHours());
+    calc.setReportedGpuHours(0);
+    QCOMPARE(calc.impliedMfuPercent(), 0.0);
+    // The GPU presets set the peak.
+    calc.gpuBox()->setCurrentIndex(1);
+    calc.setReportedGpuHours(180000 * 14.8);
+    QVERIFY(calc.impliedMfuPercent() < mfu / 1.9);  // fp8 peak: about half the MFU
+    calc.show();
+    QTest::qWait(50);
+    save_screenshot(&calc, "view-efficiency-calculator.png");
 }
 
 // Expert parallelism: which rank holds which experts, named above the maps and marked by a

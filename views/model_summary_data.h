@@ -32,6 +32,9 @@ struct ModelSummaryData {
     double total_params = -1;
     double total_active_params = -1;
     double total_flops_per_token = -1;
+    // Forward and backward (and MTP) per training token, for the cost calculator; <= 0: 3x the
+    // forward total.
+    double train_flops_per_token = -1;
     QString config_text;  // config.json as text
 };
 

@@ -1,5 +1,7 @@
 #include "model_view.h"
 
+#include "efficiency_calculator.h"
+
 #include "colormap.h"
 #include "explained.h"
 #include "heatmap_plot.h"
@@ -213,12 +215,27 @@ ModelView::ModelView(QWidget *parent) : QWidget(parent)
     split->addWidget(bottom);
     split->setStretchFactor(0, 2);
     split->setStretchFactor(1, 3);
-    root->addWidget(split);
+    root->addWidget(split, 1);
+    calculator_ = new EfficiencyCalculator;
+    root->addWidget(calculator_);
 }
 
 void ModelView::setSummary(ModelSummaryData data)
 {
     data_ = std::move(data);
+    {
+        double params = data_.total_params, active = data_.total_active_params, flops = data_.total_flops_per_token;
+        if (!(params >= 0) || !(active >= 0) || !(flops >= 0)) {
+            params = active = flops = 0;
+            for (const auto &p : data_.parts) {
+                params += p.params;
+                active += p.active_params;
+                flops += p.flops_per_token;
+            }
+        }
+        calculator_->setModel(data_.name, data_.train_flops_per_token > 0 ? data_.train_flops_per_token : 3 * flops,
+                              params, active);
+    }
     tree_->clear();
     totals_ = nullptr;
 

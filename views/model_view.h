@@ -13,6 +13,8 @@ class QTreeWidgetItem;
 
 namespace moe::views {
 
+class EfficiencyCalculator;
+
 class ModelView : public QWidget {
     Q_OBJECT
 public:
@@ -29,6 +31,7 @@ public:
     QTreeWidgetItem *totalsItem() const { return totals_; }
     QCustomPlot *diagram() const { return diagram_; }
     QPlainTextEdit *configText() const { return config_; }
+    EfficiencyCalculator *calculator() const { return calculator_; }
 
     // Every part as a numeric table (rows: parts, columns: params, active, FLOPs), for CSV.
     Matrix tableMatrix() const;
@@ -46,6 +49,7 @@ private:
     QTreeWidgetItem *totals_ = nullptr;
     QCustomPlot *diagram_ = nullptr;
     QPlainTextEdit *config_ = nullptr;
+    EfficiencyCalculator *calculator_ = nullptr;
 };
 
 }  // namespace moe::views

@@ -655,6 +655,7 @@ void MainWindow::show_model(const QString& name, const ModelConfig& model, int64
     d.total_params = double(s.total_params);
     d.total_active_params = double(s.active_params);
     d.total_flops_per_token = s.forward_flops_per_token;
+    d.train_flops_per_token = s.train_flops_per_token;
     d.config_text = QString::fromStdString(model.to_json().dump(2));
     v->setSummary(std::move(d));
 }
