@@ -48,9 +48,4 @@ InspectorCache::Lease InspectorCache::acquire(const std::string& dir, const std:
     return lease;
 }
 
-size_t InspectorCache::loaded() const {
-    const std::lock_guard<std::mutex> lock(mutex_);
-    return entries_.size();
-}
-
 }  // namespace moe::worker

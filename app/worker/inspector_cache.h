@@ -46,7 +46,6 @@ public:
     // The inspector of `dir` on `device`, loaded on first use (FileError/ConfigError from the
     // load propagate, and the failed entry is not kept). Blocks while another lease holds it.
     Lease acquire(const std::string& dir, const std::string& device);
-    size_t loaded() const;  // entries held (tests)
 
 private:
     struct Entry {

@@ -23,7 +23,11 @@ void ExpertDispatch::plan(const std::vector<int64_t>& offsets) {
                     " offsets, expected " + std::to_string(E_ + 1));
     const size_t R = size_t(ranks_);
     // Rows this rank sends to each owner's experts, per expert: [ranks][local].
-    std::vector<int64_t> mine(R * size_t(local_)), theirs(R * size_t(local_));
+    // Host scratch kept between steps: a steady-state step allocates nothing here.
+    std::vector<int64_t>& mine = mine_;
+    std::vector<int64_t>& theirs = theirs_;
+    mine.resize(R * size_t(local_));
+    theirs.resize(R * size_t(local_));
     for (int64_t e = 0; e < E_; ++e) mine[size_t(e)] = offsets[size_t(e + 1)] - offsets[size_t(e)];
     comm_.all_to_all(mine.data(), theirs.data(), local_);  // theirs[s][e]: rows from s for my e
     send_rows_.assign(R, 0);
@@ -39,7 +43,8 @@ void ExpertDispatch::plan(const std::vector<int64_t>& offsets) {
 
     // Received rows come as [source 0: expert 0.., expert 1.. | source 1: ...]; regrouped they
     // are [expert 0: source 0.., source 1.. | expert 1: ...].
-    std::vector<int64_t> block_start(R * size_t(local_));  // first received row of (s, e)
+    std::vector<int64_t>& block_start = block_start_;  // first received row of (s, e)
+    block_start.resize(R * size_t(local_));
     int64_t at = 0;
     for (size_t s = 0; s < R; ++s)
         for (int64_t e = 0; e < local_; ++e) {
@@ -47,7 +52,10 @@ void ExpertDispatch::plan(const std::vector<int64_t>& offsets) {
             at += theirs[s * size_t(local_) + size_t(e)];
         }
     const auto received = static_cast<size_t>(received_rows_);
-    std::vector<int32_t> regroup(received), ungroup(received);
+    std::vector<int32_t>& regroup = host_regroup_;
+    std::vector<int32_t>& ungroup = host_ungroup_;
+    regroup.resize(received);
+    ungroup.resize(received);
     local_offsets_.assign(size_t(local_ + 1), 0);
     int64_t row = 0;
     for (int64_t e = 0; e < local_; ++e) {

@@ -30,7 +30,6 @@ public:
 
     int64_t local_experts() const { return local_; }
     int64_t first_expert() const { return first_; }
-    Communicator& comm() const { return comm_; }
 
     // From this rank's route plan offsets [E+1] (host): what goes where, what comes back.
     void plan(const std::vector<int64_t>& offsets);
@@ -57,6 +56,8 @@ private:
     // regroup_[i]: the received row that becomes regrouped row i; ungroup_ its inverse.
     IndexBuffer regroup_, ungroup_;
     Tensor staging_;  // received (or to-be-sent) rows in source-rank order
+    std::vector<int64_t> mine_, theirs_, block_start_;  // plan()'s host scratch
+    std::vector<int32_t> host_regroup_, host_ungroup_;
 };
 
 }  // namespace moe

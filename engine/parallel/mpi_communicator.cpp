@@ -52,12 +52,6 @@ struct MpiCommunicator::Impl {
     }
 };
 
-bool MpiCommunicator::launched_by_mpi() {
-    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_STEP_NUM_TASKS"})
-        if (std::getenv(v)) return true;
-    return false;
-}
-
 std::unique_ptr<MpiCommunicator> MpiCommunicator::world() {
     int initialized = 0;
     MPI_Initialized(&initialized);

@@ -18,9 +18,6 @@ namespace moe {
 
 class MpiCommunicator final : public Communicator {
 public:
-    // Whether this process was started by an MPI launcher (mpirun, srun): its environment has
-    // the launcher's rank variables.
-    static bool launched_by_mpi();
     // MPI_COMM_WORLD, initialising MPI on first use (threads: MPI_THREAD_FUNNELED, calls from
     // the thread that made it). Error when MPI cannot start.
     static std::unique_ptr<MpiCommunicator> world();

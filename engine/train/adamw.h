@@ -48,8 +48,6 @@ public:
     // others' (`comm` must outlive the optimizer). The current moments' slice is kept.
     void shard(Communicator& comm);
     bool sharded() const { return comm_ != nullptr; }
-    int64_t shard_begin() const { return begin_; }
-    int64_t shard_end() const { return end_; }
     // A sharded optimizer's whole moments for a checkpoint: gather_state() (collective) makes
     // them whole on every rank, so state_tensors() can be read or written; release_full_state()
     // keeps this rank's slice of them (after a load too) and frees the rest.
