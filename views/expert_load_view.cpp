@@ -118,9 +118,19 @@ ExpertLoadView::ExpertLoadView(QWidget *parent) : QWidget(parent)
         bias_training_->replot(QCustomPlot::rpQueuedReplot);
     });
     buildUi();
+    showMarkers();
 }
 
 ExpertLoadView::~ExpertLoadView() = default;
+
+// Cursors, outlines and the mean line only mean something over data: an empty view shows none.
+void ExpertLoadView::showMarkers()
+{
+    const bool any = data_.step_count() > 0;
+    mean_line_->setVisible(any);
+    for (QCPItemStraightLine *c : cursors_) c->setVisible(any);
+    for (QCPItemRect *r : row_outlines_) r->setVisible(any);
+}
 
 void ExpertLoadView::buildUi()
 {
@@ -173,6 +183,8 @@ void ExpertLoadView::buildUi()
     // Heatmaps: load and bias, each over training (chosen layer) and at the step (all layers).
     load_training_ = new HeatmapPlot;
     load_step_ = new HeatmapPlot;
+    load_training_->setObjectName("experts-load-over-training");
+    load_step_->setObjectName("experts-load-at-step");
     bias_training_ = new HeatmapPlot;
     bias_step_ = new HeatmapPlot;
     for (HeatmapPlot *p : {load_training_, load_step_})
@@ -219,6 +231,7 @@ void ExpertLoadView::buildUi()
 
     // Bottom row: bars at the step, MaxVio per layer, dead experts.
     bar_plot_ = new QCustomPlot;
+    bar_plot_->setObjectName("experts-load-bars");
     style_line_plot(bar_plot_);
     add_plot_title(bar_plot_, "Load at step");
     bars_ = new QCPBars(bar_plot_->xAxis, bar_plot_->yAxis);
@@ -232,6 +245,7 @@ void ExpertLoadView::buildUi()
     bar_plot_->setToolTip(load_tip());
 
     maxvio_plot_ = new QCustomPlot;
+    maxvio_plot_->setObjectName("experts-maxvio");
     style_line_plot(maxvio_plot_);
     add_plot_title(maxvio_plot_, "MaxVio per layer");
     maxvio_plot_->xAxis->setLabel("training step");
@@ -239,6 +253,7 @@ void ExpertLoadView::buildUi()
     maxvio_plot_->setToolTip(maxvio_tip());
 
     dead_plot_ = new QCustomPlot;
+    dead_plot_->setObjectName("experts-dead");
     style_line_plot(dead_plot_);
     add_plot_title(dead_plot_, "Dead experts");
     dead_plot_->xAxis->setLabel("training step");
@@ -372,6 +387,7 @@ void ExpertLoadView::setData(ExpertLoadData data)
         data_ = ExpertLoadData{};
     }
     computeDerived();
+    showMarkers();
 
     const QSignalBlocker b1(layer_combo_), b2(slider_), b3(spin_);
     layer_combo_->clear();
@@ -700,14 +716,14 @@ void ExpertLoadView::updateLineGraphs()
             g->setName(data_.layer_names[l]);
             maxvio_graphs_.push_back(g);
         }
-        double top = 0;
-        for (float v : data_.maxvio)
-            if (std::isfinite(v))
-                top = std::max(top, static_cast<double>(v));
-        maxvio_plot_->yAxis->setRange(0, std::max(top * 1.05, 0.1));
-
         place_legend_beside(maxvio_plot_, L);
     }
+    // The y range follows the data: a live run's MaxVio grows after its first rows.
+    double top = 0;
+    for (float v : data_.maxvio)
+        if (std::isfinite(v))
+            top = std::max(top, static_cast<double>(v));
+    maxvio_plot_->yAxis->setRange(0, std::max(top * 1.05, 0.1));
     for (int l = 0; l < L; ++l) {
         QColor c = L > 1 ? map_color(0.9 * l / (L - 1)) : category_color(0);
         const bool chosen = (l == layer_);

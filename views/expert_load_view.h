@@ -93,6 +93,7 @@ protected:
 private:
     void buildUi();
     void computeDerived();
+    void showMarkers();
     void rebuildTrainingMaps();
     void fillTrainingMap(HeatmapPlot *plot, bool bias);
     void updateStepViews();

@@ -38,8 +38,9 @@ inline constexpr Concept kLoss{
 inline constexpr Concept kMtpLoss{
     "MTP loss",
     "Multi-token prediction: extra modules predict the token after next (and further) from the "
-    "main model's hidden states. Its loss is added to the main loss with a small weight; it "
-    "densifies the training signal and can be used for speculative decoding."};
+    "main model's hidden states. Its loss is added to the main loss with a small weight (lambda); it "
+    "densifies the training signal and can be used for speculative decoding. Plotted before that "
+    "weight, so it compares directly with the main loss and does not jump when lambda changes."};
 inline constexpr Concept kAuxLoss{
     "Auxiliary balance loss",
     "A small sequence-wise loss that grows when a few experts receive most tokens of a sequence. "

@@ -1,5 +1,6 @@
 #include "generation_controls.h"
 
+#include <QCheckBox>
 #include <QDoubleSpinBox>
 #include <QGridLayout>
 #include <QLabel>
@@ -32,13 +33,21 @@ GenerationControls::GenerationControls(QWidget* parent) : QWidget(parent) {
     set_explained(temperature_, tr("Temperature"),
                   tr("0 (greedy) always takes the most likely next token; higher values sample "
                      "more freely (seed 0, so a run can be repeated)."));
+    speculative_ = new QCheckBox(tr("MTP drafts"));
+    speculative_->setObjectName("speculativeCheck");
+    set_explained(speculative_, tr("Speculative decoding with the MTP module"),
+                  tr("The multi-token-prediction module drafts the token after next and the main "
+                     "model checks it in its next step: an accepted draft is a token for free. "
+                     "The text is exactly greedy decoding's; the result says how many drafts "
+                     "were accepted. Greedy only (the temperature is ignored)."));
     button_ = new QPushButton(tr("Generate"));
     button_->setToolTip(
         tr("Continue the text with the chosen checkpoint, token by token, and "
            "watch every MoE layer route each new token"));
     grid->addWidget(tokens_, 0, 0);
     grid->addWidget(temperature_, 0, 1);
-    grid->addWidget(button_, 1, 0, 1, 2);
+    grid->addWidget(speculative_, 1, 0, 1, 2);
+    grid->addWidget(button_, 2, 0, 1, 2);
     connect(button_, &QPushButton::clicked, this, [this] {
         if (running_)
             emit stopRequested();
@@ -56,12 +65,15 @@ double GenerationControls::temperature() const {
     return temperature_->value();
 }
 
+bool GenerationControls::speculative() const { return speculative_->isChecked(); }
+
 void GenerationControls::setRunning(bool running) {
     running_ = running;
     button_->setText(running ? tr("Stop") : tr("Generate"));
     button_->setEnabled(running || available_);
     tokens_->setEnabled(!running);
     temperature_->setEnabled(!running);
+    speculative_->setEnabled(!running);
 }
 
 void GenerationControls::setAvailable(bool available) {

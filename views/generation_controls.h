@@ -5,6 +5,7 @@
 // (setRunning); the workbench's GenerationController does the work.
 #include <QWidget>
 
+class QCheckBox;
 class QDoubleSpinBox;
 class QPushButton;
 class QSpinBox;
@@ -18,10 +19,13 @@ public:
 
     int newTokens() const;
     double temperature() const;
+    // MTP speculative decoding (greedy).
+    bool speculative() const;
     bool running() const { return running_; }
     QPushButton* button() const { return button_; }
     QSpinBox* tokensBox() const { return tokens_; }
     QDoubleSpinBox* temperatureBox() const { return temperature_; }
+    QCheckBox* speculativeBox() const { return speculative_; }
 
 signals:
     void generateRequested(int new_tokens, double temperature);
@@ -35,6 +39,7 @@ private:
     QSpinBox* tokens_ = nullptr;
     QDoubleSpinBox* temperature_ = nullptr;
     QPushButton* button_ = nullptr;
+    QCheckBox* speculative_ = nullptr;
     bool running_ = false;
     bool available_ = false;
 };

@@ -35,6 +35,10 @@ struct ModelSummaryData {
     // Forward and backward (and MTP) per training token, for the cost calculator; <= 0: 3x the
     // forward total.
     double train_flops_per_token = -1;
+    // Generation's KV cache per token (all layers, values; 0 = not shown): MLA's, and plain
+    // multi-head attention's with the same heads.
+    double kv_cache_values_per_token = 0;
+    double mha_kv_values_per_token = 0;
     QString config_text;  // config.json as text
 };
 

@@ -5,11 +5,13 @@
 #include "colormap.h"
 #include "explained.h"
 #include "heatmap_plot.h"
+#include "highlight_frame.h"
 #include "plot_export.h"
 
 #include <QFileDialog>
 #include <QFontDatabase>
 #include <QHeaderView>
+#include <QLabel>
 #include <QMap>
 #include <QMenu>
 #include <QMessageBox>
@@ -216,6 +218,16 @@ ModelView::ModelView(QWidget *parent) : QWidget(parent)
     split->setStretchFactor(0, 2);
     split->setStretchFactor(1, 3);
     root->addWidget(split, 1);
+    kv_label_ = new QLabel;
+    kv_label_->setObjectName("kvCache");
+    kv_label_->setWordWrap(true);
+    kv_label_->setTextFormat(Qt::RichText);
+    kv_label_->setToolTip(explained_html(
+        "KV cache",
+        "What generation keeps per token so later tokens need not recompute it. Multi-head "
+        "attention keeps every head's key and value; MLA keeps one compressed latent "
+        "(kv_lora_rank values) and one shared rotary key per layer, and rebuilds the heads from them."));
+    root->addWidget(kv_label_);
     calculator_ = new EfficiencyCalculator;
     root->addWidget(calculator_);
 }
@@ -315,6 +327,58 @@ void ModelView::setSummary(ModelSummaryData data)
 
     config_->setPlainText(data_.config_text);
     fillDiagram();
+
+    const double mla = data_.kv_cache_values_per_token, mha = data_.mha_kv_values_per_token;
+    kv_label_->setVisible(mla > 0 && mha > 0);
+    if (mla > 0 && mha > 0) {
+        // bf16 cache, as inference runs it; a 32K-token context for scale.
+        auto bytes = [](double b) { return human_units(b, "B", " B"); };
+        kv_label_->setText(
+            QStringLiteral("<b>KV cache per token</b> (bf16, all layers): MLA %1 &nbsp;·&nbsp; multi-head "
+                           "attention with the same heads %2 &nbsp;·&nbsp; <b>%3x smaller</b>; "
+                           "a 32K-token context: %4 instead of %5")
+                .arg(bytes(2 * mla), bytes(2 * mha))
+                .arg(mha / mla, 0, 'f', 1)
+                .arg(bytes(2 * mla * 32768), bytes(2 * mha * 32768)));
+    }
+}
+
+bool ModelView::setHighlight(const Highlight &h, QString *missing)
+{
+    clearHighlight();
+    QStringList lost;
+    if (!h.row.isEmpty()) {
+        const QString key = h.row.toLower();
+        if (key == "kv cache") {
+            if (!kv_label_->isHidden()) HighlightFrame::show(kv_label_);
+            else lost << "row 'kv cache' (no KV cache figures for this model)";
+        } else if (key == "calculator") {
+            HighlightFrame::show(calculator_);
+        } else {
+            QTreeWidgetItem *found = key == "total" ? totals_ : nullptr;
+            for (QTreeWidgetItemIterator it(tree_); *it && !found; ++it)
+                if ((*it)->text(NameColumn).compare(h.row, Qt::CaseInsensitive) == 0) found = *it;
+            if (found) {
+                tree_->setCurrentItem(found);
+                tree_->scrollToItem(found);
+                HighlightFrame::show(tree_);
+            } else {
+                lost << QStringLiteral("row '%1'").arg(h.row);
+            }
+        }
+    }
+    if (!h.part.isEmpty()) {
+        if (auto *w = findChild<QWidget *>(h.part)) HighlightFrame::show(w);
+        else lost << QStringLiteral("part '%1'").arg(h.part);
+    }
+    if (missing) *missing = lost.join(", ");
+    return lost.isEmpty();
+}
+
+void ModelView::clearHighlight()
+{
+    HighlightFrame::clearAll(this);
+    tree_->clearSelection();
 }
 
 void ModelView::fillDiagram()

@@ -1,6 +1,7 @@
 #pragma once
 // The model at a glance: a table of parameters, active parameters and FLOPs per token for each
 // part, a diagram of the layer stack (dense, MoE, MTP), and the config text.
+#include "highlight.h"
 #include "model_summary_data.h"
 #include "plot_data.h"
 
@@ -8,6 +9,7 @@
 
 class QCustomPlot;
 class QPlainTextEdit;
+class QLabel;
 class QTreeWidget;
 class QTreeWidgetItem;
 
@@ -32,6 +34,12 @@ public:
     QCustomPlot *diagram() const { return diagram_; }
     QPlainTextEdit *configText() const { return config_; }
     EfficiencyCalculator *calculator() const { return calculator_; }
+    QLabel *kvCacheLabel() const { return kv_label_; }
+
+    // Points at a row of the table (a part's name, e.g. "routed experts"), at "kv cache" or at
+    // "calculator"; false (with what was not found in *missing) otherwise.
+    bool setHighlight(const Highlight &h, QString *missing = nullptr);
+    void clearHighlight();
 
     // Every part as a numeric table (rows: parts, columns: params, active, FLOPs), for CSV.
     Matrix tableMatrix() const;
@@ -50,6 +58,7 @@ private:
     QCustomPlot *diagram_ = nullptr;
     QPlainTextEdit *config_ = nullptr;
     EfficiencyCalculator *calculator_ = nullptr;
+    QLabel *kv_label_ = nullptr;
 };
 
 }  // namespace moe::views

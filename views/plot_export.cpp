@@ -1,5 +1,7 @@
 #include "plot_export.h"
 
+#include "plot_style.h"
+
 #include <QBuffer>
 #include <QDir>
 #include <QFileDialog>
@@ -141,6 +143,16 @@ bool export_plot(QCustomPlot* plot, const QString& path, QString* error) {
     return false;
 }
 
+bool export_plot_styled(QCustomPlot* plot, const QString& path, const PlotStyle& style, QString* error) {
+    if (!plot) return set_error(error, QStringLiteral("No plot to export")), false;
+    const PlotStyle before = plot_style(plot);
+    apply_plot_style(plot, style);
+    plot->replot(QCustomPlot::rpImmediateRefresh);
+    const bool ok = export_plot(plot, path, error);
+    apply_plot_style(plot, before);
+    return ok;
+}
+
 QString csv_text(const std::vector<Series>& series, const QString& x_name) {
     QString out;
     QTextStream ts(&out);
@@ -254,6 +266,18 @@ void add_export_menu_entries(QMenu* menu, QWidget* owner, QCustomPlot* plot, std
                              report(owner, ok, error);
                          });
     }
+    // For slides: large text and thick lines whatever the window shows now.
+    QObject::connect(menu->addAction(QStringLiteral("Export as PNG for slides (presentation style)...")),
+                     &QAction::triggered, owner, [owner, plot] {
+                         QString path = QFileDialog::getSaveFileName(owner, QStringLiteral("Export for slides"),
+                                                                     suggested_name(plot, QStringLiteral("png")),
+                                                                     QStringLiteral("PNG image (*.png);;PDF document (*.pdf);;SVG drawing (*.svg)"));
+                         if (path.isEmpty()) return;
+                         if (QFileInfo(path).suffix().isEmpty()) path += QStringLiteral(".png");
+                         remember_dir(path);
+                         QString error;
+                         report(owner, export_plot_styled(plot, path, PlotStyle::presentation(), &error), error);
+                     });
     if (data) {
         QObject::connect(menu->addAction(QStringLiteral("Export data as CSV...")), &QAction::triggered, owner,
                          [owner, plot, data] {

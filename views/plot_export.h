@@ -16,6 +16,8 @@ class QWidget;
 
 namespace moe::views {
 
+struct PlotStyle;
+
 // What a view hands out for "Export as CSV": its curves and/or one grid.
 struct CsvContent {
     QString x_name = QStringLiteral("x");  // header of the x column
@@ -29,6 +31,10 @@ bool export_plot(QCustomPlot* plot, const QString& path, QString* error = nullpt
 bool export_png(QCustomPlot* plot, const QString& path, double scale = 2.0, QString* error = nullptr);
 bool export_pdf(QCustomPlot* plot, const QString& path, QString* error = nullptr);
 bool export_svg(QCustomPlot* plot, const QString& path, QString* error = nullptr);
+// The figure in another style (presentation: large text, thick lines) whatever the plot shows
+// now; the plot's own style is back afterwards.
+bool export_plot_styled(QCustomPlot* plot, const QString& path, const PlotStyle& style,
+                        QString* error = nullptr);
 
 // CSV text. Series sharing one x vector are written wide (x, name1, name2, ...); otherwise long
 // (series, x, y), which every spreadsheet and pandas reads. NaN is written as an empty cell.

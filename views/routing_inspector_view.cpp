@@ -176,11 +176,13 @@ void RoutingInspectorView::buildUi() {
 
     // --- Status and the comparison's headline number.
     status_ = new QLabel;
+    status_->setObjectName("routing-status");
     status_->setWordWrap(true);
     status_->setTextFormat(Qt::RichText);
     status_->setVisible(false);
     root->addWidget(status_);
     agreement_ = new QLabel;
+    agreement_->setObjectName("routing-agreement");
     agreement_->setTextFormat(Qt::RichText);
     agreement_->setWordWrap(true);
     agreement_->setFrameShape(QFrame::StyledPanel);
@@ -215,12 +217,14 @@ void RoutingInspectorView::buildUi() {
         v->setContentsMargins(0, 0, 0, 0);
         v->setSpacing(3);
         heat_[i] = new RoutingHeatmap;
+        heat_[i]->setObjectName(i == 0 ? "routing-heatmap" : "routing-heatmap-compare");
         set_explained(heat_[i], kScores);
         v->addWidget(heat_[i], 1);
         flow_title_[i] = new QLabel;
         flow_title_[i]->setTextFormat(Qt::RichText);
         v->addWidget(flow_title_[i]);
         flow_[i] = new TokenFlowWidget;
+        flow_[i]->setObjectName(i == 0 ? "routing-tokens" : "routing-tokens-compare");
         set_explained(flow_[i], kTop1Colour);
         auto* scroll = new QScrollArea;
         scroll->setWidget(flow_[i]);
@@ -256,6 +260,7 @@ void RoutingInspectorView::buildUi() {
     strips_title->setTextFormat(Qt::RichText);
     cv->addWidget(strips_title);
     strips_ = new RoutingStrips;
+    strips_->setObjectName("routing-strips");
     strips_scroll_ = new QScrollArea;
     strips_scroll_->setWidget(strips_);
     strips_scroll_->setWidgetResizable(false);
@@ -296,6 +301,7 @@ void RoutingInspectorView::buildUi() {
     auto* spec_box = new QGroupBox(tr("Specialization: label x expert"));
     auto* pv = new QVBoxLayout(spec_box);
     spec_plot_ = new QCustomPlot;
+    spec_plot_->setObjectName("routing-specialization");
     spec_plot_->setMinimumHeight(180);
     set_explained(spec_plot_, kSpecialization);
     spec_map_ = new QCPColorMap(spec_plot_->xAxis, spec_plot_->yAxis);

@@ -134,6 +134,7 @@ SparsityView::SparsityView(QWidget *parent) : QWidget(parent)
     root->addLayout(controls);
 
     mask_plot_ = new HeatmapPlot;
+    mask_plot_->setObjectName("sparsity-routing-mask");
     mask_plot_->setGradient(mask_gradient());
     mask_plot_->setColorRange(0, 1);
     mask_plot_->setRowsTopDown(true);
@@ -148,6 +149,7 @@ SparsityView::SparsityView(QWidget *parent) : QWidget(parent)
     }
 
     attention_plot_ = new HeatmapPlot;
+    attention_plot_->setObjectName("sparsity-attention");
     QCPColorGradient attention_gradient = viridis_gradient();
     attention_gradient.setNanHandling(QCPColorGradient::nhNanColor);
     attention_gradient.setNanColor(kMaskedGrey);
@@ -178,6 +180,7 @@ SparsityView::SparsityView(QWidget *parent) : QWidget(parent)
     window_caption_->setObjectName("windowCaption");
     window_caption_->setToolTip(window_tip());
     window_panel_ = new QWidget;
+    window_panel_->setObjectName("sparsity-window");
     auto *window_column = new QVBoxLayout(window_panel_);
     window_column->setContentsMargins(0, 0, 0, 0);
     window_column->addWidget(window_plot_, 1);
@@ -188,9 +191,11 @@ SparsityView::SparsityView(QWidget *parent) : QWidget(parent)
     attention_row->addWidget(window_panel_, 2);
 
     never_plot_ = new QCustomPlot;
+    never_plot_->setObjectName("sparsity-never-chosen");
     style_training_plot(never_plot_, "Experts never chosen", "% of routed experts");
     never_plot_->setToolTip(never_tip());
     near_zero_plot_ = new QCustomPlot;
+    near_zero_plot_->setObjectName("sparsity-near-zero");
     style_training_plot(near_zero_plot_, "Near-zero FFN activations", "% of activations");
     near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
 

@@ -50,6 +50,10 @@ const PanelInfo kPanels[TrainingCurvesView::PanelCount] = {
     {"loss-scale", "Loss scale (fp16)", "Loss scale", &kLossScale},
 };
 
+bool all_zero(const std::vector<double>& v) {
+    return std::all_of(v.begin(), v.end(), [](double x) { return x == 0.0 || std::isnan(x); });
+}
+
 TrainingCurvesView::Panel panel_of(Metric m) {
     switch (m) {
     case Metric::Loss:
@@ -194,6 +198,7 @@ void TrainingCurvesView::buildUi() {
     top->addWidget(run_legend_);
 
     auto* grid = new QGridLayout;
+    grid_ = grid;
     grid->setSpacing(4);
     for (int p = 0; p < PanelCount; ++p) {
         setupPlot(static_cast<Panel>(p));
@@ -202,7 +207,7 @@ void TrainingCurvesView::buildUi() {
     }
     for (int c = 0; c < 3; ++c) grid->setColumnStretch(c, 1);
     for (int r = 0; r < 2; ++r) grid->setRowStretch(r, 2);
-    grid->setRowStretch(2, 1);
+    grid->setRowStretch(2, 0);  // the loss-scale strip takes room only while it is shown
     plots_[PanelLossScale]->setMinimumHeight(150);
     plots_[PanelLossScale]->setVisible(false);
     top->addLayout(grid, 1);
@@ -505,8 +510,10 @@ void TrainingCurvesView::rebuildCurves() {
         auto with = [&](const QString& what) { return several ? run + QStringLiteral(" · ") + what : what; };
         if (!r.loss.empty()) add(i, Metric::Loss, -1, several ? run : QStringLiteral("loss"), color, Qt::SolidLine);
         // (with several runs the overall eval curve carries the run's name in the legend)
-        if (!r.mtp_loss.empty()) add(i, Metric::MtpLoss, -1, with(QStringLiteral("MTP")), color, Qt::DashLine);
-        if (!r.aux_loss.empty()) add(i, Metric::AuxLoss, -1, run, color, Qt::SolidLine);
+        if (!r.mtp_loss.empty()) add(i, Metric::MtpLoss, -1, with(QStringLiteral("MTP (unweighted)")), color, Qt::DashLine);
+        // An aux-loss-free run logs an aux loss of exactly 0: say so instead of a flat line on a
+        // +-1e-12 axis.
+        if (!r.aux_loss.empty() && !all_zero(r.aux_loss)) add(i, Metric::AuxLoss, -1, run, color, Qt::SolidLine);
         if (!r.lr.empty()) add(i, Metric::Lr, -1, run, color, Qt::SolidLine);
         if (!r.grad_norm.empty()) add(i, Metric::GradNorm, -1, run, color, Qt::SolidLine);
         if (!r.tokens_per_s.empty()) add(i, Metric::TokensPerS, -1, run, color, Qt::SolidLine);
@@ -559,6 +566,9 @@ void TrainingCurvesView::rebuildCurves() {
         skipped_marks_[size_t(i)] = g;
     }
     plots_[PanelLossScale]->setVisible(legend_entry);
+    grid_->setRowStretch(2, legend_entry ? 1 : 0);
+    bool aux_logged = false;
+    for (const RunState& r : runs_) aux_logged = aux_logged || !r.data.aux_loss.empty();
     for (int p = 0; p < PanelCount; ++p) {
         bool any = false;
         for (const Curve& c : curves_)
@@ -566,7 +576,9 @@ void TrainingCurvesView::rebuildCurves() {
         empty_note_[p]->setVisible(!any);
         // Before any run the whole view is empty: say what to do rather than "not logged".
         empty_note_[p]->setText(curves_.empty() ? QStringLiteral("no run yet: Start training, or open a run")
-                                                : QStringLiteral("not logged"));
+                                : p == PanelAux && aux_logged
+                                    ? QStringLiteral("no auxiliary loss: this run balances\nits experts with the gate bias alone")
+                                    : QStringLiteral("not logged"));
         // A one-entry legend says nothing the title does not.
         plots_[p]->legend->setVisible(plots_[p]->legend->itemCount() >= 2);
     }

@@ -22,6 +22,7 @@ class QCPItemText;
 class QCPItemTracer;
 class QCheckBox;
 class QComboBox;
+class QGridLayout;
 class QLabel;
 class QSlider;
 
@@ -141,6 +142,7 @@ private:
     QLabel* smooth_value_ = nullptr;
     QCheckBox* follow_check_ = nullptr;
     QLabel* run_legend_ = nullptr;
+    QGridLayout* grid_ = nullptr;
 };
 
 }  // namespace moe::views

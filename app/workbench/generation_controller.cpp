@@ -48,8 +48,10 @@ void GenerationController::generate(const QString& text, const QString& checkpoi
     running_ = true;
     updates_ = 0;
     checkpoint_ = checkpoint;
+    // Speculative decoding is greedy: the temperature does not apply.
+    const bool speculative = view_->generationControls()->speculative();
     if (inspection_->worker()) {
-        generate_on_worker(text, dir, new_tokens, temperature);
+        generate_on_worker(text, dir, new_tokens, speculative ? 0.0 : temperature, speculative);
         return;
     }
     live_ = std::make_shared<Live>();
@@ -57,7 +59,8 @@ void GenerationController::generate(const QString& text, const QString& checkpoi
     view_->setBusy(true, tr("Loading %1 and writing %2 tokens…").arg(checkpoint).arg(new_tokens));
     GenerationSettings s;
     s.max_new_tokens = new_tokens;
-    s.sampling.temperature = temperature;
+    s.speculative = speculative;
+    s.sampling.temperature = speculative ? 0.0 : temperature;
     s.sampling.seed = 0;
     const std::string dir_s = dir.toStdString(), prompt = text.toStdString();
     std::shared_ptr<Live> live = live_;
@@ -96,6 +99,8 @@ void GenerationController::generate(const QString& text, const QString& checkpoi
             out.generated = static_cast<int>(r.tokens.size());
             out.stop_reason = r.stop_reason;
             out.tokens_per_second = seconds > 0 ? r.tokens.size() / seconds : 0.0;
+            out.drafted = r.drafted;
+            out.accepted = r.accepted;
         } catch (const std::exception& e) {
             out.error = e.what();
         }
@@ -110,7 +115,7 @@ void GenerationController::stop() {
 }
 
 void GenerationController::generate_on_worker(const QString& text, const QString& dir, int new_tokens,
-                                              double temperature) {
+                                              double temperature, bool speculative) {
     worker_ = inspection_->worker();
     view_->generationControls()->setRunning(true);
     const QString device = inspection_->worker_device();
@@ -122,6 +127,7 @@ void GenerationController::generate_on_worker(const QString& text, const QString
          {"text", text.toStdString()},
          {"max_new_tokens", new_tokens},
          {"temperature", temperature},
+         {"speculative", speculative},
          {"seed", 0},
          {"device", device.toStdString()},
          {"attention", true},
@@ -159,7 +165,8 @@ void GenerationController::worker_finished(const nlohmann::json& m) {
         return;
     }
     show_done({}, QString::fromStdString(m.value("text", "")), int(m.value("generated", int64_t(0))),
-              m.value("tokens_per_second", 0.0), QString::fromStdString(m.value("stop_reason", "")));
+              m.value("tokens_per_second", 0.0), QString::fromStdString(m.value("stop_reason", "")),
+              m.value("drafted", int64_t(0)), m.value("accepted", int64_t(0)));
 }
 
 void GenerationController::poll() {
@@ -185,11 +192,15 @@ void GenerationController::finished() {
     timer_.stop();
     live_.reset();
     show_done(QString::fromStdString(out.error), QString::fromUtf8(out.text.data(), int(out.text.size())),
-              out.generated, out.tokens_per_second, QString::fromStdString(out.stop_reason));
+              out.generated, out.tokens_per_second, QString::fromStdString(out.stop_reason), out.drafted,
+              out.accepted);
 }
 
 void GenerationController::show_done(const QString& error, const QString& text, int generated,
-                                     double tokens_per_second, const QString& stop_reason) {
+                                     double tokens_per_second, const QString& stop_reason,
+                                     int64_t drafted, int64_t accepted) {
+    drafted_ = drafted;
+    accepted_ = accepted;
     running_ = false;
     if (view_) {
         view_->generationControls()->setRunning(false);
@@ -198,10 +209,19 @@ void GenerationController::show_done(const QString& error, const QString& text, 
             view_->setError(error);
         } else {
             view_->setText(text);
-            view_->setBusy(false, tr("Generated %1 tokens (%2 tokens/s, stopped: %3).")
-                                      .arg(generated)
-                                      .arg(tokens_per_second, 0, 'f', 0)
-                                      .arg(stop_reason));
+            QString done = tr("Generated %1 tokens (%2 tokens/s, stopped: %3).")
+                               .arg(generated)
+                               .arg(tokens_per_second, 0, 'f', 0)
+                               .arg(stop_reason);
+            if (drafted > 0)
+                done += tr(" MTP drafts accepted: %1% (%2 of %3), so about %4 main-model "
+                           "steps wrote %5 tokens.")
+                            .arg(100.0 * double(accepted) / double(drafted), 0, 'f', 0)
+                            .arg(accepted)
+                            .arg(drafted)
+                            .arg(generated - accepted)
+                            .arg(generated);
+            view_->setBusy(false, done);
         }
     }
     emit generation_done(error.isEmpty(), generated);

@@ -42,6 +42,9 @@ public:
 
     bool running() const { return running_; }
     int updates_shown() const { return updates_; }  // live inspections shown so far
+    // Speculative decoding of the last generation (0 drafted when it was off).
+    int64_t drafted() const { return drafted_; }
+    int64_t accepted() const { return accepted_; }
 
 signals:
     void generation_done(bool ok, int new_tokens);
@@ -64,14 +67,16 @@ private:
         int generated = 0;
         std::string stop_reason, error;
         double tokens_per_second = 0.0;
+        int64_t drafted = 0, accepted = 0;
     };
     void poll();      // timer: shows the newest snapshot
     void finished();  // the worker is done
     // A run on a moe-worker: the worker generates and streams progress (docs/remote-protocol.md).
-    void generate_on_worker(const QString& text, const QString& dir, int new_tokens, double temperature);
+    void generate_on_worker(const QString& text, const QString& dir, int new_tokens, double temperature,
+                            bool speculative);
     void worker_finished(const nlohmann::json& m);
     void show_done(const QString& error, const QString& text, int generated, double tokens_per_second,
-                   const QString& stop_reason);
+                   const QString& stop_reason, int64_t drafted = 0, int64_t accepted = 0);
 
     QPointer<views::RoutingInspectorView> view_;
     QPointer<InspectionController> inspection_;
@@ -80,6 +85,7 @@ private:
     QTimer timer_;
     QString checkpoint_;
     bool running_ = false;
+    int64_t drafted_ = 0, accepted_ = 0;
     int updates_ = 0;
     int64_t worker_request_ = 0;  // the running "generate" on a worker (0: none)
     QPointer<remote::RemoteConnection> worker_;

@@ -4,6 +4,7 @@
 #include <QApplication>
 #include <QCloseEvent>
 #include <QDateTime>
+#include <QDir>
 #include <QDockWidget>
 #include <QElapsedTimer>
 #include <QFileDialog>
@@ -33,6 +34,7 @@
 #include "expert_load_view.h"
 #include "model/summary.h"
 #include "model_view.h"
+#include "plot_style.h"
 #include "quantization_view.h"
 #include "routing_inspector_view.h"
 #include "sparsity_view.h"
@@ -43,7 +45,10 @@
 #include "workbench/connect_dialog.h"
 #include "workbench/generation_controller.h"
 #include "workbench/inspection_controller.h"
+#include "workbench/lesson_runner.h"
+#include "workbench/lessons_panel.h"
 #include "workbench/log_bridge.h"
+#include "workbench/presentation_mode.h"
 #include "workbench/project_form.h"
 #include "workbench/project_paths.h"
 #include "workbench/run_browser.h"
@@ -107,6 +112,9 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
 
     set_runs_dir(default_runs_dir());
     launcher_->set_presets_dir(find_projects_dir());
+    lessons_panel_->load(QDir(find_projects_dir()).filePath("lessons"), find_projects_dir());
+    // Every plot keeps a minimum text size (legible at 1280x720 and on a projector).
+    views::apply_plot_style_all(this, views::PlotStyle::normal());
     restore_settings();
     update_actions();
 }
@@ -132,6 +140,9 @@ void MainWindow::build_docks() {
     QDockWidget* launch = add_dock(tr("Run launcher"), "launcherDock", launcher_);
     QDockWidget* browse = add_dock(tr("Runs"), "browserDock", browser_);
     QDockWidget* logd = add_dock(tr("Log"), "logDock", log_);
+    lesson_runner_ = new LessonRunner(this);
+    lessons_panel_ = new LessonsPanel(lesson_runner_);
+    QDockWidget* lessons = add_dock(tr("Lessons"), "lessonsDock", lessons_panel_);
     const std::pair<QString, QString> views[] = {
         {tr("Training curves"), "curvesDock"}, {tr("Expert load"), "expertLoadDock"},
         {tr("Routing inspector"), "routingDock"}, {tr("Sparsity"), "sparsityDock"},
@@ -167,6 +178,7 @@ void MainWindow::build_docks() {
     addDockWidget(Qt::LeftDockWidgetArea, launch);
     tabifyDockWidget(launch, browse);
     tabifyDockWidget(launch, logd);  // a tab, not a strip: the views keep the window's height
+    tabifyDockWidget(launch, lessons);
     launch->raise();
     addDockWidget(Qt::RightDockWidgetArea, docks["curvesDock"]);
     for (const char* n : {"expertLoadDock", "routingDock", "sparsityDock", "quantDock", "commDock", "modelDock"})
@@ -265,8 +277,23 @@ void MainWindow::build_actions() {
     quant_weights->setToolTip(tr("Validation loss and routing of a checkpoint with its weights in fp8, int8, int4"));
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
+    presentation_ = new PresentationMode(this);
+    view->addAction(presentation_->toggle_action());
+    view->addSeparator();
     for (QDockWidget* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());
     view->addAction(run->toggleViewAction());
+
+    // Lesson steps: Page Down / Page Up, what a presenter's clicker sends.
+    QMenu* lessons = menuBar()->addMenu(tr("&Lessons"));
+    QAction* next_step = lessons->addAction(tr("Next step"), lesson_runner_, &LessonRunner::next);
+    next_step->setObjectName("actionLessonNext");
+    next_step->setShortcut(Qt::Key_PageDown);
+    QAction* prev_step = lessons->addAction(tr("Previous step"), lesson_runner_, &LessonRunner::back);
+    prev_step->setObjectName("actionLessonBack");
+    prev_step->setShortcut(Qt::Key_PageUp);
+    lessons->addSeparator();
+    lessons->addAction(tr("Show lessons"), this, [this] { raise_view("lessonsDock"); });
+    for (QAction* a : {next_step, prev_step}) addAction(a);  // with the menu bar hidden too
 }
 
 void MainWindow::build_status_bar() {
@@ -656,8 +683,35 @@ void MainWindow::show_model(const QString& name, const ModelConfig& model, int64
     d.total_active_params = double(s.active_params);
     d.total_flops_per_token = s.forward_flops_per_token;
     d.train_flops_per_token = s.train_flops_per_token;
+    d.kv_cache_values_per_token = s.kv_cache_values_per_token;
+    d.mha_kv_values_per_token = s.mha_kv_values_per_token;
     d.config_text = QString::fromStdString(model.to_json().dump(2));
     v->setSummary(std::move(d));
+}
+
+bool MainWindow::lesson_open() const { return lesson_runner_ && lesson_runner_->lesson(); }
+
+QString MainWindow::presets_dir() const { return find_projects_dir(); }
+
+void MainWindow::raise_view(const QString& dock_name) {
+    auto* d = findChild<QDockWidget*>(dock_name);
+    if (!d) return;
+    d->show();
+    d->raise();
+}
+
+void MainWindow::show_lesson_runs(const QStringList& paths) {
+    if (!session_->active()) session_run_path_.clear();
+    show_runs(paths);
+}
+
+void MainWindow::refresh_views_now() {
+    views_timer_.stop();
+    refresh_views();
+}
+
+void MainWindow::show_project_model(const Project& p) {
+    show_model(QString::fromStdString(p.name), p.model, p.training.seq_len, "project");
 }
 
 void MainWindow::append_log(const QString& level, const QString& text) {

@@ -26,6 +26,9 @@ namespace moe::workbench {
 class ConnectDialog;
 class GenerationController;
 class InspectionController;
+class LessonRunner;
+class LessonsPanel;
+class PresentationMode;
 class RunBrowser;
 class WeightFormatsDialog;
 class RunController;
@@ -74,6 +77,21 @@ public:
     // Views' dock contents by dock name ("curvesDock", "expertLoadDock", "routingDock",
     // "sparsityDock", "quantDock", "modelDock").
     QWidget* view_widget(const QString& dock_name) const;
+    // Lessons (the Lessons dock) and presentation mode (View > Presentation, F11).
+    LessonRunner* lesson_runner() const { return lesson_runner_; }
+    LessonsPanel* lessons_panel() const { return lessons_panel_; }
+    PresentationMode* presentation() const { return presentation_; }
+    bool lesson_open() const;
+    QString presets_dir() const;
+    // Brings a view's dock to the front (tabs raised, hidden docks shown).
+    void raise_view(const QString& dock_name);
+    // Shows exactly these runs (a finished session run is no longer added in front).
+    void show_lesson_runs(const QStringList& paths);
+    // Applies pending run data to the views now instead of on the next redraw tick.
+    void refresh_views_now();
+    // The Model view shows a project's model (a preset that is not trained).
+    void show_project_model(const moe::Project& project);
+
     // What the model dock shows: "project" (the launcher's) or a run file's path.
     QString model_source() const { return model_source_; }
 
@@ -128,6 +146,9 @@ private:
     int64_t comm_shown_rows_ = -2;
     int experts_shown_rows_ = -1;
     QString quant_shown_signature_;
+    LessonRunner* lesson_runner_ = nullptr;
+    LessonsPanel* lessons_panel_ = nullptr;
+    PresentationMode* presentation_ = nullptr;
 
     QAction *act_start_ = nullptr, *act_pause_ = nullptr, *act_step_ = nullptr, *act_resume_ = nullptr,
             *act_stop_ = nullptr, *act_checkpoint_ = nullptr, *act_resume_ckpt_ = nullptr;

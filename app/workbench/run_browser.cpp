@@ -8,14 +8,15 @@
 #include <QPushButton>
 #include <QVBoxLayout>
 
+#include "elided_label.h"
+
 namespace moe::workbench {
 
 RunBrowser::RunBrowser(QWidget* parent) : QWidget(parent) {
     auto* top = new QVBoxLayout(this);
     auto* bar = new QHBoxLayout;
-    folder_label_ = new QLabel;
+    folder_label_ = new views::ElidedLabel;
     folder_label_->setObjectName("runsFolder");
-    folder_label_->setTextInteractionFlags(Qt::TextSelectableByMouse);
     auto* choose = new QPushButton(tr("Folder…"));
     choose->setObjectName("chooseRunsFolder");
     bar->addWidget(folder_label_, 1);
@@ -48,7 +49,6 @@ void RunBrowser::set_folder(const QString& dir) {
     folder_ = dir;
     QDir().mkpath(dir);
     folder_label_->setText(QDir::toNativeSeparators(dir));
-    folder_label_->setToolTip(folder_label_->text());
     view_->setRootIndex(model_->setRootPath(dir));
     emit folder_changed(dir);
 }

@@ -4,7 +4,9 @@
 #include <QWidget>
 
 class QFileSystemModel;
-class QLabel;
+namespace moe::views {
+class ElidedLabel;
+}
 class QListView;
 
 namespace moe::workbench {
@@ -29,7 +31,7 @@ signals:
 private:
     QFileSystemModel* model_ = nullptr;
     QListView* view_ = nullptr;
-    QLabel* folder_label_ = nullptr;
+    views::ElidedLabel* folder_label_ = nullptr;
     QString folder_;
 };
 

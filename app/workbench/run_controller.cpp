@@ -24,6 +24,13 @@ RunController::RunController(const QString& path, QObject* parent)
     } catch (const std::exception&) {
         main_layers_ = 0;
     }
+    try {
+        const nlohmann::json tr = nlohmann::json::parse(h.project_json).at("training");
+        planned_steps_ = tr.value("steps", int64_t(0));
+        if (tr.contains("mtp")) mtp_schedule_ = MtpSchedule::from_json(tr.at("mtp"));
+    } catch (const std::exception&) {
+        // No project in the header (a foreign file): the engine's default schedule.
+    }
     // HF indices past the main layers are MTP modules: "layer 3", ..., "MTP 1".
     for (int64_t l = 0; l < h.n_layers(); ++l) {
         const int64_t hf = h.moe_layer_indices[size_t(l)];
@@ -65,7 +72,7 @@ void RunController::add_step(const StepReport& r) {
     tokens_.push_back(double(r.tokens));
     wall_s_.push_back(r.wall_s);
     loss_.push_back(r.skipped ? NAN : r.loss);
-    mtp_loss_.push_back(r.skipped ? NAN : r.mtp_loss);
+    mtp_loss_.push_back(r.skipped ? NAN : unweighted_mtp(r.mtp_loss, r.step));
     aux_loss_.push_back(r.skipped ? NAN : r.aux_loss);
     lr_.push_back(r.lr);
     grad_norm_.push_back(r.grad_norm);
@@ -147,7 +154,7 @@ void RunController::read_new_metrics() {
         tokens_.push_back(double(m.tokens[size_t(i)]));
         wall_s_.push_back(m.wall_s[size_t(i)]);
         loss_.push_back(skip ? NAN : m.loss[size_t(i)]);
-        mtp_loss_.push_back(skip ? NAN : m.mtp_loss[size_t(i)]);
+        mtp_loss_.push_back(skip ? NAN : unweighted_mtp(m.mtp_loss[size_t(i)], m.step[size_t(i)]));
         aux_loss_.push_back(skip ? NAN : m.aux_loss[size_t(i)]);
         lr_.push_back(m.lr[size_t(i)]);
         grad_norm_.push_back(m.grad_norm[size_t(i)]);
@@ -158,6 +165,13 @@ void RunController::read_new_metrics() {
         }
     }
     metrics_read_ += m.size();
+}
+
+// Step s was trained with the weight of step s - 1 (the trainer counts from 0). A weight of 0
+// leaves nothing to divide: that point is missing, not zero.
+double RunController::unweighted_mtp(double logged, int64_t step) const {
+    const double lambda = mtp_schedule_.lambda_at(std::max<int64_t>(0, step - 1), planned_steps_);
+    return lambda > 0 ? logged / lambda : NAN;
 }
 
 void RunController::read_eval() {

@@ -18,6 +18,7 @@
 #include "run_curves.h"
 #include "sparsity_data.h"
 #include "store/run_reader.h"
+#include "train/optimizer_settings.h"
 #include "train/train_reports.h"
 
 namespace moe::remote {
@@ -111,6 +112,10 @@ private:
     int64_t metrics_read_ = 0;
     double longest_poll_ms_ = 0;
     int64_t main_layers_ = 0;
+    // The MTP loss is logged after its weight lambda; the curves show it unweighted.
+    MtpSchedule mtp_schedule_;
+    int64_t planned_steps_ = 0;
+    double unweighted_mtp(double logged, int64_t step) const;
     std::vector<double> step_, tokens_, wall_s_, loss_, mtp_loss_, aux_loss_, lr_, grad_norm_, tokens_per_s_;
     std::vector<double> loss_scale_, skipped_;  // kept for fp16 runs only
     std::vector<double> quant_steps_;

@@ -2,6 +2,8 @@
 
 #include <QDateTime>
 #include <QDir>
+#include <QFile>
+#include <QFileInfo>
 
 #include <spdlog/spdlog.h>
 
@@ -76,6 +78,22 @@ bool SessionController::start(const moe::Project& project, int threads, const QS
         else if (!parallel.isEmpty())
             throw Error("runs of several processes start on a worker (or with mpirun from a shell)");
         const TrainerPaths paths = new_paths(project.name);
+        pending_run_file_ = QString::fromStdString(paths.run_file);
+        last_step_ = {};
+        session_->start(project, paths, threads);
+        return true;
+    } catch (const std::exception& e) {
+        emit failed(QString::fromStdString(e.what()), {});
+        return false;
+    }
+}
+
+bool SessionController::start_at(const moe::Project& project, int threads, const QString& base) {
+    try {
+        if (!use_local()) throw Error("a run is still active; stop it first");
+        if (QFile::exists(base + ".h5")) throw Error((base + ".h5 exists already; not overwritten").toStdString());
+        QDir().mkpath(QFileInfo(base).absolutePath());
+        const TrainerPaths paths{(base + ".h5").toStdString(), (base + ".ckpt").toStdString()};
         pending_run_file_ = QString::fromStdString(paths.run_file);
         last_step_ = {};
         session_->start(project, paths, threads);

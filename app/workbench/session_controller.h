@@ -43,6 +43,9 @@ public:
     // false (and `failed`) when the session refuses at once; later errors come as `failed`.
     // parallel: a layout ("ep=2,dp=2") for a run of several processes on the worker; "" = one.
     bool start(const moe::Project& project, int threads, const QString& parallel = {});
+    // A local run into <base>.h5 and <base>.ckpt (a lesson's run, kept under a fixed name).
+    // Refused when <base>.h5 exists: nothing here overwrites a run.
+    bool start_at(const moe::Project& project, int threads, const QString& base);
     bool resume_from(const QString& checkpoint_dir, int threads, int64_t total_steps = 0,
                      const QString& device = {});
 

@@ -110,6 +110,9 @@ ModelSummary summarize(const ModelConfig& c, int64_t seq_len) {
     if (m.attention_flops_full_per_token > 0)
         m.attention_flops_saved_fraction =
             1.0 - m.attention_flops_per_token / m.attention_flops_full_per_token;
+    m.kv_cache_values_per_token = double(L) * double(c.kv_lora_rank + c.qk_rope_head_dim);
+    m.mha_kv_values_per_token = double(L) * double(c.num_attention_heads) *
+                                double(c.qk_nope_head_dim + c.qk_rope_head_dim + c.v_head_dim);
     m.forward_flops_per_token = 2.0 * m.active_matmul_params + m.attention_flops_per_token;
     m.mtp_forward_flops_per_token = 2.0 * m.mtp_active_matmul_params +
                                     c.num_nextn_predict_layers * attn_layer;

@@ -62,6 +62,11 @@ struct ModelSummary {
     double attention_context = 0;
     double attention_flops_full_per_token = 0;
     double attention_flops_saved_fraction = 0;
+    // Generation's cache per token, all main layers, in values: MLA keeps the compressed latent
+    // and the shared rotary key (kv_lora_rank + qk_rope_head_dim per layer); plain multi-head
+    // attention with the same heads would keep every head's key and value.
+    double kv_cache_values_per_token = 0;
+    double mha_kv_values_per_token = 0;
     double forward_flops_per_token = 0;    // main model
     double mtp_forward_flops_per_token = 0;
     double train_flops_per_token = 0;      // 3 x (forward + MTP forward)
