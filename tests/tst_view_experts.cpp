@@ -208,6 +208,7 @@ private slots:
     void expertLoadExports();
     void expertLoadLargeTiming();
     void edgeCases();
+    void biasReadOnDemand();
     void sparsityMaskAndAttention();
     void sparsitySlidingWindow();
     void modelTable();
@@ -423,6 +424,48 @@ void TestViewExperts::expertLoadLargeTiming()
     for (QCustomPlot *p : {static_cast<QCustomPlot *>(view.loadTrainingPlot()), view.maxVioPlot(), view.deadPlot()})
         QCOMPARE(p->xAxis->range(), view.loadTrainingPlot()->xAxis->range());
     save_screenshot(&view, "expert_load_large.png");
+}
+
+// A large run's bias is read only when its tab is shown (ExpertLoadData::load_bias), once, and
+// shows the same cells as bias handed over directly.
+void TestViewExperts::biasReadOnDemand()
+{
+    const int S = 12, L = 3, E = 8;
+    ExpertLoadData eager = make_load(S, L, E);
+    ExpertLoadData lazy = eager;
+    int reads = 0;
+    lazy.load_bias = [bias = lazy.bias, &reads] {
+        ++reads;
+        return bias;
+    };
+    lazy.bias.clear();
+    QVERIFY(lazy.valid() && lazy.has_bias());
+    ExpertLoadView a, b;
+    a.setData(eager);
+    b.setData(lazy);
+    QVERIFY(b.heatmapTabs()->isTabEnabled(1));
+    a.setStepIndex(7);
+    b.setStepIndex(7);
+    QCOMPARE(reads, 0);  // opening, moving the step: the load only
+    a.heatmapTabs()->setCurrentIndex(1);
+    b.heatmapTabs()->setCurrentIndex(1);
+    QCOMPARE(reads, 1);
+    for (int l = 0; l < L; ++l)
+        for (int e = 0; e < E; ++e)
+            QCOMPARE(b.biasStepPlot()->colorMap()->data()->cell(e, l), a.biasStepPlot()->colorMap()->data()->cell(e, l));
+    QCOMPARE(b.biasTrainingPlot()->colorMap()->dataRange(), a.biasTrainingPlot()->colorMap()->dataRange());
+    b.heatmapTabs()->setCurrentIndex(0);
+    b.heatmapTabs()->setCurrentIndex(1);
+    QCOMPARE(reads, 1);
+    // A loader that comes back with the wrong size: the bias tab is disabled, nothing crashes.
+    ExpertLoadData broken = eager;
+    broken.bias.clear();
+    broken.load_bias = [] { return std::vector<float>(3, 0.f); };
+    ExpertLoadView c;
+    c.setData(broken);
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression("bias read on demand has 3 values"));
+    c.heatmapTabs()->setCurrentIndex(1);
+    QVERIFY(!c.heatmapTabs()->isTabEnabled(1));
 }
 
 void TestViewExperts::edgeCases()

@@ -4,6 +4,7 @@
 #include <QStringList>
 
 #include <cstddef>
+#include <functional>
 #include <vector>
 
 namespace moe::views {
@@ -17,6 +18,9 @@ struct ExpertLoadData {
     std::vector<double> steps; // [S] logged training steps, ascending
     std::vector<float> load;   // [S, L, E] tokens routed to each expert at that logged step
     std::vector<float> bias;   // [S, L, E] aux-loss-free balancing bias; may be empty
+    // When set and bias is empty: reads the bias ([S, L, E]) on demand. A finished run's bias is
+    // only read when the bias tab is shown (half of what opening a large run would read).
+    std::function<std::vector<float>()> load_bias;
     std::vector<float> maxvio; // [S, L] max_i (load_i - mean) / mean; may be empty (computed)
     int expert_ranks = 1;      // expert parallelism: rank r holds experts [r E/ranks, (r+1) E/ranks)
 
@@ -26,7 +30,7 @@ struct ExpertLoadData {
     {
         return (static_cast<size_t>(s) * layers() + l) * experts + e;
     }
-    bool has_bias() const { return !bias.empty(); }
+    bool has_bias() const { return !bias.empty() || static_cast<bool>(load_bias); }
     // True when the arrays agree with the dimensions.
     bool valid() const
     {

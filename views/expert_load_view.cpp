@@ -123,6 +123,22 @@ ExpertLoadView::ExpertLoadView(QWidget *parent) : QWidget(parent)
 
 ExpertLoadView::~ExpertLoadView() = default;
 
+// Reads a lazily loaded bias (ExpertLoadData::load_bias); true when it was read now. A bias
+// of the wrong size is dropped with a warning.
+bool ExpertLoadView::ensureBias()
+{
+    if (!data_.bias.empty() || !data_.load_bias) return false;
+    std::vector<float> b = data_.load_bias();
+    data_.load_bias = nullptr;
+    if (b.size() != data_.load.size()) {
+        qWarning("ExpertLoadView: the bias read on demand has %zu values, not %zu", b.size(), data_.load.size());
+        tabs_->setTabEnabled(1, false);
+        return false;
+    }
+    data_.bias = std::move(b);
+    return true;
+}
+
 // Cursors, outlines and the mean line only mean something over data: an empty view shows none.
 void ExpertLoadView::showMarkers()
 {
@@ -356,6 +372,8 @@ void ExpertLoadView::buildUi()
 
     connect(tabs_, &QTabWidget::currentChanged, this, [this](int index) {
         if (index == 1 && bias_dirty_) {
+            if (ensureBias()) updateStepViews();
+            if (data_.bias.empty()) return;  // the loader failed: the tab is disabled
             fillTrainingMap(bias_training_, true);
             bias_dirty_ = false;
             bias_training_->replot(QCustomPlot::rpQueuedReplot);
@@ -574,7 +592,8 @@ void ExpertLoadView::rebuildTrainingMaps()
     fillTrainingMap(load_training_, false);
     bias_dirty_ = true;
     if (data_.has_bias() && tabs_->currentIndex() == 1) {
-        fillTrainingMap(bias_training_, true);
+        ensureBias();
+        if (!data_.bias.empty()) fillTrainingMap(bias_training_, true);
         bias_dirty_ = false;
     }
     rebuildLines();
@@ -772,7 +791,7 @@ void ExpertLoadView::updateStepViews()
             load_step_->setCell(e, l, v);
             if (std::isfinite(v))
                 hi = std::max(hi, v);
-            if (data_.has_bias()) {
+            if (!data_.bias.empty()) {
                 const double b = data_.bias[data_.index(s, l, e)];
                 bias_step_->setCell(e, l, b);
                 max_abs = std::max(max_abs, std::abs(b));

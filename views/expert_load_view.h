@@ -94,6 +94,7 @@ private:
     void buildUi();
     void computeDerived();
     void showMarkers();
+    bool ensureBias();
     void rebuildTrainingMaps();
     void fillTrainingMap(HeatmapPlot *plot, bool bias);
     void updateStepViews();

@@ -51,6 +51,7 @@ Project LessonRunner::run_project(const LessonRun& run) const {
         shrink(t.log_every, 10);
         shrink(t.eval_every, 2);
         shrink(t.routing_every, 2);
+        t.eval_batches = std::min<int64_t>(t.eval_batches, 2);
         if (t.optimizer.schedule.warmup_steps >= t.steps) t.optimizer.schedule.warmup_steps = t.steps / 10;
     }
     // The last step always leaves a checkpoint: inspection and generation use it.

@@ -182,11 +182,33 @@ void RunController::read_new_experts() {
     // Only the rows not read yet: a live run grows by one row per log_every steps.
     const int64_t n = reader_->experts_count(), have = experts_.step_count();
     if (n <= have) return;
-    const ExpertsRows r = reader_->experts_rows(have, n - have);  // one read per dataset
+    // A file opened from disk: its bias (half the bytes) is read when the bias tab is shown;
+    // should rows still arrive (a writer elsewhere), it is read before they are appended.
+    const bool lazy_bias = have == 0 && !from_session_ && !worker_;
+    if (!lazy_bias && experts_.load_bias) {  // rows arrive after a lazy start: read it now
+        experts_.bias = experts_.load_bias();
+        experts_.load_bias = nullptr;
+    }
+    ExpertsRows r = reader_->experts_rows(have, n - have, true, !lazy_bias);  // one read per dataset
     for (int64_t s : r.step) experts_.steps.push_back(double(s));
-    experts_.load.insert(experts_.load.end(), r.load.begin(), r.load.end());
-    experts_.bias.insert(experts_.bias.end(), r.bias.begin(), r.bias.end());
-    experts_.maxvio.insert(experts_.maxvio.end(), r.maxvio.begin(), r.maxvio.end());
+    // The first read is moved in, not copied (0.67 GB for 100k steps x 26 layers x 64 experts).
+    auto append = [](std::vector<float>& to, std::vector<float>& from) {
+        if (to.empty()) to = std::move(from);
+        else to.insert(to.end(), from.begin(), from.end());
+    };
+    append(experts_.load, r.load);
+    append(experts_.bias, r.bias);
+    if (lazy_bias) {
+        const std::string path = path_.toStdString();
+        experts_.load_bias = [path, n] {
+            try {
+                return RunReader(path).experts_rows(0, n, false, true).bias;
+            } catch (const std::exception&) {
+                return std::vector<float>{};  // the view disables its bias tab
+            }
+        };
+    }
+    append(experts_.maxvio, r.maxvio);
 }
 
 views::RunCurves RunController::curves() const {

@@ -426,15 +426,15 @@ ExpertsRow RunReader::experts(int64_t i) const {
     return r;
 }
 
-ExpertsRows RunReader::experts_rows(int64_t first, int64_t count) const {
+ExpertsRows RunReader::experts_rows(int64_t first, int64_t count, bool with_load, bool with_bias) const {
     ExpertsRows r;
     if (count <= 0) return r;
     check_index(first, experts_count(), path_, "experts");
     check_index(first + count - 1, experts_count(), path_, "experts");
     h5::Lock lock(h5::hdf5_mutex());
     r.step = read_column<int64_t>(impl_->column("experts", "step"), first, count, path_);
-    r.load = read_column<float>(impl_->column("experts", "load"), first, count, path_);
-    r.bias = read_column<float>(impl_->column("experts", "bias"), first, count, path_);
+    if (with_load) r.load = read_column<float>(impl_->column("experts", "load"), first, count, path_);
+    if (with_bias) r.bias = read_column<float>(impl_->column("experts", "bias"), first, count, path_);
     r.maxvio = read_column<float>(impl_->column("experts", "maxvio"), first, count, path_);
     return r;
 }

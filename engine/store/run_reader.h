@@ -88,7 +88,8 @@ public:
     ExpertsRow experts(int64_t i) const;
     // Rows [first, first + count) in one read per dataset (opening a long run row by row costs
     // one small HDF5 read per row and dataset).
-    ExpertsRows experts_rows(int64_t first, int64_t count) const;
+    // with_load / with_bias false leave those columns empty (a caller that reads them later).
+    ExpertsRows experts_rows(int64_t first, int64_t count, bool with_load = true, bool with_bias = true) const;
     // /experts/load[:, layer, :] -> [experts_count(), E]; layer indexes moe_layer_indices.
     FloatMatrix expert_load_matrix(int64_t layer) const;
     RoutingRow routing(int64_t i) const;
