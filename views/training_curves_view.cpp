@@ -279,7 +279,7 @@ void TrainingCurvesView::setupPlot(Panel panel) {
     auto* note = new QCPItemText(plot);
     note->position->setType(QCPItemPosition::ptAxisRectRatio);
     note->position->setCoords(0.5, 0.5);
-    note->setText(QStringLiteral("not logged"));
+    note->setText(QStringLiteral("no run yet: Start training, or open a run"));
     note->setColor(QColor(0x90, 0x90, 0x90));
     note->setFont(sized(base, 9));
     empty_note_[panel] = note;
@@ -577,7 +577,7 @@ void TrainingCurvesView::rebuildCurves() {
         // Before any run the whole view is empty: say what to do rather than "not logged".
         empty_note_[p]->setText(curves_.empty() ? QStringLiteral("no run yet: Start training, or open a run")
                                 : p == PanelAux && aux_logged
-                                    ? QStringLiteral("no auxiliary loss: this run balances\nits experts with the gate bias alone")
+                                    ? QStringLiteral("no auxiliary loss:\nthis run balances its experts\nwith the gate bias alone")
                                     : QStringLiteral("not logged"));
         // A one-entry legend says nothing the title does not.
         plots_[p]->legend->setVisible(plots_[p]->legend->itemCount() >= 2);
@@ -717,7 +717,7 @@ void TrainingCurvesView::updateAxes() {
         // Learning rates are small: 3·10^-4 instead of a mix of 0.0003 and 5e-05.
         if (p == PanelLr) {
             plot->yAxis->setNumberFormat(QStringLiteral("eb"));
-            plot->yAxis->setNumberPrecision(1);
+            plot->yAxis->setNumberPrecision(2);
         }
     }
 }

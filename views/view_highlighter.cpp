@@ -168,7 +168,7 @@ void highlight_quant(QuantizationView* v, const Highlight& h, QStringList& lost)
         return;
     }
     v->selectTensor(key);
-    HighlightFrame::show(v->histogramPlot(), key);
+    HighlightFrame::show(v->histogramPlot());  // the view names the tensor above the plot
 }
 
 }  // namespace
