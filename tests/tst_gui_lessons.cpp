@@ -4,6 +4,7 @@
 // and out, and the plots' text sizes at 1280x720.
 #include <QtTest>
 
+#include <qcustomplot.h>
 #include <QAction>
 #include <QApplication>
 #include <QCheckBox>
@@ -19,7 +20,6 @@
 #include <QTemporaryDir>
 #include <QTextBrowser>
 #include <QToolBar>
-#include <qcustomplot.h>
 
 #include <fstream>
 
@@ -109,7 +109,8 @@ private slots:
             for (const LessonRun& r : l.runs)
                 tokens += double(r.project.training.steps) * double(r.project.training.batch_size) *
                           double(r.project.training.seq_len);
-            QVERIFY2(tokens <= 1.2e6, qPrintable(QString("%1: %2 tokens").arg(l.id.c_str()).arg(tokens)));
+            QVERIFY2(tokens <= 1.2e6,
+                     qPrintable(QString("%1: %2 tokens").arg(l.id.c_str()).arg(tokens)));
             for (const LessonStep& s : l.steps) QVERIFY(!lesson_view_dock(s.view).empty());
         }
     }
@@ -119,39 +120,53 @@ private slots:
         QTest::addColumn<QString>("text");
         QTest::addColumn<QStringList>("expected");
         const std::string run = R"([{"id": "r", "preset": "tiny-tasks.json"}])";
-        QTest::newRow("unknown view") << QString::fromStdString(lesson_with_step(
-                                             R"({"title": "Look", "text": "x", "view": "curvs"})"))
-                                      << QStringList{"step 2", "\"Look\"", "\"view\"", "curvs", "curves, experts"};
-        QTest::newRow("missing text") << QString::fromStdString(lesson_with_step(R"({"title": "Look", "view": "model"})"))
-                                      << QStringList{"step 2", "\"text\"", "missing"};
-        QTest::newRow("unknown run") << QString::fromStdString(lesson_with_step(
-                                            R"({"title": "T", "text": "x", "view": "curves", "action": {"train": ["nope"]}})", run))
-                                     << QStringList{"step 2", "action.train", "nope", "(r)"};
-        QTest::newRow("unknown field") << QString::fromStdString(lesson_with_step(
-                                              R"({"title": "T", "text": "x", "view": "model", "hilight": {"row": "x"}})"))
-                                       << QStringList{"step 2", "\"hilight\"", "unknown field"};
-        QTest::newRow("bad curve") << QString::fromStdString(lesson_with_step(
-                                          R"({"title": "T", "text": "x", "view": "curves", "highlight": {"curve": "los"}})"))
-                                   << QStringList{"step 2", "highlight.curve", "los"};
-        QTest::newRow("bad steps") << QString::fromStdString(lesson_with_step(
-                                          R"({"title": "T", "text": "x", "view": "curves", "highlight": {"steps": [9, 3]}})"))
-                                   << QStringList{"step 2", "highlight.steps", "[9,3]"};
-        QTest::newRow("missing preset")
-            << QString::fromStdString(lesson_with_step(R"({"title": "T", "text": "x", "view": "model"})",
-                                                       R"([{"id": "r", "preset": "no-such.json"}])"))
-            << QStringList{"runs[0].preset", "no-such.json"};
+        QTest::newRow("unknown view")
+            << QString::fromStdString(
+                   lesson_with_step(R"({"title": "Look", "text": "x", "view": "curvs"})"))
+            << QStringList{"step 2", "\"Look\"", "\"view\"", "curvs", "curves, experts"};
+        QTest::newRow("missing text")
+            << QString::fromStdString(lesson_with_step(R"({"title": "Look", "view": "model"})"))
+            << QStringList{"step 2", "\"text\"", "missing"};
+        QTest::newRow("unknown run")
+            << QString::fromStdString(lesson_with_step(
+                   R"({"title": "T", "text": "x", "view": "curves", "action": {"train": ["nope"]}})",
+                   run))
+            << QStringList{"step 2", "action.train", "nope", "(r)"};
+        QTest::newRow("unknown field")
+            << QString::fromStdString(lesson_with_step(
+                   R"({"title": "T", "text": "x", "view": "model", "hilight": {"row": "x"}})"))
+            << QStringList{"step 2", "\"hilight\"", "unknown field"};
+        QTest::newRow("bad curve")
+            << QString::fromStdString(lesson_with_step(
+                   R"({"title": "T", "text": "x", "view": "curves", "highlight": {"curve": "los"}})"))
+            << QStringList{"step 2", "highlight.curve", "los"};
+        QTest::newRow("bad steps")
+            << QString::fromStdString(lesson_with_step(
+                   R"({"title": "T", "text": "x", "view": "curves", "highlight": {"steps": [9, 3]}})"))
+            << QStringList{"step 2", "highlight.steps", "[9,3]"};
+        QTest::newRow("missing preset") << QString::fromStdString(lesson_with_step(
+                                               R"({"title": "T", "text": "x", "view": "model"})",
+                                               R"([{"id": "r", "preset": "no-such.json"}])"))
+                                        << QStringList{"runs[0].preset", "no-such.json"};
         QTest::newRow("invalid project")
-            << QString::fromStdString(lesson_with_step(R"({"title": "T", "text": "x", "view": "model"})",
-                                                       R"([{"id": "r", "preset": "tiny-tasks.json", "set": {"training.steps": -5}}])"))
+            << QString::fromStdString(lesson_with_step(
+                   R"({"title": "T", "text": "x", "view": "model"})",
+                   R"([{"id": "r", "preset": "tiny-tasks.json", "set": {"training.steps": -5}}])"))
             << QStringList{"runs[0].set", "training.steps", "-5"};
-        QTest::newRow("two actions") << QString::fromStdString(lesson_with_step(
-                                            R"({"title": "T", "text": "x", "view": "model", "action": {"model": "tiny-tasks.json", "train": ["r"]}})", run))
-                                     << QStringList{"step 2", "\"action\"", "exactly one"};
-        QTest::newRow("bad checkpoint") << QString::fromStdString(lesson_with_step(
-                                               R"({"title": "T", "text": "x", "view": "routing", "action": {"inspect": "a", "run": "r", "checkpoint": "latest"}})", run))
-                                        << QStringList{"step 2", "action.checkpoint", "latest"};
-        QTest::newRow("newer version") << QString(R"({"format": "moe-workbench-lesson", "version": 7, "title": "t", "steps": []})")
-                                       << QStringList{"\"version\"", "7", "newer"};
+        QTest::newRow("two actions")
+            << QString::fromStdString(lesson_with_step(
+                   R"({"title": "T", "text": "x", "view": "model", "action": {"model": "tiny-tasks.json", "train": ["r"]}})",
+                   run))
+            << QStringList{"step 2", "\"action\"", "exactly one"};
+        QTest::newRow("bad checkpoint")
+            << QString::fromStdString(lesson_with_step(
+                   R"({"title": "T", "text": "x", "view": "routing", "action": {"inspect": "a", "run": "r", "checkpoint": "latest"}})",
+                   run))
+            << QStringList{"step 2", "action.checkpoint", "latest"};
+        QTest::newRow("newer version")
+            << QString(
+                   R"({"format": "moe-workbench-lesson", "version": 7, "title": "t", "steps": []})")
+            << QStringList{"\"version\"", "7", "newer"};
         QTest::newRow("not json") << QString("{\"format\": ") << QStringList{"broken.json"};
     }
     void brokenLessonsNamed() {
@@ -168,7 +183,8 @@ private slots:
         }
         QVERIFY2(!message.isEmpty(), "the broken lesson loaded");
         QVERIFY2(message.startsWith(path), qPrintable(message));
-        for (const QString& e : expected) QVERIFY2(message.contains(e), qPrintable(message + "  (wanted: " + e + ")"));
+        for (const QString& e : expected)
+            QVERIFY2(message.contains(e), qPrintable(message + "  (wanted: " + e + ")"));
         // In the panel: the lesson is left out and its message shown.
         MainWindow w;
         w.lessons_panel()->load(QFileInfo(path).path(), kProjects);
@@ -212,17 +228,22 @@ private slots:
                 if (w.session()->state() == SessionState::Paused && runner->busy())
                     w.findChild<QAction*>("actionResume")->trigger();
             }
-            QVERIFY2(failed.isEmpty(), failed.isEmpty() ? "" : qPrintable(failed.front().at(1).toString()));
-            QVERIFY2(!ready.isEmpty(), qPrintable(QString("step %1 never got ready: %2").arg(s + 1).arg(runner->status())));
+            QVERIFY2(failed.isEmpty(),
+                     failed.isEmpty() ? "" : qPrintable(failed.front().at(1).toString()));
+            QVERIFY2(!ready.isEmpty(),
+                     qPrintable(
+                         QString("step %1 never got ready: %2").arg(s + 1).arg(runner->status())));
             const QList<QVariant> r = ready.takeFirst();
             QCOMPARE(r.at(0).toInt(), s);
-            QVERIFY2(r.at(1).toBool(), qPrintable(QString("%1 step %2: %3").arg(id).arg(s + 1).arg(r.at(2).toString())));
+            QVERIFY2(
+                r.at(1).toBool(),
+                qPrintable(QString("%1 step %2: %3").arg(id).arg(s + 1).arg(r.at(2).toString())));
             const LessonStep& step = lesson->steps[size_t(s)];
             const QString dock = QString::fromStdString(lesson_view_dock(step.view));
             QCOMPARE(w.presentation()->current_view(), dock);
             if (!step.highlight.empty())
-                QVERIFY2(!views::HighlightFrame::shown(w.view_widget(dock)).isEmpty() || step.highlight.has_steps() ||
-                             step.highlight.layer >= 0,
+                QVERIFY2(!views::HighlightFrame::shown(w.view_widget(dock)).isEmpty() ||
+                             step.highlight.has_steps() || step.highlight.layer >= 0,
                          qPrintable(QString("%1 step %2: nothing framed").arg(id).arg(s + 1)));
             QVERIFY(w.lessons_panel()->text_view()->toPlainText().size() > 20);
             QTest::qWait(100);  // the views' redraw tick
@@ -237,7 +258,8 @@ private slots:
         // Generation with MTP drafts says how many were accepted.
         if (id.contains("multi-token")) {
             QVERIFY(w.generation()->drafted() > 0);
-            QVERIFY(w.generation()->accepted() >= 0 && w.generation()->accepted() <= w.generation()->drafted());
+            QVERIFY(w.generation()->accepted() >= 0 &&
+                    w.generation()->accepted() <= w.generation()->drafted());
         }
     }
 
@@ -308,9 +330,11 @@ private slots:
         QCOMPARE(loss->xAxis->tickLabelFont().pointSizeF(), normal_tick);
         const QString png = dir_.filePath("slides.png");
         QString error;
-        QVERIFY2(views::export_plot_styled(loss, png, views::PlotStyle::presentation(), &error), qPrintable(error));
+        QVERIFY2(views::export_plot_styled(loss, png, views::PlotStyle::presentation(), &error),
+                 qPrintable(error));
         QVERIFY(QImage(png).width() > 0);
-        QCOMPARE(loss->xAxis->tickLabelFont().pointSizeF(), normal_tick);  // the window keeps its style
+        QCOMPARE(loss->xAxis->tickLabelFont().pointSizeF(),
+                 normal_tick);  // the window keeps its style
     }
 
     // At 1280x720 (a projector) every plot's text is at least 9 pt, and at 1440x900 the left
@@ -318,8 +342,9 @@ private slots:
     // horizontal scrolling.
     void legibleOnSmallScreens() {
         MainWindow w;
-        const QString deep = dir_.filePath("a/very/long/path/to/the/runs/folder/of/a/class/that/"
-                                           "keeps/every/run/of/the/term/in/one/place");
+        const QString deep = dir_.filePath(
+            "a/very/long/path/to/the/runs/folder/of/a/class/that/"
+            "keeps/every/run/of/the/term/in/one/place");
         w.set_runs_dir(deep);
         w.resize(1440, 900);
         w.show();
@@ -330,19 +355,26 @@ private slots:
                  qPrintable(QString::number(w.findChild<QDockWidget*>("browserDock")->width())));
         w.raise_view("routingDock");
         QApplication::processEvents();
-        auto* scroll = qobject_cast<QScrollArea*>(w.findChild<QDockWidget*>("routingDock")->widget());
+        auto* scroll =
+            qobject_cast<QScrollArea*>(w.findChild<QDockWidget*>("routingDock")->widget());
         QVERIFY(scroll);
         QVERIFY2(!scroll->horizontalScrollBar()->isVisible(),
-                 qPrintable(QString("routing view %1 px wide in %2").arg(scroll->widget()->minimumSizeHint().width()).arg(scroll->viewport()->width())));
+                 qPrintable(QString("routing view %1 px wide in %2")
+                                .arg(scroll->widget()->minimumSizeHint().width())
+                                .arg(scroll->viewport()->width())));
         w.resize(1280, 720);
-        for (const QString& dock : {"curvesDock", "expertLoadDock", "routingDock", "sparsityDock", "quantDock", "modelDock"}) {
+        for (const QString& dock : {"curvesDock", "expertLoadDock", "routingDock", "sparsityDock",
+                                    "quantDock", "modelDock"}) {
             w.raise_view(dock);
             QApplication::processEvents();
             for (QCustomPlot* p : w.view_widget(dock)->findChildren<QCustomPlot*>()) {
                 p->replot();
                 for (QCPAxis* a : p->axisRect()->axes())
-                    QVERIFY2(a->tickLabelFont().pointSizeF() >= 9.0 || a->tickLabelFont().pixelSize() >= 12,
-                             qPrintable(QString("%1 in %2: %3 pt").arg(p->objectName(), dock).arg(a->tickLabelFont().pointSizeF())));
+                    QVERIFY2(a->tickLabelFont().pointSizeF() >= 9.0 ||
+                                 a->tickLabelFont().pixelSize() >= 12,
+                             qPrintable(QString("%1 in %2: %3 pt")
+                                            .arg(p->objectName(), dock)
+                                            .arg(a->tickLabelFont().pointSizeF())));
             }
             QVERIFY(shoot(&w, QString("1280x720-%1").arg(dock)));
         }
@@ -379,7 +411,8 @@ private slots:
         // The six panels reach the bottom of the view (no empty strip for the hidden fp16 panel).
         QCustomPlot* bottom = v->plot(views::TrainingCurvesView::PanelThroughput);
         const int gap = v->height() - (bottom->y() + bottom->height());
-        QVERIFY2(gap < v->height() / 12, qPrintable(QString("%1 px below the panels of %2").arg(gap).arg(v->height())));
+        QVERIFY2(gap < v->height() / 12,
+                 qPrintable(QString("%1 px below the panels of %2").arg(gap).arg(v->height())));
         // MTP: the file's weighted value divided by the weight of its step.
         const RunReader reader(path.toStdString());
         const MetricsColumns m = reader.metrics();
@@ -387,7 +420,8 @@ private slots:
         QCOMPARE(c.mtp_loss.size(), m.mtp_loss.size());
         for (size_t i = 0; i < m.mtp_loss.size(); ++i) {
             const double lambda = p.training.mtp.lambda_at(m.step[i] - 1, p.training.steps);
-            QVERIFY(std::abs(c.mtp_loss[i] - m.mtp_loss[i] / lambda) < 1e-9 * std::abs(c.mtp_loss[i]));
+            QVERIFY(std::abs(c.mtp_loss[i] - m.mtp_loss[i] / lambda) <
+                    1e-9 * std::abs(c.mtp_loss[i]));
         }
         // Unweighted, it sits near the main loss (within 2x) and does not drop by 3x at the switch.
         QVERIFY(c.mtp_loss.back() > 0.5 * c.loss.back() && c.mtp_loss.back() < 2.0 * c.loss.back());

@@ -1,8 +1,8 @@
 #include "plot_style.h"
 
+#include <qcustomplot.h>
 #include <QVariant>
 #include <QWidget>
-#include <qcustomplot.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,11 +18,13 @@ const char* const kHooked = "moeStyleHooked";
 // style last set. A value that differs from Applied was changed by the view: it is the new base.
 template <class T, class Get, class Set, class Make>
 void restyle(QObject* o, const char* name, Get get, Set set, Make make) {
-    const QByteArray base_key = QByteArray(name) + "Base", applied_key = QByteArray(name) + "Applied";
+    const QByteArray base_key = QByteArray(name) + "Base",
+                     applied_key = QByteArray(name) + "Applied";
     const T current = get();
     T base = current;
     const QVariant applied = o->property(applied_key.constData());
-    if (applied.isValid() && applied.value<T>() == current) base = o->property(base_key.constData()).value<T>();
+    if (applied.isValid() && applied.value<T>() == current)
+        base = o->property(base_key.constData()).value<T>();
     const T wanted = make(base);
     o->setProperty(base_key.constData(), QVariant::fromValue(base));
     o->setProperty(applied_key.constData(), QVariant::fromValue(wanted));
@@ -34,7 +36,8 @@ QFont scaled_font(QFont f, const PlotStyle& s) {
         f.setPointSizeF(std::max(f.pointSizeF() * s.font_scale, s.min_point_size));
     } else if (f.pixelSize() > 0) {
         // 1 pt = 4/3 px at 96 dpi
-        f.setPixelSize(int(std::max(f.pixelSize() * s.font_scale, s.min_point_size * 4.0 / 3.0) + 0.5));
+        f.setPixelSize(
+            int(std::max(f.pixelSize() * s.font_scale, s.min_point_size * 4.0 / 3.0) + 0.5));
     }
     return f;
 }
@@ -44,27 +47,31 @@ QPen scaled_pen(QPen p, double scale) {
     return p;
 }
 
-void style_font(QObject* o, const char* name, std::function<QFont()> get, std::function<void(const QFont&)> set,
-                const PlotStyle& s) {
+void style_font(QObject* o, const char* name, std::function<QFont()> get,
+                std::function<void(const QFont&)> set, const PlotStyle& s) {
     restyle<QFont>(o, name, get, set, [&](const QFont& base) { return scaled_font(base, s); });
 }
 
-void style_pen(QObject* o, const char* name, std::function<QPen()> get, std::function<void(const QPen&)> set,
-               double scale) {
+void style_pen(QObject* o, const char* name, std::function<QPen()> get,
+               std::function<void(const QPen&)> set, double scale) {
     restyle<QPen>(o, name, get, set, [&](const QPen& base) { return scaled_pen(base, scale); });
 }
 
 // Legends stay compact: they grow less than the axes' text, or they cover the curves.
 PlotStyle legend_style(const PlotStyle& s) {
-    return {std::sqrt(s.font_scale), s.line_scale, std::min(s.min_point_size, std::max(9.0, 0.8 * s.min_point_size))};
+    return {std::sqrt(s.font_scale), s.line_scale,
+            std::min(s.min_point_size, std::max(9.0, 0.8 * s.min_point_size))};
 }
 
 void style_legend(QCPLegend* g, const PlotStyle& s) {
     const PlotStyle ls = legend_style(s);
-    style_font(g, "font", [g] { return g->font(); }, [g](const QFont& f) { g->setFont(f); }, ls);
+    style_font(
+        g, "font", [g] { return g->font(); }, [g](const QFont& f) { g->setFont(f); }, ls);
     for (int i = 0; i < g->itemCount(); ++i)
         if (auto* it = g->item(i))
-            style_font(it, "font", [it] { return it->font(); }, [it](const QFont& f) { it->setFont(f); }, ls);
+            style_font(
+                it, "font", [it] { return it->font(); }, [it](const QFont& f) { it->setFont(f); },
+                ls);
 }
 
 void style_axis(QCPAxis* a, const PlotStyle& s) {
@@ -73,13 +80,22 @@ void style_axis(QCPAxis* a, const PlotStyle& s) {
         const QVariant base = a->property("moeTickCount");
         const int count = base.isValid() ? base.toInt() : t->tickCount();
         a->setProperty("moeTickCount", count);
-        const int wanted = s.font_scale > 1.0 ? std::max(3, int(count / s.font_scale + 0.5)) : count;
+        const int wanted =
+            s.font_scale > 1.0 ? std::max(3, int(count / s.font_scale + 0.5)) : count;
         if (t->tickCount() != wanted) t->setTickCount(wanted);
     }
-    style_font(a, "tickFont", [a] { return a->tickLabelFont(); }, [a](const QFont& f) { a->setTickLabelFont(f); }, s);
-    style_font(a, "labelFont", [a] { return a->labelFont(); }, [a](const QFont& f) { a->setLabelFont(f); }, s);
-    style_pen(a, "basePen", [a] { return a->basePen(); }, [a](const QPen& p) { a->setBasePen(p); }, std::sqrt(s.line_scale));
-    style_pen(a, "tickPen", [a] { return a->tickPen(); }, [a](const QPen& p) { a->setTickPen(p); }, std::sqrt(s.line_scale));
+    style_font(
+        a, "tickFont", [a] { return a->tickLabelFont(); },
+        [a](const QFont& f) { a->setTickLabelFont(f); }, s);
+    style_font(
+        a, "labelFont", [a] { return a->labelFont(); }, [a](const QFont& f) { a->setLabelFont(f); },
+        s);
+    style_pen(
+        a, "basePen", [a] { return a->basePen(); }, [a](const QPen& p) { a->setBasePen(p); },
+        std::sqrt(s.line_scale));
+    style_pen(
+        a, "tickPen", [a] { return a->tickPen(); }, [a](const QPen& p) { a->setTickPen(p); },
+        std::sqrt(s.line_scale));
 }
 
 void restyle_plot(QCustomPlot* plot) {
@@ -89,7 +105,8 @@ void restyle_plot(QCustomPlot* plot) {
     const PlotStyle s{l.value(0).toDouble(), l.value(1).toDouble(), l.value(2).toDouble()};
     for (QCPLayoutElement* e : plot->plotLayout()->elements(true)) {
         if (auto* t = qobject_cast<QCPTextElement*>(e))
-            style_font(t, "font", [t] { return t->font(); }, [t](const QFont& f) { t->setFont(f); }, s);
+            style_font(
+                t, "font", [t] { return t->font(); }, [t](const QFont& f) { t->setFont(f); }, s);
         if (auto* r = qobject_cast<QCPAxisRect*>(e))
             for (QCPAxis* a : r->axes()) style_axis(a, s);
         if (auto* c = qobject_cast<QCPColorScale*>(e)) style_axis(c->axis(), s);
@@ -102,14 +119,19 @@ void restyle_plot(QCustomPlot* plot) {
     for (int i = 0; i < plot->plottableCount(); ++i) {
         QCPAbstractPlottable* p = plot->plottable(i);
         if (qobject_cast<QCPGraph*>(p) || qobject_cast<QCPCurve*>(p))
-            style_pen(p, "pen", [p] { return p->pen(); }, [p](const QPen& q) { p->setPen(q); }, s.line_scale);
+            style_pen(
+                p, "pen", [p] { return p->pen(); }, [p](const QPen& q) { p->setPen(q); },
+                s.line_scale);
     }
     for (int i = 0; i < plot->itemCount(); ++i) {
         QCPAbstractItem* it = plot->item(i);
         if (auto* t = qobject_cast<QCPItemText*>(it))
-            style_font(t, "font", [t] { return t->font(); }, [t](const QFont& f) { t->setFont(f); }, s);
+            style_font(
+                t, "font", [t] { return t->font(); }, [t](const QFont& f) { t->setFont(f); }, s);
         else if (auto* ln = qobject_cast<QCPItemStraightLine*>(it))
-            style_pen(ln, "pen", [ln] { return ln->pen(); }, [ln](const QPen& q) { ln->setPen(q); }, std::sqrt(s.line_scale));
+            style_pen(
+                ln, "pen", [ln] { return ln->pen(); }, [ln](const QPen& q) { ln->setPen(q); },
+                std::sqrt(s.line_scale));
     }
 }
 
@@ -117,7 +139,8 @@ void restyle_plot(QCustomPlot* plot) {
 
 void apply_plot_style(QCustomPlot* plot, const PlotStyle& style) {
     if (!plot) return;
-    plot->setProperty("moeStyle", QVariantList{style.font_scale, style.line_scale, style.min_point_size});
+    plot->setProperty("moeStyle",
+                      QVariantList{style.font_scale, style.line_scale, style.min_point_size});
     if (!plot->property(kHooked).toBool()) {
         plot->setProperty(kHooked, true);
         QObject::connect(plot, &QCustomPlot::beforeReplot, plot, [plot] { restyle_plot(plot); });

@@ -1,7 +1,7 @@
 #include "view_highlighter.h"
 
-#include <QStringList>
 #include <qcustomplot.h>
+#include <QStringList>
 
 #include "expert_load_view.h"
 #include "heatmap_plot.h"
@@ -47,16 +47,21 @@ int layer_index(const QStringList& names, int hf_layer) {
 void frame_part(QWidget* view, const QString& part, QStringList& lost) {
     if (part.isEmpty()) return;
     auto* w = view->findChild<QWidget*>(part);
-    if (w) HighlightFrame::show(w);
-    else lost << QStringLiteral("part '%1'").arg(part);
+    if (w)
+        HighlightFrame::show(w);
+    else
+        lost << QStringLiteral("part '%1'").arg(part);
 }
 
 int curve_panel(const QString& curve) {
     using V = TrainingCurvesView;
-    static const std::pair<const char*, int> names[] = {
-        {"loss", V::PanelLoss}, {"mtp", V::PanelLoss},     {"eval", V::PanelEval},
-        {"aux", V::PanelAux},   {"lr", V::PanelLr},        {"grad_norm", V::PanelGrad},
-        {"throughput", V::PanelThroughput}};
+    static const std::pair<const char*, int> names[] = {{"loss", V::PanelLoss},
+                                                        {"mtp", V::PanelLoss},
+                                                        {"eval", V::PanelEval},
+                                                        {"aux", V::PanelAux},
+                                                        {"lr", V::PanelLr},
+                                                        {"grad_norm", V::PanelGrad},
+                                                        {"throughput", V::PanelThroughput}};
     for (const auto& [name, panel] : names)
         if (curve == QLatin1String(name)) return panel;
     return -1;
@@ -68,7 +73,8 @@ void highlight_curves(TrainingCurvesView* v, const Highlight& h, QStringList& lo
         bool found = panel >= 0 && v->runCount() > 0;
         if (found && h.curve == QLatin1String("mtp")) {
             found = false;
-            for (int r = 0; r < v->runCount(); ++r) found = found || v->graph(r, Metric::MtpLoss, true);
+            for (int r = 0; r < v->runCount(); ++r)
+                found = found || v->graph(r, Metric::MtpLoss, true);
         }
         if (found) {
             QCustomPlot* plot = v->plot(TrainingCurvesView::Panel(panel));
@@ -88,14 +94,18 @@ void highlight_experts(ExpertLoadView* v, const Highlight& h, QStringList& lost)
     const ExpertLoadData& d = v->data();
     if (h.layer >= 0) {
         const int l = layer_index(d.layer_names, h.layer);
-        if (l >= 0) v->setLayer(l);
-        else lost << QStringLiteral("layer %1").arg(h.layer);
+        if (l >= 0)
+            v->setLayer(l);
+        else
+            lost << QStringLiteral("layer %1").arg(h.layer);
     }
     if (h.hasSteps() && !d.steps.empty()) {
         // The step shown: the logged step nearest the range's end.
         int best = 0;
         for (int i = 0; i < int(d.steps.size()); ++i)
-            if (std::abs(d.steps[size_t(i)] - h.step_to) < std::abs(d.steps[size_t(best)] - h.step_to)) best = i;
+            if (std::abs(d.steps[size_t(i)] - h.step_to) <
+                std::abs(d.steps[size_t(best)] - h.step_to))
+                best = i;
         v->setStepIndex(best);
         shade_steps(v->maxVioPlot(), h.step_from, h.step_to);
         shade_steps(v->deadPlot(), h.step_from, h.step_to);
@@ -126,13 +136,16 @@ void highlight_routing(RoutingInspectorView* v, const Highlight& h, QStringList&
     const RoutingInspectionData& d = v->data();
     if (h.layer >= 0) {
         const int l = layer_index(d.layer_names, h.layer);
-        if (l >= 0) v->setLayer(l);
-        else lost << QStringLiteral("layer %1").arg(h.layer);
+        if (l >= 0)
+            v->setLayer(l);
+        else
+            lost << QStringLiteral("layer %1").arg(h.layer);
     }
     if (h.expert >= 0) {
         if (h.expert < d.experts) {
             v->setExpert(h.expert);
-            HighlightFrame::show(v->specializationPlot(), QStringLiteral("expert %1").arg(h.expert));
+            HighlightFrame::show(v->specializationPlot(),
+                                 QStringLiteral("expert %1").arg(h.expert));
         } else {
             lost << QStringLiteral("expert %1").arg(h.expert);
         }
@@ -151,8 +164,10 @@ void highlight_sparsity(SparsityView* v, const Highlight& h, QStringList& lost) 
     if (h.layer >= 0 || h.head >= 0) {
         const int layer = std::max(0, h.layer), head = std::max(0, h.head);
         v->setAttentionHead(layer, head);
-        if (v->attentionLayer() == layer && v->attentionHead() == head) HighlightFrame::show(v->attentionPlot());
-        else lost << QStringLiteral("attention of layer %1, head %2").arg(layer).arg(head);
+        if (v->attentionLayer() == layer && v->attentionHead() == head)
+            HighlightFrame::show(v->attentionPlot());
+        else
+            lost << QStringLiteral("attention of layer %1, head %2").arg(layer).arg(head);
     }
 }
 
@@ -176,16 +191,22 @@ void highlight_quant(QuantizationView* v, const Highlight& h, QStringList& lost)
 bool highlight_view(QWidget* view, const Highlight& h, QString* missing) {
     clear_view_highlight(view);
     QStringList lost;
-    if (!view) lost << QStringLiteral("the view");
+    if (!view)
+        lost << QStringLiteral("the view");
     else if (auto* v = qobject_cast<ModelView*>(view)) {
         QString m;
         if (!v->setHighlight(h, &m)) lost << m;
     } else {
-        if (auto* c = qobject_cast<TrainingCurvesView*>(view)) highlight_curves(c, h, lost);
-        else if (auto* e = qobject_cast<ExpertLoadView*>(view)) highlight_experts(e, h, lost);
-        else if (auto* r = qobject_cast<RoutingInspectorView*>(view)) highlight_routing(r, h, lost);
-        else if (auto* s = qobject_cast<SparsityView*>(view)) highlight_sparsity(s, h, lost);
-        else if (auto* q = qobject_cast<QuantizationView*>(view)) highlight_quant(q, h, lost);
+        if (auto* c = qobject_cast<TrainingCurvesView*>(view))
+            highlight_curves(c, h, lost);
+        else if (auto* e = qobject_cast<ExpertLoadView*>(view))
+            highlight_experts(e, h, lost);
+        else if (auto* r = qobject_cast<RoutingInspectorView*>(view))
+            highlight_routing(r, h, lost);
+        else if (auto* s = qobject_cast<SparsityView*>(view))
+            highlight_sparsity(s, h, lost);
+        else if (auto* q = qobject_cast<QuantizationView*>(view))
+            highlight_quant(q, h, lost);
         frame_part(view, h.part, lost);
     }
     if (missing) *missing = lost.join(QStringLiteral(", "));

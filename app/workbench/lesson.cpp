@@ -83,9 +83,11 @@ void apply_set(json& project, const json& set, const Where& w, const std::string
         size_t start = 0;
         while (true) {
             const size_t dot = path.find('.', start);
-            const std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+            const std::string key =
+                path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
             if (key.empty()) w.fail(prefix + "." + path, "is not a dotted field path");
-            if (!node->is_object()) w.fail(prefix + "." + path, "goes through a value that is not an object");
+            if (!node->is_object())
+                w.fail(prefix + "." + path, "goes through a value that is not an object");
             if (dot == std::string::npos) {
                 (*node)[key] = value;
                 break;
@@ -100,14 +102,16 @@ void apply_set(json& project, const json& set, const Where& w, const std::string
 LessonHighlight read_highlight(const json& h, const Where& w) {
     LessonHighlight out;
     if (!h.is_object()) w.fail("highlight", "must be an object, not " + shown(h));
-    only_fields(h, {"part", "curve", "steps", "layer", "expert", "token", "head", "tensor", "row"}, w,
-                "highlight.");
+    only_fields(h, {"part", "curve", "steps", "layer", "expert", "token", "head", "tensor", "row"},
+                w, "highlight.");
     out.part = get_string(h, "part", w, "highlight.", false);
     out.curve = get_string(h, "curve", w, "highlight.", false);
-    static const std::set<std::string> curves = {"loss", "mtp", "eval", "aux", "lr", "grad_norm", "throughput"};
+    static const std::set<std::string> curves = {"loss", "mtp",       "eval",      "aux",
+                                                 "lr",   "grad_norm", "throughput"};
     if (!out.curve.empty() && !curves.count(out.curve))
-        w.fail("highlight.curve", "unknown curve \"" + out.curve +
-                                      "\" (one of loss, mtp, eval, aux, lr, grad_norm, throughput)");
+        w.fail("highlight.curve",
+               "unknown curve \"" + out.curve +
+                   "\" (one of loss, mtp, eval, aux, lr, grad_norm, throughput)");
     out.tensor = get_string(h, "tensor", w, "highlight.", false);
     out.row = get_string(h, "row", w, "highlight.", false);
     constexpr int64_t big = int64_t(1) << 40;
@@ -124,11 +128,15 @@ LessonHighlight read_highlight(const json& h, const Where& w) {
         if (!(out.step_from >= 0 && out.step_from <= out.step_to && out.step_to < double(big)))
             w.fail("highlight.steps", "must be 0 <= first <= last, not " + shown(s));
     }
-    if (out.empty()) w.fail("highlight", "points at nothing (give part, curve, steps, layer, expert, token, head, tensor or row)");
+    if (out.empty())
+        w.fail("highlight",
+               "points at nothing (give part, curve, steps, layer, expert, token, head, tensor or "
+               "row)");
     return out;
 }
 
-LessonAction read_action(const json& a, const Lesson& lesson, const std::string& presets_dir, const Where& w) {
+LessonAction read_action(const json& a, const Lesson& lesson, const std::string& presets_dir,
+                         const Where& w) {
     LessonAction out;
     if (!a.is_object()) w.fail("action", "must be an object, not " + shown(a));
     const char* kinds[] = {"train", "model", "inspect", "generate"};
@@ -139,16 +147,19 @@ LessonAction read_action(const json& a, const Lesson& lesson, const std::string&
         if (!lesson.run(id)) {
             std::string ids;
             for (const LessonRun& r : lesson.runs) ids += (ids.empty() ? "" : ", ") + r.id;
-            w.fail(field, "no run \"" + id + "\" in the lesson's runs (" + (ids.empty() ? "none" : ids) + ")");
+            w.fail(field, "no run \"" + id + "\" in the lesson's runs (" +
+                              (ids.empty() ? "none" : ids) + ")");
         }
     };
     if (a.contains("train")) {
         only_fields(a, {"train", "pause_at"}, w, "action.");
         out.kind = LessonAction::Kind::Train;
         const json& t = a.at("train");
-        if (!t.is_array() || t.empty()) w.fail("action.train", "must be a non-empty list of run ids");
+        if (!t.is_array() || t.empty())
+            w.fail("action.train", "must be a non-empty list of run ids");
         for (const json& id : t) {
-            if (!id.is_string()) w.fail("action.train", "must list run ids (strings), not " + shown(id));
+            if (!id.is_string())
+                w.fail("action.train", "must list run ids (strings), not " + shown(id));
             known_run(id.get<std::string>(), "action.train");
             out.runs.push_back(id.get<std::string>());
         }
@@ -158,25 +169,32 @@ LessonAction read_action(const json& a, const Lesson& lesson, const std::string&
         out.kind = LessonAction::Kind::Model;
         out.preset = get_string(a, "model", w, "action.", true);
         const fs::path p = fs::path(presets_dir) / out.preset;
-        if (!fs::is_regular_file(p)) w.fail("action.model", "no preset \"" + out.preset + "\" in " + presets_dir);
+        if (!fs::is_regular_file(p))
+            w.fail("action.model", "no preset \"" + out.preset + "\" in " + presets_dir);
     } else {
         const bool inspect = a.contains("inspect");
-        if (inspect) only_fields(a, {"inspect", "run", "checkpoint", "compare"}, w, "action.");
-        else only_fields(a, {"generate", "run", "checkpoint", "new_tokens", "speculative"}, w, "action.");
+        if (inspect)
+            only_fields(a, {"inspect", "run", "checkpoint", "compare"}, w, "action.");
+        else
+            only_fields(a, {"generate", "run", "checkpoint", "new_tokens", "speculative"}, w,
+                        "action.");
         out.kind = inspect ? LessonAction::Kind::Inspect : LessonAction::Kind::Generate;
         out.text = get_string(a, inspect ? "inspect" : "generate", w, "action.", true);
         out.run = get_string(a, "run", w, "action.", true);
         known_run(out.run, "action.run");
         out.checkpoint = get_string(a, "checkpoint", w, "action.", false, "last");
         out.compare = get_string(a, "compare", w, "action.", false);
-        for (const auto& [field, value] : {std::pair{"checkpoint", out.checkpoint}, {"compare", out.compare}}) {
+        for (const auto& [field, value] :
+             {std::pair{"checkpoint", out.checkpoint}, {"compare", out.compare}}) {
             if (value.empty() || value == "last" || value == "first") continue;
             if (value.find_first_not_of("0123456789") != std::string::npos)
-                w.fail(std::string("action.") + field, "must be \"last\", \"first\" or a step number, not \"" + value + "\"");
+                w.fail(std::string("action.") + field,
+                       "must be \"last\", \"first\" or a step number, not \"" + value + "\"");
         }
         out.new_tokens = get_int(a, "new_tokens", w, "action.", 32, 1, 4096);
         if (a.contains("speculative")) {
-            if (!a.at("speculative").is_boolean()) w.fail("action.speculative", "must be true or false");
+            if (!a.at("speculative").is_boolean())
+                w.fail("action.speculative", "must be true or false");
             out.speculative = a.at("speculative").get<bool>();
         }
     }
@@ -192,8 +210,8 @@ const LessonRun* Lesson::run(const std::string& run_id) const {
 }
 
 const std::vector<std::string>& lesson_views() {
-    static const std::vector<std::string> v = {"curves",       "experts",       "routing", "sparsity",
-                                               "quantization", "communication", "model"};
+    static const std::vector<std::string> v = {
+        "curves", "experts", "routing", "sparsity", "quantization", "communication", "model"};
     return v;
 }
 
@@ -222,7 +240,10 @@ Lesson load_lesson(const std::string& path, const std::string& presets_dir) {
         w.fail("format", "must be \"" + std::string(kFormat) + "\", not " + shown(j.at("format")));
     const int64_t version = get_int(j, "version", w, "", -1, 1, 1 << 20);
     if (version != kVersion)
-        w.fail("version", version < 0 ? "missing" : std::to_string(version) + " is newer than this workbench reads (" + std::to_string(kVersion) + ")");
+        w.fail("version", version < 0
+                              ? "missing"
+                              : std::to_string(version) + " is newer than this workbench reads (" +
+                                    std::to_string(kVersion) + ")");
     Lesson l;
     l.path = path;
     l.id = fs::path(path).stem().string();
@@ -243,8 +264,10 @@ Lesson load_lesson(const std::string& path, const std::string& presets_dir) {
             only_fields(r, {"id", "preset", "set"}, w, prefix);
             LessonRun run;
             run.id = get_string(r, "id", w, prefix, true);
-            if (run.id.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string::npos)
-                w.fail(prefix + "id", "\"" + run.id + "\" may use a-z, 0-9, - and _ only (it names files)");
+            if (run.id.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") !=
+                std::string::npos)
+                w.fail(prefix + "id",
+                       "\"" + run.id + "\" may use a-z, 0-9, - and _ only (it names files)");
             if (l.run(run.id)) w.fail(prefix + "id", "\"" + run.id + "\" is used twice");
             run.preset = get_string(r, "preset", w, prefix, true);
             const fs::path preset = fs::path(presets_dir) / run.preset;
@@ -257,7 +280,8 @@ Lesson load_lesson(const std::string& path, const std::string& presets_dir) {
                 run.project = Project::from_json(project);
                 run.project.validate();
             } catch (const ConfigError& e) {
-                w.fail(prefix + "set", "the run's project (" + run.preset + " changed by set) is invalid: " + e.what());
+                w.fail(prefix + "set", "the run's project (" + run.preset +
+                                           " changed by set) is invalid: " + e.what());
             }
             l.runs.push_back(std::move(run));
         }
@@ -294,7 +318,8 @@ std::vector<Lesson> load_lessons(const std::string& dir, const std::string& pres
     std::vector<std::string> files;
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(dir, ec))
-        if (e.is_regular_file() && e.path().extension() == ".json") files.push_back(e.path().string());
+        if (e.is_regular_file() && e.path().extension() == ".json")
+            files.push_back(e.path().string());
     if (ec && errors) errors->push_back(dir + ": " + ec.message());
     std::sort(files.begin(), files.end());
     std::vector<Lesson> out;

@@ -34,21 +34,22 @@ struct LessonHighlight {
 struct LessonAction {
     enum class Kind { None, Train, Model, Inspect, Generate };
     Kind kind = Kind::None;
-    std::vector<std::string> runs;  // Train: made if missing, then shown together
-    int64_t pause_at = 0;           // Train: a run trained now pauses at this step (0: never)
-    std::string preset;             // Model: a preset whose model the Model view shows
-    std::string text;               // Inspect / Generate
-    std::string run;                // Inspect / Generate: whose checkpoint
+    std::vector<std::string> runs;    // Train: made if missing, then shown together
+    int64_t pause_at = 0;             // Train: a run trained now pauses at this step (0: never)
+    std::string preset;               // Model: a preset whose model the Model view shows
+    std::string text;                 // Inspect / Generate
+    std::string run;                  // Inspect / Generate: whose checkpoint
     std::string checkpoint = "last";  // "last", "first" or a step number
-    std::string compare;            // Inspect: a second checkpoint of the same run ("" none)
-    int64_t new_tokens = 32;        // Generate
-    bool speculative = false;       // Generate: MTP drafts
+    std::string compare;              // Inspect: a second checkpoint of the same run ("" none)
+    int64_t new_tokens = 32;          // Generate
+    bool speculative = false;         // Generate: MTP drafts
 };
 
 struct LessonStep {
     std::string title;
     std::string text;  // rich text (Qt's HTML subset)
-    std::string view;  // "curves", "experts", "routing", "sparsity", "quantization", "communication", "model"
+    std::string view;  // "curves", "experts", "routing", "sparsity", "quantization",
+                       // "communication", "model"
     LessonHighlight highlight;
     LessonAction action;
 };

@@ -52,7 +52,8 @@ Project LessonRunner::run_project(const LessonRun& run) const {
         shrink(t.eval_every, 2);
         shrink(t.routing_every, 2);
         t.eval_batches = std::min<int64_t>(t.eval_batches, 2);
-        if (t.optimizer.schedule.warmup_steps >= t.steps) t.optimizer.schedule.warmup_steps = t.steps / 10;
+        if (t.optimizer.schedule.warmup_steps >= t.steps)
+            t.optimizer.schedule.warmup_steps = t.steps / 10;
     }
     // The last step always leaves a checkpoint: inspection and generation use it.
     if (t.checkpoint_every <= 0 || t.steps % t.checkpoint_every != 0) t.checkpoint_every = t.steps;
@@ -72,7 +73,9 @@ bool LessonRunner::run_complete(const LessonRun& run) const {
         return false;  // unreadable (cut short): made again
     }
     const QString ckpt = InspectionController::checkpoint_root(path);
-    return QFileInfo(QDir(ckpt).filePath(QString("step-%1/config.json").arg(steps, 8, 10, QChar('0')))).exists() ||
+    return QFileInfo(
+               QDir(ckpt).filePath(QString("step-%1/config.json").arg(steps, 8, 10, QChar('0'))))
+               .exists() ||
            !QDir(ckpt).entryList({"step-*"}, QDir::Dirs).isEmpty();
 }
 
@@ -86,7 +89,8 @@ void LessonRunner::close() {
     ++generation_;
     if (window_)
         for (const std::string& v : lesson_views())
-            views::clear_view_highlight(window_->view_widget(QString::fromStdString(lesson_view_dock(v))));
+            views::clear_view_highlight(
+                window_->view_widget(QString::fromStdString(lesson_view_dock(v))));
     lesson_.reset();
     step_ = -1;
     pending_action_ = false;
@@ -111,7 +115,8 @@ void LessonRunner::go_to(int step) {
     highlight_found_ = false;
     highlight_missing_.clear();
     for (const std::string& v : lesson_views())
-        views::clear_view_highlight(window_->view_widget(QString::fromStdString(lesson_view_dock(v))));
+        views::clear_view_highlight(
+            window_->view_widget(QString::fromStdString(lesson_view_dock(v))));
     const LessonStep& s = lesson_->steps[size_t(step)];
     window_->raise_view(QString::fromStdString(lesson_view_dock(s.view)));
     emit step_shown(step);
@@ -123,35 +128,41 @@ void LessonRunner::perform(int step) {
     const LessonAction& a = s.action;
     pending_action_ = a.kind != LessonAction::Kind::None;
     switch (a.kind) {
-    case LessonAction::Kind::None: finish_step(step); return;
-    case LessonAction::Kind::Model: {
-        try {
-            const QString preset = QDir(window_->presets_dir()).filePath(QString::fromStdString(a.preset));
-            window_->show_project_model(Project::load(preset.toStdString()));
-        } catch (const std::exception& e) {
-            fail(step, QString::fromStdString(e.what()));
+        case LessonAction::Kind::None:
+            finish_step(step);
+            return;
+        case LessonAction::Kind::Model: {
+            try {
+                const QString preset =
+                    QDir(window_->presets_dir()).filePath(QString::fromStdString(a.preset));
+                window_->show_project_model(Project::load(preset.toStdString()));
+            } catch (const std::exception& e) {
+                fail(step, QString::fromStdString(e.what()));
+                return;
+            }
+            finish_step(step);
             return;
         }
-        finish_step(step);
-        return;
-    }
-    case LessonAction::Kind::Train:
-    case LessonAction::Kind::Inspect:
-    case LessonAction::Kind::Generate: {
-        const std::vector<std::string> needed = a.kind == LessonAction::Kind::Train ? a.runs : std::vector{a.run};
-        for (const std::string& id : needed) {
-            const LessonRun* r = lesson_->run(id);
-            const QString qid = QString::fromStdString(id);
-            if (!run_complete(*r) && !queue_.contains(qid) && training_ != qid) queue_ << qid;
+        case LessonAction::Kind::Train:
+        case LessonAction::Kind::Inspect:
+        case LessonAction::Kind::Generate: {
+            const std::vector<std::string> needed =
+                a.kind == LessonAction::Kind::Train ? a.runs : std::vector{a.run};
+            for (const std::string& id : needed) {
+                const LessonRun* r = lesson_->run(id);
+                const QString qid = QString::fromStdString(id);
+                if (!run_complete(*r) && !queue_.contains(qid) && training_ != qid) queue_ << qid;
+            }
+            pause_at_ = a.kind == LessonAction::Kind::Train ? a.pause_at : 0;
+            waiting_step_ = step;
+            if (training_.isEmpty())
+                train_next();
+            else
+                set_status(tr("training %1…").arg(training_));
+            // Show what exists now (finished runs), the live one joins as it starts.
+            after_runs(step);
+            return;
         }
-        pause_at_ = a.kind == LessonAction::Kind::Train ? a.pause_at : 0;
-        waiting_step_ = step;
-        if (training_.isEmpty()) train_next();
-        else set_status(tr("training %1…").arg(training_));
-        // Show what exists now (finished runs), the live one joins as it starts.
-        after_runs(step);
-        return;
-    }
     }
 }
 
@@ -172,7 +183,8 @@ void LessonRunner::train_next() {
         const QString base = path.left(path.size() - 3);
         // A file cut short (a closed window, a crash) is kept aside, never overwritten.
         if (QFileInfo::exists(path)) {
-            const QString aside = base + ".incomplete-" + QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
+            const QString aside =
+                base + ".incomplete-" + QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
             QFile::rename(path, aside + ".h5");
             QDir().rename(base + ".ckpt", aside + ".ckpt");
         }
@@ -186,7 +198,10 @@ void LessonRunner::train_next() {
         training_ = id;
         paused_once_ = false;
         // A shortened run pauses at the same fraction of its length.
-        pause_step_ = pause_at_ > 0 ? std::max<int64_t>(1, pause_at_ * p.training.steps / run->project.training.steps) : 0;
+        pause_step_ =
+            pause_at_ > 0
+                ? std::max<int64_t>(1, pause_at_ * p.training.steps / run->project.training.steps)
+                : 0;
         set_status(tr("training %1 (%2 steps)…").arg(id).arg(p.training.steps));
         if (!session->start_at(p, window_->launcher()->threads(), base)) {
             training_.clear();
@@ -220,7 +235,9 @@ void LessonRunner::on_step(const StepReport& r) {
     if (pause_step_ <= 0 || paused_once_ || r.step < pause_step_) return;
     paused_once_ = true;
     window_->session()->pause();
-    set_status(tr("paused at step %1 of %2: Resume (toolbar or Run menu) to go on").arg(r.step).arg(r.total_steps));
+    set_status(tr("paused at step %1 of %2: Resume (toolbar or Run menu) to go on")
+                   .arg(r.step)
+                   .arg(r.total_steps));
     // The step that asked for the pause is ready now, with the run live on screen; later steps
     // that need the whole run wait for it.
     if (waiting_step_ >= 0 && waiting_step_ == step_) {
@@ -235,19 +252,24 @@ void LessonRunner::on_step(const StepReport& r) {
 void LessonRunner::after_runs(int step) {
     if (!lesson_ || step != step_ || step != waiting_step_) return;  // done already, or moved on
     const LessonAction& a = lesson_->steps[size_t(step)].action;
-    const std::vector<std::string> ids = a.kind == LessonAction::Kind::Train ? a.runs : std::vector{a.run};
+    const std::vector<std::string> ids =
+        a.kind == LessonAction::Kind::Train ? a.runs : std::vector{a.run};
     QStringList done;
     bool missing = false;
     for (const std::string& id : ids) {
         const LessonRun* r = lesson_->run(id);
-        if (run_complete(*r)) done << run_path(*r);
-        else missing = true;
+        if (run_complete(*r))
+            done << run_path(*r);
+        else
+            missing = true;
     }
     window_->show_lesson_runs(done);
     if (missing) return;  // train_next calls again when the queue is empty
     waiting_step_ = -1;
-    if (a.kind == LessonAction::Kind::Train) finish_step(step);
-    else inspect_or_generate(step);
+    if (a.kind == LessonAction::Kind::Train)
+        finish_step(step);
+    else
+        inspect_or_generate(step);
 }
 
 QString LessonRunner::checkpoint_name(const QStringList& names, const std::string& which) const {
@@ -282,7 +304,8 @@ void LessonRunner::inspect_or_generate(int step) {
     const QStringList names = insp->checkpoints();
     const QString ckpt = checkpoint_name(names, a.checkpoint);
     if (ckpt.isEmpty()) {
-        fail(step, tr("run %1 has no checkpoint %2").arg(QString::fromStdString(a.run), QString::fromStdString(a.checkpoint)));
+        fail(step, tr("run %1 has no checkpoint %2")
+                       .arg(QString::fromStdString(a.run), QString::fromStdString(a.checkpoint)));
         return;
     }
     auto* view = qobject_cast<views::RoutingInspectorView*>(window_->view_widget("routingDock"));
@@ -295,28 +318,34 @@ void LessonRunner::inspect_or_generate(int step) {
         view->setText(text);
         set_status(tr("inspecting with %1…").arg(ckpt));
         auto* conn = new QMetaObject::Connection;
-        *conn = connect(insp, &InspectionController::inspection_done, this, [this, step, gen_id, conn](bool ok) {
-            disconnect(*conn);
-            delete conn;
-            if (gen_id != generation_) return;
-            set_status({});
-            if (ok) finish_step(step);
-            else fail(step, tr("the inspection failed (see the inspector)"));
-        });
+        *conn = connect(insp, &InspectionController::inspection_done, this,
+                        [this, step, gen_id, conn](bool ok) {
+                            disconnect(*conn);
+                            delete conn;
+                            if (gen_id != generation_) return;
+                            set_status({});
+                            if (ok)
+                                finish_step(step);
+                            else
+                                fail(step, tr("the inspection failed (see the inspector)"));
+                        });
         view->requestInspection();
     } else {
         view->generationControls()->speculativeBox()->setChecked(a.speculative);
         view->generationControls()->tokensBox()->setValue(int(a.new_tokens));
         set_status(tr("writing %1 tokens with %2…").arg(a.new_tokens).arg(ckpt));
         auto* conn = new QMetaObject::Connection;
-        *conn = connect(gen, &GenerationController::generation_done, this, [this, step, gen_id, conn](bool ok, int) {
-            disconnect(*conn);
-            delete conn;
-            if (gen_id != generation_) return;
-            set_status({});
-            if (ok) finish_step(step);
-            else fail(step, tr("generation failed (see the inspector)"));
-        });
+        *conn = connect(gen, &GenerationController::generation_done, this,
+                        [this, step, gen_id, conn](bool ok, int) {
+                            disconnect(*conn);
+                            delete conn;
+                            if (gen_id != generation_) return;
+                            set_status({});
+                            if (ok)
+                                finish_step(step);
+                            else
+                                fail(step, tr("generation failed (see the inspector)"));
+                        });
         gen->generate(text, ckpt, int(a.new_tokens), 0.0);
     }
 }
@@ -334,7 +363,8 @@ void LessonRunner::finish_step(int step) {
 
 void LessonRunner::place_highlight(int step) {
     const LessonHighlight& h = lesson_->steps[size_t(step)].highlight;
-    const QString dock = QString::fromStdString(lesson_view_dock(lesson_->steps[size_t(step)].view));
+    const QString dock =
+        QString::fromStdString(lesson_view_dock(lesson_->steps[size_t(step)].view));
     highlight_found_ = true;
     highlight_missing_.clear();
     if (!h.empty()) {
@@ -344,8 +374,10 @@ void LessonRunner::place_highlight(int step) {
         v.tensor = QString::fromStdString(h.tensor);
         v.row = QString::fromStdString(h.row);
         if (h.has_steps()) v.step_from = h.step_from, v.step_to = h.step_to;
-        v.layer = int(h.layer), v.expert = int(h.expert), v.token = int(h.token), v.head = int(h.head);
-        highlight_found_ = views::highlight_view(window_->view_widget(dock), v, &highlight_missing_);
+        v.layer = int(h.layer), v.expert = int(h.expert), v.token = int(h.token),
+        v.head = int(h.head);
+        highlight_found_ =
+            views::highlight_view(window_->view_widget(dock), v, &highlight_missing_);
     }
     emit step_ready(step, highlight_found_, highlight_missing_);
 }

@@ -91,8 +91,8 @@ private:
     QString highlight_missing_;
 
     // Runs being made: the queue, the one training now, and where it pauses.
-    QStringList queue_;  // run ids
-    QString training_;   // run id, "" when none
+    QStringList queue_;       // run ids
+    QString training_;        // run id, "" when none
     int64_t pause_at_ = 0;    // as the lesson says
     int64_t pause_step_ = 0;  // for the run training now (scaled with the step limit)
     bool paused_once_ = false;

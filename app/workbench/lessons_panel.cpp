@@ -13,7 +13,8 @@
 
 namespace moe::workbench {
 
-LessonsPanel::LessonsPanel(LessonRunner* runner, QWidget* parent) : QWidget(parent), runner_(runner) {
+LessonsPanel::LessonsPanel(LessonRunner* runner, QWidget* parent)
+    : QWidget(parent), runner_(runner) {
     auto* top = new QVBoxLayout(this);
     auto* pick = new QHBoxLayout;
     box_ = new QComboBox;
@@ -90,7 +91,8 @@ LessonsPanel::LessonsPanel(LessonRunner* runner, QWidget* parent) : QWidget(pare
         if (i < 0 || i >= int(lessons_.size())) return summary_->clear();
         const Lesson& l = lessons_[size_t(i)];
         QString s = QString::fromStdString(l.summary);
-        if (l.minutes > 0) s += tr(" <i>(%1 min of training the first time, on 2 CPU cores)</i>").arg(l.minutes);
+        if (l.minutes > 0)
+            s += tr(" <i>(%1 min of training the first time, on 2 CPU cores)</i>").arg(l.minutes);
         summary_->setText(s);
     });
     connect(next_, &QPushButton::clicked, runner_, &LessonRunner::next);
@@ -100,10 +102,11 @@ LessonsPanel::LessonsPanel(LessonRunner* runner, QWidget* parent) : QWidget(pare
         status_->setText(s);
         status_->setVisible(!s.isEmpty());
     });
-    connect(runner_, &LessonRunner::step_ready, this, [this](int, bool found, const QString& missing) {
-        problem_->setVisible(!found);
-        problem_->setText(found ? QString() : tr("Not found in the view: %1").arg(missing));
-    });
+    connect(runner_, &LessonRunner::step_ready, this,
+            [this](int, bool found, const QString& missing) {
+                problem_->setVisible(!found);
+                problem_->setText(found ? QString() : tr("Not found in the view: %1").arg(missing));
+            });
     connect(runner_, &LessonRunner::action_failed, this, [this](int, const QString& message) {
         problem_->setVisible(true);
         problem_->setText(message);
@@ -114,17 +117,20 @@ LessonsPanel::LessonsPanel(LessonRunner* runner, QWidget* parent) : QWidget(pare
 
 void LessonsPanel::load(const QString& dir, const QString& presets_dir) {
     std::vector<std::string> errors;
-    std::vector<Lesson> lessons = load_lessons(dir.toStdString(), presets_dir.toStdString(), &errors);
+    std::vector<Lesson> lessons =
+        load_lessons(dir.toStdString(), presets_dir.toStdString(), &errors);
     set_lessons(std::move(lessons), errors);
     runs_folder_->setText(tr("Runs kept in %1").arg(runner_->runs_root()));
 }
 
-void LessonsPanel::set_lessons(std::vector<Lesson> lessons, const std::vector<std::string>& errors) {
+void LessonsPanel::set_lessons(std::vector<Lesson> lessons,
+                               const std::vector<std::string>& errors) {
     lessons_ = std::move(lessons);
     errors_.clear();
     for (const std::string& e : errors) errors_ << QString::fromStdString(e);
     box_->clear();
-    for (const Lesson& l : lessons_) box_->addItem(QString::fromStdString(l.title), QString::fromStdString(l.id));
+    for (const Lesson& l : lessons_)
+        box_->addItem(QString::fromStdString(l.title), QString::fromStdString(l.id));
     errors_label_->setVisible(!errors_.isEmpty());
     errors_label_->setText(tr("Lessons not loaded:\n%1").arg(errors_.join("\n")));
     update_buttons();

@@ -30,7 +30,8 @@ PresentationMode::PresentationMode(MainWindow* window) : QObject(window), window
     };
     add(tr("Next view"), QKeySequence(Qt::CTRL | Qt::Key_PageDown), &PresentationMode::next_view)
         ->setObjectName("actionNextView");
-    add(tr("Previous view"), QKeySequence(Qt::CTRL | Qt::Key_PageUp), &PresentationMode::previous_view)
+    add(tr("Previous view"), QKeySequence(Qt::CTRL | Qt::Key_PageUp),
+        &PresentationMode::previous_view)
         ->setObjectName("actionPreviousView");
     for (int i = 0; i < int(view_docks().size()); ++i) {
         auto* a = new QAction(window);
