@@ -156,6 +156,21 @@ ProjectForm::ProjectForm(QWidget* parent) : QWidget(parent) {
     add_real(f, tr("Initial loss scale"), "training.precision.loss_scale.initial",
              [](Project& p) -> double& { return p.training.precision.loss_scale.initial; },
              tr("fp16 only: the loss is multiplied by this before backward; halves on overflow"));
+    // Quantization-aware training (docs/precision.md): INT4/INT8 weights in every pass.
+    add_int(f, tr("QAT weight bits"), "training.precision.qat.bits",
+            [](Project& p) -> int64_t& { return p.training.precision.qat.bits; },
+            tr("Quantization-aware training: 0 = off; 4 or 8 = the projection weights are "
+               "fake-quantized to INT4 / INT8 in every pass, gradients straight through (with "
+               "training precision fp32)"));
+    add_int(f, tr("QAT group size"), "training.precision.qat.group_size",
+            [](Project& p) -> int64_t& { return p.training.precision.qat.group_size; },
+            tr("0 = one scale per output channel; else per group of this many input columns"));
+    add_choice(f, tr("QAT scheme"), "training.precision.qat.scheme", {"symmetric", "asymmetric"},
+               [](Project& p) -> std::string& { return p.training.precision.qat.scheme; },
+               tr("symmetric: w = q * scale; asymmetric: w = (q - zero) * scale"));
+    add_int(f, tr("QAT from step"), "training.precision.qat.start_step",
+            [](Project& p) -> int64_t& { return p.training.precision.qat.start_step; },
+            tr("The step QAT starts at: fine-tune a run trained in fp32"));
     groups_->addStretch(1);
 }
 

@@ -309,6 +309,16 @@ const std::vector<Field<LossScaleSettings>>& loss_scale_fields() {
     return t;
 }
 
+const std::vector<std::string> kQatSchemes = {"symmetric", "asymmetric"};
+const std::vector<Field<QatSettings>>& qat_fields() {
+    static const std::vector<Field<QatSettings>> t = {
+        {"bits", &QatSettings::bits},
+        {"group_size", &QatSettings::group_size},
+        {"scheme", &QatSettings::scheme},
+        {"start_step", &QatSettings::start_step},
+    };
+    return t;
+}
 const std::vector<Field<PrecisionSettings>>& precision_fields() {
     static const std::vector<Field<PrecisionSettings>> t = {
         {"mode", &PrecisionSettings::mode},
@@ -356,13 +366,44 @@ void PrecisionSettings::validate(const std::string& prefix) const {
     check(record_every >= 0, prefix, "record_every", "must be >= 0 (0 = never)",
           double(record_every));
     loss_scale.validate(prefix + ".loss_scale");
+    qat.validate(prefix + ".qat");
+    if (qat.enabled() && mode != "fp32")
+        throw ConfigError(prefix + ".qat.bits",
+                          "quantization-aware training runs with precision mode \"fp32\" (the GEMMs "
+                          "in fp32 on the fake-quantized weights), not \"" + mode + "\"");
 }
+
+IntQuantSpec QatSettings::spec() const {
+    IntQuantSpec q;
+    q.bits = int(bits);
+    q.group_size = group_size;
+    q.symmetric = scheme == "symmetric";
+    return q;
+}
+
+void QatSettings::validate(const std::string& prefix) const {
+    check(bits == 0 || bits == 4 || bits == 8, prefix, "bits", "must be 0 (off), 4 or 8", double(bits));
+    check(group_size >= 0 && group_size <= (int64_t(1) << 20), prefix, "group_size",
+          "must be 0 (per output channel) or a group width", double(group_size));
+    check_kind(scheme, kQatSchemes, prefix + ".scheme");
+    check(start_step >= 0, prefix, "start_step", "must be >= 0", double(start_step));
+}
+
+QatSettings QatSettings::from_json(const json& j, const std::string& prefix) {
+    QatSettings s;
+    read_fields(j, prefix, qat_fields(), {}, s);
+    s.validate(prefix);
+    return s;
+}
+
+json QatSettings::to_json() const { return write_fields(qat_fields(), *this); }
 
 PrecisionSettings PrecisionSettings::from_json(const json& j, const std::string& prefix) {
     PrecisionSettings s;
-    read_fields(j, prefix, precision_fields(), {"loss_scale"}, s);
+    read_fields(j, prefix, precision_fields(), {"loss_scale", "qat"}, s);
     if (j.contains("loss_scale"))
         s.loss_scale = LossScaleSettings::from_json(j["loss_scale"], prefix + ".loss_scale");
+    if (j.contains("qat")) s.qat = QatSettings::from_json(j["qat"], prefix + ".qat");
     s.validate(prefix);
     return s;
 }
@@ -370,6 +411,7 @@ PrecisionSettings PrecisionSettings::from_json(const json& j, const std::string&
 json PrecisionSettings::to_json() const {
     json j = write_fields(precision_fields(), *this);
     j["loss_scale"] = loss_scale.to_json();
+    if (qat.enabled()) j["qat"] = qat.to_json();  // projects without QAT keep their JSON
     return j;
 }
 

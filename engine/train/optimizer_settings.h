@@ -11,6 +11,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "model/linear_precision.h"
+#include "quant/int_quant.h"
 
 namespace moe {
 
@@ -118,6 +119,32 @@ struct LossScaleSettings {
     bool operator==(const LossScaleSettings&) const = default;
 };
 
+// Quantization-aware training (training.precision.qat): the projection weights are
+// fake-quantized to INT8 / INT4 for every forward and backward pass from start_step on, the
+// gradients pass straight through the rounding (STE: dL/dW is taken at the quantized weights
+// and applied to the fp32 master weights), evaluation runs the quantized model. The formats are
+// quant/int_quant.h's, so int4 post-training quantization of the master weights afterwards
+// gives exactly the model QAT trained.
+//   bits        0 (off), 4 or 8
+//   group_size  0: one scale per output channel; else per group of input columns (must divide
+//               every projection's input width)
+//   scheme      "symmetric" or "asymmetric" (an integer zero point per group)
+//   start_step  the step QAT starts at (fine-tuning a trained run is the common case)
+struct QatSettings {
+    int64_t bits = 0;
+    int64_t group_size = 0;
+    std::string scheme = "symmetric";
+    int64_t start_step = 0;
+
+    bool enabled() const { return bits > 0; }
+    bool active_at(int64_t step) const { return enabled() && step >= start_step; }
+    IntQuantSpec spec() const;
+    void validate(const std::string& prefix = "training.precision.qat") const;
+    static QatSettings from_json(const nlohmann::json& j, const std::string& prefix = "training.precision.qat");
+    nlohmann::json to_json() const;
+    bool operator==(const QatSettings&) const = default;
+};
+
 // The precision of the projection GEMMs (model/linear_precision.h) and what the run file
 // records about it.
 //   mode            fp32 | bf16 | fp16 | fp8
@@ -133,6 +160,7 @@ struct PrecisionSettings {
     std::string attention = "fp32";  // "bf16": fused attention on tensor cores (GPU)
     int64_t record_every = 100;
     LossScaleSettings loss_scale;
+    QatSettings qat;  // with mode "fp32" only
 
     LinearRecipe recipe() const;
     bool loss_scaling() const { return mode == "fp16"; }

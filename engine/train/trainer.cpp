@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "backend/backend_registry.h"
 #include "core/error.h"
@@ -10,6 +11,7 @@
 #include "train/evaluator.h"
 #include "train/grad_clip.h"
 #include "train/memory_plan.h"
+#include "train/weight_fake_quant.h"
 #include "store/model_checkpoint.h"
 #include "model/linear_precision.h"
 #include "quant/quant_recorder.h"
@@ -73,6 +75,8 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
     balancer_ = std::make_unique<BiasBalancer>(tr.balance.bias_updates() ? tr.balance.gamma : 0.0);
     moe_layers_ = model_->moe_layers();
     probe_ = data_->probe_batch(tr.probe_tokens);
+    if (tr.precision.qat.enabled())  // every rank, before any file is made
+        qat_ = std::make_unique<WeightFakeQuant>(model_->parameters(), tr.precision.qat.spec());
     if (fresh) {
         if (par_.root()) open_run_file(backend_->describe());
         write_routing_snapshot();  // step 0: routing of the untrained model
@@ -188,6 +192,7 @@ void Trainer::open_run_file(const std::string& device) {
 
 void Trainer::write_routing_snapshot() {
     if (moe_layers_.empty()) return;
+    const FakeQuantScope qat(qat_now());  // the routing of the model QAT trains
     ForwardOptions opt;
     opt.probe_routing = true;
     model_->forward(probe_.batch, opt);
@@ -235,6 +240,9 @@ StepReport Trainer::step() {
         ~RecorderGuard() { pc.recorder = nullptr; }
     } guard{model_->precision()};
     if (record) recorder_->begin();
+    // QAT: the passes see the fake-quantized weights; the masters are back before the update.
+    std::optional<FakeQuantScope> qat_scope;
+    qat_scope.emplace(qat_now());
     for (int64_t a = 0; a < accum; ++a) {
         // Every rank draws the global batch (the stream's position does not depend on the
         // layout, so a run resumes under another one) and trains on its slice.
@@ -249,6 +257,7 @@ StepReport Trainer::step() {
         r.mtp_loss += lr.mtp_loss / double(accum);
         r.aux_loss += lr.aux_loss / double(accum);
     }
+    qat_scope.reset();
     reduce_over_ranks(r);
     // Gradients are sums over micro-batches (and ranks) of loss_scale * d loss: all divide out
     // here.
@@ -381,8 +390,13 @@ void Trainer::write_sparsity_row() {
     if (run_ && row.unused_experts.size() == moe_layers_.size() && !moe_layers_.empty()) run_->append(row);
 }
 
+WeightFakeQuant* Trainer::qat_now() const {
+    return qat_ && project_.training.precision.qat.active_at(step_) ? qat_.get() : nullptr;
+}
+
 EvalReport Trainer::evaluate() {
     const TrainingSettings& tr = project_.training;
+    const FakeQuantScope qat(qat_now());  // a QAT run is evaluated as the quantized model
     EvalReport rep = moe::evaluate(*model_, *data_, tr.eval_batches, tr.mtp.lambda_at(step_, tr.steps));
     rep.step = step_;
     EvalRow row;

@@ -27,6 +27,7 @@
 namespace moe {
 
 class QuantRecorder;
+class WeightFakeQuant;
 
 struct TrainerPaths {
     std::string run_file;         // HDF5 run file to create (must not exist)
@@ -107,6 +108,8 @@ private:
     std::unique_ptr<RunWriter> run_;
     std::unique_ptr<LossScaler> scaler_;
     std::unique_ptr<QuantRecorder> recorder_;  // quantized modes with record_every > 0
+    std::unique_ptr<WeightFakeQuant> qat_;      // training.precision.qat enabled
+    WeightFakeQuant* qat_now() const;            // qat_ when it is active at this step, else null
     ProbeBatch probe_;
     Batch batch_, global_batch_;
     ParallelContext par_;

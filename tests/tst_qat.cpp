@@ -1,0 +1,178 @@
+// Quantization-aware training (training.precision.qat): settings and their errors, the
+// straight-through estimator (the gradients of a QAT pass are exactly those of the
+// fake-quantized model, and the master weights come back bit for bit), and the point of it:
+// after a short fine-tune with QAT the INT4 model loses less than INT4 post-training
+// quantization of the same run trained without it.
+#include <QtTest>
+
+#include <QTemporaryDir>
+
+#include <cmath>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+#include "model/linear_precision.h"
+#include "model/model.h"
+#include "model_fixtures.h"
+#include "quant/int_quant.h"
+#include "test_support.h"
+#include "train/evaluator.h"
+#include "train/trainer.h"
+#include "train/weight_fake_quant.h"
+
+using namespace moe;
+
+namespace {
+
+std::vector<float> host(const Tensor& t) {
+    std::vector<float> v(size_t(t.numel()));
+    t.allocator().download(v.data(), t.data(), t.bytes());
+    return v;
+}
+
+}  // namespace
+
+class TestQat : public QObject {
+    Q_OBJECT
+    QTemporaryDir dir_;
+    TrainerPaths paths(const char* name) {
+        return {dir_.filePath(QString(name) + ".h5").toStdString(), ""};
+    }
+
+private slots:
+    void settings() {
+        const nlohmann::json j = {{"mode", "fp32"},
+                                  {"qat", {{"bits", 4}, {"group_size", 16}, {"scheme", "asymmetric"}, {"start_step", 7}}}};
+        const PrecisionSettings s = PrecisionSettings::from_json(j);
+        QCOMPARE(s.qat.bits, int64_t(4));
+        QCOMPARE(s.qat.spec().group_size, int64_t(16));
+        QVERIFY(!s.qat.spec().symmetric);
+        QVERIFY(!s.qat.active_at(6) && s.qat.active_at(7));
+        QCOMPARE(PrecisionSettings::from_json(s.to_json()), s);
+        // Without QAT the JSON has no "qat" (projects written before stay as they were).
+        QVERIFY(!PrecisionSettings().to_json().contains("qat"));
+        auto field_of = [](const nlohmann::json& bad) -> std::string {
+            try {
+                PrecisionSettings::from_json(bad);
+            } catch (const ConfigError& e) {
+                return e.field();
+            }
+            return "accepted";
+        };
+        QCOMPARE(field_of({{"qat", {{"bits", 3}}}}), std::string("training.precision.qat.bits"));
+        QCOMPARE(field_of({{"qat", {{"bits", 4}, {"scheme", "sym"}}}}), std::string("training.precision.qat.scheme"));
+        QCOMPARE(field_of({{"qat", {{"bits", 4}, {"start_step", -1}}}}), std::string("training.precision.qat.start_step"));
+        QCOMPARE(field_of({{"qat", {{"bits", 4}, {"bit", 4}}}}), std::string("training.precision.qat.bit"));
+        QCOMPARE(field_of({{"mode", "bf16"}, {"qat", {{"bits", 8}}}}), std::string("training.precision.qat.bits"));
+        // A group that does not divide a projection's input width is named with the weight.
+        Project p = test::shrunk_tiny_tasks(2);
+        p.training.precision.qat.bits = 4;
+        p.training.precision.qat.group_size = 5;
+        try {
+            Trainer t(p, paths("bad-group"), 1);
+            QFAIL("a group of 5 was accepted");
+        } catch (const ConfigError& e) {
+            QCOMPARE(e.field(), std::string("training.precision.qat.group_size"));
+            QVERIFY2(std::string(e.what()).find(".weight") != std::string::npos, e.what());
+        }
+    }
+
+    // The straight-through estimator, exactly: a pass under WeightFakeQuant gives the loss and
+    // every gradient of a model whose weights are the fake-quantized values; restore() brings
+    // back the fp32 masters bit for bit.
+    void straightThrough_data() {
+        QTest::addColumn<int>("bits");
+        QTest::addColumn<int>("group");
+        QTest::addColumn<bool>("symmetric");
+        QTest::newRow("int4 per channel") << 4 << 0 << true;
+        QTest::newRow("int8 per channel") << 8 << 0 << true;
+        QTest::newRow("int4 group 8 asym") << 4 << 8 << false;
+    }
+    void straightThrough() {
+        QFETCH(int, bits);
+        QFETCH(int, group);
+        QFETCH(bool, symmetric);
+        const IntQuantSpec spec{bits, group, symmetric};
+        CpuBackend be(1);
+        const ModelConfig cfg = test::tiny_full_config();
+        Model a(cfg, be), b(cfg, be);
+        a.init_weights(3);
+        b.init_weights(3);
+        test::spread_router(a, 5);
+        test::spread_router(b, 5);
+        int quantized = 0;
+        for (Parameter* p : b.parameters().all()) {
+            if (!is_projection_weight(p->name, p->value.rank())) continue;
+            std::vector<float> w = host(p->value), q(w.size());
+            fake_quantize_int(w.data(), p->value.shape()[0], p->value.shape()[1], spec, q.data());
+            p->value.allocator().upload(p->value.data(), q.data(), p->value.bytes());
+            ++quantized;
+        }
+        QVERIFY(quantized > 10);
+        std::vector<std::vector<float>> before;
+        for (const Parameter* p : a.parameters().all()) before.push_back(host(p->value));
+
+        const Batch batch = test::random_batch(cfg.vocab_size, 2, 16, 9);
+        WeightFakeQuant qat(a.parameters(), spec);
+        QCOMPARE(int(qat.weights().size()), quantized);
+        a.parameters().zero_grads();
+        b.parameters().zero_grads();
+        double loss_a = 0;
+        {
+            const FakeQuantScope scope(&qat);
+            QVERIFY(qat.quantized());
+            loss_a = a.forward(batch).total;
+            a.backward();
+        }
+        QVERIFY(!qat.quantized());
+        const double loss_b = b.forward(batch).total;
+        b.backward();
+        QCOMPARE(loss_a, loss_b);  // bit for bit: the same computation
+        const auto& pa = a.parameters().all();
+        const auto& pb = b.parameters().all();
+        for (size_t i = 0; i < pa.size(); ++i) {
+            QVERIFY2(host(pa[i]->value) == before[i], pa[i]->name.c_str());  // masters restored
+            if (!pa[i]->grad.empty()) QVERIFY2(host(pa[i]->grad) == host(pb[i]->grad), pa[i]->name.c_str());
+        }
+        // The quantized values differ from the masters (the test would pass vacuously otherwise).
+        bool differs = false;
+        for (size_t i = 0; i < pa.size(); ++i) differs = differs || host(pb[i]->value) != before[i];
+        QVERIFY(differs);
+    }
+
+    // Fine-tuning with QAT INT4 (per channel) from step 300 of a run recovers what INT4
+    // post-training quantization of the same run without QAT loses.
+    void qatRecoversInt4() {
+        Project base = test::shrunk_tiny_tasks(400);
+        base.training.eval_every = 0;
+        Project qat = base;
+        qat.training.precision.qat.bits = 4;
+        qat.training.precision.qat.start_step = 300;
+        Trainer plain(base, paths("plain"), 1), tuned(qat, paths("qat"), 1);
+        while (!plain.finished()) plain.step();
+        while (!tuned.finished()) tuned.step();
+        const double fp32 = plain.evaluate().loss;
+        // PTQ: the plain run's weights rounded to INT4 for the evaluation.
+        WeightFakeQuant ptq(plain.model().parameters(), qat.training.precision.qat.spec());
+        double ptq_loss = 0;
+        {
+            const FakeQuantScope s(&ptq);
+            ptq_loss = plain.evaluate().loss;
+        }
+        const double qat_loss = tuned.evaluate().loss;  // evaluated as the INT4 model
+        qInfo("fp32 %.4f, INT4 PTQ %.4f (+%.4f), INT4 QAT %.4f (+%.4f)", fp32, ptq_loss, ptq_loss - fp32,
+              qat_loss, qat_loss - fp32);
+        QVERIFY(std::isfinite(qat_loss) && std::isfinite(ptq_loss));
+        // Measured here under four OpenBLAS kernel sets: PTQ costs +0.004 to +0.011 over fp32,
+        // the QAT model is 0.009 to 0.018 under PTQ and below fp32 itself.
+        QVERIFY2(ptq_loss > fp32, "INT4 PTQ should cost something at hidden 32");
+        QVERIFY2(qat_loss < ptq_loss - 0.004, qPrintable(QString("QAT %1 vs PTQ %2").arg(qat_loss).arg(ptq_loss)));
+        QVERIFY2(qat_loss < fp32 + 0.002, qPrintable(QString("QAT %1 vs fp32 %2").arg(qat_loss).arg(fp32)));
+    }
+};
+
+QTEST_APPLESS_MAIN(TestQat)
+#include "tst_qat.moc"
