@@ -363,7 +363,7 @@ private slots:
                                 .arg(scroll->widget()->minimumSizeHint().width())
                                 .arg(scroll->viewport()->width())));
         w.resize(1280, 720);
-        for (const QString& dock : {"curvesDock", "expertLoadDock", "routingDock", "sparsityDock",
+        for (const char* dock : {"curvesDock", "expertLoadDock", "routingDock", "sparsityDock",
                                     "quantDock", "modelDock"}) {
             w.raise_view(dock);
             QApplication::processEvents();
