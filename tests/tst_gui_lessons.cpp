@@ -95,8 +95,9 @@ private slots:
         QVERIFY(dir_.isValid());
     }
 
-    // The seven shipped lessons load, cover the ideas the workbench is for, and each trains for
-    // at most ~3 minutes on a 2-core CPU (about 6,600 tokens/s for these models: 1.2 M tokens).
+    // The seven shipped lessons load, and each trains for at most ~3 minutes on a 2-core CPU the
+    // first time: measured here, fp32 runs of these models do ~4,200 tokens/s with their
+    // evaluations (0.75 M tokens = 3 min) and the emulated fp8 ones ~1,740 (counted 2.5x).
     void shippedLessonsLoad() {
         std::vector<std::string> errors;
         const auto lessons = load_lessons(kLessons.toStdString(), kProjects.toStdString(), &errors);
@@ -108,8 +109,9 @@ private slots:
             double tokens = 0;
             for (const LessonRun& r : l.runs)
                 tokens += double(r.project.training.steps) * double(r.project.training.batch_size) *
-                          double(r.project.training.seq_len);
-            QVERIFY2(tokens <= 1.2e6,
+                          double(r.project.training.seq_len) *
+                          (r.project.training.precision.mode == "fp8" ? 2.5 : 1.0);
+            QVERIFY2(tokens <= 0.75e6,
                      qPrintable(QString("%1: %2 tokens").arg(l.id.c_str()).arg(tokens)));
             for (const LessonStep& s : l.steps) QVERIFY(!lesson_view_dock(s.view).empty());
         }
@@ -243,7 +245,7 @@ private slots:
             QCOMPARE(w.presentation()->current_view(), dock);
             if (!step.highlight.empty())
                 QVERIFY2(!views::HighlightFrame::shown(w.view_widget(dock)).isEmpty() ||
-                             step.highlight.has_steps() || step.highlight.layer >= 0,
+                             step.highlight.hasSteps() || step.highlight.layer >= 0,
                          qPrintable(QString("%1 step %2: nothing framed").arg(id).arg(s + 1)));
             QVERIFY(w.lessons_panel()->text_view()->toPlainText().size() > 20);
             QTest::qWait(100);  // the views' redraw tick
@@ -364,7 +366,7 @@ private slots:
                                 .arg(scroll->viewport()->width())));
         w.resize(1280, 720);
         for (const char* dock : {"curvesDock", "expertLoadDock", "routingDock", "sparsityDock",
-                                    "quantDock", "modelDock"}) {
+                                 "quantDock", "modelDock"}) {
             w.raise_view(dock);
             QApplication::processEvents();
             for (QCustomPlot* p : w.view_widget(dock)->findChildren<QCustomPlot*>()) {

@@ -20,8 +20,9 @@ namespace {
 // Plot items a highlight adds carry this name, so clearing finds them again.
 const char* const kItemName = "lessonHighlight";
 
-// A band over [from, to] on the x axis, the axis rect's full height.
-void shade_steps(QCustomPlot* plot, double from, double to) {
+// A band over [from, to] on the x axis, the axis rect's full height: shaded for a step range,
+// outlined for one bar.
+void add_band(QCustomPlot* plot, double from, double to, bool shaded) {
     if (!plot) return;
     auto* rect = new QCPItemRect(plot);
     rect->setObjectName(kItemName);
@@ -33,15 +34,26 @@ void shade_steps(QCustomPlot* plot, double from, double to) {
     rect->bottomRight->setCoords(to, 1.0);
     QColor fill = HighlightFrame::color();
     fill.setAlpha(45);
-    rect->setBrush(fill);
-    rect->setPen(QPen(HighlightFrame::color(), 1.5, Qt::DashLine));
+    rect->setBrush(shaded ? QBrush(fill) : QBrush(Qt::NoBrush));
+    rect->setPen(shaded ? QPen(HighlightFrame::color(), 1.5, Qt::DashLine)
+                        : QPen(HighlightFrame::color(), 2.5));
     rect->setSelectable(false);
     plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
-// Index of "layer N" (HF index) in a view's layer names; -1 when absent.
-int layer_index(const QStringList& names, int hf_layer) {
-    return int(names.indexOf(QStringLiteral("layer %1").arg(hf_layer)));
+void shade_steps(QCustomPlot* plot, double from, double to) {
+    add_band(plot, from, to, true);
+}
+
+// Selects "layer N" (HF index) among a view's layer names; reports it when absent.
+template <class View>
+void select_layer(View* v, const QStringList& names, int hf_layer, QStringList& lost) {
+    if (hf_layer < 0) return;
+    const int l = int(names.indexOf(QStringLiteral("layer %1").arg(hf_layer)));
+    if (l >= 0)
+        v->setLayer(l);
+    else
+        lost << QStringLiteral("layer %1").arg(hf_layer);
 }
 
 void frame_part(QWidget* view, const QString& part, QStringList& lost) {
@@ -92,13 +104,7 @@ void highlight_curves(TrainingCurvesView* v, const Highlight& h, QStringList& lo
 
 void highlight_experts(ExpertLoadView* v, const Highlight& h, QStringList& lost) {
     const ExpertLoadData& d = v->data();
-    if (h.layer >= 0) {
-        const int l = layer_index(d.layer_names, h.layer);
-        if (l >= 0)
-            v->setLayer(l);
-        else
-            lost << QStringLiteral("layer %1").arg(h.layer);
-    }
+    select_layer(v, d.layer_names, h.layer, lost);
     if (h.hasSteps() && !d.steps.empty()) {
         // The step shown: the logged step nearest the range's end.
         int best = 0;
@@ -114,17 +120,7 @@ void highlight_experts(ExpertLoadView* v, const Highlight& h, QStringList& lost)
     }
     if (h.expert >= 0) {
         if (h.expert < d.experts) {
-            auto* rect = new QCPItemRect(v->barPlot());
-            rect->setObjectName(kItemName);
-            for (QCPItemPosition* p : {rect->topLeft, rect->bottomRight}) {
-                p->setTypeX(QCPItemPosition::ptPlotCoords);
-                p->setTypeY(QCPItemPosition::ptAxisRectRatio);
-            }
-            rect->topLeft->setCoords(h.expert - 0.5, 0.0);
-            rect->bottomRight->setCoords(h.expert + 0.5, 1.0);
-            rect->setPen(QPen(HighlightFrame::color(), 2.5));
-            rect->setBrush(Qt::NoBrush);
-            v->barPlot()->replot(QCustomPlot::rpQueuedReplot);
+            add_band(v->barPlot(), h.expert - 0.5, h.expert + 0.5, false);
             HighlightFrame::show(v->barPlot(), QStringLiteral("expert %1").arg(h.expert));
         } else {
             lost << QStringLiteral("expert %1 (the run has %2)").arg(h.expert).arg(d.experts);
@@ -134,13 +130,7 @@ void highlight_experts(ExpertLoadView* v, const Highlight& h, QStringList& lost)
 
 void highlight_routing(RoutingInspectorView* v, const Highlight& h, QStringList& lost) {
     const RoutingInspectionData& d = v->data();
-    if (h.layer >= 0) {
-        const int l = layer_index(d.layer_names, h.layer);
-        if (l >= 0)
-            v->setLayer(l);
-        else
-            lost << QStringLiteral("layer %1").arg(h.layer);
-    }
+    select_layer(v, d.layer_names, h.layer, lost);
     if (h.expert >= 0) {
         if (h.expert < d.experts) {
             v->setExpert(h.expert);

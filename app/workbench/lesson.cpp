@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <set>
+
+#include <QStringList>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_fields.h"
 #include "core/json_file.h"
 
 namespace moe::workbench {
@@ -29,24 +31,34 @@ struct Where {
         if (!field.empty()) m += "field \"" + field + "\": ";
         throw Error(m + message);
     }
+    // The project's strict readers (core/json_fields.h) throw ConfigError(field, message);
+    // this puts the file and step in front.
+    template <class F>
+    auto checked(F&& read) const {
+        try {
+            return read();
+        } catch (const ConfigError& e) {
+            const std::string what = e.what(), lead = e.field() + ": ";
+            fail(e.field(), what.starts_with(lead) ? what.substr(lead.size()) : what);
+        }
+    }
 };
 
 std::string shown(const json& v) {
-    std::string s = v.dump();
-    return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+    return json_fields::describe(v);
 }
 
 void only_fields(const json& obj, std::initializer_list<const char*> allowed, const Where& w,
                  const std::string& prefix) {
-    for (const auto& [key, value] : obj.items()) {
-        bool ok = false;
-        for (const char* a : allowed) ok = ok || key == a;
-        if (!ok) {
-            std::string list;
-            for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
-            w.fail(prefix + key, "unknown field (known: " + list + ")");
-        }
-    }
+    const std::vector<std::string> known(allowed.begin(), allowed.end());
+    for (const auto& [key, value] : obj.items())
+        if (std::find(known.begin(), known.end(), key) == known.end())
+            w.checked([&] {
+                json_fields::reject_unknown(
+                    prefix + key, known,
+                    prefix.empty() ? "the lesson" : prefix.substr(0, prefix.size() - 1));
+                return 0;
+            });
 }
 
 std::string get_string(const json& obj, const char* key, const Where& w, const std::string& prefix,
@@ -55,9 +67,7 @@ std::string get_string(const json& obj, const char* key, const Where& w, const s
         if (required) w.fail(prefix + key, "missing");
         return fallback;
     }
-    const json& v = obj.at(key);
-    if (!v.is_string()) w.fail(prefix + key, "must be a string, not " + shown(v));
-    std::string s = v.get<std::string>();
+    std::string s = w.checked([&] { return json_fields::get_string(obj.at(key), prefix + key); });
     if (required && s.empty()) w.fail(prefix + key, "must not be empty");
     return s;
 }
@@ -65,10 +75,7 @@ std::string get_string(const json& obj, const char* key, const Where& w, const s
 int64_t get_int(const json& obj, const char* key, const Where& w, const std::string& prefix,
                 int64_t fallback, int64_t lo, int64_t hi) {
     if (!obj.contains(key)) return fallback;
-    const json& v = obj.at(key);
-    if (!v.is_number_integer() && !v.is_number_unsigned())
-        w.fail(prefix + key, "must be an integer, not " + shown(v));
-    const int64_t x = v.get<int64_t>();
+    const int64_t x = w.checked([&] { return json_fields::get_int(obj.at(key), prefix + key); });
     if (x < lo || x > hi)
         w.fail(prefix + key, std::to_string(x) + " is out of range [" + std::to_string(lo) + ", " +
                                  std::to_string(hi) + "]");
@@ -99,33 +106,34 @@ void apply_set(json& project, const json& set, const Where& w, const std::string
     }
 }
 
-LessonHighlight read_highlight(const json& h, const Where& w) {
-    LessonHighlight out;
+views::Highlight read_highlight(const json& h, const Where& w) {
+    views::Highlight out;
     if (!h.is_object()) w.fail("highlight", "must be an object, not " + shown(h));
     only_fields(h, {"part", "curve", "steps", "layer", "expert", "token", "head", "tensor", "row"},
                 w, "highlight.");
-    out.part = get_string(h, "part", w, "highlight.", false);
-    out.curve = get_string(h, "curve", w, "highlight.", false);
-    static const std::set<std::string> curves = {"loss", "mtp",       "eval",      "aux",
-                                                 "lr",   "grad_norm", "throughput"};
-    if (!out.curve.empty() && !curves.count(out.curve))
-        w.fail("highlight.curve",
-               "unknown curve \"" + out.curve +
-                   "\" (one of loss, mtp, eval, aux, lr, grad_norm, throughput)");
-    out.tensor = get_string(h, "tensor", w, "highlight.", false);
-    out.row = get_string(h, "row", w, "highlight.", false);
-    constexpr int64_t big = int64_t(1) << 40;
-    out.layer = get_int(h, "layer", w, "highlight.", -1, 0, 4096);
-    out.expert = get_int(h, "expert", w, "highlight.", -1, 0, 1 << 20);
-    out.token = get_int(h, "token", w, "highlight.", -1, 0, 1 << 24);
-    out.head = get_int(h, "head", w, "highlight.", -1, 0, 4096);
+    auto text = [&](const char* key) {
+        return QString::fromStdString(get_string(h, key, w, "highlight.", false));
+    };
+    out.part = text("part");
+    out.curve = text("curve");
+    static const QStringList curves = {"loss", "mtp",       "eval",      "aux",
+                                       "lr",   "grad_norm", "throughput"};
+    if (!out.curve.isEmpty() && !curves.contains(out.curve))
+        w.fail("highlight.curve", "unknown curve \"" + out.curve.toStdString() + "\" (one of " +
+                                      curves.join(", ").toStdString() + ")");
+    out.tensor = text("tensor");
+    out.row = text("row");
+    out.layer = int(get_int(h, "layer", w, "highlight.", -1, 0, 4096));
+    out.expert = int(get_int(h, "expert", w, "highlight.", -1, 0, 1 << 20));
+    out.token = int(get_int(h, "token", w, "highlight.", -1, 0, 1 << 24));
+    out.head = int(get_int(h, "head", w, "highlight.", -1, 0, 4096));
     if (h.contains("steps")) {
         const json& s = h.at("steps");
         if (!s.is_array() || s.size() != 2 || !s[0].is_number() || !s[1].is_number())
             w.fail("highlight.steps", "must be [first, last], not " + shown(s));
         out.step_from = s[0].get<double>();
         out.step_to = s[1].get<double>();
-        if (!(out.step_from >= 0 && out.step_from <= out.step_to && out.step_to < double(big)))
+        if (!(out.step_from >= 0 && out.step_from <= out.step_to && out.step_to < 1e15))
             w.fail("highlight.steps", "must be 0 <= first <= last, not " + shown(s));
     }
     if (out.empty())
@@ -192,11 +200,9 @@ LessonAction read_action(const json& a, const Lesson& lesson, const std::string&
                        "must be \"last\", \"first\" or a step number, not \"" + value + "\"");
         }
         out.new_tokens = get_int(a, "new_tokens", w, "action.", 32, 1, 4096);
-        if (a.contains("speculative")) {
-            if (!a.at("speculative").is_boolean())
-                w.fail("action.speculative", "must be true or false");
-            out.speculative = a.at("speculative").get<bool>();
-        }
+        if (a.contains("speculative"))
+            out.speculative = w.checked(
+                [&] { return json_fields::get_bool(a.at("speculative"), "action.speculative"); });
     }
     return out;
 }
@@ -250,9 +256,8 @@ Lesson load_lesson(const std::string& path, const std::string& presets_dir) {
     l.title = get_string(j, "title", w, "", true);
     l.summary = get_string(j, "summary", w, "", false);
     if (j.contains("minutes")) {
-        if (!j.at("minutes").is_number() || !(j.at("minutes").get<double>() >= 0))
-            w.fail("minutes", "must be a number >= 0, not " + shown(j.at("minutes")));
-        l.minutes = j.at("minutes").get<double>();
+        l.minutes = w.checked([&] { return json_fields::get_double(j.at("minutes"), "minutes"); });
+        if (!(l.minutes >= 0)) w.fail("minutes", "must be >= 0, not " + shown(j.at("minutes")));
     }
     if (j.contains("runs")) {
         const json& runs = j.at("runs");

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "highlight.h"
 #include "store/project.h"
 
 namespace moe::workbench {
@@ -18,17 +19,6 @@ struct LessonRun {
     std::string id;      // referred to by the steps
     std::string preset;  // file name in the presets folder
     Project project;     // the preset with `set` applied, validated; named "<lesson>-<id>"
-};
-
-struct LessonHighlight {
-    std::string part, curve, tensor, row;
-    double step_from = -1, step_to = -1;  // both >= 0 when a step range is given
-    int64_t layer = -1, expert = -1, token = -1, head = -1;
-    bool has_steps() const { return step_from >= 0 && step_to >= 0; }
-    bool empty() const {
-        return part.empty() && curve.empty() && tensor.empty() && row.empty() && !has_steps() &&
-               layer < 0 && expert < 0 && token < 0 && head < 0;
-    }
 };
 
 struct LessonAction {
@@ -47,10 +37,10 @@ struct LessonAction {
 
 struct LessonStep {
     std::string title;
-    std::string text;  // rich text (Qt's HTML subset)
-    std::string view;  // "curves", "experts", "routing", "sparsity", "quantization",
-                       // "communication", "model"
-    LessonHighlight highlight;
+    std::string text;            // rich text (Qt's HTML subset)
+    std::string view;            // "curves", "experts", "routing", "sparsity", "quantization",
+                                 // "communication", "model"
+    views::Highlight highlight;  // what to point at (empty: nothing)
     LessonAction action;
 };
 

@@ -72,11 +72,10 @@ bool LessonRunner::run_complete(const LessonRun& run) const {
     } catch (const std::exception&) {
         return false;  // unreadable (cut short): made again
     }
+    // Its last step's checkpoint: run_project makes every run end with one.
     const QString ckpt = InspectionController::checkpoint_root(path);
-    return QFileInfo(
-               QDir(ckpt).filePath(QString("step-%1/config.json").arg(steps, 8, 10, QChar('0'))))
-               .exists() ||
-           !QDir(ckpt).entryList({"step-*"}, QDir::Dirs).isEmpty();
+    return QFileInfo::exists(
+        QDir(ckpt).filePath(QString("step-%1/config.json").arg(steps, 8, 10, QChar('0'))));
 }
 
 void LessonRunner::open(const Lesson& lesson) {
@@ -317,37 +316,35 @@ void LessonRunner::inspect_or_generate(int step) {
         view->comparisonBox()->setCurrentIndex(std::max(0, at));
         view->setText(text);
         set_status(tr("inspecting with %1…").arg(ckpt));
-        auto* conn = new QMetaObject::Connection;
-        *conn = connect(insp, &InspectionController::inspection_done, this,
-                        [this, step, gen_id, conn](bool ok) {
-                            disconnect(*conn);
-                            delete conn;
-                            if (gen_id != generation_) return;
-                            set_status({});
-                            if (ok)
-                                finish_step(step);
-                            else
-                                fail(step, tr("the inspection failed (see the inspector)"));
-                        });
+        connect(
+            insp, &InspectionController::inspection_done, this,
+            [this, step, gen_id](bool ok) {
+                job_done(step, gen_id, ok, tr("the inspection failed (see the inspector)"));
+            },
+            Qt::SingleShotConnection);
         view->requestInspection();
     } else {
         view->generationControls()->speculativeBox()->setChecked(a.speculative);
         view->generationControls()->tokensBox()->setValue(int(a.new_tokens));
         set_status(tr("writing %1 tokens with %2…").arg(a.new_tokens).arg(ckpt));
-        auto* conn = new QMetaObject::Connection;
-        *conn = connect(gen, &GenerationController::generation_done, this,
-                        [this, step, gen_id, conn](bool ok, int) {
-                            disconnect(*conn);
-                            delete conn;
-                            if (gen_id != generation_) return;
-                            set_status({});
-                            if (ok)
-                                finish_step(step);
-                            else
-                                fail(step, tr("generation failed (see the inspector)"));
-                        });
+        connect(
+            gen, &GenerationController::generation_done, this,
+            [this, step, gen_id](bool ok, int) {
+                job_done(step, gen_id, ok, tr("generation failed (see the inspector)"));
+            },
+            Qt::SingleShotConnection);
         gen->generate(text, ckpt, int(a.new_tokens), 0.0);
     }
+}
+
+// An inspection or generation a step started has ended (ignored when the lesson moved on).
+void LessonRunner::job_done(int step, int gen_id, bool ok, const QString& failure) {
+    if (gen_id != generation_) return;
+    set_status({});
+    if (ok)
+        finish_step(step);
+    else
+        fail(step, failure);
 }
 
 void LessonRunner::finish_step(int step) {
@@ -362,23 +359,12 @@ void LessonRunner::finish_step(int step) {
 }
 
 void LessonRunner::place_highlight(int step) {
-    const LessonHighlight& h = lesson_->steps[size_t(step)].highlight;
+    const views::Highlight& h = lesson_->steps[size_t(step)].highlight;
     const QString dock =
         QString::fromStdString(lesson_view_dock(lesson_->steps[size_t(step)].view));
-    highlight_found_ = true;
     highlight_missing_.clear();
-    if (!h.empty()) {
-        views::Highlight v;
-        v.part = QString::fromStdString(h.part);
-        v.curve = QString::fromStdString(h.curve);
-        v.tensor = QString::fromStdString(h.tensor);
-        v.row = QString::fromStdString(h.row);
-        if (h.has_steps()) v.step_from = h.step_from, v.step_to = h.step_to;
-        v.layer = int(h.layer), v.expert = int(h.expert), v.token = int(h.token),
-        v.head = int(h.head);
-        highlight_found_ =
-            views::highlight_view(window_->view_widget(dock), v, &highlight_missing_);
-    }
+    highlight_found_ =
+        h.empty() || views::highlight_view(window_->view_widget(dock), h, &highlight_missing_);
     emit step_ready(step, highlight_found_, highlight_missing_);
 }
 

@@ -72,6 +72,7 @@ private:
     void after_runs(int step);
     void inspect_or_generate(int step);
     void place_highlight(int step);
+    void job_done(int step, int gen_id, bool ok, const QString& failure);
     void finish_step(int step);
     void fail(int step, const QString& message);
     void set_status(const QString& s);

@@ -77,10 +77,7 @@ bool SessionController::start(const moe::Project& project, int threads, const QS
             r->set_parallel(parallel.toStdString());
         else if (!parallel.isEmpty())
             throw Error("runs of several processes start on a worker (or with mpirun from a shell)");
-        const TrainerPaths paths = new_paths(project.name);
-        pending_run_file_ = QString::fromStdString(paths.run_file);
-        last_step_ = {};
-        session_->start(project, paths, threads);
+        begin(project, new_paths(project.name), threads);
         return true;
     } catch (const std::exception& e) {
         emit failed(QString::fromStdString(e.what()), {});
@@ -88,15 +85,18 @@ bool SessionController::start(const moe::Project& project, int threads, const QS
     }
 }
 
+void SessionController::begin(const moe::Project& project, const TrainerPaths& paths, int threads) {
+    pending_run_file_ = QString::fromStdString(paths.run_file);
+    last_step_ = {};
+    session_->start(project, paths, threads);
+}
+
 bool SessionController::start_at(const moe::Project& project, int threads, const QString& base) {
     try {
         if (!use_local()) throw Error("a run is still active; stop it first");
         if (QFile::exists(base + ".h5")) throw Error((base + ".h5 exists already; not overwritten").toStdString());
         QDir().mkpath(QFileInfo(base).absolutePath());
-        const TrainerPaths paths{(base + ".h5").toStdString(), (base + ".ckpt").toStdString()};
-        pending_run_file_ = QString::fromStdString(paths.run_file);
-        last_step_ = {};
-        session_->start(project, paths, threads);
+        begin(project, {(base + ".h5").toStdString(), (base + ".ckpt").toStdString()}, threads);
         return true;
     } catch (const std::exception& e) {
         emit failed(QString::fromStdString(e.what()), {});

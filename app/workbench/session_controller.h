@@ -70,6 +70,7 @@ private:
     void handle(const SessionEvent& e);  // on the GUI thread
     void attach_listener();
     TrainerPaths new_paths(const std::string& name) const;
+    void begin(const moe::Project& project, const TrainerPaths& paths, int threads);  // may throw
 
     std::unique_ptr<Session> session_;
     SessionState state_ = SessionState::Idle;

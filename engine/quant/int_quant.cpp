@@ -145,10 +145,24 @@ void dequantize_int(const IntQuantized& q, float* out) {
     }
 }
 
+// dequantize(quantize(w)) without the codes: the same rounding and the same float expression
+// as dequantize_int, group by group, allocating nothing (QAT calls it for every weight at every
+// step).
 void fake_quantize_int(const float* w, int64_t rows, int64_t cols, const IntQuantSpec& spec,
                        float* out) {
-    const IntQuantized q = quantize_int(w, rows, cols, spec);
-    dequantize_int(q, out);
+    validate(spec, rows, cols);
+    const int64_t groups = groups_in_row(spec, cols), width = group_width(spec, cols);
+#pragma omp parallel for schedule(static) num_threads(team_for(rows* cols))
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t g = 0; g < groups; ++g) {
+            const float* wg = w + r * cols + g * width;
+            float* og = out + r * cols + g * width;
+            const GroupParams p = group_params(wg, width, spec);
+            const int zero = spec.symmetric ? 0 : p.zero;
+            for (int64_t i = 0; i < width; ++i)  // og may be wg: each value is read first
+                og[i] = static_cast<float>(quantize_value(wg[i], p, spec) - zero) * p.scale;
+        }
+    }
 }
 
 std::vector<uint8_t> pack_int4(const std::vector<uint8_t>& nibbles) {

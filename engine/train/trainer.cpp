@@ -3,7 +3,6 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <optional>
 
 #include "backend/backend_registry.h"
 #include "core/error.h"
@@ -240,9 +239,9 @@ StepReport Trainer::step() {
         ~RecorderGuard() { pc.recorder = nullptr; }
     } guard{model_->precision()};
     if (record) recorder_->begin();
+    {
     // QAT: the passes see the fake-quantized weights; the masters are back before the update.
-    std::optional<FakeQuantScope> qat_scope;
-    qat_scope.emplace(qat_now());
+    const FakeQuantScope qat(qat_now());
     for (int64_t a = 0; a < accum; ++a) {
         // Every rank draws the global batch (the stream's position does not depend on the
         // layout, so a run resumes under another one) and trains on its slice.
@@ -257,7 +256,7 @@ StepReport Trainer::step() {
         r.mtp_loss += lr.mtp_loss / double(accum);
         r.aux_loss += lr.aux_loss / double(accum);
     }
-    qat_scope.reset();
+    }
     reduce_over_ranks(r);
     // Gradients are sums over micro-batches (and ranks) of loss_scale * d loss: all divide out
     // here.
