@@ -186,6 +186,60 @@ public:
                                           float* dk_, float* dv_,
                                           AttentionMath math = AttentionMath::Fp32);
 
+    // --- Dynamic top-k sparse attention (DeepSeek's sparse attention, model/mla_attention.h):
+    // a lightweight indexer scores every causal key of a query, the top-k keys are chosen per
+    // query (shared by all heads), and attention runs over those keys only. The host backend
+    // implements these (backend/cpu/cpu_sparse_attention.cpp); the defaults throw an Error that
+    // names the backend, so a device backend without kernels says so instead of failing later.
+    //
+    // Indexer scores of B sequences: queries i < Tq at positions start + i, keys s < Tk:
+    //   I[b, i, s] = sum_j w[i, j] * relu(scale * qi[i, j] . ki[s])   for s <= start + i
+    //   I[b, i, s] = -inf                                             otherwise.
+    // qi [B*Tq, HI, dI]; ki [B*Tk, dI]; w [B*Tq, HI]; scores [B, Tq, Tk] (overwritten).
+    virtual void indexer_scores_forward(const float* qi, const float* ki, const float* w,
+                                        int64_t B, int64_t Tq, int64_t Tk, int64_t start,
+                                        int64_t HI, int64_t dI, float scale, float* scores);
+    // Gradients of the scores (dscores [B, Tq, Tk], 0 where a key is not used), accumulated:
+    // dqi [B*Tq, HI, dI], dki [B*Tk, dI], dw [B*Tq, HI].
+    virtual void indexer_scores_backward(const float* dscores, const float* qi, const float* ki,
+                                         const float* w, int64_t B, int64_t Tq, int64_t Tk,
+                                         int64_t start, int64_t HI, int64_t dI, float scale,
+                                         float* dqi, float* dki, float* dw);
+    // idx [B, Tq, K]: the min(K, start + i + 1) causal keys of query i with the largest scores
+    // (ties: the lower key index), in ascending key order, padded with -1. Deterministic.
+    virtual void topk_keys(const float* scores, int64_t B, int64_t Tq, int64_t Tk, int64_t start,
+                           int64_t K, int32_t* idx);
+    // Causal attention of B sequences of T tokens over the selected keys idx [B, T, K] (from
+    // topk_keys with start 0; -1 entries are skipped): per head h of query t,
+    //   p[t, h, :] = softmax over the selected s of scale * q[t, h] . k[s, h];  out = sum p v[s, h].
+    // q, k [B*T, H, dk]; v, out [B*T, H, dv]; probs [B*T, H, K] saved for the backward pass
+    // (0 at padding). Work and memory are O(T * K), not O(T^2): the unselected keys are never
+    // touched.
+    virtual void sparse_attention_forward(const float* q, const float* k, const float* v,
+                                          const int32_t* idx, int64_t B, int64_t T, int64_t H,
+                                          int64_t dk, int64_t dv, int64_t K, float scale,
+                                          float* probs, float* out);
+    virtual void sparse_attention_backward(const float* dout, const float* q, const float* k,
+                                           const float* v, const float* probs,
+                                           const int32_t* idx, int64_t B, int64_t T, int64_t H,
+                                           int64_t dk, int64_t dv, int64_t K, float scale,
+                                           float* dq, float* dk_, float* dv_);
+    // The indexer's training signal (spec: DeepSeek-V3.2's KL objective). Per query row r of
+    // B*T, the target p_r is the main attention summed over the H heads and divided by H, over
+    // the row's key set: the selected keys (idx [B, T, K], attention probs [B*T, H, K]) or, with
+    // idx null (dense warm-up), every causal key (attention probs [B, H, T, T]). With
+    // q_r = softmax of the row's indexer scores [B, T, T] over the same key set,
+    //   loss = mean over rows of KL(p_r || q_r)   (returned),
+    //   dscores[b, t, s] = grad_scale * (q_r(s) - p_r(s)) / (B * T) on the key set, 0 elsewhere
+    //   (overwritten: the whole [B, T, T]).
+    virtual double indexer_loss(const float* scores, const float* probs, const int32_t* idx,
+                                int64_t B, int64_t T, int64_t H, int64_t K, float grad_scale,
+                                float* dscores);
+    // Generation: entries of s [n*H, cols] (row i*H + h of query i) whose column is not among
+    // query i's selected keys idx [n, K] become -inf, so causal_softmax gives them weight 0.
+    virtual void mask_unselected_keys(float* s, int64_t n, int64_t H, int64_t cols,
+                                      const int32_t* idx, int64_t K);
+
     // --- SwiGLU: out = silu(g) * u over n values (g, u are the gate_proj and up_proj outputs).
     virtual void swiglu_forward(const float* g, const float* u, int64_t n, float* out) = 0;
     virtual void swiglu_backward(const float* dout, const float* g, const float* u, int64_t n,

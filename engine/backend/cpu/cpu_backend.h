@@ -89,6 +89,31 @@ public:
                             int64_t dv, float scale, int64_t window, float* dq, float* dk_,
                             float* dv_) override;
 
+    // Dynamic top-k sparse attention (cpu_sparse_attention.cpp).
+    void indexer_scores_forward(const float* qi, const float* ki, const float* w, int64_t B,
+                                int64_t Tq, int64_t Tk, int64_t start, int64_t HI, int64_t dI,
+                                float scale, float* scores) override;
+    void indexer_scores_backward(const float* dscores, const float* qi, const float* ki,
+                                 const float* w, int64_t B, int64_t Tq, int64_t Tk, int64_t start,
+                                 int64_t HI, int64_t dI, float scale, float* dqi, float* dki,
+                                 float* dw) override;
+    void topk_keys(const float* scores, int64_t B, int64_t Tq, int64_t Tk, int64_t start,
+                   int64_t K, int32_t* idx) override;
+    void sparse_attention_forward(const float* q, const float* k, const float* v,
+                                  const int32_t* idx, int64_t B, int64_t T, int64_t H, int64_t dk,
+                                  int64_t dv, int64_t K, float scale, float* probs,
+                                  float* out) override;
+    void sparse_attention_backward(const float* dout, const float* q, const float* k,
+                                   const float* v, const float* probs, const int32_t* idx,
+                                   int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv,
+                                   int64_t K, float scale, float* dq, float* dk_,
+                                   float* dv_) override;
+    double indexer_loss(const float* scores, const float* probs, const int32_t* idx, int64_t B,
+                        int64_t T, int64_t H, int64_t K, float grad_scale,
+                        float* dscores) override;
+    void mask_unselected_keys(float* s, int64_t n, int64_t H, int64_t cols, const int32_t* idx,
+                              int64_t K) override;
+
     void swiglu_forward(const float* g, const float* u, int64_t n, float* out) override;
     void swiglu_backward(const float* dout, const float* g, const float* u, int64_t n, float* dg,
                          float* du) override;
