@@ -154,6 +154,14 @@ std::vector<Target> param_targets(ParameterStore& store) {
 
 std::vector<int32_t> signature(const RoutingRecord& r) { return r.topk_idx; }
 
+// The sparse attention indexers' weights learn from their own loss (detached from the model):
+// they are checked against the indexer loss, every other parameter against the model's loss.
+bool is_indexer(const Target& t) { return t.name.find(".indexer.") != std::string::npos; }
+std::vector<Target> only(std::vector<Target> all, bool indexer) {
+    std::erase_if(all, [&](const Target& t) { return is_indexer(t) != indexer; });
+    return all;
+}
+
 }  // namespace
 
 // The CPU backend steering the model onto Backend::fused_attention_* (as a GPU backend does).
@@ -241,6 +249,78 @@ private slots:
         mla(cfg, "MLA (fused attention)", &fused_be_);
         cfg.sliding_window = 3;
         mla(cfg, "MLA (fused attention, sliding window 3)", &fused_be_);
+    }
+
+    // Dynamic top-k sparse attention (index_topk 3 of up to 6 causal keys): the model's
+    // parameters and input against the attention output, the indexer's weights against the
+    // indexer's KL loss; the chosen keys are the discrete choice the check must not straddle.
+    // Then the dense warm-up, where the indexer learns from every causal key.
+    void mlaSparseAttention() {
+        for (bool warmup : {false, true}) {
+            ModelConfig cfg = tiny_full_config();
+            cfg.index_topk = 3;
+            cfg.index_n_heads = 2;
+            cfg.index_head_dim = cfg.qk_rope_head_dim + 4;
+            ParameterStore store;
+            MlaAttention attn(store, "self_attn", cfg);
+            attn.set_index_warmup(warmup);
+            uint64_t seed = 5;
+            for (Parameter* p : store.all())
+                if (p->value.rank() == 1)
+                    for (int64_t i = 0; i < p->value.numel(); ++i) p->value[i] = 1.0f + 0.1f * float(i % 3);
+                else
+                    fill_uniform(p->value.data(), p->value.numel(), seed++, 0.4f);
+            const auto pos = positions();
+            const int64_t n = B_ * T_, D = cfg.hidden_size;
+            std::vector<float> x = random_vector(n * D, 11, 1.0f), R = random_vector(n * D, 12, 1.0f);
+            std::vector<float> out(size_t(n * D)), dx(size_t(n * D), 0.0f);
+            auto main_loss = [&] {
+                attn.forward(be_, x.data(), B_, T_, pos.data(), out.data());
+                double l = 0;
+                for (int64_t i = 0; i < n * D; ++i) l += double(out[i]) * R[i];
+                return l;
+            };
+            auto index_loss = [&] {
+                attn.forward(be_, x.data(), B_, T_, pos.data(), out.data());
+                return attn.indexer_loss();
+            };
+            auto chosen = [&] { return attn.selected_keys(); };
+            main_loss();
+            QCOMPARE(attn.selected_keys().empty(), warmup);
+            QVERIFY(attn.indexer_loss() > 0.0);
+            store.zero_grads();
+            attn.backward(be_, R.data(), dx.data());
+            std::vector<Target> model_targets = only(param_targets(store), false);
+            model_targets.push_back({"input", x.data(), dx.data(), n * D});
+            const std::vector<Target> index_targets = only(param_targets(store), true);
+            QCOMPARE(int(index_targets.size()), 3);
+            report(warmup ? "MLA, sparse attention's dense warm-up" : "MLA, top-3 sparse attention",
+                   directional_check(main_loss, chosen, model_targets, kTolerance, 100));
+            report(warmup ? "indexer (dense warm-up) vs its KL loss" : "indexer vs its KL loss",
+                   directional_check(index_loss, chosen, index_targets, kTolerance, 200));
+        }
+    }
+
+    // index_topk >= T chooses every causal key: the same output as dense MLA with the same
+    // weights.
+    void sparseAttentionWithAllKeysIsDense() {
+        ModelConfig dense_cfg = tiny_full_config(), sparse_cfg = dense_cfg;
+        sparse_cfg.index_topk = T_;
+        ParameterStore ds, ss;
+        MlaAttention dense(ds, "self_attn", dense_cfg), sparse(ss, "self_attn", sparse_cfg);
+        uint64_t seed = 9;
+        for (Parameter* p : ss.all()) fill_uniform(p->value.data(), p->value.numel(), seed++, 0.4f);
+        for (Parameter* p : ds.all()) p->value.copy_from(ss.at(p->name).value);
+        const auto pos = positions();
+        const int64_t n = B_ * T_, D = dense_cfg.hidden_size;
+        const std::vector<float> x = random_vector(n * D, 21, 1.0f);
+        std::vector<float> a(size_t(n * D)), b(size_t(n * D));
+        dense.forward(be_, x.data(), B_, T_, pos.data(), a.data());
+        sparse.forward(be_, x.data(), B_, T_, pos.data(), b.data());
+        const double err = max_relative_error(b.data(), a.data(), n * D, 1e-3);
+        qInfo("top-%lld of %lld keys vs dense MLA: worst relative difference %.2e", (long long)T_,
+              (long long)T_, err);
+        QVERIFY(err < 1e-4);
     }
 
     void mla(const ModelConfig& cfg, const char* name = nullptr, Backend* be = nullptr) {
@@ -352,12 +432,18 @@ private slots:
         QTest::newRow("every feature (sigmoid, groups, bias, q-lora, MTP, aux)") << 0;
         QTest::newRow("softmax, no q-lora, no MTP") << 1;
         QTest::newRow("every feature + sliding window 2") << 2;
+        QTest::newRow("every feature + top-3 sparse attention") << 3;
     }
 
     void wholeModel() {
         QFETCH(int, variant);
         ModelConfig cfg = variant == 1 ? tiny_softmax_config() : tiny_full_config();
         if (variant == 2) cfg.sliding_window = 2;
+        if (variant == 3) {
+            cfg.index_topk = 3;
+            cfg.index_n_heads = 2;
+            cfg.index_head_dim = cfg.qk_rope_head_dim + 4;
+        }
         Model model(cfg, be_);
         model.init_weights(1234);
         spread_router(model, 77);
@@ -366,7 +452,15 @@ private slots:
         opt.mtp_lambda = 0.3;
         opt.probe_routing = true;
         auto loss = [&] { return model.forward(batch, opt).total; };
-        auto routing = [&] { return routing_signature(model); };
+        auto routing = [&] {
+            std::vector<int32_t> sig = routing_signature(model);
+            if (cfg.index_topk > 0)
+                for (int64_t l = 0; l < cfg.num_hidden_layers + cfg.num_nextn_predict_layers; ++l) {
+                    const std::vector<int32_t> keys = model.selected_keys(l);
+                    sig.insert(sig.end(), keys.begin(), keys.end());
+                }
+            return sig;
+        };
         const LossReport rep = model.forward(batch, opt);
         qInfo("loss %.6f mtp %.6f aux %.6f total %.6f", rep.loss, rep.mtp_loss, rep.aux_loss, rep.total);
         QVERIFY(std::isfinite(rep.total));
@@ -375,8 +469,15 @@ private slots:
         if (cfg.aux_loss_alpha > 0) QVERIFY(rep.aux_loss > 0.0);
         model.parameters().zero_grads();
         model.backward();
-        report("whole model", directional_check(loss, routing, param_targets(model.parameters()),
+        report("whole model", directional_check(loss, routing, only(param_targets(model.parameters()), false),
                                                 kTolerance, 500));
+        if (cfg.index_topk > 0) {
+            QVERIFY(rep.indexer_loss > 0.0);
+            auto index_loss = [&] { return model.forward(batch, opt).indexer_loss; };
+            report("whole model's indexers vs their KL losses",
+                   directional_check(index_loss, routing, only(param_targets(model.parameters()), true),
+                                     kTolerance, 600));
+        }
         if (cfg.sliding_window > 0) {
             // Not vacuous: the same weights without the window give another loss.
             ModelConfig full = cfg;

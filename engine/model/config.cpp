@@ -60,6 +60,9 @@ const std::vector<Field>& fields() {
         {"num_nextn_predict_layers", &ModelConfig::num_nextn_predict_layers},
         {"max_position_embeddings", &ModelConfig::max_position_embeddings},
         {"sliding_window", &ModelConfig::sliding_window},
+        {"index_topk", &ModelConfig::index_topk},
+        {"index_n_heads", &ModelConfig::index_n_heads},
+        {"index_head_dim", &ModelConfig::index_head_dim},
         {"rope_theta", &ModelConfig::rope_theta},
         {"rms_norm_eps", &ModelConfig::rms_norm_eps},
         {"initializer_range", &ModelConfig::initializer_range},
@@ -225,6 +228,9 @@ const std::vector<SizeLimit>& size_limits() {
         {"num_nextn_predict_layers", &ModelConfig::num_nextn_predict_layers, 64},
         {"max_position_embeddings", &ModelConfig::max_position_embeddings, int64_t(1) << 24},
         {"sliding_window", &ModelConfig::sliding_window, int64_t(1) << 24},
+        {"index_topk", &ModelConfig::index_topk, int64_t(1) << 24},
+        {"index_n_heads", &ModelConfig::index_n_heads, 4096},
+        {"index_head_dim", &ModelConfig::index_head_dim, 65536},
         {"moe_layer_freq", &ModelConfig::moe_layer_freq, 4096},
     };
     return limits;
@@ -285,6 +291,19 @@ void ModelConfig::validate() const {
     require_int(sliding_window >= 0, "sliding_window",
                 "must be >= 0 (keys a query sees, itself included; 0: full causal attention)",
                 sliding_window);
+    require_int(index_topk >= 0, "index_topk",
+                "must be >= 0 (keys each query attends to; 0: dense attention)", index_topk);
+    if (index_topk > 0) {
+        require_int(sliding_window == 0, "sliding_window",
+                    "must be 0 with index_topk > 0 (the indexer chooses the keys; a window and "
+                    "top-k selection do not combine)",
+                    sliding_window);
+        require_positive("index_n_heads", index_n_heads);
+        require_int(index_head_dim >= qk_rope_head_dim, "index_head_dim",
+                    "must be >= qk_rope_head_dim (" + std::to_string(qk_rope_head_dim) +
+                        "): the indexer rotates its last qk_rope_head_dim dimensions",
+                    index_head_dim);
+    }
 
     // Layer layout.
     require_int(first_k_dense_replace >= 0 && first_k_dense_replace <= num_hidden_layers,
@@ -441,6 +460,9 @@ json ModelConfig::to_json() const {
     if (q_lora_rank == 0) j["q_lora_rank"] = nullptr;
     // Full attention is the absence of the field, so configs without a window stay unchanged.
     if (sliding_window == 0) j.erase("sliding_window");
+    // Dense attention is the absence of the indexer fields.
+    if (index_topk == 0)
+        for (const char* f : {"index_topk", "index_n_heads", "index_head_dim"}) j.erase(f);
     return j;
 }
 

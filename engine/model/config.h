@@ -77,6 +77,12 @@ struct ModelConfig {
     int64_t num_nextn_predict_layers = 0; // MTP depth D
     int64_t max_position_embeddings = 1024;
     int64_t sliding_window = 0;           // query i sees keys (i - W, i]; 0 (or null) = full causal
+    // Dynamic top-k sparse attention (DeepSeek-V3.2's names): a lightweight indexer of
+    // index_n_heads heads of index_head_dim scores the causal keys of each query and attention
+    // runs over the index_topk best only; 0 = dense attention (model/mla_attention.h).
+    int64_t index_topk = 0;
+    int64_t index_n_heads = 4;
+    int64_t index_head_dim = 32;
     double rope_theta = 10000.0;
     RopeScaling rope_scaling;             // "rope_scaling": null or YaRN
     double rms_norm_eps = 1e-6;

@@ -23,7 +23,9 @@ std::string mib(double bytes) {
 }  // namespace
 
 int64_t KvCache::bytes_per_token(const ModelConfig& c) {
-    return cached_layers(c) * (c.kv_lora_rank + c.qk_rope_head_dim) * int64_t(sizeof(float));
+    const int64_t index_key = c.index_topk > 0 ? c.index_head_dim : 0;
+    return cached_layers(c) * (c.kv_lora_rank + c.qk_rope_head_dim + index_key) *
+           int64_t(sizeof(float));
 }
 
 int64_t KvCache::mha_bytes_per_token(const ModelConfig& c) {
@@ -52,6 +54,7 @@ KvCache::KvCache(const ModelConfig& c, Allocator& allocator, int64_t capacity)
     for (int64_t l = 0; l < cached_layers(c); ++l) {
         latent_.emplace_back(Shape{capacity, c.kv_lora_rank}, allocator);
         rope_key_.emplace_back(Shape{capacity, c.qk_rope_head_dim}, allocator);
+        if (c.index_topk > 0) index_key_.emplace_back(Shape{capacity, c.index_head_dim}, allocator);
     }
 }
 

@@ -29,6 +29,10 @@ public:
     Tensor& rope_key(int64_t layer) {
         return rope_key_.at(static_cast<size_t>(layer));
     }  // [capacity, R]
+    // The sparse attention indexer's keys [capacity, index_head_dim]; null without index_topk.
+    Tensor* index_key(int64_t layer) {
+        return index_key_.empty() ? nullptr : &index_key_.at(static_cast<size_t>(layer));
+    }
 
     // Bytes per token over all layers (fp32), and what plain multi-head attention with the same
     // heads would keep (keys of qk_head_dim and values of v_head_dim per head).
@@ -37,7 +41,7 @@ public:
 
 private:
     int64_t capacity_ = 0;
-    std::vector<Tensor> latent_, rope_key_;
+    std::vector<Tensor> latent_, rope_key_, index_key_;
 };
 
 }  // namespace moe

@@ -1,5 +1,7 @@
 #include "model/mla_attention.h"
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "core/error.h"
@@ -34,6 +36,93 @@ MlaAttention::MlaAttention(ParameterStore& store, const std::string& prefix, con
     kv_a_norm_ = &store.add(prefix + ".kv_a_layernorm.weight", {kr_});
     kv_b_proj_ = &store.add(prefix + ".kv_b_proj.weight", {H_ * (dn_ + dv_), kr_});
     o_proj_ = &store.add(prefix + ".o_proj.weight", {D_, H_ * dv_});
+    if (cfg.index_topk > 0) {
+        index_topk_ = cfg.index_topk;
+        HI_ = cfg.index_n_heads;
+        dI_ = cfg.index_head_dim;
+        iq_ = qr_ > 0 ? &store.add(prefix + ".indexer.wq_b.weight", {HI_ * dI_, qr_})
+                      : &store.add(prefix + ".indexer.wq.weight", {HI_ * dI_, D_});
+        ik_ = &store.add(prefix + ".indexer.wk.weight", {dI_, D_});
+        iw_ = &store.add(prefix + ".indexer.weights_proj.weight", {HI_, D_});
+    }
+}
+
+std::vector<int32_t> MlaAttention::selected_keys() const {
+    return sparse_forward_ ? sel_.to_host() : std::vector<int32_t>{};
+}
+
+// The indexer's queries qi_ [n, HI*dI] and weights wi_ [n, HI] of the rows h (project_queries
+// has run: qa_n_ is the q latent), and its keys into ki_out [n, dI]; RoPE on the last dr dims.
+void MlaAttention::index_project(Backend& be, const float* h, int64_t n, const int32_t* positions,
+                                 float* ki_out) {
+    qi_.resize({n, HI_ * dI_});
+    wi_.resize({n, HI_});
+    projection_forward(be, precision_, *iq_, qr_ > 0 ? qa_n_.data() : h, n, qr_ > 0 ? qr_ : D_,
+                       HI_ * dI_, qi_.data());
+    projection_forward(be, precision_, *ik_, h, n, D_, dI_, ki_out);
+    projection_forward(be, precision_, *iw_, h, n, D_, HI_, wi_.data());
+    be.rope(qi_.data(), n, HI_ * dI_, HI_, dI_, dI_ - dr_, dr_, positions, rope_, false);
+    be.rope(ki_out, n, dI_, 1, dI_, dI_ - dr_, dr_, positions, rope_, false);
+}
+
+// q_, k_, v_ are formed: indexer scores, top-k keys, attention over them (or dense attention in
+// the warm-up), and the indexer's loss with its score gradient for backward.
+void MlaAttention::sparse_forward(Backend& be, int64_t B, int64_t T) {
+    const int64_t n = B * T, dqk = dn_ + dr_;
+    const float iscale = 1.0f / std::sqrt(static_cast<float>(dI_));
+    ki_.resize({n, dI_});
+    index_project(be, h_, n, positions_, ki_.data());
+    iscores_.resize({B, T, T});
+    be.indexer_scores_forward(qi_.data(), ki_.data(), wi_.data(), B, T, T, 0, HI_, dI_, iscale,
+                              iscores_.data());
+    d_iscores_.resize({B, T, T});
+    fused_ = false;
+    if (index_warmup_) {
+        sparse_forward_ = false;
+        sel_width_ = 0;
+        probs_.resize({B, H_, T, T});
+        be.attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_, 0,
+                             probs_.data(), o_.data());
+        index_loss_ = be.indexer_loss(iscores_.data(), probs_.data(), nullptr, B, T, H_, 0, 1.0f,
+                                      d_iscores_.data());
+        return;
+    }
+    const int64_t K = std::min(index_topk_, T);
+    sparse_forward_ = true;
+    sel_width_ = K;
+    sel_.resize(n * K);
+    be.topk_keys(iscores_.data(), B, T, T, 0, K, sel_.data());
+    sprobs_.resize({n, H_, K});
+    be.sparse_attention_forward(q_.data(), k_.data(), v_.data(), sel_.data(), B, T, H_, dqk, dv_, K,
+                                scale_, sprobs_.data(), o_.data());
+    index_loss_ = be.indexer_loss(iscores_.data(), sprobs_.data(), sel_.data(), B, T, H_, K, 1.0f,
+                                  d_iscores_.data());
+    if (keep_probs_) {  // the dense attention the chosen keys replace, for the inspector
+        probs_.resize({B, H_, T, T});
+        dense_out_.resize({n, H_ * dv_});
+        be.attention_forward(q_.data(), k_.data(), v_.data(), B, T, H_, dqk, dv_, scale_, 0,
+                             probs_.data(), dense_out_.data());
+    }
+}
+
+// The indexer's weights from its loss (d_iscores_); nothing flows into the model (detached).
+void MlaAttention::index_backward(Backend& be) {
+    const int64_t n = B_ * T_;
+    const float iscale = 1.0f / std::sqrt(static_cast<float>(dI_));
+    d_qi_.resize({n, HI_ * dI_});
+    d_ki_.resize({n, dI_});
+    d_wi_.resize({n, HI_});
+    d_qi_.zero();
+    d_ki_.zero();
+    d_wi_.zero();
+    be.indexer_scores_backward(d_iscores_.data(), qi_.data(), ki_.data(), wi_.data(), B_, T_, T_, 0,
+                               HI_, dI_, iscale, d_qi_.data(), d_ki_.data(), d_wi_.data());
+    be.rope(d_qi_.data(), n, HI_ * dI_, HI_, dI_, dI_ - dr_, dr_, positions_, rope_, true);
+    be.rope(d_ki_.data(), n, dI_, 1, dI_, dI_ - dr_, dr_, positions_, rope_, true);
+    projection_backward(be, precision_, *iq_, d_qi_.data(), qr_ > 0 ? qa_n_.data() : h_, n,
+                        qr_ > 0 ? qr_ : D_, HI_ * dI_, nullptr);
+    projection_backward(be, precision_, *ik_, d_ki_.data(), h_, n, D_, dI_, nullptr);
+    projection_backward(be, precision_, *iw_, d_wi_.data(), h_, n, D_, HI_, nullptr);
 }
 
 // Queries q_ [n, H*dqk]: through the low-rank path (q_a, its norm, q_b) or the plain q_proj.
@@ -56,7 +145,8 @@ void MlaAttention::project_queries(Backend& be, const float* h, int64_t n) {
 void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
                            const int32_t* positions, float* out) {
     if (cache_.latent) {
-        if (B != 1) throw Error("MLA with a KV cache: one sequence at a time, got " + std::to_string(B));
+        if (B != 1)
+            throw Error("MLA with a KV cache: one sequence at a time, got " + std::to_string(B));
         forward_cached(be, h, T, positions, out);
         return;
     }
@@ -94,6 +184,11 @@ void MlaAttention::forward(Backend& be, const float* h, int64_t B, int64_t T,
     }
 
     o_.resize({n, H_ * dv_});
+    if (index_topk_ > 0) {
+        sparse_forward(be, B, T);
+        projection_forward(be, precision_, *o_proj_, o_.data(), n, H_ * dv_, D_, out);
+        return;
+    }
     fused_ = be.prefers_fused_attention() && !keep_probs_;
     if (fused_) {
         lse_.resize({B, H_, T});
@@ -126,20 +221,37 @@ void MlaAttention::forward_cached(Backend& be, const float* h, int64_t n, const 
                        kr_, kv_rstd_.data());
     be.copy_2d(kva_.data() + kr_, kvw, kpe + start * dr_, dr_, n, dr_);
     be.rope(kpe + start * dr_, n, dr_, 1, dr_, 0, dr_, positions, rope_, false);
+    int64_t K = 0;
+    if (index_topk_ > 0) {
+        if (!cache_.index_key)
+            throw Error(
+                "MLA KV cache: the model has sparse attention but the cache no indexer keys");
+        float* ki = cache_.index_key->data();
+        index_project(be, h, n, positions, ki + start * dI_);
+        iscores_.resize({n, T});
+        be.indexer_scores_forward(qi_.data(), ki, wi_.data(), 1, n, T, start, HI_, dI_,
+                                  1.0f / std::sqrt(static_cast<float>(dI_)), iscores_.data());
+        K = std::min(index_topk_, T);
+        sel_.resize(n * K);
+        be.topk_keys(iscores_.data(), 1, n, T, start, K, sel_.data());
+    }
 
     // Absorbed attention. kv_b_proj [H * (dn + dv), kr]: head hd's key rows W_UK [dn, kr] and
     // value rows W_UV [dv, kr].
     const float* wkv = kv_b_proj_->value.data();
     q_lat_.resize({n * H_, kr_});
     for (int64_t hd = 0; hd < H_; ++hd)
-        be.gemm(false, false, n, kr_, dn_, 1.0f, q_.data() + hd * dqk, H_ * dqk, wkv + hd * kvb * kr_,
-                kr_, 0.0f, q_lat_.data() + hd * kr_, H_ * kr_);
+        be.gemm(false, false, n, kr_, dn_, 1.0f, q_.data() + hd * dqk, H_ * dqk,
+                wkv + hd * kvb * kr_, kr_, 0.0f, q_lat_.data() + hd * kr_, H_ * kr_);
     scores_.resize({n * H_, T});
     be.gemm(false, true, n * H_, T, kr_, 1.0f, q_lat_.data(), kr_, c, kr_, 0.0f, scores_.data(), T);
-    be.gemm(false, true, n * H_, T, dr_, 1.0f, q_.data() + dn_, dqk, kpe, dr_, 1.0f, scores_.data(), T);
+    be.gemm(false, true, n * H_, T, dr_, 1.0f, q_.data() + dn_, dqk, kpe, dr_, 1.0f, scores_.data(),
+            T);
+    if (K > 0) be.mask_unselected_keys(scores_.data(), n, H_, T, sel_.data(), K);
     be.causal_softmax(scores_.data(), n, H_, T, start, window_, scale_);
     o_lat_.resize({n * H_, kr_});
-    be.gemm(false, false, n * H_, kr_, T, 1.0f, scores_.data(), T, c, kr_, 0.0f, o_lat_.data(), kr_);
+    be.gemm(false, false, n * H_, kr_, T, 1.0f, scores_.data(), T, c, kr_, 0.0f, o_lat_.data(),
+            kr_);
     o_.resize({n, H_ * dv_});
     for (int64_t hd = 0; hd < H_; ++hd)
         be.gemm(false, true, n, dv_, kr_, 1.0f, o_lat_.data() + hd * kr_, H_ * kr_,
@@ -160,13 +272,18 @@ void MlaAttention::backward(Backend& be, const float* dout, float* dh) {
     d_q_.zero();
     d_k_.zero();
     d_v_.zero();
-    if (fused_)
+    if (sparse_forward_)
+        be.sparse_attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), sprobs_.data(),
+                                     sel_.data(), B_, T_, H_, dqk, dv_, sel_width_, scale_,
+                                     d_q_.data(), d_k_.data(), d_v_.data());
+    else if (fused_)
         be.fused_attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), o_.data(),
                                     lse_.data(), B_, T_, H_, dqk, dv_, scale_, window_, d_q_.data(),
                                     d_k_.data(), d_v_.data(), attention_math());
     else
         be.attention_backward(d_o_.data(), q_.data(), k_.data(), v_.data(), probs_.data(), B_, T_,
                               H_, dqk, dv_, scale_, window_, d_q_.data(), d_k_.data(), d_v_.data());
+    if (index_topk_ > 0) index_backward(be);
 
     // Split the per-head key/value gradients back into kv_b's output and the shared k_pe.
     d_kv_.resize({n, H_ * kvb});

@@ -137,7 +137,8 @@ void Model::forward_cached(const int32_t* tokens, int64_t n, int64_t start, KvCa
         }
     } detach{blocks_};
     for (size_t l = 0; l < blocks_.size(); ++l) {
-        const MlaAttention::Cache c{&cache.latent(int64_t(l)), &cache.rope_key(int64_t(l)), start};
+        const MlaAttention::Cache c{&cache.latent(int64_t(l)), &cache.rope_key(int64_t(l)),
+                                    cache.index_key(int64_t(l)), start};
         blocks_[l]->attention().set_cache(&c);
     }
     run_trunk(inputs_.data(), 1, n, probe_routing);
@@ -167,7 +168,7 @@ void Model::mtp_forward_cached(const float* h, const int32_t* next_tokens, int64
         MlaAttention& a;
         ~Detach() { a.set_cache(nullptr); }
     } detach{attn};
-    const MlaAttention::Cache c{&cache.latent(L), &cache.rope_key(L), start};
+    const MlaAttention::Cache c{&cache.latent(L), &cache.rope_key(L), cache.index_key(L), start};
     attn.set_cache(&c);
     RoutingRecord* rec = nullptr;
     if (probe_routing && mtp_[0]->block().is_moe()) rec = &routing_.emplace_back();
@@ -263,6 +264,10 @@ LossReport Model::forward(const Batch& batch, const ForwardOptions& options) {
         report.mtp_loss = options.mtp_lambda / static_cast<double>(depth) * s;
     }
     report.total = report.loss + report.mtp_loss + report.aux_loss;
+    if (cfg_.index_topk > 0) {
+        for (const auto& blk : blocks_) report.indexer_loss += blk->attention().indexer_loss();
+        for (const auto& m : mtp_) report.indexer_loss += m->block().attention().indexer_loss();
+    }
     be_.flush_checks();
     has_forward_ = true;
     return report;
@@ -353,6 +358,26 @@ const Tensor& Model::attention_probs(int64_t layer) const {
         throw Error("attention_probs: layer " + std::to_string(layer) + " outside [0, " +
                     std::to_string(blocks_.size()) + ")");
     return blocks_[static_cast<size_t>(layer)]->attention().probs();
+}
+
+const MlaAttention& Model::attention_of(int64_t layer) const {
+    const int64_t main = static_cast<int64_t>(blocks_.size());
+    if (layer < 0 || layer >= main + static_cast<int64_t>(mtp_.size()))
+        throw Error("attention layer " + std::to_string(layer) + " outside [0, " +
+                    std::to_string(main + static_cast<int64_t>(mtp_.size())) + ")");
+    return layer < main ? blocks_[static_cast<size_t>(layer)]->attention()
+                        : mtp_[static_cast<size_t>(layer - main)]->block().attention();
+}
+
+std::vector<int32_t> Model::selected_keys(int64_t layer) const {
+    return attention_of(layer).selected_keys();
+}
+
+int64_t Model::selected_width(int64_t layer) const { return attention_of(layer).selected_width(); }
+
+void Model::set_index_warmup(bool warmup) {
+    for (auto& blk : blocks_) blk->attention().set_index_warmup(warmup);
+    for (auto& m : mtp_) m->block().attention().set_index_warmup(warmup);
 }
 
 std::vector<std::pair<std::string, std::string>> Model::checkpoint_aliases() const {

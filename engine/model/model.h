@@ -39,6 +39,10 @@ struct LossReport {
     double mtp_loss = 0.0;   // mtp_lambda / D * sum_k CE_k
     double aux_loss = 0.0;   // sum over MoE layers of the balance loss (per sequence or per batch)
     double total = 0.0;      // loss + mtp_loss + aux_loss: what backward differentiates
+    // Sparse attention (index_topk > 0): the indexers' KL losses summed over the layers (main
+    // and MTP). Not part of total: each indexer learns from its own loss alone (detached), and
+    // backward adds those gradients to the indexer weights.
+    double indexer_loss = 0.0;
     std::vector<double> mtp_losses;  // CE_k per depth, unweighted
 };
 
@@ -106,6 +110,14 @@ public:
     // Attention weights [B, H, T, T] of main layer `layer` (HF index) from the last forward;
     // the routing inspector shows them next to the experts. Error for a layer out of range.
     const Tensor& attention_probs(int64_t layer) const;
+    // Sparse attention: the keys each query of layer `layer` (HF index: main, then MTP) attended to in the last
+    // forward, [B, T, K] with K = selected_width(), -1 padded; empty for dense attention (or in
+    // the dense warm-up).
+    std::vector<int32_t> selected_keys(int64_t layer) const;
+    int64_t selected_width(int64_t layer) const;
+    // Dense warm-up of the sparse attention indexers (every layer): dense attention, the
+    // indexers trained toward it. No effect without index_topk.
+    void set_index_warmup(bool warmup);
     // Tensors the HF layout stores as copies of a shared parameter: (alias, source) pairs, the
     // MTP layers' embed_tokens and shared_head.head.
     std::vector<std::pair<std::string, std::string>> checkpoint_aliases() const;
@@ -113,6 +125,7 @@ public:
 private:
     // Embedding + main blocks over inputs [B*T]; returns the summed balance loss.
     double run_trunk(const int32_t* inputs, int64_t B, int64_t T, bool probe);
+    const MlaAttention& attention_of(int64_t layer) const;  // main then MTP layers
     void run_head(const float* h, int64_t n);  // final norm + lm_head -> logits_
 
     ModelConfig cfg_;
