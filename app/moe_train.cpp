@@ -7,6 +7,7 @@
 //   moe-train PROJECT.json --save-init DIR        the initialized model as an HF checkpoint
 //   moe-train --logits CKPT_DIR --tokens FILE --out OUT.safetensors
 //   moe-train --quant-eval CKPT_DIR [--formats fp8,int8,int4-g128]   inference with quantized weights
+//   moe-train --export-quantized CKPT_DIR --format int4-g128 --out DIR   weights stored quantized
 #include <unistd.h>
 
 #include <algorithm>
@@ -225,12 +226,30 @@ int quant_eval(const std::string& ckpt, const std::string& formats_csv, int thre
                 "compared on %lld probe tokens\n",
                 ckpt.c_str(), static_cast<long long>(res.step), static_cast<long long>(res.eval_batches),
                 static_cast<long long>(res.probe_tokens));
+    if (!res.stored_format.empty())
+        std::printf("  weights stored as %s, dequantized on load: the fp32 row is that model\n",
+                    res.stored_format.c_str());
     std::printf("  %-15s %6s %10s %9s %9s %12s %10s\n", "format", "bits", "weight err", "val loss",
                 "change", "routing same", "top-1 same");
     for (const auto& r : res.results)
         std::printf("  %-15s %6.2f %10.4f %9.4f %+8.2f%% %11.1f%% %9.1f%%\n", r.format.c_str(),
                     r.bits_per_weight, r.weight_rel_error, r.val_loss, 100.0 * r.loss_change,
                     100.0 * r.routing.exact, 100.0 * r.routing.top1);
+    return 0;
+}
+
+// A checkpoint written again with its projection weights stored quantized
+// (store/int_weights.h), refusing to replace an existing folder unless asked.
+int export_quantized(const std::string& ckpt, const std::string& format, const std::string& out,
+                     bool overwrite) {
+    if (format.empty() || out.empty())
+        throw moe::Error("--export-quantized needs --format (int8, int4-g128, int3, ...) and --out DIR");
+    const moe::WeightFormat f = moe::WeightFormat::parse(format, "--format");
+    const moe::QuantizedExport e = moe::export_quantized_checkpoint(ckpt, out, f, overwrite);
+    std::printf("wrote %s: step %lld, projection weights as %s; tensors %.2f MB (fp32 %.2f MB, %.1fx "
+                "smaller)\n",
+                out.c_str(), static_cast<long long>(e.step), f.name.c_str(), e.stored_bytes / 1e6,
+                e.fp32_bytes / 1e6, double(e.fp32_bytes) / double(e.stored_bytes));
     return 0;
 }
 
@@ -427,7 +446,7 @@ int train(moe::Trainer& trainer, const moe::app::FaultPlan& fault = {}) {
                         "%.0f tok/s  ETA %s%s%s",
                         tty ? "\r\033[K" : "", static_cast<long long>(r.step),
                         static_cast<long long>(r.total_steps), r.loss, r.mtp_loss, r.aux_loss,
-                        r.lr, r.grad_norm, r.tokens_per_s, format_duration(r.eta_s).c_str(),
+                        index, r.lr, r.grad_norm, r.tokens_per_s, format_duration(r.eta_s).c_str(),
                         r.skipped ? "  SKIPPED (NaN/Inf)" : "", tty ? "" : "\n");
             std::fflush(stdout);
         }
@@ -489,6 +508,11 @@ int main(int argc, char** argv) {
                    "quantized to each of --formats");
     app.add_option("--formats", formats, "For --quant-eval: comma-separated fp32, fp8, int8, int4, "
                    "int4-gN, ...-asym (default fp32,fp8,int8,int4-g128,int4)");
+    std::string export_ckpt, export_format;
+    app.add_option("--export-quantized", export_ckpt,
+                   "Checkpoint directory to write again with its projection weights stored "
+                   "quantized (to --out DIR, in --format; docs/precision.md)");
+    app.add_option("--format", export_format, "For --export-quantized: int8, int4, int3, -gN, -asym");
     app.add_option("--threads", threads, "CPU threads (0 = all cores; default: the project's)")
         ->check(CLI::Validator(
             [](std::string& text) -> std::string {
@@ -504,7 +528,8 @@ int main(int argc, char** argv) {
             "0..1024"));
     bool overwrite = false;
     app.add_flag("--overwrite", overwrite,
-                 "Let --out (with --logits) and --save-init replace an existing file or folder");
+                 "Let --out (with --logits or --export-quantized) and --save-init replace an existing "
+                 "file or folder");
     app.add_option("--device", device,
                    "Where to compute: cpu or cuda:N (default: the project's training.device)");
     int64_t bench = 0, bench_batch = 0, bench_seq = 0;
@@ -550,6 +575,7 @@ int main(int argc, char** argv) {
         }
         if (!report.empty()) return report_run(report);
         if (!quant_eval_ckpt.empty()) return quant_eval(quant_eval_ckpt, formats, threads, device);
+        if (!export_ckpt.empty()) return export_quantized(export_ckpt, export_format, out_path, overwrite);
         if (!resume_path.empty()) {
             const moe::TrainingState st = moe::load_training_state(resume_path);
             int64_t total = steps;

@@ -54,7 +54,7 @@ private slots:
             }
             return "accepted";
         };
-        QCOMPARE(field_of({{"qat", {{"bits", 3}}}}), std::string("training.precision.qat.bits"));
+        QCOMPARE(field_of({{"qat", {{"bits", 5}}}}), std::string("training.precision.qat.bits"));
         QCOMPARE(field_of({{"qat", {{"bits", 4}, {"scheme", "sym"}}}}),
                  std::string("training.precision.qat.scheme"));
         QCOMPARE(field_of({{"qat", {{"bits", 4}, {"start_step", -1}}}}),

@@ -798,10 +798,10 @@ void TestQuantScaling::intBytesPerWeight() {
 void TestQuantScaling::intInvalidSpecsThrow() {
     const std::vector<float> w(2 * 256, 1.0f);
     try {
-        moe::quantize_int(w.data(), 2, 256, IntQuantSpec{3, 0, true});
-        QFAIL("bits 3 accepted");
+        moe::quantize_int(w.data(), 2, 256, IntQuantSpec{5, 0, true});
+        QFAIL("bits 5 accepted");
     } catch (const moe::ConfigError& e) {
-        QCOMPARE(QString(e.what()), QString("bits: must be 4 or 8, got 3"));
+        QCOMPARE(QString(e.what()), QString("bits: must be 3, 4 or 8, got 5"));
         QCOMPARE(QString::fromStdString(e.field()), QString("bits"));
     }
     try {

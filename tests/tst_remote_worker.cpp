@@ -255,7 +255,7 @@ private slots:
         QCOMPARE(q["formats"][0]["loss_change"].get<double>(), 0.0);
         QVERIFY(q["formats"][1]["weight_rel_error"].get<double>() > 0.01);
         QVERIFY(q["formats"][2]["weight_rel_error"].get<double>() > q["formats"][1]["weight_rel_error"].get<double>());
-        const json bad_format = call(c, {{"type", "quantize"}, {"checkpoint", ckpt}, {"formats", {"int3"}}});
+        const json bad_format = call(c, {{"type", "quantize"}, {"checkpoint", ckpt}, {"formats", {"int5"}}});
         QCOMPARE(bad_format["code"].get<std::string>(), std::string("config_error"));
         generation_on_the_worker(c, ckpt);
         if (QTest::currentTestFailed()) return;

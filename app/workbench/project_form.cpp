@@ -159,8 +159,8 @@ ProjectForm::ProjectForm(QWidget* parent) : QWidget(parent) {
     // Quantization-aware training (docs/precision.md): INT4/INT8 weights in every pass.
     add_int(f, tr("QAT weight bits"), "training.precision.qat.bits",
             [](Project& p) -> int64_t& { return p.training.precision.qat.bits; },
-            tr("Quantization-aware training: 0 = off; 4 or 8 = the projection weights are "
-               "fake-quantized to INT4 / INT8 in every pass, gradients straight through (with "
+            tr("Quantization-aware training: 0 = off; 3, 4 or 8 = the projection weights are "
+               "fake-quantized to INT3 / INT4 / INT8 in every pass, gradients straight through (with "
                "training precision fp32)"));
     add_int(f, tr("QAT group size"), "training.precision.qat.group_size",
             [](Project& p) -> int64_t& { return p.training.precision.qat.group_size; },

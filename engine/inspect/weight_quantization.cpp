@@ -1,10 +1,12 @@
 #include "inspect/weight_quantization.h"
 
 #include <cmath>
+#include <filesystem>
 #include <map>
 
 #include "backend/backend_registry.h"
 #include "core/error.h"
+#include "store/int_weights.h"
 #include "store/model_checkpoint.h"
 #include "train/training_checkpoint.h"
 #include "model/linear_precision.h"
@@ -27,12 +29,14 @@ WeightFormat WeightFormat::parse(const std::string& name, const std::string& fie
         rest.resize(rest.size() - 5);
     }
     f.kind = Kind::INT;
-    if (rest == "int8" || rest == "int4") {
-        f.int_spec.bits = rest == "int8" ? 8 : 4;
+    const bool int_prefix = rest.size() >= 4 && rest.starts_with("int") &&
+                            (rest[3] == '8' || rest[3] == '4' || rest[3] == '3');
+    if (int_prefix && rest.size() == 4) {
+        f.int_spec.bits = rest[3] - '0';
         return f;
     }
-    if ((rest.starts_with("int8-g") || rest.starts_with("int4-g")) && rest.size() > 6) {
-        f.int_spec.bits = rest[3] == '8' ? 8 : 4;
+    if (int_prefix && rest.size() > 6 && rest.compare(4, 2, "-g") == 0) {
+        f.int_spec.bits = rest[3] - '0';
         try {
             size_t used = 0;
             f.int_spec.group_size = std::stoll(rest.substr(6), &used);
@@ -40,8 +44,8 @@ WeightFormat WeightFormat::parse(const std::string& name, const std::string& fie
         } catch (const std::exception&) {
         }
     }
-    throw ConfigError(field, "expected fp32, fp8, int8, int4 or int4-gN / int8-gN (groups of N "
-                             "columns), optionally with -asym; got \"" + name + "\"");
+    throw ConfigError(field, "expected fp32, fp8, int8, int4, int3 or int4-gN / int8-gN / int3-gN "
+                             "(groups of N columns), optionally with -asym; got \"" + name + "\"");
 }
 
 std::vector<WeightFormat> default_weight_formats() {
@@ -153,9 +157,57 @@ CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& ch
                                             probe.batch.tokens.begin() + probe.batch.seq_len);
     CheckpointWeightFormats out;
     out.step = st.step;
+    out.stored_format = checkpoint_quantization(checkpoint_dir);
     out.eval_batches = tr.eval_batches;
     out.probe_tokens = static_cast<int64_t>(probe_tokens.size());
     out.results = evaluate_weight_formats(model, data, tr.eval_batches, probe_tokens, formats);
+    return out;
+}
+
+QuantizedExport export_quantized_checkpoint(const std::string& checkpoint_dir,
+                                            const std::string& out_dir, const WeightFormat& format,
+                                            bool overwrite) {
+    namespace fs = std::filesystem;
+    if (format.kind != WeightFormat::Kind::INT)
+        throw ConfigError("format", "a quantized checkpoint stores int8, int4 or int3 weights "
+                                    "(per channel, -gN, -asym), got \"" + format.name + "\"");
+    std::error_code ec;
+    if (fs::exists(out_dir, ec)) {
+        if (!overwrite)
+            throw FileError(out_dir, "already exists; pass --overwrite to replace it");
+        if (fs::equivalent(out_dir, checkpoint_dir, ec))
+            throw FileError(out_dir, "is the checkpoint being exported; write to another folder");
+        if (!fs::is_directory(out_dir, ec) || !fs::exists(fs::path(out_dir) / "config.json", ec))
+            throw FileError(out_dir, "is not a checkpoint folder (no config.json): not replacing "
+                                     "it, even with --overwrite");
+    }
+    const TrainingState st = load_training_state(checkpoint_dir);
+    const ModelConfig cfg = load_checkpoint_config(checkpoint_dir);
+    const std::unique_ptr<Backend> be = make_backend("cpu", static_cast<int>(st.project.training.threads));
+    Model model(cfg, *be);
+    load_model_weights(checkpoint_dir, model);
+
+    QuantizedExport out;
+    out.step = st.step;
+    for (const Parameter* p : model.parameters().all()) out.fp32_bytes += p->value.bytes();
+    for (const auto& alias : model.checkpoint_aliases())
+        out.fp32_bytes += model.parameters().at(alias.second).value.bytes();
+    // Written whole into a sibling folder, then put in place: never a half-written export.
+    const std::string tmp = out_dir + ".tmp";
+    fs::remove_all(tmp, ec);
+    try {
+        out.stored_bytes = save_int_quantized_checkpoint(tmp, model, format.int_spec, format.name);
+        fs::copy_file(fs::path(checkpoint_dir) / "trainer_state.json",
+                      fs::path(tmp) / "trainer_state.json");
+        if (fs::exists(out_dir)) fs::remove_all(out_dir);
+        fs::rename(tmp, out_dir);
+    } catch (const fs::filesystem_error& e) {
+        fs::remove_all(tmp, ec);
+        throw FileError(out_dir, std::string("cannot write the quantized checkpoint: ") + e.what());
+    } catch (...) {
+        fs::remove_all(tmp, ec);
+        throw;
+    }
     return out;
 }
 

@@ -21,8 +21,8 @@ struct WeightFormat {
     Kind kind = Kind::FP32;
     IntQuantSpec int_spec;  // Kind::INT
 
-    // "fp32", "fp8" (E4M3, 128x128 blocks), "int8" (per channel), "int4" (per channel),
-    // "int4-gN" (groups of N), each optionally with "-asym". ConfigError naming `field` otherwise.
+    // "fp32", "fp8" (E4M3, 128x128 blocks), "int8", "int4", "int3" (per channel),
+    // "int8-gN", "int4-gN", "int3-gN" (groups of N), each optionally with "-asym". ConfigError naming `field` otherwise.
     static WeightFormat parse(const std::string& name, const std::string& field = "format");
 };
 
@@ -48,6 +48,7 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
 // probe): loads it on a CPU backend with `threads` threads (0 = the project's setting).
 struct CheckpointWeightFormats {
     int64_t step = 0;
+    std::string stored_format;  // the checkpoint's own quantization ("int4-g128"), "" for fp32
     int64_t eval_batches = 0;
     int64_t probe_tokens = 0;
     std::vector<WeightFormatResult> results;
@@ -57,5 +58,20 @@ CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& ch
                                                            const std::vector<WeightFormat>& formats,
                                                            int threads = 0,
                                                            const std::string& device = "cpu");
+
+// Writes the checkpoint `checkpoint_dir` with its projection weights stored quantized to `format`
+// (an INT format; store/int_weights.h gives the layout) into `out_dir`: config.json with its
+// "quantization_config", model.safetensors, and the source's trainer_state.json (so --quant-eval
+// finds the data and probe of the run). Loading it gives exactly the in-memory post-training
+// quantization of the same format. An existing out_dir is a FileError unless `overwrite`, and
+// even then only a checkpoint folder (one holding config.json) is replaced, whole.
+struct QuantizedExport {
+    int64_t step = 0;
+    int64_t fp32_bytes = 0;    // the source's tensors in fp32
+    int64_t stored_bytes = 0;  // the written tensors: codes, scales, zeros and the fp32 rest
+};
+QuantizedExport export_quantized_checkpoint(const std::string& checkpoint_dir,
+                                            const std::string& out_dir, const WeightFormat& format,
+                                            bool overwrite = false);
 
 }  // namespace moe

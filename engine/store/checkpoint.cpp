@@ -12,6 +12,7 @@
 #include "core/json_file.h"
 #include "quant/block_scaling.h"
 #include "quant/number_formats.h"
+#include "store/int_weights.h"
 #include "store/safetensors.h"
 
 namespace moe {
@@ -200,12 +201,32 @@ void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
                                                   shape_to_string(e.shape) + ")");
     }
 
+    // Integer-quantized weights (store/int_weights.h): "<module>.qweight" with ".scales" (and
+    // ".zeros") in the same file stand for the parameter "<module>.weight"; checked here,
+    // dequantized when read below.
+    std::map<std::string, IntQuantSpec> int_weights;  // parameter -> its stored spec
+    std::set<std::string> int_parts;
+    for (const std::string& name : ct.order) {
+        const std::string param = int_weight_parameter(name);
+        const Parameter* p = param.empty() ? nullptr : params.find(param);
+        if (!p) continue;
+        if (ct.by_name.count(param))
+            throw FileError(ct.file_of(name), "tensor '" + name + "' is a quantized copy of '" +
+                                                  param + "', which the checkpoint also holds");
+        const SafetensorsReader& reader = *ct.by_name.at(name).reader;
+        int_weights[param] = check_int_weight(reader, param, p->value.shape());
+        const IntWeightNames n = int_weight_names(param);
+        for (const std::string& part : {n.qweight, n.scales, n.zeros})
+            if (reader.contains(part)) int_parts.insert(part);
+    }
+
     std::vector<std::string> unexpected, missing;
     for (const std::string& name : ct.order)
-        if (!params.find(name) && !alias_by_name.count(name) && !scales.count(name))
+        if (!params.find(name) && !alias_by_name.count(name) && !scales.count(name) &&
+            !int_parts.count(name))
             unexpected.push_back(name);
     for (const Parameter* p : params.all())
-        if (!ct.by_name.count(p->name)) missing.push_back(p->name);
+        if (!ct.by_name.count(p->name) && !int_weights.count(p->name)) missing.push_back(p->name);
     if (!unexpected.empty() || !missing.empty()) {
         std::string msg;
         if (!unexpected.empty())
@@ -233,7 +254,7 @@ void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
                 throw FileError(ct.file_of(name), "tensor '" + name + "' has dtype " + e.dtype +
                                                       "; weights must be F32, BF16, F16, F64 or FP8 "
                                                       "with block scales");
-        } else if (!scales.count(name)) {  // block scales were checked with their weights
+        } else if (!scales.count(name) && !int_parts.count(name)) {  // checked with their weights
             const CheckpointAlias& a = *alias_by_name.at(name);
             const Shape& expected = params.at(a.source).value.shape();
             if (e.shape != expected)
@@ -249,11 +270,31 @@ void load_checkpoint_weights(const std::string& dir, ParameterStore& params,
         const SafetensorsEntry& e = *ct.by_name.at(name).entry;
         return e.numel() * int64_t(safetensors_dtype_size(e.dtype));
     };
+    const auto stored_int = [&](const std::string& param) {
+        int64_t b = 0;
+        const IntWeightNames n = int_weight_names(param);
+        for (const std::string& part : {n.qweight, n.scales, n.zeros})
+            if (int_parts.count(part)) b += stored(part);
+        return b;
+    };
     for (const Parameter* p : params.all()) {
+        if (int_weights.count(p->name)) {
+            total += stored_int(p->name);
+            continue;
+        }
         total += stored(p->name);
         if (scales.count(p->name + "_scale_inv")) total += stored(p->name + "_scale_inv");
     }
     for (Parameter* p : params.all()) {
+        if (const auto it = int_weights.find(p->name); it != int_weights.end()) {
+            done += stored_int(p->name);
+            const SafetensorsReader& reader = *ct.by_name.at(int_weight_names(p->name).qweight).reader;
+            std::vector<float> host(static_cast<size_t>(p->value.numel()));
+            read_int_weight(reader, p->name, it->second, p->value.shape(), host.data());
+            p->value.copy_from_host(host.data());
+            if (progress) progress(done, total);
+            continue;
+        }
         const auto& loc = ct.by_name.at(p->name);
         done += stored(p->name);
         if (loc.entry->dtype.rfind("F8_", 0) != 0) {

@@ -38,6 +38,8 @@ void save_checkpoint_weights(const std::string& dir, const ParameterStore& param
 // written (names, shapes, dtypes, FP8), so a rejected checkpoint leaves the store unchanged;
 // only an I/O error in the middle of reading can leave it partly loaded.
 // Alias tensors in the file are shape-checked against their source and otherwise ignored.
+// Projection weights stored as integer codes with scales ("<module>.qweight", ".scales",
+// ".zeros"; store/int_weights.h) are dequantized to fp32 the same way.
 // FileErrors name the checkpoint file and the tensor: missing parameters, unexpected tensors,
 // shape mismatches, FP8 block scales (*.weight_scale_inv; not supported yet), corrupt files.
 // progress (optional) is called after each tensor with the bytes read so far and in all (as
