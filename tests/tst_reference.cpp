@@ -40,7 +40,9 @@ double scaled_max_error(const float* a, const float* b, int64_t n) {
     return ref > 0 ? diff / ref : diff;
 }
 
-QString python() { return QStringLiteral(MOE_REFERENCE_PYTHON); }
+QString python() {
+    return QStringLiteral(MOE_REFERENCE_PYTHON);
+}
 QString reference_script() {
     return QString::fromStdString(source_path("tests/reference/deepseek_v3_ref.py"));
 }
@@ -88,9 +90,12 @@ class TestReference : public QObject {
         const SafetensorsReader ref(ref_file.toStdString());
         const Tensor ref_logits = ref.read_f32("logits");
         QCOMPARE(ref_logits.numel(), model.logits().numel());
-        const double logit_err = scaled_max_error(model.logits().data(), ref_logits.data(), ref_logits.numel());
+        const double logit_err =
+            scaled_max_error(model.logits().data(), ref_logits.data(), ref_logits.numel());
 
-        auto rel = [](double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-12); };
+        auto rel = [](double a, double b) {
+            return std::fabs(a - b) / std::max(std::fabs(b), 1e-12);
+        };
         const double loss_err = rel(rep.loss, read_scalar(ref, "loss"));
         const double total_err = rel(rep.total, read_scalar(ref, "total_loss"));
         const double ref_mtp = read_scalar(ref, "mtp_loss"), ref_aux = read_scalar(ref, "aux_loss");
@@ -105,6 +110,14 @@ class TestReference : public QObject {
         QVERIFY2(mtp_err < kLossTolerance, "MTP loss differs");
         QVERIFY2(aux_err < kLossTolerance, "aux loss differs");
         QVERIFY2(total_err < kLossTolerance, "total loss differs");
+        if (cfg.index_topk > 0) {
+            const double ref_index = read_scalar(ref, "indexer_loss");
+            const double index_err = rel(rep.indexer_loss, ref_index);
+            qInfo("indexer KL: engine %.9f, reference %.9f, relative error %.2e", rep.indexer_loss,
+                  ref_index, index_err);
+            QVERIFY(ref_index > 0.0);
+            QVERIFY2(index_err < kLossTolerance, "indexer loss differs");
+        }
 
         // Routing: identical expert choices in every MoE layer, MTP included.
         int layers = 0;
@@ -115,10 +128,14 @@ class TestReference : public QObject {
             QCOMPARE(idx.size(), r.topk_idx.size());
             int64_t differ = 0;
             for (size_t i = 0; i < idx.size(); ++i) differ += idx[i] != r.topk_idx[i];
-            QVERIFY2(differ == 0, qPrintable(QString("layer %1: %2 routing choices differ").arg(r.layer).arg(differ)));
+            QVERIFY2(differ == 0,
+                     qPrintable(
+                         QString("layer %1: %2 routing choices differ").arg(r.layer).arg(differ)));
             const Tensor w = ref.read_f32(key + ".topk_weight");
             const double werr = scaled_max_error(r.topk_weight.data(), w.data(), w.numel());
-            QVERIFY2(werr < kLogitTolerance, qPrintable(QString("layer %1 routing weights differ: %2").arg(r.layer).arg(werr)));
+            QVERIFY2(
+                werr < kLogitTolerance,
+                qPrintable(QString("layer %1 routing weights differ: %2").arg(r.layer).arg(werr)));
             ++layers;
         }
         QCOMPARE(layers, int(model.moe_layers().size()));
@@ -180,11 +197,18 @@ private slots:
         cfg.hidden_size = 32;
         cfg.save(cfg_path.toStdString());
         QString err;
-        QVERIFY2(run_reference({"make-checkpoint", "--config", cfg_path, "--seed", "7", "--out", ckpt}, &err), qPrintable(err));
-        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "3", "--seq", "12", "--seed", "3",
-                                "--out", dir.filePath("batch.txt")}, &err), qPrintable(err));
-        QVERIFY2(run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
-                                "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"}, &err), qPrintable(err));
+        QVERIFY2(run_reference(
+                     {"make-checkpoint", "--config", cfg_path, "--seed", "7", "--out", ckpt}, &err),
+                 qPrintable(err));
+        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "3", "--seq", "12",
+                                "--seed", "3", "--out", dir.filePath("batch.txt")},
+                               &err),
+                 qPrintable(err));
+        QVERIFY2(
+            run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
+                           "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"},
+                          &err),
+            qPrintable(err));
 
         const ModelConfig loaded = load_checkpoint_config(ckpt.toStdString());
         Model model(loaded, be_);
@@ -203,11 +227,18 @@ private slots:
         cfg.sliding_window = 4;
         cfg.save(cfg_path.toStdString());
         QString err;
-        QVERIFY2(run_reference({"make-checkpoint", "--config", cfg_path, "--seed", "8", "--out", ckpt}, &err), qPrintable(err));
-        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "12", "--seed", "5",
-                                "--out", dir.filePath("batch.txt")}, &err), qPrintable(err));
-        QVERIFY2(run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
-                                "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"}, &err), qPrintable(err));
+        QVERIFY2(run_reference(
+                     {"make-checkpoint", "--config", cfg_path, "--seed", "8", "--out", ckpt}, &err),
+                 qPrintable(err));
+        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "12",
+                                "--seed", "5", "--out", dir.filePath("batch.txt")},
+                               &err),
+                 qPrintable(err));
+        QVERIFY2(
+            run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
+                           "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"},
+                          &err),
+            qPrintable(err));
 
         const ModelConfig loaded = load_checkpoint_config(ckpt.toStdString());
         QCOMPARE(loaded.sliding_window, int64_t(4));
@@ -217,16 +248,60 @@ private slots:
 
         ModelConfig full = loaded;
         full.sliding_window = 0;
-        const double full_err = logits_error(full, ckpt, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
+        const double full_err =
+            logits_error(full, ckpt, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
         qInfo("full causal attention vs the windowed reference: %.2e (must be large)", full_err);
         QVERIFY(full_err > 100 * kLogitTolerance);
+    }
+
+    // Dynamic top-k sparse attention (4 of up to 12 keys, MTP included) from a foreign
+    // checkpoint with the indexer's weights: logits, losses, the indexers' KL loss and every
+    // gradient (the indexers' from their KL) against the reference. The same weights choosing
+    // every key (index_topk = T) must disagree, so the comparison cannot pass by attending densely.
+    void sparseAttentionFromForeignCheckpoint() {
+        QTemporaryDir dir;
+        const QString cfg_path = dir.filePath("config.json"), ckpt = dir.filePath("ckpt");
+        ModelConfig cfg = tiny_full_config();
+        cfg.hidden_size = 32;
+        cfg.index_topk = 4;
+        cfg.index_n_heads = 2;
+        cfg.index_head_dim = cfg.qk_rope_head_dim + 6;
+        cfg.save(cfg_path.toStdString());
+        QString err;
+        QVERIFY2(run_reference(
+                     {"make-checkpoint", "--config", cfg_path, "--seed", "9", "--out", ckpt}, &err),
+                 qPrintable(err));
+        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "12",
+                                "--seed", "6", "--out", dir.filePath("batch.txt")},
+                               &err),
+                 qPrintable(err));
+        QVERIFY2(
+            run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
+                           "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"},
+                          &err),
+            qPrintable(err));
+
+        const ModelConfig loaded = load_checkpoint_config(ckpt.toStdString());
+        QCOMPARE(loaded.index_topk, int64_t(4));
+        QCOMPARE(loaded.index_head_dim, cfg.index_head_dim);
+        Model model(loaded, be_);
+        load_model_weights(ckpt.toStdString(), model);
+        compare(model, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
+
+        ModelConfig dense = loaded;
+        dense.index_topk = 12;
+        const double dense_err =
+            logits_error(dense, ckpt, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
+        qInfo("every key chosen vs the top-4 reference: %.2e (must be large)", dense_err);
+        QVERIFY(dense_err > 100 * kLogitTolerance);
     }
 
     // YaRN rope scaling (DeepSeek's definition) from a foreign checkpoint: an original context of
     // 8 stretched 8 times, beta_fast 4 / beta_slow 1 so the ramp falls inside the rotary pairs,
     // mscale 3 and mscale_all_dim 1 so both the cos/sin factor (1.34) and the softmax
-    // temperature (1.46) differ from 1. Logits, losses and every gradient against the reference; the same weights
-    // with plain RoPE must disagree, so the test cannot pass by ignoring rope_scaling.
+    // temperature (1.46) differ from 1. Logits, losses and every gradient against the reference;
+    // the same weights with plain RoPE must disagree, so the test cannot pass by ignoring
+    // rope_scaling.
     void yarnRopeFromForeignCheckpoint() {
         QTemporaryDir dir;
         const QString cfg_path = dir.filePath("config.json"), ckpt = dir.filePath("ckpt");
@@ -244,11 +319,19 @@ private slots:
         cfg.validate();
         cfg.save(cfg_path.toStdString());
         QString err;
-        QVERIFY2(run_reference({"make-checkpoint", "--config", cfg_path, "--seed", "11", "--out", ckpt}, &err), qPrintable(err));
-        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "14", "--seed", "6",
-                                "--out", dir.filePath("batch.txt")}, &err), qPrintable(err));
-        QVERIFY2(run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
-                                "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"}, &err), qPrintable(err));
+        QVERIFY2(
+            run_reference({"make-checkpoint", "--config", cfg_path, "--seed", "11", "--out", ckpt},
+                          &err),
+            qPrintable(err));
+        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "14",
+                                "--seed", "6", "--out", dir.filePath("batch.txt")},
+                               &err),
+                 qPrintable(err));
+        QVERIFY2(
+            run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
+                           "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"},
+                          &err),
+            qPrintable(err));
 
         const ModelConfig loaded = load_checkpoint_config(ckpt.toStdString());
         QVERIFY(loaded.rope_scaling == cfg.rope_scaling);
@@ -258,7 +341,8 @@ private slots:
 
         ModelConfig plain = loaded;
         plain.rope_scaling = RopeScaling{};
-        const double plain_err = logits_error(plain, ckpt, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
+        const double plain_err =
+            logits_error(plain, ckpt, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
         qInfo("plain RoPE vs the YaRN reference: %.2e (must be large)", plain_err);
         QVERIFY(plain_err > 100 * kLogitTolerance);
     }
@@ -275,10 +359,15 @@ private slots:
         spread_router(model, 5);
         save_model_checkpoint(ckpt.toStdString(), model);
         QString err;
-        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "16", "--seed", "4",
-                                "--out", dir.filePath("batch.txt")}, &err), qPrintable(err));
-        QVERIFY2(run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
-                                "--out", dir.filePath("ref.safetensors")}, &err), qPrintable(err));
+        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "16",
+                                "--seed", "4", "--out", dir.filePath("batch.txt")},
+                               &err),
+                 qPrintable(err));
+        QVERIFY2(
+            run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
+                           "--out", dir.filePath("ref.safetensors")},
+                          &err),
+            qPrintable(err));
         compare(model, dir.filePath("batch.txt"), dir.filePath("ref.safetensors"));
     }
 
@@ -288,18 +377,28 @@ private slots:
         const QString cfg_path = dir.filePath("config.json"), ckpt = dir.filePath("ckpt");
         tiny_full_config().save(cfg_path.toStdString());
         QString err;
-        QVERIFY2(run_reference({"make-checkpoint", "--config", cfg_path, "--seed", "9", "--out", ckpt}, &err), qPrintable(err));
-        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "5", "--seq", "9", "--seed", "1",
-                                "--out", dir.filePath("tokens.txt")}, &err), qPrintable(err));
-        QVERIFY2(run_reference({"logits", "--checkpoint", ckpt, "--tokens", dir.filePath("tokens.txt"),
-                                "--out", dir.filePath("ref.safetensors")}, &err), qPrintable(err));
+        QVERIFY2(run_reference(
+                     {"make-checkpoint", "--config", cfg_path, "--seed", "9", "--out", ckpt}, &err),
+                 qPrintable(err));
+        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "5", "--seq", "9",
+                                "--seed", "1", "--out", dir.filePath("tokens.txt")},
+                               &err),
+                 qPrintable(err));
+        QVERIFY2(
+            run_reference({"logits", "--checkpoint", ckpt, "--tokens", dir.filePath("tokens.txt"),
+                           "--out", dir.filePath("ref.safetensors")},
+                          &err),
+            qPrintable(err));
         QProcess p;
-        p.start(QStringLiteral(MOE_TRAIN_EXE), {"--logits", ckpt, "--tokens", dir.filePath("tokens.txt"),
-                                                "--out", dir.filePath("engine.safetensors"), "--batch-rows", "2"});
+        p.start(QStringLiteral(MOE_TRAIN_EXE),
+                {"--logits", ckpt, "--tokens", dir.filePath("tokens.txt"), "--out",
+                 dir.filePath("engine.safetensors"), "--batch-rows", "2"});
         QVERIFY(p.waitForFinished(120000));
         QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
-        const Tensor a = SafetensorsReader(dir.filePath("engine.safetensors").toStdString()).read_f32("logits");
-        const Tensor b = SafetensorsReader(dir.filePath("ref.safetensors").toStdString()).read_f32("logits");
+        const Tensor a =
+            SafetensorsReader(dir.filePath("engine.safetensors").toStdString()).read_f32("logits");
+        const Tensor b =
+            SafetensorsReader(dir.filePath("ref.safetensors").toStdString()).read_f32("logits");
         QCOMPARE(a.shape(), b.shape());
         QCOMPARE(a.shape(), (Shape{5, 10, 32}));
         const double e = scaled_max_error(a.data(), b.data(), a.numel());

@@ -20,7 +20,7 @@ const std::vector<std::string> kTrainingFields = {
     "batch_size",    "seq_len",      "seed",          "threads",      "steps",
     "data",          "optimizer",    "balance",       "mtp",          "log_every",
     "eval_every",    "eval_batches", "routing_every", "probe_tokens", "checkpoint_every",
-    "keep_checkpoints", "max_bad_steps", "precision", "device"};
+    "keep_checkpoints", "max_bad_steps", "precision", "device", "index_warmup_steps"};
 const std::vector<std::string> kProjectFields = {"name", "description", "model", "training"};
 
 }  // namespace
@@ -61,7 +61,8 @@ void TrainingSettings::validate() const {
         {"training.log_every", log_every},           {"training.eval_every", eval_every},
         {"training.eval_batches", eval_batches},     {"training.routing_every", routing_every},
         {"training.checkpoint_every", checkpoint_every},
-        {"training.keep_checkpoints", keep_checkpoints}, {"training.max_bad_steps", max_bad_steps}};
+        {"training.keep_checkpoints", keep_checkpoints}, {"training.max_bad_steps", max_bad_steps},
+        {"training.index_warmup_steps", index_warmup_steps}};
     for (const auto& [field, value] : intervals)
         if (value < 0)
             throw ConfigError(field, "must be >= 0 (0 = off), got " + std::to_string(value));
@@ -98,6 +99,7 @@ TrainingSettings TrainingSettings::from_json(const json& j) {
         else if (key == "checkpoint_every") t.checkpoint_every = json_fields::get_int(value, field);
         else if (key == "keep_checkpoints") t.keep_checkpoints = json_fields::get_int(value, field);
         else if (key == "max_bad_steps") t.max_bad_steps = json_fields::get_int(value, field);
+        else if (key == "index_warmup_steps") t.index_warmup_steps = json_fields::get_int(value, field);
         else json_fields::reject_unknown(key, kTrainingFields, "\"training\"");
     }
     // The LR schedule spans the run unless the file sets its own length.
@@ -128,7 +130,8 @@ json TrainingSettings::to_json() const {
                 {"probe_tokens", probe_tokens},
                 {"checkpoint_every", checkpoint_every},
                 {"keep_checkpoints", keep_checkpoints},
-                {"max_bad_steps", max_bad_steps}};
+                {"max_bad_steps", max_bad_steps},
+                {"index_warmup_steps", index_warmup_steps}};
 }
 
 void Project::validate() const {

@@ -43,6 +43,9 @@ struct TrainingSettings {
     int64_t checkpoint_every = 500; // checkpoint directories
     int64_t keep_checkpoints = 3;   // the newest K are kept
     int64_t max_bad_steps = 5;      // consecutive NaN/Inf steps before the run stops
+    // Sparse attention (model.index_topk > 0): the first steps attend densely while the
+    // indexers learn from every causal key (DeepSeek-V3.2's dense warm-up); 0 = sparse at once.
+    int64_t index_warmup_steps = 0;
 
     bool operator==(const TrainingSettings&) const = default;
 

@@ -12,6 +12,8 @@ struct StepReport {
     int64_t total_steps = 0;
     int64_t tokens = 0;       // training tokens seen so far
     double loss = 0, mtp_loss = 0, aux_loss = 0;
+    double indexer_loss = 0;   // sparse attention indexers' KL, summed over layers (0: dense)
+    bool index_warmup = false; // the step attended densely (sparse attention's warm-up)
     double lr = 0, grad_norm = 0;
     double tokens_per_s = 0;  // this step
     double wall_s = 0;        // training time so far (resumed runs include earlier sessions)

@@ -242,6 +242,8 @@ StepReport Trainer::step() {
     {
     // QAT: the passes see the fake-quantized weights; the masters are back before the update.
     const FakeQuantScope qat(qat_now());
+    r.index_warmup = model_->config().index_topk > 0 && step_ < tr.index_warmup_steps;
+    model_->set_index_warmup(r.index_warmup);
     for (int64_t a = 0; a < accum; ++a) {
         // Every rank draws the global batch (the stream's position does not depend on the
         // layout, so a run resumes under another one) and trains on its slice.
@@ -255,6 +257,7 @@ StepReport Trainer::step() {
         r.loss += lr.loss / double(accum);
         r.mtp_loss += lr.mtp_loss / double(accum);
         r.aux_loss += lr.aux_loss / double(accum);
+        r.indexer_loss += lr.indexer_loss / double(accum);
     }
     }
     reduce_over_ranks(r);

@@ -38,7 +38,7 @@ class Config:
         aux_loss_alpha=0.0, q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
         qk_rope_head_dim=64, v_head_dim=128, num_nextn_predict_layers=0,
         rope_theta=10000.0, rms_norm_eps=1e-6, seq_aux=True, sliding_window=0,
-        rope_scaling=None,
+        rope_scaling=None, index_topk=0, index_n_heads=4, index_head_dim=32,
     )
     # HF writes `q_lora_rank: null` for "no low-rank q path" and `sliding_window: null` for full
     # attention; null elsewhere means the default.
@@ -105,6 +105,14 @@ def tensor_shapes(cfg):
         s[a + "kv_a_layernorm.weight"] = (cfg.kv_lora_rank,)
         s[a + "kv_b_proj.weight"] = (H * (cfg.qk_nope_head_dim + cfg.v_head_dim), cfg.kv_lora_rank)
         s[a + "o_proj.weight"] = (D, H * cfg.v_head_dim)
+        if cfg.index_topk:
+            HI, dI = cfg.index_n_heads, cfg.index_head_dim
+            if cfg.q_lora_rank:
+                s[a + "indexer.wq_b.weight"] = (HI * dI, cfg.q_lora_rank)
+            else:
+                s[a + "indexer.wq.weight"] = (HI * dI, D)
+            s[a + "indexer.wk.weight"] = (dI, D)
+            s[a + "indexer.weights_proj.weight"] = (HI, D)
         m = p + "mlp."
         if cfg.is_moe(layer):
             E, I = cfg.n_routed_experts, cfg.moe_intermediate_size
@@ -267,12 +275,57 @@ def attention_mask(T, window):
     return masked
 
 
-def mla_attention(p, pre, cfg, x):
-    """Multi-head Latent Attention, naive (non-absorbed) form. x [B, T, D] -> [B, T, D]."""
+def indexer_scores(p, pre, cfg, x, cq, inv_freq, mscale):
+    """Dynamic sparse attention's indexer (DeepSeek-V3.2's lightning indexer, without its FP8,
+    Hadamard rotation and key LayerNorm): I[b, t, s] = sum_j w[t, j] relu(qi[t, j] . ki[s] /
+    sqrt(dI)), RoPE on the last qk_rope_head_dim dims of qi and ki; its inputs are detached.
+    Returns [B, T, T] with -inf above the diagonal."""
+    B, T, _ = x.shape
+    HI, dI, dr = cfg.index_n_heads, cfg.index_head_dim, cfg.qk_rope_head_dim
+    x = x.detach()
+    if cfg.q_lora_rank:
+        qi = linear(cq.detach(), p[pre + "indexer.wq_b.weight"])
+    else:
+        qi = linear(x, p[pre + "indexer.wq.weight"])
+    qi = qi.view(B, T, HI, dI)
+    qi = torch.cat([qi[..., :dI - dr], rope_interleaved(qi[..., dI - dr:], cfg.rope_theta, inv_freq, mscale)], dim=-1)
+    ki = linear(x, p[pre + "indexer.wk.weight"])                                  # [B, T, dI]
+    ki = torch.cat([ki[..., :dI - dr], rope_interleaved(ki[..., dI - dr:], cfg.rope_theta, inv_freq, mscale)], dim=-1)
+    w = linear(x, p[pre + "indexer.weights_proj.weight"])                         # [B, T, HI]
+    pre_act = torch.einsum("btjd,bsd->btjs", qi, ki) / math.sqrt(dI)
+    scores = (torch.relu(pre_act) * w[..., None]).sum(2)                          # [B, T, T]
+    return scores.masked_fill(attention_mask(T, 0), float("-inf"))
+
+
+def topk_key_mask(scores, k):
+    """[B, T, T] bool, True at the min(k, t+1) causal keys of query t with the largest scores
+    (ties: the lower key index, as a stable descending sort orders them)."""
+    T = scores.shape[-1]
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep.scatter_(-1, order[..., :min(k, T)], True)
+    return keep & ~attention_mask(T, 0)
+
+
+def indexer_kl(scores, probs, keep):
+    """Mean over queries of KL(p || softmax(scores over the kept keys)), p the attention probs
+    [B, H, T, T] averaged over heads (a detached target)."""
+    p = probs.detach().mean(1)                                                    # [B, T, T]
+    logq = torch.log_softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
+    logp = torch.log(torch.where(p > 0, p, torch.ones_like(p)))
+    kl = torch.where(keep & (p > 0), p * (logp - logq), torch.zeros_like(p))
+    return kl.sum(-1).mean()
+
+
+def mla_attention(p, pre, cfg, x, extra=None):
+    """Multi-head Latent Attention, naive (non-absorbed) form. x [B, T, D] -> [B, T, D].
+    With index_topk, each query attends to the keys its indexer chooses; the indexer's KL loss
+    is added to extra["indexer_loss"]."""
     B, T, _ = x.shape
     H, dn, dr, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
     eps = cfg.rms_norm_eps
     # queries
+    cq = None
     if cfg.q_lora_rank:
         cq = rms_norm(linear(x, p[pre + "q_a_proj.weight"]), p[pre + "q_a_layernorm.weight"], eps)
         q = linear(cq, p[pre + "q_b_proj.weight"])                                # [B, T, H*(dn+dr)]
@@ -295,8 +348,15 @@ def mla_attention(p, pre, cfg, x):
     scale = softmax_scale(cfg)
     s = torch.einsum("bthd,bshd->bhts", qf, k) * scale                            # [B, H, T, T]
     mask = attention_mask(T, cfg.sliding_window)
+    keep = None
+    if cfg.index_topk:
+        iscores = indexer_scores(p, pre, cfg, x, cq, inv_freq, mscale)
+        keep = topk_key_mask(iscores.detach(), cfg.index_topk)
+        mask = mask | ~keep[:, None]                                              # [B, 1, T, T]: every head
     s = s.masked_fill(mask, float("-inf"))
     pr = torch.softmax(s, dim=-1)
+    if keep is not None and extra is not None:
+        extra["indexer_loss"] = extra.get("indexer_loss", 0) + indexer_kl(iscores, pr, keep)
     o = torch.einsum("bhts,bshd->bthd", pr, v).reshape(B, T, H * dv)              # [B, T, H*dv]
     return linear(o, p[pre + "o_proj.weight"])
 
@@ -373,11 +433,11 @@ def balance_loss(cfg, routing, B, T):
     return cfg.aux_loss_alpha / B * (f_i * p_i).sum()
 
 
-def block(p, layer, cfg, h, routing_out):
+def block(p, layer, cfg, h, routing_out, extra=None):
     """One transformer layer (MLA + dense FFN or MoE). h [B, T, D]."""
     pre = f"model.layers.{layer}."
     eps = cfg.rms_norm_eps
-    h = h + mla_attention(p, pre + "self_attn.", cfg, rms_norm(h, p[pre + "input_layernorm.weight"], eps))
+    h = h + mla_attention(p, pre + "self_attn.", cfg, rms_norm(h, p[pre + "input_layernorm.weight"], eps), extra)
     x = rms_norm(h, p[pre + "post_attention_layernorm.weight"], eps)
     if cfg.is_moe(layer):
         y, r = moe_ffn(p, pre + "mlp.", cfg, x)
@@ -389,11 +449,11 @@ def block(p, layer, cfg, h, routing_out):
 
 # ----------------------------------------------------------------------------- model
 
-def main_trunk(p, cfg, tokens, routing):
+def main_trunk(p, cfg, tokens, routing, extra=None):
     """tokens [B, T] -> hidden of the last main layer, BEFORE model.norm, [B, T, D]."""
     h = p["model.embed_tokens.weight"][tokens]
     for l in range(cfg.num_hidden_layers):
-        h = block(p, l, cfg, h, routing)
+        h = block(p, l, cfg, h, routing, extra)
     return h
 
 
@@ -414,8 +474,8 @@ def forward_loss(p, cfg, seqs, mtp_lambda=0.3):
     """
     B, T = seqs.shape[0], seqs.shape[1] - 1
     V = cfg.vocab_size
-    routing = {}
-    h = main_trunk(p, cfg, seqs[:, :T], routing)                                  # [B, T, D]
+    routing, extra = {}, {}
+    h = main_trunk(p, cfg, seqs[:, :T], routing, extra)                           # [B, T, D]
     logits = lm_logits(p, cfg, h, "model.norm.weight")
     loss = F.cross_entropy(logits.reshape(B * T, V), seqs[:, 1:].reshape(B * T))
 
@@ -433,7 +493,7 @@ def forward_loss(p, cfg, seqs, mtp_lambda=0.3):
         e = rms_norm(p["model.embed_tokens.weight"][emb_tok], p[pre + "enorm.weight"], cfg.rms_norm_eps)
         hn = rms_norm(h_prev, p[pre + "hnorm.weight"], cfg.rms_norm_eps)
         hk = linear(torch.cat([e, hn], dim=-1), p[pre + "eh_proj.weight"])        # embedding FIRST
-        hk = block(p, l, cfg, hk, routing)
+        hk = block(p, l, cfg, hk, routing, extra)
         lk = lm_logits(p, cfg, hk, pre + "shared_head.norm.weight")               # [B, T, V]
         tgt_pos = pos + k + 1
         valid = tgt_pos <= T                                                      # [T]
@@ -451,8 +511,11 @@ def forward_loss(p, cfg, seqs, mtp_lambda=0.3):
             aux = aux + balance_loss(cfg, routing[l], B, T)
 
     total = loss + mtp_loss + aux
+    # Sparse attention: the indexers' KL losses, outside the total (each indexer learns from its
+    # own loss, its inputs detached); backward() of total + indexer_loss gives both gradients.
+    indexer_loss = extra.get("indexer_loss", torch.zeros((), dtype=logits.dtype))
     return dict(logits=logits, loss=loss, mtp_loss=mtp_loss, aux_loss=aux, total_loss=total,
-                routing=routing)
+                indexer_loss=indexer_loss, routing=routing)
 
 
 # ----------------------------------------------------------------------------- file helpers
@@ -481,9 +544,9 @@ def run_forward(ckpt, batch, out, mtp_lambda=0.3, dtype="float64"):
     if int(seqs.max()) >= cfg.vocab_size or int(seqs.min()) < 0:
         raise ValueError("token id out of range")
     r = forward_loss(p, cfg, seqs, mtp_lambda)
-    r["total_loss"].backward()
+    (r["total_loss"] + r["indexer_loss"]).backward()
     res = {"logits": r["logits"].detach().float().numpy()}
-    for k in ("loss", "mtp_loss", "aux_loss", "total_loss"):
+    for k in ("loss", "mtp_loss", "aux_loss", "total_loss", "indexer_loss"):
         res[k] = np.array([float(r[k])], dtype=np.float64)
     for name, t in p.items():
         if t.requires_grad:  # unused parameters (never-routed experts) get zero gradients
@@ -520,6 +583,8 @@ def make_checkpoint(config_path, seed, out_dir, bias_scale=0.05):
             a = 1.0 + 0.1 * rng.standard_normal(shape)                           # non-trivial norms
         elif name.endswith("mlp.gate.weight"):
             a = 0.2 * rng.standard_normal(shape)                                  # non-degenerate routing
+        elif ".indexer." in name:
+            a = 0.3 * rng.standard_normal(shape)                                  # decisive key choices
         else:
             a = 0.02 * rng.standard_normal(shape)
         t[name] = a.astype(np.float32)
