@@ -51,6 +51,7 @@
 #include "workbench/presentation_mode.h"
 #include "workbench/project_form.h"
 #include "workbench/project_paths.h"
+#include "workbench/pruning_report.h"
 #include "workbench/run_browser.h"
 #include "workbench/run_controller.h"
 #include "workbench/run_launcher.h"
@@ -275,6 +276,15 @@ void MainWindow::build_actions() {
     });
     quant_weights->setObjectName("actionQuantizedWeights");
     quant_weights->setToolTip(tr("Validation loss and routing of a checkpoint with its weights in fp8, int8, int4"));
+    QAction* pruning = runm->addAction(tr("Open pruning report…"), this, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(
+            this, tr("A checkpoint made by moe-prune (with pruning.json)"), session_->runs_dir());
+        if (dir.isEmpty()) return;
+        auto* w = findChild<PruningWindow*>();
+        (w ? w : new PruningWindow(this))->open(dir);
+    });
+    pruning->setObjectName("actionPruningReport");
+    pruning->setToolTip(tr("Experts or FFN channels a moe-prune run removed, and the scores it ranked them by"));
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     presentation_ = new PresentationMode(this);
@@ -650,8 +660,8 @@ void MainWindow::show_model(const QString& name, const ModelConfig& model, int64
     part(tr("embedding"), double(b.embedding), double(b.embedding), 0, tr("row lookup"));
     part(tr("attention (MLA)"), double(b.attention), double(b.attention),
          2.0 * double(b.attention) + s.attention_flops_per_token,
-         s.sliding_window > 0
-             ? tr("%1 layers, %2").arg(model.num_hidden_layers).arg(QString::fromStdString(format_sliding_window(s)))
+         s.sliding_window > 0 || s.index_topk > 0
+             ? tr("%1 layers, %2").arg(model.num_hidden_layers).arg(QString::fromStdString(format_attention_saving(s)))
              : tr("%1 layers").arg(model.num_hidden_layers));
     part(tr("dense FFN"), double(b.dense_ffn), double(b.dense_ffn), 2.0 * double(b.dense_ffn),
          tr("%1 layers").arg(s.dense_layers));
