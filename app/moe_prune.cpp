@@ -223,6 +223,7 @@ int run(const Options& o) {
     fs::remove_all(tmp, ec);
     try {
         moe::save_model_checkpoint(tmp, *pruned, {{"pruned_from", o.checkpoint}});
+        project.model = pruned->config();  // the fine-tune trains the pruned shape
         pruned.reset();
         if (o.finetune > 0) {
             double ft_s = 0.0;
