@@ -406,6 +406,38 @@ private slots:
         QVERIFY2(wrong_type.isEmpty(), qPrintable(wrong_type));
     }
 
+    // DeepSeek-V3.2's field names; a dense config is written without them.
+    void sparse_attention_fields() {
+        const json none = ModelConfig{}.to_json();
+        QVERIFY(!none.contains("index_topk") && !none.contains("index_n_heads") && !none.contains("index_head_dim"));
+        ModelConfig c;
+        c.index_topk = 64;
+        c.index_n_heads = 2;
+        c.index_head_dim = 24;
+        c.validate();
+        const json j = c.to_json();
+        QCOMPARE(j["index_topk"].get<int64_t>(), int64_t(64));
+        QCOMPARE(j["index_head_dim"].get<int64_t>(), int64_t(24));
+        QVERIFY(ModelConfig::from_json(j) == c);
+        struct Bad {
+            std::function<void(ModelConfig&)> set;
+            std::string field;
+            std::vector<std::string> parts;
+        };
+        const std::vector<Bad> bad = {
+            {[](ModelConfig& x) { x.index_topk = -2; }, "index_topk", {"got -2"}},
+            {[](ModelConfig& x) { x.index_topk = 8; x.sliding_window = 16; }, "sliding_window", {"index_topk", "got 16"}},
+            {[](ModelConfig& x) { x.index_topk = 8; x.index_n_heads = 0; }, "index_n_heads", {"got 0"}},
+            {[](ModelConfig& x) { x.index_topk = 8; x.index_head_dim = 8; }, "index_head_dim", {"qk_rope_head_dim", "got 8"}},
+        };
+        for (const Bad& b : bad) {
+            ModelConfig x;
+            b.set(x);
+            const QString failure = expect_config_error([&] { x.validate(); }, b.field, b.parts);
+            QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        }
+    }
+
     void round_trip_to_json_from_json() {
         ModelConfig c;
         c.vocab_size = 1000;

@@ -44,6 +44,15 @@ void add_block(std::vector<Tensor>& t, const ModelConfig& c, const std::string& 
     t.push_back({a + "kv_a_layernorm.weight", {c.kv_lora_rank}});
     t.push_back({a + "kv_b_proj.weight", {H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}});
     t.push_back({a + "o_proj.weight", {D, H * c.v_head_dim}});
+    if (c.index_topk > 0) {  // DeepSeek-V3.2's indexer (without its key LayerNorm)
+        const int64_t HI = c.index_n_heads, dI = c.index_head_dim;
+        if (c.q_lora_rank > 0)
+            t.push_back({a + "indexer.wq_b.weight", {HI * dI, c.q_lora_rank}});
+        else
+            t.push_back({a + "indexer.wq.weight", {HI * dI, D}});
+        t.push_back({a + "indexer.wk.weight", {dI, D}});
+        t.push_back({a + "indexer.weights_proj.weight", {HI, D}});
+    }
     const std::string m = prefix + "mlp.";
     auto swiglu = [&](const std::string& p, int64_t width) {
         t.push_back({p + "gate_proj.weight", {width, D}});
@@ -199,6 +208,41 @@ private slots:
         QVERIFY(std::fabs(tiny.attention_flops_saved_fraction - (1.0 - 48.25 / 64.5)) < 1e-12);
     }
 
+    // Top-k sparse attention: query i attends to min(i + 1, K) keys, as with a window of K, and
+    // the indexer scores every causal key.
+    //  T 128, K 32: 28.125 keys per query; attention per layer 2*4*(32+16) * 28.125 = 10,800;
+    //  indexer (1 head of 16) 2*1*16 * 64.5 = 2,064; 4 layers: 51,456 of the full 99,072.
+    void sparse_attention_flops() {
+        ModelConfig c = tiny_config();
+        c.index_topk = 32;
+        c.index_n_heads = 1;
+        c.index_head_dim = 16;
+        c.validate();
+        const ModelSummary s = summarize(c, 128);
+        QCOMPARE(s.index_topk, int64_t(32));
+        QCOMPARE(s.attention_context, 28.125);
+        QCOMPARE(s.indexer_flops_per_token, 4 * 2064.0);
+        QCOMPARE(s.attention_flops_per_token, 4 * (10800.0 + 2064.0));
+        QCOMPARE(s.attention_flops_full_per_token, 99072.0);
+        QVERIFY(std::fabs(s.attention_flops_saved_fraction - (1.0 - 51456.0 / 99072.0)) < 1e-12);
+        const std::string text = format_attention_saving(s);
+        qInfo("T 128, top-32: %s", text.c_str());
+        QVERIFY2(text.find("top-32 sparse attention") != std::string::npos &&
+                     text.find("-48.1%") != std::string::npos && text.find("costs 8.3%") != std::string::npos,
+                 text.c_str());
+        QVERIFY(format_summary(s).find("top-32 sparse attention") != std::string::npos);
+        // An indexer as wide as the heads costs more than the keys it saves: said, not hidden.
+        c.index_n_heads = 4;
+        c.index_head_dim = 32;
+        const ModelSummary costly = summarize(c, 128);
+        QVERIFY(costly.attention_flops_saved_fraction < 0);
+        QVERIFY2(format_attention_saving(costly).find("FLOPs +") != std::string::npos,
+                 format_attention_saving(costly).c_str());
+        // K >= T chooses every key.
+        c.index_topk = 128;
+        QVERIFY(format_attention_saving(summarize(c, 128)).find("every key is chosen") != std::string::npos);
+    }
+
     void counts_match_the_tensor_list() {
         std::vector<ModelConfig> configs;
         configs.push_back(tiny_config());
@@ -216,6 +260,11 @@ private slots:
         no_dense.first_k_dense_replace = 0;
         no_dense.n_shared_experts = 0;
         configs.push_back(no_dense);
+        ModelConfig sparse = tiny_config();  // the sparse attention indexer's tensors, both q forms
+        sparse.index_topk = 16;
+        configs.push_back(sparse);
+        sparse.q_lora_rank = 0;
+        configs.push_back(sparse);
         const Project d512 = Project::load(moe::test::source_path("projects/d512.json"));
         configs.push_back(d512.model);
 

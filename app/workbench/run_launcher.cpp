@@ -309,7 +309,8 @@ void RunLauncher::update_summary() {
                  qs(format_count(double(s.mtp_params))), qs(format_flops(s.forward_flops_per_token)),
                  qs(format_flops(s.train_flops_per_token)), qs(format_bytes(s.weights_fp32_bytes)),
                  qs(format_bytes(s.training_bytes))) +
-        (s.sliding_window > 0 ? "<br>" + qs(format_sliding_window(s)).toHtmlEscaped() : QString()));
+        (s.sliding_window > 0 || s.index_topk > 0 ? "<br>" + qs(format_attention_saving(s)).toHtmlEscaped()
+                                                  : QString()));
 }
 
 void RunLauncher::update_start() {

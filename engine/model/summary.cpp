@@ -30,6 +30,10 @@ LayerShapes layer_shapes(const ModelConfig& c) {
     s.attention_matmul += (c.kv_lora_rank + c.qk_rope_head_dim) * D;              // kv_a
     s.attention_matmul += H * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank;  // kv_b
     s.attention_matmul += D * H * c.v_head_dim;                                   // o_proj
+    if (c.index_topk > 0) {  // the sparse attention indexer: wq_b (or wq), wk, weights_proj
+        const int64_t HI = c.index_n_heads, dI = c.index_head_dim;
+        s.attention_matmul += HI * dI * (c.q_lora_rank > 0 ? c.q_lora_rank : D) + dI * D + HI * D;
+    }
     s.attention_norms = (c.q_lora_rank > 0 ? c.q_lora_rank : 0) + c.kv_lora_rank;
     s.block_norms = 2 * D;
     s.dense_ffn = 3 * D * c.intermediate_size;
@@ -102,10 +106,19 @@ ModelSummary summarize(const ModelConfig& c, int64_t seq_len) {
     m.mtp_active_matmul_params =
         c.num_nextn_predict_layers * (2 * D * D + s.attention_matmul + mtp_active_ffn + V * D);
 
-    const double attn_layer = attention_core_flops(c, seq_len, c.sliding_window);
+    // A window and top-k sparse attention both give query i min(i + 1, W) keys; the indexer
+    // then scores every causal key (2 x index_n_heads x index_head_dim FLOPs each).
+    const int64_t keys = c.sliding_window > 0 ? c.sliding_window : c.index_topk;
+    const double indexer_layer =
+        c.index_topk > 0 ? 2.0 * double(c.index_n_heads) * double(c.index_head_dim) *
+                               average_attention_context(seq_len, 0)
+                         : 0.0;
+    const double attn_layer = attention_core_flops(c, seq_len, keys) + indexer_layer;
     m.attention_flops_per_token = L * attn_layer;
     m.sliding_window = c.sliding_window;
-    m.attention_context = average_attention_context(seq_len, c.sliding_window);
+    m.index_topk = c.index_topk;
+    m.indexer_flops_per_token = L * indexer_layer;
+    m.attention_context = average_attention_context(seq_len, keys);
     m.attention_flops_full_per_token = L * attention_core_flops(c, seq_len, 0);
     if (m.attention_flops_full_per_token > 0)
         m.attention_flops_saved_fraction =
@@ -187,6 +200,33 @@ std::string format_sliding_window(const ModelSummary& m) {
     return buffer;
 }
 
+std::string format_sparse_attention(const ModelSummary& m) {
+    if (m.index_topk <= 0) return "";
+    const double full = average_attention_context(m.seq_len, 0);
+    const double indexer_share = m.attention_flops_full_per_token > 0
+                                     ? m.indexer_flops_per_token / m.attention_flops_full_per_token
+                                     : 0.0;
+    char buffer[200];
+    if (m.attention_context >= full)
+        std::snprintf(buffer, sizeof buffer,
+                      "top-%lld sparse attention >= sequence length %lld: every key is chosen, "
+                      "the indexer adds %.1f%%",
+                      static_cast<long long>(m.index_topk), static_cast<long long>(m.seq_len),
+                      100.0 * indexer_share);
+    else
+        std::snprintf(buffer, sizeof buffer,
+                      "top-%lld sparse attention: attention FLOPs %+.1f%% (%.1f instead of %.1f "
+                      "keys per query; the indexer costs %.1f%% of dense attention)",
+                      static_cast<long long>(m.index_topk),
+                      -100.0 * m.attention_flops_saved_fraction, m.attention_context, full,
+                      100.0 * indexer_share);
+    return buffer;
+}
+
+std::string format_attention_saving(const ModelSummary& m) {
+    return m.index_topk > 0 ? format_sparse_attention(m) : format_sliding_window(m);
+}
+
 std::string format_summary(const ModelSummary& m) {
     std::string out;
     char line[160];
@@ -223,7 +263,8 @@ std::string format_summary(const ModelSummary& m) {
         "no embedding lookup, norms, buffers");
     out += "FLOPs per token\n";
     row("attention scores + values", format_flops(m.attention_flops_per_token),
-        m.sliding_window > 0 ? format_sliding_window(m) : "average causal context (seq_len+1)/2");
+        m.sliding_window > 0 || m.index_topk > 0 ? format_attention_saving(m)
+                                                 : "average causal context (seq_len+1)/2");
     row("forward (main model)", format_flops(m.forward_flops_per_token),
         "2 x active matmul + attention");
     row("forward (MTP modules)", format_flops(m.mtp_forward_flops_per_token), "");

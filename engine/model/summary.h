@@ -62,6 +62,11 @@ struct ModelSummary {
     double attention_context = 0;
     double attention_flops_full_per_token = 0;
     double attention_flops_saved_fraction = 0;
+    // Dynamic top-k sparse attention (config.index_topk, 0 = none): a query attends to
+    // min(i + 1, index_topk) keys (attention_context), and the indexer's scores of every causal
+    // key are counted in attention_flops_per_token (indexer_flops_per_token, all main layers).
+    int64_t index_topk = 0;
+    double indexer_flops_per_token = 0;
     // Generation's cache per token, all main layers, in values: MLA keeps the compressed latent
     // and the shared rotary key (kv_lora_rank + qk_rope_head_dim per layer); plain multi-head
     // attention with the same heads would keep every head's key and value.
@@ -91,6 +96,12 @@ std::string format_summary(const ModelSummary& summary);
 // "sliding window 32: attention FLOPs -56.4% (28.1 instead of 64.5 keys per query)", or why
 // nothing is saved (window >= seq_len); empty without a window. Shared by the CLI and the GUI.
 std::string format_sliding_window(const ModelSummary& summary);
+
+// "top-64 sparse attention: attention FLOPs -48.2% (61.0 instead of 128.5 keys per query; the
+// indexer costs 3.1% of dense attention)"; empty without index_topk.
+std::string format_sparse_attention(const ModelSummary& summary);
+// The window's or the sparse attention's line (whichever the model has); empty for neither.
+std::string format_attention_saving(const ModelSummary& summary);
 
 // Human units, also used by the GUI: 1.23B, 456.7M, 12.0K; 83.5 GFLOP; 1.25 TiB / 3.4 GiB.
 std::string format_count(double count);
