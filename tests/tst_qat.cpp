@@ -86,6 +86,8 @@ private slots:
         QTest::newRow("int4 per channel") << 4 << 0 << true;
         QTest::newRow("int8 per channel") << 8 << 0 << true;
         QTest::newRow("int4 group 8 asym") << 4 << 8 << false;
+        QTest::newRow("int3 group 8") << 3 << 8 << true;
+        QTest::newRow("int2 per channel") << 2 << 0 << true;
     }
     void straightThrough() {
         QFETCH(int, bits);

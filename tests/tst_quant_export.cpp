@@ -181,8 +181,8 @@ private slots:
     // unchanged), so its validation loss is that of --quant-eval with the same format.
     void exportEqualsInMemoryPtq_data() {
         QTest::addColumn<QString>("format");
-        for (const char* f :
-             {"int4", "int4-g8-asym", "int8", "int8-asym", "int3", "int3-g16-asym", "int4-g64"})
+        for (const char* f : {"int4", "int4-g8-asym", "int8", "int8-asym", "int3", "int3-g16-asym",
+                              "int2", "int4-g64"})
             QTest::newRow(f) << QString(f);
     }
     void exportEqualsInMemoryPtq() {
@@ -228,9 +228,13 @@ private slots:
         QCOMPARE(q.data, (std::vector<uint8_t>{0x97, 0x02}));
         const IntQuantized q3 = quantize_int(w, 1, 3, IntQuantSpec{3, 0, true});  // scale 1/3
         QCOMPARE(q3.data, (std::vector<uint8_t>{0xD3, 0x01}));  // 3, -3 (nibble 13), 1
+        const IntQuantized q2 =
+            quantize_int(w, 1, 3, IntQuantSpec{2, 0, true});    // ternary, scale 1
+        QCOMPARE(q2.data, (std::vector<uint8_t>{0xF1, 0x00}));  // 1, -1 (nibble 15), 0
         for (const IntQuantSpec spec :
              {IntQuantSpec{4, 0, true}, IntQuantSpec{4, 0, false}, IntQuantSpec{3, 0, true},
-              IntQuantSpec{3, 0, false}, IntQuantSpec{8, 0, false}}) {
+              IntQuantSpec{3, 0, false}, IntQuantSpec{2, 0, true}, IntQuantSpec{2, 0, false},
+              IntQuantSpec{8, 0, false}}) {
             const int64_t rows = 5, cols = 7;
             const std::vector<float> x = test::random_vector(rows * cols, 11 + spec.bits, 0.3f);
             const IntQuantized iq = quantize_int(x.data(), rows, cols, spec);
@@ -318,7 +322,7 @@ private slots:
             ".qweight", "quant_bits");
         expect(
             "bits 5", [&](StoredFile& f) { f.metadata[kQuantBitsKey] = "5"; }, ".qweight",
-            "expected 8, 4 or 3");
+            "expected 8, 4, 3 or 2");
         expect(
             "both fp32 and quantized",
             [&](StoredFile& f) {

@@ -801,7 +801,7 @@ void TestQuantScaling::intInvalidSpecsThrow() {
         moe::quantize_int(w.data(), 2, 256, IntQuantSpec{5, 0, true});
         QFAIL("bits 5 accepted");
     } catch (const moe::ConfigError& e) {
-        QCOMPARE(QString(e.what()), QString("bits: must be 3, 4 or 8, got 5"));
+        QCOMPARE(QString(e.what()), QString("bits: must be 2, 3, 4 or 8, got 5"));
         QCOMPARE(QString::fromStdString(e.field()), QString("bits"));
     }
     try {

@@ -30,7 +30,7 @@ WeightFormat WeightFormat::parse(const std::string& name, const std::string& fie
     }
     f.kind = Kind::INT;
     const bool int_prefix = rest.size() >= 4 && rest.starts_with("int") &&
-                            (rest[3] == '8' || rest[3] == '4' || rest[3] == '3');
+                            (rest[3] == '8' || rest[3] == '4' || rest[3] == '3' || rest[3] == '2');
     if (int_prefix && rest.size() == 4) {
         f.int_spec.bits = rest[3] - '0';
         return f;
@@ -44,8 +44,9 @@ WeightFormat WeightFormat::parse(const std::string& name, const std::string& fie
         } catch (const std::exception&) {
         }
     }
-    throw ConfigError(field, "expected fp32, fp8, int8, int4, int3 or int4-gN / int8-gN / int3-gN "
-                             "(groups of N columns), optionally with -asym; got \"" + name + "\"");
+    throw ConfigError(field, "expected fp32, fp8, int8, int4, int3, int2 or int4-gN / int8-gN / "
+                             "int3-gN / int2-gN (groups of N columns), optionally with -asym; got \"" +
+                             name + "\"");
 }
 
 std::vector<WeightFormat> default_weight_formats() {
@@ -169,7 +170,7 @@ QuantizedExport export_quantized_checkpoint(const std::string& checkpoint_dir,
                                             bool overwrite) {
     namespace fs = std::filesystem;
     if (format.kind != WeightFormat::Kind::INT)
-        throw ConfigError("format", "a quantized checkpoint stores int8, int4 or int3 weights "
+        throw ConfigError("format", "a quantized checkpoint stores int8, int4, int3 or int2 weights "
                                     "(per channel, -gN, -asym), got \"" + format.name + "\"");
     std::error_code ec;
     if (fs::exists(out_dir, ec)) {

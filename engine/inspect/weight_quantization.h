@@ -21,8 +21,8 @@ struct WeightFormat {
     Kind kind = Kind::FP32;
     IntQuantSpec int_spec;  // Kind::INT
 
-    // "fp32", "fp8" (E4M3, 128x128 blocks), "int8", "int4", "int3" (per channel),
-    // "int8-gN", "int4-gN", "int3-gN" (groups of N), each optionally with "-asym". ConfigError naming `field` otherwise.
+    // "fp32", "fp8" (E4M3, 128x128 blocks), "int8", "int4", "int3", "int2" (per channel),
+    // "int8-gN", "int4-gN", ... (groups of N), each optionally with "-asym". ConfigError naming `field` otherwise.
     static WeightFormat parse(const std::string& name, const std::string& field = "format");
 };
 

@@ -13,8 +13,8 @@ namespace moe {
 namespace {
 
 void validate(const IntQuantSpec& spec, int64_t rows, int64_t cols) {
-    if (spec.bits != 3 && spec.bits != 4 && spec.bits != 8)
-        throw ConfigError("bits", "must be 3, 4 or 8, got " + std::to_string(spec.bits));
+    if (spec.bits != 2 && spec.bits != 3 && spec.bits != 4 && spec.bits != 8)
+        throw ConfigError("bits", "must be 2, 3, 4 or 8, got " + std::to_string(spec.bits));
     if (rows < 0 || cols < 0)
         throw ConfigError("shape", "must be non-negative, got " + std::to_string(rows) + "x" +
                                        std::to_string(cols));
@@ -71,8 +71,9 @@ int quantize_value(float w, const GroupParams& p, const IntQuantSpec& spec) {
     return static_cast<int>(std::clamp(q, static_cast<float>(lo), static_cast<float>(hi)));
 }
 
-// A code's storage: low 8 (int8) or 4 (int4, int3) bits of its two's complement (symmetric) or
-// unsigned value (asymmetric), and back. An int3 code sign-extends from its nibble like int4's.
+// A code's storage: low 8 (int8) or 4 (int4, int3, int2) bits of its two's complement
+// (symmetric) or unsigned value (asymmetric), and back. Narrower codes sign-extend from their
+// nibble like int4's.
 uint8_t to_storage(int q) { return static_cast<uint8_t>(q); }
 
 int from_storage(uint8_t stored, const IntQuantSpec& spec) {
@@ -113,7 +114,7 @@ IntQuantized quantize_int(const float* w, int64_t rows, int64_t cols, const IntQ
                 const uint8_t stored = to_storage(quantize_value(wg[i], p, spec));
                 if (spec.bits == 8)
                     row_data[c] = stored;
-                else  // element 2i in the low nibble of byte i (int4 and int3)
+                else  // element 2i in the low nibble of byte i (int4, int3, int2)
                     row_data[c / 2] |= static_cast<uint8_t>((stored & 0x0F) << (4 * (c % 2)));
             }
         }

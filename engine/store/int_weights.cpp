@@ -62,11 +62,11 @@ IntQuantSpec check_int_weight(const SafetensorsReader& reader, const std::string
                             std::string(bits == md.end() ? kQuantBitsKey : kQuantSchemeKey) +
                             "\" (it says the codes' width and scheme)");
     IntQuantSpec spec;
-    if (bits->second == "8" || bits->second == "4" || bits->second == "3")
+    if (bits->second == "8" || bits->second == "4" || bits->second == "3" || bits->second == "2")
         spec.bits = bits->second[0] - '0';
     else
         fail(n.qweight, "is a quantized weight, but the file's \"quant_bits\" is \"" +
-                            bits->second + "\" (expected 8, 4 or 3)");
+                            bits->second + "\" (expected 8, 4, 3 or 2)");
     if (scheme->second != "symmetric" && scheme->second != "asymmetric")
         fail(n.qweight, "is a quantized weight, but the file's \"quant_scheme\" is \"" +
                             scheme->second + "\" (expected symmetric or asymmetric)");
@@ -129,18 +129,22 @@ void read_int_weight(const SafetensorsReader& reader, const std::string& paramet
                                                    std::to_string(spec.bits) + " codes are 0.." +
                                                    std::to_string(top) + ")");
     }
-    if (spec.bits == 3) {  // stored in nibbles: a code outside INT3's range is a damaged file
-        const int64_t stride = code_bytes_per_row(3, q.cols);
+    if (spec.bits < 4) {  // stored in nibbles: a code outside INT3's / INT2's range is damage
+        const int qmax = (1 << (spec.bits - 1)) - 1;
+        const int64_t stride = code_bytes_per_row(spec.bits, q.cols);
         for (int64_t r = 0; r < q.rows; ++r)
             for (int64_t c = 0; c < q.cols; ++c) {
                 const int nibble = (q.data[size_t(r * stride + c / 2)] >> (4 * (c % 2))) & 0x0F;
-                const bool ok = spec.symmetric ? (nibble <= 3 || nibble >= 13) : nibble <= 7;
+                const bool ok =
+                    spec.symmetric ? (nibble <= qmax || nibble >= 16 - qmax) : nibble <= top;
                 if (!ok)
-                    throw FileError(reader.path(),
-                                    "tensor '" + n.qweight + "' holds nibble " +
-                                        std::to_string(nibble) + " at row " + std::to_string(r) +
-                                        ", column " + std::to_string(c) + ", outside the INT3 " +
-                                        (spec.symmetric ? "codes -3..3" : "codes 0..7"));
+                    throw FileError(
+                        reader.path(),
+                        "tensor '" + n.qweight + "' holds nibble " + std::to_string(nibble) +
+                            " at row " + std::to_string(r) + ", column " + std::to_string(c) +
+                            ", outside the INT" + std::to_string(spec.bits) + " codes " +
+                            (spec.symmetric ? std::to_string(-qmax) + ".." + std::to_string(qmax)
+                                            : "0.." + std::to_string(top)));
             }
     }
     dequantize_int(q, out);

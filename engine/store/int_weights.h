@@ -1,16 +1,16 @@
 #pragma once
-// Checkpoints with integer-quantized projection weights (quant/int_quant.h: INT8, INT4, INT3;
+// Checkpoints with integer-quantized projection weights (quant/int_quant.h: INT8, INT4, INT3, INT2;
 // per output channel or per group of input columns; symmetric or asymmetric), in safetensors.
 // A projection weight "<module>.weight" [out, in] is stored as (docs/precision.md, "Quantized
 // checkpoints"):
 //   "<module>.qweight"  the codes: I8 [out, in] (int8 symmetric, two's complement), U8 [out, in]
-//                       (int8 asymmetric), U8 [out, ceil(in/2)] (int4 and int3: two codes per
+//                       (int8 asymmetric), U8 [out, ceil(in/2)] (int4, int3, int2: two codes per
 //                       byte, column 2i in the low nibble, each row starting on a byte; a
 //                       symmetric code is the nibble's two's complement, -8..7)
 //   "<module>.scales"   F32 [out, groups]: groups = 1 per channel, else in / group_size
 //   "<module>.zeros"    U8 [out, groups], asymmetric only: w = (q - zero) * scale
-// and every other tensor stays as it is (F32). The file's __metadata__ says "quant_bits" (8, 4
-// or 3) and "quant_scheme" (symmetric or asymmetric), the same for every quantized weight of the
+// and every other tensor stays as it is (F32). The file's __metadata__ says "quant_bits" (8, 4,
+// 3 or 2) and "quant_scheme" (symmetric or asymmetric), the same for every quantized weight of the
 // file; config.json carries a "quantization_config" in the spirit of Hugging Face's. Loading
 // (store/checkpoint.h) dequantizes each weight to fp32: exactly dequantize_int of its codes, so
 // a model loaded from such a checkpoint equals the fp32 model quantized in memory.

@@ -382,8 +382,8 @@ IntQuantSpec QatSettings::spec() const {
 }
 
 void QatSettings::validate(const std::string& prefix) const {
-    check(bits == 0 || bits == 3 || bits == 4 || bits == 8, prefix, "bits", "must be 0 (off), 3, 4 or 8",
-          double(bits));
+    check(bits == 0 || bits == 2 || bits == 3 || bits == 4 || bits == 8, prefix, "bits",
+          "must be 0 (off), 2, 3, 4 or 8", double(bits));
     check(group_size >= 0 && group_size <= (int64_t(1) << 20), prefix, "group_size",
           "must be 0 (per output channel) or a group width", double(group_size));
     check_kind(scheme, kQatSchemes, prefix + ".scheme");

@@ -120,12 +120,12 @@ struct LossScaleSettings {
 };
 
 // Quantization-aware training (training.precision.qat): the projection weights are
-// fake-quantized to INT8 / INT4 / INT3 for every forward and backward pass from start_step on, the
+// fake-quantized to INT8 / INT4 / INT3 / INT2 for every forward and backward pass from start_step on, the
 // gradients pass straight through the rounding (STE: dL/dW is taken at the quantized weights
 // and applied to the fp32 master weights), evaluation runs the quantized model. The formats are
 // quant/int_quant.h's, so int4 post-training quantization of the master weights afterwards
 // gives exactly the model QAT trained.
-//   bits        0 (off), 8, 4 or 3 (INT3: the study format, codes stored in nibbles)
+//   bits        0 (off), 8, 4, 3 or 2 (INT3, INT2: study formats, codes stored in nibbles)
 //   group_size  0: one scale per output channel; else per group of input columns (must divide
 //               every projection's input width)
 //   scheme      "symmetric" or "asymmetric" (an integer zero point per group)
