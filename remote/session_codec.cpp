@@ -128,7 +128,13 @@ nlohmann::json to_json(const Inspection& in, bool with_attention) {
     nlohmann::json j{{"tokens", in.tokens}, {"token_text", in.token_text}, {"layers", in.layers}, {"E", in.E},
                      {"K", in.K}, {"heads", in.heads}, {"n_group", in.n_group}, {"topk_group", in.topk_group},
                      {"routing", routing}, {"bias", in.bias}, {"note", in.note}};
-    if (with_attention) j["attention"] = in.attention;
+    if (with_attention) {
+        j["attention"] = in.attention;
+        // The masks drawn beside the attention: the window, or the sparse attention's keys.
+        j["sliding_window"] = in.sliding_window;
+        j["index_topk"] = in.index_topk;
+        if (!in.selected_keys.empty()) j["selected_keys"] = in.selected_keys;
+    }
     return j;
 }
 
@@ -158,6 +164,9 @@ Inspection inspection_from_json(const nlohmann::json& j) {
         j.at("bias").get_to(in.bias);
         in.note = j.value("note", "");
         if (j.contains("attention")) j.at("attention").get_to(in.attention);
+        in.sliding_window = j.value("sliding_window", int64_t(0));
+        in.index_topk = j.value("index_topk", int64_t(0));
+        if (j.contains("selected_keys")) j.at("selected_keys").get_to(in.selected_keys);
         return in;
     } catch (const nlohmann::json::exception& e) {
         throw ProtocolError("bad_message", std::string("malformed inspection: ") + e.what());

@@ -211,6 +211,7 @@ private slots:
     void biasReadOnDemand();
     void sparsityMaskAndAttention();
     void sparsitySlidingWindow();
+    void sparsityTopkAttention();
     void modelTable();
     void expertRanksMarked();
     void efficiencyCalculatorDeepSeekV3();
@@ -862,6 +863,69 @@ void TestViewExperts::sparsitySlidingWindow()
     QVERIFY(!view.windowPanel()->isVisible());
     QVERIFY(view.windowCaption().isEmpty());
     QVERIFY(!std::isnan(view.attentionPlot()->colorMap()->data()->cell(0, T - 1)));  // key 0 visible again
+}
+
+// Dynamic top-k sparse attention: the chosen-key mask of the selected layer beside the dense
+// attention it replaces, the share of keys kept and of attention they hold.
+void TestViewExperts::sparsityTopkAttention()
+{
+    const int T = 24, K = 5, L = 2, H = 2;
+    QStringList tokens;
+    for (int t = 0; t < T; ++t)
+        tokens << QString("t%1").arg(t);
+    AttentionData att{L, H, T, {}, tokens, 0};
+    att.topk = K;
+    att.weights.assign(static_cast<size_t>(L) * H * T * T, 0.0f);
+    att.chosen.assign(static_cast<size_t>(L) * T * T, 0);
+    for (int l = 0; l < L; ++l) {
+        for (int h = 0; h < H; ++h)
+            for (int q = 0; q < T; ++q) {
+                double z = 0;
+                std::vector<double> w(q + 1);
+                for (int kk = 0; kk <= q; ++kk)
+                    z += (w[kk] = std::exp(-0.3 * (q - kk) + 0.5 * noise(q * 31 + kk + 100 * h + 7 * l)));
+                for (int kk = 0; kk <= q; ++kk)
+                    att.weights[((static_cast<size_t>(l) * H + h) * T + q) * T + kk] = static_cast<float>(w[kk] / z);
+            }
+        // Layer l keeps the first key (a sink) and the K - 1 most recent.
+        for (int q = 0; q < T; ++q)
+            for (int kk = 0; kk <= q; ++kk)
+                if (q < K || kk == 0 || kk > q - K + 1 + l)
+                    att.chosen[(static_cast<size_t>(l) * T + q) * T + kk] = 1;
+    }
+    SparsityView view;
+    view.setAttention(att);
+    view.setAttentionHead(1, 0);
+    show_and_settle(&view, {1400, 950});
+    QVERIFY(view.windowPanel()->isVisible());
+    auto *wc = view.windowPlot()->colorMap()->data();
+    int chosen = 0;
+    for (int q = 0; q < T; ++q)
+        for (int kk = 0; kk < T; ++kk) {
+            const double want = kk > q ? SparsityView::kFuture
+                                : att.isChosen(1, q, kk) ? SparsityView::kVisible
+                                                         : SparsityView::kOutsideWindow;
+            QCOMPARE(wc->cell(kk, q), want);
+            chosen += want == SparsityView::kVisible;
+        }
+    // The dense attention is drawn over every causal key (it is what the chosen keys replace).
+    QCOMPARE(view.attentionPlot()->colorMap()->data()->cell(2, T - 1), static_cast<double>(att.at(1, 0, T - 1, 2)));
+    QVERIFY(view.attentionPlot()->titleElement()->text().startsWith("Dense attention"));
+    QVERIFY(view.windowPlot()->titleElement()->text().contains("Top-5 keys, layer 2"));
+    const double kept = double(chosen) / (T * (T + 1) / 2.0);
+    QCOMPARE(att.keptShare(1), kept);
+    const QString caption = view.windowCaption();
+    QVERIFY2(caption.contains(QString("%1%").arg(100.0 * kept, 0, 'f', 1)) &&
+                 caption.contains(QString("%1%").arg(100.0 * att.chosenMass(1, 0), 0, 'f', 1)) &&
+                 caption.contains(QString("%1%").arg(100.0 * (1 - kept), 0, 'f', 1)),
+             qPrintable(caption));
+    QVERIFY(att.chosenMass(1, 0) > 0.3 && att.chosenMass(1, 0) < 1.0);
+    save_screenshot(&view, "sparsity-topk.png");
+    // Another layer: another mask; head 2: another share of attention held.
+    view.setAttentionHead(0, 1);
+    QCOMPARE(view.windowPlot()->colorMap()->data()->cell(3, 8),
+             att.isChosen(0, 8, 3) ? SparsityView::kVisible : SparsityView::kOutsideWindow);
+    QVERIFY(view.windowCaption().contains(QString("%1%").arg(100.0 * att.chosenMass(0, 1), 0, 'f', 1)));
 }
 
 QTEST_MAIN(TestViewExperts)

@@ -32,6 +32,41 @@ struct AttentionData {
     std::vector<float> weights;  // [layers * heads * T * T]: [l][h][query][key]
     QStringList tokens;          // [T]
     int window = 0;              // sliding window W (the model's sliding_window); 0 = none
+    // Dynamic top-k sparse attention (the model's index_topk; 0 = none): the keys the indexer
+    // chose for each query, shared by the heads, [layers * T * T] (1 = chosen); `weights` then
+    // hold the dense attention the chosen keys replace.
+    int topk = 0;
+    std::vector<uint8_t> chosen;
+
+    bool hasChosen() const { return topk > 0 && chosen.size() == static_cast<size_t>(layers) * T * T; }
+    bool isChosen(int l, int q, int k) const
+    {
+        return chosen[(static_cast<size_t>(l) * T + q) * T + k] != 0;
+    }
+    // Share of the causal (query, key) pairs the indexer kept in layer l.
+    double keptShare(int l) const
+    {
+        if (!hasChosen() || T <= 0)
+            return 0.0;
+        double kept = 0;
+        for (int q = 0; q < T; ++q)
+            for (int k = 0; k <= q; ++k)
+                kept += isChosen(l, q, k);
+        return kept / (0.5 * T * (T + 1.0));
+    }
+    // Mean over queries of the dense attention weight head h puts on the chosen keys: how much
+    // of what dense attention would read the sparse attention keeps (1 = all of it).
+    double chosenMass(int l, int h) const
+    {
+        if (!hasChosen() || T <= 0)
+            return 0.0;
+        double mass = 0;
+        for (int q = 0; q < T; ++q)
+            for (int k = 0; k <= q; ++k)
+                if (isChosen(l, q, k))
+                    mass += at(l, h, q, k);
+        return mass / T;
+    }
 
     float at(int l, int h, int q, int k) const
     {

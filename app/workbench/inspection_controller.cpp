@@ -268,6 +268,21 @@ bool InspectionController::present(Inspection primary, const QString& name,
         att.window = static_cast<int>(ins.sliding_window);
         for (const std::string& t : ins.token_text) att.tokens << QString::fromStdString(t);
         for (const auto& w : ins.attention) att.weights.insert(att.weights.end(), w.begin(), w.end());
+        // Sparse attention: the chosen keys [T, K] of each layer as a query x key mask.
+        if (ins.index_topk > 0 && ins.selected_keys.size() == ins.attention.size()) {
+            const int64_t T = ins.n_tokens(), K = std::min(ins.index_topk, T);
+            att.topk = static_cast<int>(ins.index_topk);
+            att.chosen.assign(size_t(att.layers) * size_t(T * T), 0);
+            for (size_t l = 0; l < ins.selected_keys.size(); ++l) {
+                const std::vector<int32_t>& sel = ins.selected_keys[l];
+                if (static_cast<int64_t>(sel.size()) != T * K) continue;
+                for (int64_t q = 0; q < T; ++q)
+                    for (int64_t c = 0; c < K; ++c) {
+                        const int32_t key = sel[size_t(q * K + c)];
+                        if (key >= 0 && key <= q) att.chosen[(l * size_t(T) + size_t(q)) * size_t(T) + size_t(key)] = 1;
+                    }
+            }
+        }
         sparsity_->setAttention(std::move(att));
     }
     show_mask();

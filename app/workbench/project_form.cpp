@@ -80,6 +80,18 @@ ProjectForm::ProjectForm(QWidget* parent) : QWidget(parent) {
             tr("0 = off: full causal attention. W > 0: each query attends only to its W most recent "
                "tokens, itself included, so attention costs O(T·W) instead of O(T²) "
                "(sliding_window, as in Mistral and Qwen2 configs)"));
+    add_int(f, tr("Top-k keys"), "index_topk", [](Project& p) -> int64_t& { return p.model.index_topk; },
+            tr("0 = off. K > 0: dynamic sparse attention (DeepSeek-V3.2): a small learned indexer "
+               "scores every earlier token and each query attends only to its K best, so the "
+               "attention itself costs O(T·K); trained toward the dense attention (index_topk)"));
+    add_int(f, tr("Indexer heads"), "index_n_heads", [](Project& p) -> int64_t& { return p.model.index_n_heads; },
+            tr("Heads of the sparse attention indexer (index_n_heads)"));
+    add_int(f, tr("Indexer head dim"), "index_head_dim", [](Project& p) -> int64_t& { return p.model.index_head_dim; },
+            tr("Width of an indexer head, at least the qk rope head dim (index_head_dim)"));
+    add_int(f, tr("Dense warm-up steps"), "training.index_warmup_steps",
+            [](Project& p) -> int64_t& { return p.training.index_warmup_steps; },
+            tr("With top-k keys: the first steps attend densely while the indexer learns from "
+               "every key (training.index_warmup_steps)"));
 
     f = add_group(tr("MTP"));
     add_int(f, tr("MTP depth"), "num_nextn_predict_layers",

@@ -42,8 +42,10 @@ Inspection inspect_tokens(Model& model, const std::vector<int32_t>& tokens) {
                 m->bias().value.copy_to_host(bias.data());
         out.bias.push_back(std::move(bias));
     }
+    out.index_topk = cfg.index_topk;
     for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
         out.attention.push_back(model.attention_probs(l).to_host());
+        if (cfg.index_topk > 0) out.selected_keys.push_back(model.selected_keys(l));
     }
     return out;
 }

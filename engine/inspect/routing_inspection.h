@@ -27,6 +27,11 @@ struct Inspection {
     // Attention weights of every main decoder layer (HF index i at [i], dense layers included),
     // each [H, T, T]: row q holds query q's weights over keys 0..q (0 outside the window).
     std::vector<std::vector<float>> attention;
+    // Dynamic sparse attention (index_topk > 0; 0 = dense): the keys each query of every main
+    // layer attended to, [T, K] with K = min(index_topk, T), -1 padded; `attention` then holds
+    // the dense attention those keys replace.
+    int64_t index_topk = 0;
+    std::vector<std::vector<int32_t>> selected_keys;
     // Selection bias e_score_correction_bias per MoE layer [E]; zeros when the model has none.
     std::vector<std::vector<float>> bias;
     std::string note;  // e.g. why the text was truncated; empty when nothing to say

@@ -16,11 +16,18 @@ double activation_floats_per_token(const ModelConfig& c, double T, bool fused_at
     const double D = double(c.hidden_size), H = double(c.num_attention_heads);
     const double qk = double(c.qk_nope_head_dim) + double(c.qk_rope_head_dim);
     const double v = double(c.v_head_dim);
-    const double context =
-        c.sliding_window > 0 && double(c.sliding_window) < T ? double(c.sliding_window) : T;
+    // Saved probabilities: a window's band, or the top-k keys (sparse attention, which also keeps
+    // the indexer's [T, T] scores and their gradient, its queries and keys, and the chosen keys).
+    const double keys = double(c.sliding_window > 0 ? c.sliding_window : c.index_topk);
+    const double context = keys > 0 && keys < T ? keys : T;
+    const double indexer = c.index_topk > 0
+                               ? 2 * T + double(c.index_n_heads) * (2 * double(c.index_head_dim) + 2) +
+                                     2 * double(c.index_head_dim) + context
+                               : 0.0;
     const double attention = 8 * D + H * (2 * qk + 2 * v) + double(c.kv_lora_rank) +
                              double(c.qk_rope_head_dim) + double(c.q_lora_rank) +
-                             H * (fused_attention ? 1.0 : context);  // lse, or probabilities
+                             H * (fused_attention ? 1.0 : context) +  // lse, or probabilities
+                             indexer;
     const double Nr = double(c.n_routed_experts);
     const double F = double(c.moe_intermediate_size);
     const double moe_ffn = (Nr > 0 ? double(c.num_experts_per_tok) : 0) * 3 * F +
