@@ -25,40 +25,39 @@ const QColor kMaskedGrey(190, 190, 190);
 const QColor kVisibleBlue(49, 104, 142);
 const QColor kOutsideOrange(240, 150, 70);
 
-QString mask_tip() {
-    return explained_html(
-        QString::fromUtf8(explain::kTopK.title),
-        QString::fromUtf8(explain::kTopK.text) +
-            "<br>Each row is a token of the batch, each column a routed expert; a filled cell "
-            "means "
-            "the gate chose that expert. Every row has exactly k filled cells; an empty column is "
-            "an expert no token chose.");
+QString mask_tip()
+{
+    return explained_html(QString::fromUtf8(explain::kTopK.title),
+                          QString::fromUtf8(explain::kTopK.text) +
+                              "<br>Each row is a token of the batch, each column a routed expert; a filled cell means "
+                              "the gate chose that expert. Every row has exactly k filled cells; an empty column is "
+                              "an expert no token chose.");
 }
 
-QString attention_tip() {
+QString attention_tip()
+{
     return explained_html(
         "Causal attention",
-        "Row q shows how much query token q attends to each earlier key token k (the softmax "
-        "weights "
+        "Row q shows how much query token q attends to each earlier key token k (the softmax weights "
         "sum to 1 along a row). Grey cells are masked: above the diagonal the causal mask forbids "
         "looking at later tokens; with a sliding window, keys older than the window are masked too "
-        "(see the mask beside). In MLA (multi-head latent attention) all heads share one "
-        "compressed "
+        "(see the mask beside). In MLA (multi-head latent attention) all heads share one compressed "
         "key/value latent per token, yet each head still has its own pattern.");
 }
 
-QString window_tip() {
+QString window_tip()
+{
     return explained_html(
         "Sliding-window attention",
         "With a sliding window W, query q attends only to the W most recent keys, itself included "
-        "(keys q-W+1 ... q). Blue: keys the query sees; orange: earlier keys the window drops; "
-        "grey: "
+        "(keys q-W+1 ... q). Blue: keys the query sees; orange: earlier keys the window drops; grey: "
         "later keys, removed by the causal mask. The engine skips the orange part entirely, so "
         "attention costs O(T W) instead of O(T^2); a token still reaches further back through the "
         "layers, W-1 positions per layer.");
 }
 
-QString sparse_tip() {
+QString sparse_tip()
+{
     return explained_html(
         "Dynamic top-k sparse attention",
         "A small learned indexer scores every earlier token for each query, and the query attends "
@@ -70,7 +69,8 @@ QString sparse_tip() {
 }
 
 // The mask panel's legend: one label in the middle of each level's band.
-QSharedPointer<QCPAxisTickerText> mask_ticker(bool sparse) {
+QSharedPointer<QCPAxisTickerText> mask_ticker(bool sparse)
+{
     QSharedPointer<QCPAxisTickerText> ticker(new QCPAxisTickerText);
     ticker->addTick(0.25, sparse ? "chosen" : "sees");
     ticker->addTick(1.0, sparse ? "not\nchosen" : "outside\nwindow");
@@ -78,7 +78,8 @@ QSharedPointer<QCPAxisTickerText> mask_ticker(bool sparse) {
     return ticker;
 }
 
-QCPColorGradient window_gradient() {
+QCPColorGradient window_gradient()
+{
     // Three flat levels for the three states; cells hold exactly 0, 1 or 2.
     QCPColorGradient g;
     g.setColorStopAt(0.0, kVisibleBlue);
@@ -88,24 +89,25 @@ QCPColorGradient window_gradient() {
     return g;
 }
 
-QString never_tip() {
-    return explained_html(
-        "Experts never chosen",
-        "Fraction of the routed experts of a layer that received no token in the logged "
-        "batch. High values early in training are normal; values that stay high mean "
-        "collapsed routing, which the balancing bias should undo.");
+QString never_tip()
+{
+    return explained_html("Experts never chosen",
+                          "Fraction of the routed experts of a layer that received no token in the logged "
+                          "batch. High values early in training are normal; values that stay high mean "
+                          "collapsed routing, which the balancing bias should undo.");
 }
 
-QString near_zero_tip(double threshold) {
-    return explained_html(
-        "Near-zero FFN activations",
-        QStringLiteral("Fraction of the FFN's hidden activations (after SwiGLU) whose magnitude is "
-                       "below %1. Sparse activations are what makes pruning and "
-                       "activation-sparse kernels pay off.")
-            .arg(threshold, 0, 'g', 3));
+QString near_zero_tip(double threshold)
+{
+    return explained_html("Near-zero FFN activations",
+                          QStringLiteral("Fraction of the FFN's hidden activations (after SwiGLU) whose magnitude is "
+                                         "below %1. Sparse activations are what makes pruning and "
+                                         "activation-sparse kernels pay off.")
+                              .arg(threshold, 0, 'g', 3));
 }
 
-QCPColorGradient mask_gradient() {
+QCPColorGradient mask_gradient()
+{
     // Two flat levels: a mask is 0/1, nothing in between.
     QCPColorGradient g;
     g.setColorStopAt(0.0, QColor(245, 245, 245));
@@ -114,7 +116,8 @@ QCPColorGradient mask_gradient() {
     return g;
 }
 
-CsvContent series_content(const std::vector<Series>& series) {
+CsvContent series_content(const std::vector<Series> &series)
+{
     CsvContent content;
     content.x_name = "step";
     content.series = series;
@@ -123,20 +126,23 @@ CsvContent series_content(const std::vector<Series>& series) {
 
 }  // namespace
 
-QString SparsityView::displayToken(const QString& token) {
+QString SparsityView::displayToken(const QString &token)
+{
     QString t = token;
     t.replace(' ', QChar(0x2423));   // open box: a visible space
     t.replace('\n', QChar(0x21B5));  // return arrow
     t.replace('\t', QChar(0x21E5));
-    if (t.size() > 12) t = t.left(11) + QChar(0x2026);
+    if (t.size() > 12)
+        t = t.left(11) + QChar(0x2026);
     return t;
 }
 
-SparsityView::SparsityView(QWidget* parent) : QWidget(parent) {
-    auto* root = new QVBoxLayout(this);
+SparsityView::SparsityView(QWidget *parent) : QWidget(parent)
+{
+    auto *root = new QVBoxLayout(this);
     root->setContentsMargins(6, 6, 6, 6);
 
-    auto* controls = new QHBoxLayout;
+    auto *controls = new QHBoxLayout;
     layer_spin_ = new QSpinBox;
     head_spin_ = new QSpinBox;
     layer_spin_->setToolTip("Layer of the attention pattern (1-based)");
@@ -191,11 +197,11 @@ SparsityView::SparsityView(QWidget* parent) : QWidget(parent) {
     window_caption_->setToolTip(window_tip());
     window_panel_ = new QWidget;
     window_panel_->setObjectName("sparsity-window");
-    auto* window_column = new QVBoxLayout(window_panel_);
+    auto *window_column = new QVBoxLayout(window_panel_);
     window_column->setContentsMargins(0, 0, 0, 0);
     window_column->addWidget(window_plot_, 1);
     window_column->addWidget(window_caption_);
-    auto* attention_row = new QHBoxLayout;
+    auto *attention_row = new QHBoxLayout;
     attention_row->setContentsMargins(0, 0, 0, 0);
     attention_row->addWidget(attention_plot_, 3);
     attention_row->addWidget(window_panel_, 2);
@@ -209,7 +215,7 @@ SparsityView::SparsityView(QWidget* parent) : QWidget(parent) {
     style_training_plot(near_zero_plot_, "Near-zero FFN activations", "% of activations");
     near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
 
-    auto* grid = grid_ = new QGridLayout;
+    auto *grid = grid_ = new QGridLayout;
     grid->addWidget(mask_plot_, 0, 0);
     grid->addLayout(attention_row, 0, 1);
     grid->addWidget(never_plot_, 1, 0);
@@ -218,16 +224,14 @@ SparsityView::SparsityView(QWidget* parent) : QWidget(parent) {
     grid->setRowStretch(1, 2);
     root->addLayout(grid, 1);
 
-    for (HeatmapPlot* p : {mask_plot_, attention_plot_, window_plot_})
+    for (HeatmapPlot *p : {mask_plot_, attention_plot_, window_plot_})
         add_export_actions(this, p, [p] {
             CsvContent content;
             content.matrix = p->toMatrix();
             return content;
         });
-    add_export_actions(this, never_plot_,
-                       [this] { return series_content(over_training_.never_chosen); });
-    add_export_actions(this, near_zero_plot_,
-                       [this] { return series_content(over_training_.near_zero); });
+    add_export_actions(this, never_plot_, [this] { return series_content(over_training_.never_chosen); });
+    add_export_actions(this, near_zero_plot_, [this] { return series_content(over_training_.near_zero); });
 
     connect(layer_spin_, qOverload<int>(&QSpinBox::valueChanged), this,
             [this](int v) { setAttentionHead(v - 1, head_); });
@@ -237,7 +241,8 @@ SparsityView::SparsityView(QWidget* parent) : QWidget(parent) {
     setAttention({});
 }
 
-void SparsityView::setRoutingMask(RoutingMaskData data) {
+void SparsityView::setRoutingMask(RoutingMaskData data)
+{
     mask_ = std::move(data);
     const int T = mask_.token_count(), E = mask_.experts;
     const bool ok = T > 0 && E > 0 && mask_.mask.size() == static_cast<size_t>(T) * E;
@@ -245,22 +250,28 @@ void SparsityView::setRoutingMask(RoutingMaskData data) {
     QStringList labels;
     int k = 0;
     if (ok) {
-        for (const QString& t : mask_.tokens) labels << displayToken(t);
+        for (const QString &t : mask_.tokens)
+            labels << displayToken(t);
         for (int t = 0; t < T; ++t)
-            for (int e = 0; e < E; ++e) mask_plot_->setCell(e, t, mask_.chosen(t, e) ? 1.0 : 0.0);
-        for (int e = 0; e < E; ++e) k += mask_.chosen(0, e);
+            for (int e = 0; e < E; ++e)
+                mask_plot_->setCell(e, t, mask_.chosen(t, e) ? 1.0 : 0.0);
+        for (int e = 0; e < E; ++e)
+            k += mask_.chosen(0, e);
     }
     mask_plot_->setRowLabels(labels, kMaxTokenLabels);
     mask_plot_->setColumnLabels({}, 0);
     mask_plot_->setColorRange(0, 1);
     QString title = QStringLiteral("Routing mask");
-    if (!mask_.layer_name.isEmpty()) title += QStringLiteral(", %1").arg(mask_.layer_name);
-    if (ok) title += QStringLiteral(" (%1 tokens, top-%2 of %3)").arg(T).arg(k).arg(E);
+    if (!mask_.layer_name.isEmpty())
+        title += QStringLiteral(", %1").arg(mask_.layer_name);
+    if (ok)
+        title += QStringLiteral(" (%1 tokens, top-%2 of %3)").arg(T).arg(k).arg(E);
     mask_plot_->setTitle(title);
     mask_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
-void SparsityView::setAttention(AttentionData data) {
+void SparsityView::setAttention(AttentionData data)
+{
     attention_ = std::move(data);
     const QSignalBlocker b1(layer_spin_), b2(head_spin_);
     layer_spin_->setRange(1, std::max(1, attention_.layers));
@@ -273,8 +284,10 @@ void SparsityView::setAttention(AttentionData data) {
     updateWindowMask();
 }
 
-void SparsityView::setAttentionHead(int layer, int head) {
-    if (layer < 0 || layer >= attention_.layers || head < 0 || head >= attention_.heads) return;
+void SparsityView::setAttentionHead(int layer, int head)
+{
+    if (layer < 0 || layer >= attention_.layers || head < 0 || head >= attention_.heads)
+        return;
     layer_ = layer;
     head_ = head;
     const QSignalBlocker b1(layer_spin_), b2(head_spin_);
@@ -285,11 +298,11 @@ void SparsityView::setAttentionHead(int layer, int head) {
         updateWindowMask();  // the chosen keys are per layer, their share of attention per head
 }
 
-void SparsityView::updateAttention() {
+void SparsityView::updateAttention()
+{
     const int T = attention_.T;
     const bool ok = T > 0 && attention_.layers > 0 && attention_.heads > 0 &&
-                    attention_.weights.size() ==
-                        static_cast<size_t>(attention_.layers) * attention_.heads * T * T;
+                    attention_.weights.size() == static_cast<size_t>(attention_.layers) * attention_.heads * T * T;
     const int n = ok ? T : 1;
     attention_plot_->setGrid(n, n, -0.5, n - 0.5, -0.5, n - 0.5);
     double hi = 0;
@@ -301,33 +314,29 @@ void SparsityView::updateAttention() {
                 const bool seen = attention_.visible(q, k);
                 const double w = seen ? attention_.at(layer_, head_, q, k) : std::nan("");
                 attention_plot_->setCell(k, q, w);
-                if (seen) hi = std::max(hi, w);
+                if (seen)
+                    hi = std::max(hi, w);
             }
         }
     }
     QStringList labels;
     if (ok && attention_.tokens.size() == T)
-        for (const QString& t : attention_.tokens) labels << displayToken(t);
+        for (const QString &t : attention_.tokens)
+            labels << displayToken(t);
     attention_plot_->setRowLabels(labels, kMaxTokenLabels);
     attention_plot_->setColumnLabels(labels, kMaxTokenLabels);
-    attention_plot_->xAxis->setTickLabelRotation(
-        labels.size() == T && T <= kMaxTokenLabels && ok ? 90 : 0);
+    attention_plot_->xAxis->setTickLabelRotation(labels.size() == T && T <= kMaxTokenLabels && ok ? 90 : 0);
     attention_plot_->setColorRange(0, hi > 0 ? hi : 1.0);
-    const QString masked = attention_.window > 0 ? QStringLiteral("grey: masked")
-                                                 : QStringLiteral("grey: causal mask");
+    const QString masked = attention_.window > 0 ? QStringLiteral("grey: masked") : QStringLiteral("grey: causal mask");
     // With sparse attention the weights are the dense attention the chosen keys replace.
-    const QString what =
-        attention_.hasChosen() ? QStringLiteral("Dense attention") : QStringLiteral("Attention");
-    attention_plot_->setTitle(ok ? QStringLiteral("%1, layer %2, head %3 (%4)")
-                                       .arg(what)
-                                       .arg(layer_ + 1)
-                                       .arg(head_ + 1)
-                                       .arg(masked)
+    const QString what = attention_.hasChosen() ? QStringLiteral("Dense attention") : QStringLiteral("Attention");
+    attention_plot_->setTitle(ok ? QStringLiteral("%1, layer %2, head %3 (%4)").arg(what).arg(layer_ + 1).arg(head_ + 1).arg(masked)
                                  : what);
     attention_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
-void SparsityView::updateWindowMask() {
+void SparsityView::updateWindowMask()
+{
     // The panel shows the sliding window's band, or the keys the sparse attention's indexer chose.
     const int T = attention_.T, W = attention_.window;
     const bool sparse = attention_.hasChosen() && layer_ < attention_.layers;
@@ -341,12 +350,8 @@ void SparsityView::updateWindowMask() {
     if (T > 0 && shown)
         for (int q = 0; q < T; ++q)
             for (int k = 0; k < T; ++k) {
-                const bool sees =
-                    sparse ? k <= q && attention_.isChosen(layer_, q, k) : attention_.visible(q, k);
-                window_plot_->setCell(k, q,
-                                      sees                      ? kVisible
-                                      : attention_.causal(q, k) ? kOutsideWindow
-                                                                : kFuture);
+                const bool sees = sparse ? k <= q && attention_.isChosen(layer_, q, k) : attention_.visible(q, k);
+                window_plot_->setCell(k, q, sees ? kVisible : attention_.causal(q, k) ? kOutsideWindow : kFuture);
             }
     window_plot_->setRowLabels({}, 0);
     window_plot_->setColumnLabels({}, 0);
@@ -354,24 +359,21 @@ void SparsityView::updateWindowMask() {
     window_plot_->colorScale()->axis()->setTicker(mask_ticker(sparse));
     window_plot_->setToolTip(sparse ? sparse_tip() : window_tip());
     window_caption_->setToolTip(sparse ? sparse_tip() : window_tip());
-    window_plot_->setTitle(sparse ? QStringLiteral("Top-%1 keys, layer %2 (all heads)")
-                                        .arg(attention_.topk)
-                                        .arg(layer_ + 1)
+    window_plot_->setTitle(sparse  ? QStringLiteral("Top-%1 keys, layer %2 (all heads)").arg(attention_.topk).arg(layer_ + 1)
                            : W > 0 ? QStringLiteral("Sliding window W = %1").arg(W)
                                    : QStringLiteral("Sliding window"));
     window_caption_->setText(windowCaption());
     window_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
-QString SparsityView::windowCaption() const {
+QString SparsityView::windowCaption() const
+{
     const int T = attention_.T, W = attention_.window;
     if (attention_.hasChosen() && layer_ < attention_.layers) {
         const double kept = attention_.keptShare(layer_);
-        return QStringLiteral(
-                   "The indexer chose up to %1 keys per query: <b>%2%</b> of the causal keys kept, "
-                   "holding <b>%3%</b> of head %4's dense attention (left). Attention FLOPs at "
-                   "T\u00a0=\u00a0%5: <b>\u2212%6%</b> against dense (the indexer's scoring not "
-                   "counted).")
+        return QStringLiteral("The indexer chose up to %1 keys per query: <b>%2%</b> of the causal keys kept, "
+                              "holding <b>%3%</b> of head %4's dense attention (left). Attention FLOPs at "
+                              "T\u00a0=\u00a0%5: <b>\u2212%6%</b> against dense (the indexer's scoring not counted).")
             .arg(attention_.topk)
             .arg(100.0 * kept, 0, 'f', 1)
             .arg(100.0 * attention_.chosenMass(layer_, head_), 0, 'f', 1)
@@ -379,23 +381,22 @@ QString SparsityView::windowCaption() const {
             .arg(T)
             .arg(100.0 * (1.0 - kept), 0, 'f', 1);
     }
-    if (W <= 0) return {};
+    if (W <= 0)
+        return {};
     if (W >= T)
-        return QStringLiteral(
-                   "Each query sees up to %1 keys, itself included. The window covers all %2 "
-                   "tokens "
-                   "here: no attention FLOPs saved at this length.")
+        return QStringLiteral("Each query sees up to %1 keys, itself included. The window covers all %2 tokens "
+                              "here: no attention FLOPs saved at this length.")
             .arg(W)
             .arg(T);
-    return QStringLiteral(
-               "Each query sees its %1 most recent keys, itself included. Attention FLOPs at "
-               "T\u00a0=\u00a0%2: <b>\u2212%3%</b> against full causal attention.")
+    return QStringLiteral("Each query sees its %1 most recent keys, itself included. Attention FLOPs at "
+                          "T\u00a0=\u00a0%2: <b>\u2212%3%</b> against full causal attention.")
         .arg(W)
         .arg(T)
         .arg(100.0 * attention_.windowSaving(), 0, 'f', 1);
 }
 
-void SparsityView::setSparsityOverTraining(SparsityOverTraining data) {
+void SparsityView::setSparsityOverTraining(SparsityOverTraining data)
+{
     over_training_ = std::move(data);
     fillLines(never_plot_, over_training_.never_chosen);
     fillLines(near_zero_plot_, over_training_.near_zero);
@@ -407,7 +408,8 @@ void SparsityView::setSparsityOverTraining(SparsityOverTraining data) {
     near_zero_plot_->setToolTip(near_zero_tip(over_training_.near_zero_threshold));
 }
 
-void SparsityView::setNearZeroNote(const QString& note) {
+void SparsityView::setNearZeroNote(const QString &note)
+{
     if (!near_zero_note_) {
         near_zero_note_ = new QCPItemText(near_zero_plot_);
         near_zero_note_->position->setType(QCPItemPosition::ptAxisRectRatio);
@@ -420,7 +422,7 @@ void SparsityView::setNearZeroNote(const QString& note) {
     // Wrapped by hand: QCPItemText has no word wrap.
     QString wrapped;
     int line = 0;
-    for (const QString& word : note.split(' ', Qt::SkipEmptyParts)) {
+    for (const QString &word : note.split(' ', Qt::SkipEmptyParts)) {
         if (line > 0 && line + word.size() > 34) {
             wrapped += '\n';
             line = 0;
@@ -436,23 +438,26 @@ void SparsityView::setNearZeroNote(const QString& note) {
     near_zero_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
-QString SparsityView::nearZeroNote() const {
+QString SparsityView::nearZeroNote() const
+{
     return near_zero_note_ && near_zero_note_->visible() ? near_zero_note_->text() : QString();
 }
 
-void SparsityView::fillLines(QCustomPlot* plot, const std::vector<Series>& series) {
+void SparsityView::fillLines(QCustomPlot *plot, const std::vector<Series> &series)
+{
     plot->clearGraphs();
     const int n = static_cast<int>(series.size());
     double top = 0;
     for (int i = 0; i < n; ++i) {
-        const Series& s = series[i];
-        QCPGraph* g = plot->addGraph();
+        const Series &s = series[i];
+        QCPGraph *g = plot->addGraph();
         const size_t m = std::min(s.x.size(), s.y.size());
         QVector<double> keys(static_cast<qsizetype>(m)), values(static_cast<qsizetype>(m));
         for (size_t j = 0; j < m; ++j) {
             keys[j] = s.x[j];
             values[j] = 100.0 * s.y[j];  // fractions shown as percent
-            if (std::isfinite(values[j])) top = std::max(top, values[j]);
+            if (std::isfinite(values[j]))
+                top = std::max(top, values[j]);
         }
         g->setData(keys, values, true);
         g->setName(s.name);
