@@ -21,7 +21,6 @@ namespace {
 // Okabe-Ito blue and orange: kept and removed stay apart under every colour-vision deficiency.
 const QColor kKept(0, 114, 178);
 const QColor kRemoved(230, 159, 0);
-const QColor kRemovedCell(200, 200, 200);
 
 QString criterion_label(const QString& c) {
     if (c == "load") return "share of routed tokens";
@@ -51,7 +50,7 @@ QString channels_tip() {
                           "were zeroed. Each row is "
                           "an FFN (a routed expert, the shared experts or a dense FFN), its "
                           "channels sorted from the most "
-                          "to the least salient; the grey cells at the right are the channels "
+                          "to the least salient; the channels right of the white line are "
                           "removed. Every expert loses "
                           "the same number, so moe_intermediate_size shrinks uniformly.");
 }
@@ -67,8 +66,8 @@ PruningView::PruningView(QWidget* parent) : QWidget(parent) {
     layer_box_->setObjectName("pruningLayer");
     controls->addWidget(layer_box_);
     controls->addSpacing(10);
-    auto* criterion_label_widget = new QLabel("Score");
-    controls->addWidget(criterion_label_widget);
+    criterion_text_ = new QLabel("Score");
+    controls->addWidget(criterion_text_);
     criterion_box_ = new QComboBox;
     criterion_box_->setObjectName("pruningCriterion");
     controls->addWidget(criterion_box_);
@@ -130,8 +129,7 @@ PruningView::PruningView(QWidget* parent) : QWidget(parent) {
     connect(criterion_box_, &QComboBox::currentTextChanged, this, [this](const QString& c) {
         if (!c.isEmpty()) setCriterion(c);
     });
-    // Both controls stay for the channel view too; the score box is then disabled.
-    criterion_label_widget->setBuddy(criterion_box_);
+    criterion_text_->setBuddy(criterion_box_);
     setData({});
 }
 
@@ -151,6 +149,8 @@ void PruningView::setData(PruningData data) {
             criterion_box_->addItem(name);
     criterion_box_->setCurrentText(criterion_);
     criterion_box_->setEnabled(data_.kind == PruningData::Kind::Experts);
+    criterion_box_->setVisible(data_.kind == PruningData::Kind::Experts);
+    criterion_text_->setVisible(data_.kind == PruningData::Kind::Experts);
     summary_->setText(data_.kind == PruningData::Kind::None
                           ? "No pruning report open (moe-prune writes "
                             "pruning.json next to the checkpoint it makes)."
@@ -225,6 +225,7 @@ void PruningView::showExperts() {
                 x->setText(QString::fromUtf8("\u2715"));
                 QFont f = heatmap_->font();
                 f.setBold(true);
+                f.setPointSizeF(f.pointSizeF() * 1.6);
                 x->setFont(f);
                 x->setColor(Qt::white);
                 x->setPositionAlignment(Qt::AlignCenter);
@@ -273,11 +274,9 @@ void PruningView::showChannels() {
     heatmap_->setToolTip(channels_tip());
     bar_plot_->setToolTip(channels_tip());
     heatmap_->setTitle(
-        QString("%1: channel saliency, each FFN sorted; grey = removed").arg(layer.name));
-    QCPColorGradient g = viridis_gradient();
-    g.setNanHandling(QCPColorGradient::nhNanColor);
-    g.setNanColor(kRemovedCell);
-    heatmap_->setGradient(g);
+        QString("%1: channel saliency, each FFN sorted; channels right of the white line removed")
+            .arg(layer.name));
+    heatmap_->setGradient(viridis_gradient());
     heatmap_->setColorLabel("log10 saliency");
     heatmap_->setGrid(std::max(C, 1), std::max(R, 1), -0.5, std::max(C, 1) - 0.5, -0.5,
                       std::max(R, 1) - 0.5);
@@ -294,11 +293,18 @@ void PruningView::showChannels() {
             if (removed) removed_sum += s[c];
             // Zero saliency (an expert no token reached) sits at the bottom of the scale.
             const double v = std::log10(std::max(s[c], 1e-30));
-            heatmap_->setCell(c, r, removed ? NAN : v);
+            heatmap_->setCell(c, r, v);
             if (s[c] > 0) {
                 lo = std::min(lo, v);
                 hi = std::max(hi, v);
             }
+        }
+        if (gone > 0) {  // the cut between kept and removed channels of this FFN
+            const double x = static_cast<double>(s.size()) - gone - 0.5;
+            auto* cut = new QCPItemLine(heatmap_);
+            cut->start->setCoords(x, r - 0.5);
+            cut->end->setCoords(x, r + 0.5);
+            cut->setPen(QPen(Qt::white, 3));
         }
         kept_bars_->addData(r, total - removed_sum);
         removed_bars_->addData(r, removed_sum);

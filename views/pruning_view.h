@@ -48,6 +48,7 @@ private:
     QLabel* summary_ = nullptr;
     QComboBox* layer_box_ = nullptr;
     QComboBox* criterion_box_ = nullptr;
+    QLabel* criterion_text_ = nullptr;  // the score box and its label show for experts only
     HeatmapPlot* heatmap_ = nullptr;
     QCustomPlot* bar_plot_ = nullptr;
     QCPBars* kept_bars_ = nullptr;
