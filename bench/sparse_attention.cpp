@@ -2,7 +2,7 @@
 // sliding window of the same number of keys, one sequence of T tokens with DeepSeek-shaped heads
 // (docs/performance.md; scripts/sparse-attention-study.sh runs it). Prints milliseconds for the
 // forward and backward passes, the indexer's own cost (scores, top-k, its backward) and each
-// method's time as a ratio of dense attention measured in the same run.
+// method's time as a ratio of dense attention measured in the same run (round robin, best of --reps).
 //
 //   build/bench/moe-bench-sparse-attention --T 2048 --topk 128,256,512
 #include <CLI/CLI.hpp>
@@ -20,17 +20,6 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Best of `reps` runs, in milliseconds (the least disturbed by the machine's other work).
-double best_ms(int reps, const std::function<void()>& f) {
-    double best = 1e300;
-    for (int r = 0; r < reps; ++r) {
-        const auto t0 = Clock::now();
-        f();
-        best = std::min(best, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-    }
-    return best;
-}
 
 std::vector<float> random_values(size_t n, uint64_t seed) {
     std::vector<float> v(n);
@@ -75,74 +64,97 @@ int main(int argc, char** argv) {
     std::printf("T %lld, %lld heads, dk %lld, dv %lld; indexer %lld heads x %lld; %s; best of %d\n",
                 (long long)T, (long long)H, (long long)dk, (long long)dv, (long long)HI,
                 (long long)dI, be.describe().c_str(), reps);
-    std::printf("%-34s %12s %10s %10s %10s %9s\n", "attention", "keys/query", "fwd ms", "bwd ms",
-                "total ms", "vs dense");
-    auto dense_like = [&](int64_t window) {
-        const double f = best_ms(reps, [&] {
-            be.attention_forward(q.data(), k.data(), v.data(), 1, T, H, dk, dv, scale, window,
+    // Round robin: every repetition times every method once, and each method's best is kept,
+    // so a busy machine slows all of them alike and the ratios stay meaningful.
+    struct Timing {
+        double fwd = 1e300, bwd = 1e300;
+    };
+    auto keep_best = [](double& best, const std::function<void()>& f) {
+        const auto t0 = Clock::now();
+        f();
+        best = std::min(best, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    };
+    const float iscale = 1.0f / std::sqrt(float(dI));
+    Timing dense;
+    std::vector<Timing> window(topk.size()), sparse(topk.size());
+    std::vector<double> idx_f(topk.size(), 1e300), sel(topk.size(), 1e300), kl(topk.size(), 1e300),
+        idx_b(topk.size(), 1e300);
+    std::vector<float> scores(size_t(T * T)), dscores(size_t(T * T));
+    std::vector<float> dqi(qi.size()), dki(ki.size()), dw(w.size());
+    std::vector<std::vector<int32_t>> idx(topk.size());
+    std::vector<std::vector<float>> sprobs(topk.size());
+    for (size_t i = 0; i < topk.size(); ++i) {
+        idx[i].resize(size_t(T * topk[i]));
+        sprobs[i].resize(size_t(T * H * topk[i]));
+    }
+    for (int r = 0; r < reps; ++r) {
+        keep_best(dense.fwd, [&] {
+            be.attention_forward(q.data(), k.data(), v.data(), 1, T, H, dk, dv, scale, 0,
                                  probs.data(), out.data());
         });
-        const double b = best_ms(reps, [&] {
+        keep_best(dense.bwd, [&] {
             be.attention_backward(dout.data(), q.data(), k.data(), v.data(), probs.data(), 1, T, H,
-                                  dk, dv, scale, window, dq.data(), dk_.data(), dv_.data());
+                                  dk, dv, scale, 0, dq.data(), dk_.data(), dv_.data());
         });
-        return std::make_pair(f, b);
-    };
+        for (size_t i = 0; i < topk.size(); ++i) {
+            const int64_t K = topk[i];
+            keep_best(window[i].fwd, [&] {
+                be.attention_forward(q.data(), k.data(), v.data(), 1, T, H, dk, dv, scale, K,
+                                     probs.data(), out.data());
+            });
+            keep_best(window[i].bwd, [&] {
+                be.attention_backward(dout.data(), q.data(), k.data(), v.data(), probs.data(), 1,
+                                      T, H, dk, dv, scale, K, dq.data(), dk_.data(), dv_.data());
+            });
+            keep_best(idx_f[i], [&] {
+                be.indexer_scores_forward(qi.data(), ki.data(), w.data(), 1, T, T, 0, HI, dI,
+                                          iscale, scores.data());
+            });
+            keep_best(sel[i], [&] { be.topk_keys(scores.data(), 1, T, T, 0, K, idx[i].data()); });
+            keep_best(sparse[i].fwd, [&] {
+                be.sparse_attention_forward(q.data(), k.data(), v.data(), idx[i].data(), 1, T, H,
+                                            dk, dv, K, scale, sprobs[i].data(), out.data());
+            });
+            keep_best(sparse[i].bwd, [&] {
+                be.sparse_attention_backward(dout.data(), q.data(), k.data(), v.data(),
+                                             sprobs[i].data(), idx[i].data(), 1, T, H, dk, dv, K,
+                                             scale, dq.data(), dk_.data(), dv_.data());
+            });
+            keep_best(kl[i], [&] {
+                be.indexer_loss(scores.data(), sprobs[i].data(), idx[i].data(), 1, T, H, K, 1.0f,
+                                dscores.data());
+            });
+            keep_best(idx_b[i], [&] {
+                be.indexer_scores_backward(dscores.data(), qi.data(), ki.data(), w.data(), 1, T, T,
+                                           0, HI, dI, iscale, dqi.data(), dki.data(), dw.data());
+            });
+        }
+    }
+
     // Average keys a query sees.
     auto avg_keys = [&](int64_t kk) {
         double s = 0;
         for (int64_t t = 0; t < T; ++t) s += double(std::min<int64_t>(t + 1, kk > 0 ? kk : T));
         return s / double(T);
     };
-    const auto [df, db] = dense_like(0);
-    const double dense = df + db;
-    std::printf("%-34s %12.1f %10.1f %10.1f %10.1f %9.2f\n", "dense causal", avg_keys(0), df, db,
-                dense, 1.0);
-
-    std::vector<float> scores(size_t(T * T)), dscores(size_t(T * T));
-    std::vector<float> dqi(qi.size()), dki(ki.size()), dw(w.size());
-    const double idx_f = best_ms(reps, [&] {
-        be.indexer_scores_forward(qi.data(), ki.data(), w.data(), 1, T, T, 0, HI, dI,
-                                  1.0f / std::sqrt(float(dI)), scores.data());
-    });
-    for (int64_t K : topk) {
-        const auto [wf, wb] = dense_like(K);
-        std::printf("%-34s %12.1f %10.1f %10.1f %10.1f %9.2f\n",
-                    ("sliding window " + std::to_string(K)).c_str(), avg_keys(K), wf, wb, wf + wb,
-                    (wf + wb) / dense);
-        std::vector<int32_t> idx(size_t(T * K));
-        const double sel =
-            best_ms(reps, [&] { be.topk_keys(scores.data(), 1, T, T, 0, K, idx.data()); });
-        std::vector<float> sprobs(size_t(T * H * K));
-        const double sf = best_ms(reps, [&] {
-            be.sparse_attention_forward(q.data(), k.data(), v.data(), idx.data(), 1, T, H, dk, dv,
-                                        K, scale, sprobs.data(), out.data());
-        });
-        const double sb = best_ms(reps, [&] {
-            be.sparse_attention_backward(dout.data(), q.data(), k.data(), v.data(), sprobs.data(),
-                                         idx.data(), 1, T, H, dk, dv, K, scale, dq.data(),
-                                         dk_.data(), dv_.data());
-        });
-        double kl = 0;
-        const double lf = best_ms(reps, [&] {
-            kl = be.indexer_loss(scores.data(), sprobs.data(), idx.data(), 1, T, H, K, 1.0f,
-                                 dscores.data());
-        });
-        const double ib = best_ms(reps, [&] {
-            be.indexer_scores_backward(dscores.data(), qi.data(), ki.data(), w.data(), 1, T, T, 0,
-                                       HI, dI, 1.0f / std::sqrt(float(dI)), dqi.data(), dki.data(),
-                                       dw.data());
-        });
-        std::printf("%-34s %12.1f %10.1f %10.1f %10.1f %9.2f\n",
-                    ("top-" + std::to_string(K) + " sparse (attention only)").c_str(), avg_keys(K),
-                    sf, sb, sf + sb, (sf + sb) / dense);
-        const double total_f = sf + idx_f + sel + lf, total_b = sb + ib;
-        std::printf("%-34s %12.1f %10.1f %10.1f %10.1f %9.2f\n",
-                    ("top-" + std::to_string(K) + " + indexer, top-k, KL").c_str(), avg_keys(K),
-                    total_f, total_b, total_f + total_b, (total_f + total_b) / dense);
-        std::printf(
-            "    indexer scores %.1f ms, top-k %.1f ms, KL %.1f ms, indexer backward %.1f ms\n",
-            idx_f, sel, lf, ib);
+    const double dense_ms = dense.fwd + dense.bwd;
+    auto line = [&](const std::string& name, double keys, double f, double b) {
+        std::printf("%-34s %12.1f %10.1f %10.1f %10.1f %9.2f\n", name.c_str(), keys, f, b, f + b,
+                    (f + b) / dense_ms);
+    };
+    std::printf("%-34s %12s %10s %10s %10s %9s\n", "attention", "keys/query", "fwd ms", "bwd ms",
+                "total ms", "vs dense");
+    line("dense causal", avg_keys(0), dense.fwd, dense.bwd);
+    for (size_t i = 0; i < topk.size(); ++i) {
+        const std::string K = std::to_string(topk[i]);
+        const double keys = avg_keys(topk[i]);
+        line("sliding window " + K, keys, window[i].fwd, window[i].bwd);
+        line("top-" + K + " sparse (attention only)", keys, sparse[i].fwd, sparse[i].bwd);
+        line("top-" + K + " + indexer, top-k, KL", keys, sparse[i].fwd + idx_f[i] + sel[i] + kl[i],
+             sparse[i].bwd + idx_b[i]);
+        std::printf("    indexer scores %.1f ms, top-k %.1f ms, KL %.1f ms, indexer backward %.1f "
+                    "ms\n",
+                    idx_f[i], sel[i], kl[i], idx_b[i]);
     }
     return 0;
 }

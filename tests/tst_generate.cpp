@@ -51,6 +51,14 @@ ModelConfig with_window(ModelConfig c, int64_t w) {
     return c;
 }
 
+// Generation must choose the keys training chooses: the cached indexer keys give the same scores.
+ModelConfig with_sparse_attention(ModelConfig c, int64_t k) {
+    c.index_topk = k;
+    c.index_n_heads = 2;
+    c.index_head_dim = c.qk_rope_head_dim + 4;
+    return c;
+}
+
 ModelConfig with_yarn(ModelConfig c) {
     c.rope_scaling.yarn = true;
     c.rope_scaling.factor = 4.0;
@@ -142,12 +150,14 @@ private slots:
         QTest::newRow("softmax, plain q, no MTP") << 1;
         QTest::newRow("sliding window 3") << 2;
         QTest::newRow("YaRN") << 3;
+        QTest::newRow("top-4 sparse attention") << 4;
     }
     void cachedForwardMatchesFullForward() {
         QFETCH(int, variant);
         const ModelConfig cfg = variant == 1   ? test::tiny_softmax_config()
                                 : variant == 2 ? with_window(test::tiny_full_config(), 3)
                                 : variant == 3 ? with_yarn(test::tiny_full_config())
+                                : variant == 4 ? with_sparse_attention(test::tiny_full_config(), 4)
                                                : test::tiny_full_config();
         Model model(cfg, be_);
         model.init_weights(5);

@@ -11,6 +11,8 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "model/model.h"
+#include "model_fixtures.h"
 #include "fd_check.h"
 #include "test_support.h"
 
@@ -321,6 +323,43 @@ private slots:
                     else
                         QVERIFY(std::isinf(got) && got < 0);
                 }
+    }
+
+    // A backend without the ops (CUDA today) is refused by the model, by field, before anything
+    // is allocated; the ops themselves name the backend too.
+    void backendWithoutSparseAttentionIsRefused() {
+        struct NoSparse final : CpuBackend {
+            NoSparse() : CpuBackend(1) {}
+            const char* name() const override { return "no-sparse"; }
+            bool supports_sparse_attention() const override { return false; }
+        } be;
+        moe::ModelConfig cfg = moe::test::tiny_full_config();
+        cfg.index_topk = 3;
+        try {
+            moe::Model m(cfg, be);
+            QFAIL("a model with index_topk was built on a backend without sparse attention");
+        } catch (const moe::ConfigError& e) {
+            const QString what = QString::fromUtf8(e.what());
+            QVERIFY2(what.contains("index_topk") && what.contains("no-sparse backend"), qPrintable(what));
+        }
+        cfg.index_topk = 0;
+        moe::Model dense(cfg, be);  // dense attention is fine there
+        struct Bare final : CpuBackend {
+            Bare() : CpuBackend(1) {}
+            const char* name() const override { return "bare"; }
+            void topk_keys(const float* s, int64_t B, int64_t Tq, int64_t Tk, int64_t start, int64_t K,
+                           int32_t* idx) override {
+                Backend::topk_keys(s, B, Tq, Tk, start, K, idx);  // the default
+            }
+        } bare;
+        float sc = 0;
+        int32_t idx = 0;
+        try {
+            bare.topk_keys(&sc, 1, 1, 1, 0, 1, &idx);
+            QFAIL("the default topk_keys did not throw");
+        } catch (const moe::Error& e) {
+            QVERIFY2(QString(e.what()).contains("not implemented on the bare backend"), e.what());
+        }
     }
 
     // Bitwise the same with 1 and 2 threads.

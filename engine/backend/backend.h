@@ -196,6 +196,8 @@ public:
     //   I[b, i, s] = sum_j w[i, j] * relu(scale * qi[i, j] . ki[s])   for s <= start + i
     //   I[b, i, s] = -inf                                             otherwise.
     // qi [B*Tq, HI, dI]; ki [B*Tk, dI]; w [B*Tq, HI]; scores [B, Tq, Tk] (overwritten).
+    // Whether this backend implements the ops below; the model refuses index_topk > 0 otherwise.
+    virtual bool supports_sparse_attention() const { return false; }
     virtual void indexer_scores_forward(const float* qi, const float* ki, const float* w,
                                         int64_t B, int64_t Tq, int64_t Tk, int64_t start,
                                         int64_t HI, int64_t dI, float scale, float* scores);

@@ -27,6 +27,13 @@ void check_tokens(const int32_t* tokens, int64_t count, int64_t vocab, const cha
 Model::Model(const ModelConfig& cfg, Backend& backend)
     : cfg_(cfg), be_(backend), params_(/*deferred=*/true) {
     cfg_.validate();
+    if (cfg_.index_topk > 0 && !be_.supports_sparse_attention())
+        throw ConfigError("index_topk",
+                          "dynamic top-k sparse attention is not implemented on the " +
+                              std::string(be_.name()) +
+                              " backend yet; train or run this model on the CPU (device cpu), or "
+                              "set index_topk to 0 for dense attention (got " +
+                              std::to_string(cfg_.index_topk) + ")");
     // Before the first parameter: a model that cannot fit is refused naming the field to blame.
     check_model_fits(cfg_, be_.allocator(), /*with_gradients=*/true);
     const int64_t D = cfg_.hidden_size;

@@ -229,7 +229,7 @@ std::string format_attention_saving(const ModelSummary& m) {
 
 std::string format_summary(const ModelSummary& m) {
     std::string out;
-    char line[160];
+    char line[320];  // the attention row's note can be long (sparse attention)
     auto row = [&](const char* label, const std::string& value, const std::string& note) {
         std::snprintf(line, sizeof line, "  %-34s %12s  %s\n", label, value.c_str(), note.c_str());
         out += line;

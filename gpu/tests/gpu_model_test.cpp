@@ -183,6 +183,22 @@ int main() {
         win.sliding_window = 2;
         one_batch("every feature + window 2", win, cpu, gpu);
         generation(cpu, gpu);
+        {
+            // Dynamic top-k sparse attention has no CUDA kernels yet: the model says so by the
+            // field, before it allocates anything, instead of failing inside a step.
+            ModelConfig sparse = test::tiny_full_config();
+            sparse.index_topk = 3;
+            std::string message;
+            try {
+                Model m(sparse, gpu);
+            } catch (const std::exception& e) {
+                message = e.what();
+            }
+            std::printf("sparse attention on the GPU: %s\n", message.c_str());
+            expect(message.find("index_topk") != std::string::npos &&
+                       message.find("not implemented on the cuda backend") != std::string::npos,
+                   "sparse attention refused on the GPU by name");
+        }
 
         const fs::path dir =
             fs::temp_directory_path() / ("gpu_model_test_" + std::to_string(::getpid()));

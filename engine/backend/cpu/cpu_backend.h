@@ -90,6 +90,7 @@ public:
                             float* dv_) override;
 
     // Dynamic top-k sparse attention (cpu_sparse_attention.cpp).
+    bool supports_sparse_attention() const override { return true; }
     void indexer_scores_forward(const float* qi, const float* ki, const float* w, int64_t B,
                                 int64_t Tq, int64_t Tk, int64_t start, int64_t HI, int64_t dI,
                                 float scale, float* scores) override;
