@@ -248,9 +248,12 @@ int run(const Options& o) {
         std::printf(" -> %.4f after %lld fine-tuning steps",
                     summary["val_loss_finetuned"].get<double>(),
                     static_cast<long long>(o.finetune));
-    std::printf("; parameters %lld -> %lld, forward FLOPs/token %.4g -> %.4g\n",
-                static_cast<long long>(summary["before"]["total_params"].get<int64_t>()),
-                static_cast<long long>(summary["after"]["total_params"].get<int64_t>()),
+    const auto params = [&](const char* k) {
+        return static_cast<long long>(summary[k]["total_params"].get<int64_t>() +
+                                      summary[k]["mtp_params"].get<int64_t>());
+    };
+    std::printf("; parameters (MTP included) %lld -> %lld, forward FLOPs/token %.4g -> %.4g\n",
+                params("before"), params("after"),
                 summary["before"]["forward_flops_per_token"].get<double>(),
                 summary["after"]["forward_flops_per_token"].get<double>());
     return 0;
