@@ -1,10 +1,12 @@
 // Pruning (engine/prune): expert importance and expert pruning with groups kept equal, channel
 // saliency against finite differences, channel pruning, and the checkpoints they write read back
 // by the engine's loader.
+#include <QProcess>
 #include <QTemporaryDir>
 #include <QtTest>
 
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 
@@ -18,6 +20,7 @@
 #include "prune/expert_pruning.h"
 #include "prune/pruning_report.h"
 #include "store/model_checkpoint.h"
+#include "store/project.h"
 #include "test_support.h"
 
 using namespace moe;
@@ -61,6 +64,20 @@ void zero_channel(Model& m, const std::string& prefix, int64_t c) {
     std::vector<float> v = p.value.to_host();
     for (int64_t d = 0; d < p.value.dim(0); ++d) v[d * p.value.dim(1) + c] = 0.0f;
     p.value.copy_from_host(v.data());
+}
+
+struct Run {
+    int code = -1;
+    QString output;
+};
+
+Run moe_prune(const QStringList& args) {
+    QProcess p;
+    p.setProcessChannelMode(QProcess::MergedChannels);
+    p.start(MOE_PRUNE_EXE, args);
+    p.waitForFinished(120000);
+    return {p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1,
+            QString::fromUtf8(p.readAll())};
 }
 
 }  // namespace
@@ -331,6 +348,64 @@ private slots:
         ModelConfig wider = cfg;
         wider.moe_intermediate_size = 16;
         QVERIFY(error_of([&] { plan_channel_pruning(wider, s, 0.5); }).contains("saliency values"));
+    }
+    // moe-prune end to end: a pruned checkpoint with its report and a fine-tune; an existing
+    // --out is refused without --force; a bare checkpoint needs --project; bad fractions named.
+    void commandLine() {
+        QTemporaryDir tmp;
+        const Project project = test::shrunk_tiny_tasks(2);
+        CpuBackend be(1);
+        Model m(project.model, be);
+        m.init_weights(1);
+        test::spread_router(m, 1);
+        const QString ckpt = tmp.filePath("ckpt"), proj = tmp.filePath("p.json"),
+                      out = tmp.filePath("out");
+        save_model_checkpoint(ckpt.toStdString(), m);
+        project.save(proj.toStdString());
+        const QStringList common = {"--batches", "1", "--eval-batches", "1", "--threads", "1"};
+
+        Run r = moe_prune(QStringList{ckpt, "--experts", "0.25", "--project", proj, "--out", out,
+                                      "--finetune", "2"} +
+                          common);
+        QVERIFY2(r.code == 0, qPrintable(r.output));
+        const ModelConfig pruned = load_checkpoint_config(out.toStdString());
+        QCOMPARE(pruned.n_routed_experts, int64_t(6));
+        std::ifstream f((out + "/pruning.json").toStdString());
+        const nlohmann::json j = nlohmann::json::parse(f);
+        QCOMPARE(j["kind"].get<std::string>(), std::string("experts"));
+        QCOMPARE(j["criterion"].get<std::string>(), std::string("masked_loss"));
+        QVERIFY(std::isfinite(j["summary"]["val_loss_finetuned"].get<double>()));
+        QVERIFY(j["summary"]["after"]["total_params"].get<int64_t>() <
+                j["summary"]["before"]["total_params"].get<int64_t>());
+        QVERIFY(QFileInfo::exists(out + "/finetune.h5"));
+        Model tuned(load_checkpoint_config((out + "/finetuned").toStdString()), be);
+        load_model_weights((out + "/finetuned").toStdString(), tuned);
+
+        r = moe_prune(QStringList{ckpt, "--channels", "0.5", "--project", proj, "--out", out} +
+                      common);
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.output.contains("already exists") && r.output.contains("--force"),
+                 qPrintable(r.output));
+        QCOMPARE(load_checkpoint_config(out.toStdString()).n_routed_experts,
+                 int64_t(6));  // untouched
+        r = moe_prune(
+            QStringList{ckpt, "--channels", "0.5", "--project", proj, "--out", out, "--force"} +
+            common);
+        QVERIFY2(r.code == 0, qPrintable(r.output));
+        QCOMPARE(load_checkpoint_config(out.toStdString()).moe_intermediate_size,
+                 project.model.moe_intermediate_size / 2);
+
+        r = moe_prune(QStringList{ckpt, "--experts", "0.25", "--out", tmp.filePath("x")} + common);
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.output.contains("trainer_state.json") && r.output.contains("--project"),
+                 qPrintable(r.output));
+        r = moe_prune(QStringList{ckpt, "--experts", "0.3", "--project", proj, "--report"} +
+                      common);
+        QVERIFY2(r.code == 1 && r.output.contains("multiple of 1/4"), qPrintable(r.output));
+        r = moe_prune(QStringList{ckpt, "--experts", "0.25", "--channels", "0.5", "--report"} +
+                      common);
+        QVERIFY2(r.code == 1 && r.output.contains("one of --experts"), qPrintable(r.output));
+        QVERIFY(!QFileInfo::exists(tmp.filePath("x")) && !QFileInfo::exists(tmp.filePath("x.tmp")));
     }
 };
 
