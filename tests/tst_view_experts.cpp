@@ -911,7 +911,8 @@ void TestViewExperts::sparsityTopkAttention()
     // The dense attention is drawn over every causal key (it is what the chosen keys replace).
     QCOMPARE(view.attentionPlot()->colorMap()->data()->cell(2, T - 1), static_cast<double>(att.at(1, 0, T - 1, 2)));
     QVERIFY(view.attentionPlot()->titleElement()->text().startsWith("Dense attention"));
-    QVERIFY(view.windowPlot()->titleElement()->text().contains("Top-5 keys, layer 2"));
+    QVERIFY(view.windowPlot()->titleElement()->text().contains("Top-5 keys"));
+    QVERIFY(view.attentionPlot()->titleElement()->text().contains("layer 2, head 1"));
     const double kept = double(chosen) / (T * (T + 1) / 2.0);
     QCOMPARE(att.keptShare(1), kept);
     const QString caption = view.windowCaption();

@@ -329,9 +329,12 @@ void SparsityView::updateAttention()
     attention_plot_->setColorRange(0, hi > 0 ? hi : 1.0);
     const QString masked = attention_.window > 0 ? QStringLiteral("grey: masked") : QStringLiteral("grey: causal mask");
     // With sparse attention the weights are the dense attention the chosen keys replace.
-    const QString what = attention_.hasChosen() ? QStringLiteral("Dense attention") : QStringLiteral("Attention");
-    attention_plot_->setTitle(ok ? QStringLiteral("%1, layer %2, head %3 (%4)").arg(what).arg(layer_ + 1).arg(head_ + 1).arg(masked)
-                                 : what);
+    // (Short: the chosen-key mask beside it leaves this plot less room.)
+    const bool sparse = attention_.hasChosen();
+    const QString what = sparse ? QStringLiteral("Dense attention") : QStringLiteral("Attention");
+    attention_plot_->setTitle(!ok      ? what
+                              : sparse ? QStringLiteral("Dense attention, layer %1, head %2").arg(layer_ + 1).arg(head_ + 1)
+                                       : QStringLiteral("Attention, layer %1, head %2 (%3)").arg(layer_ + 1).arg(head_ + 1).arg(masked));
     attention_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
@@ -359,7 +362,7 @@ void SparsityView::updateWindowMask()
     window_plot_->colorScale()->axis()->setTicker(mask_ticker(sparse));
     window_plot_->setToolTip(sparse ? sparse_tip() : window_tip());
     window_caption_->setToolTip(sparse ? sparse_tip() : window_tip());
-    window_plot_->setTitle(sparse  ? QStringLiteral("Top-%1 keys, layer %2 (all heads)").arg(attention_.topk).arg(layer_ + 1)
+    window_plot_->setTitle(sparse  ? QStringLiteral("Top-%1 keys, all heads").arg(attention_.topk)
                            : W > 0 ? QStringLiteral("Sliding window W = %1").arg(W)
                                    : QStringLiteral("Sliding window"));
     window_caption_->setText(windowCaption());
