@@ -21,6 +21,7 @@
 #include "prune/pruning_report.h"
 #include "store/model_checkpoint.h"
 #include "store/project.h"
+#include "store/safetensors.h"
 #include "test_support.h"
 
 using namespace moe;
@@ -349,6 +350,61 @@ private slots:
         wider.moe_intermediate_size = 16;
         QVERIFY(error_of([&] { plan_channel_pruning(wider, s, 0.5); }).contains("saliency values"));
     }
+    // The pruned checkpoints in the HF layout read by an independent implementation: the PyTorch
+    // reference (tests/reference/deepseek_v3_ref.py, float64) gives the engine's logits.
+    void prunedCheckpointsLoadInTheReference() {
+        CpuBackend be(2);
+        const ModelConfig cfg = test::tiny_full_config();
+        Model m(cfg, be);
+        m.init_weights(31);
+        test::spread_router(m, 31);
+        const std::vector<Batch> val = batches(cfg, 1, 60);
+        const ExpertPrunePlan ep =
+            plan_expert_pruning(cfg, measure_expert_importance(m, val, 0.3, true),
+                                ExpertCriterion::MaskedLoss, 0.25, false);
+        const ChannelPrunePlan cp =
+            plan_channel_pruning(cfg, measure_channel_saliency(m, val, 0.3), 0.25);
+        QTemporaryDir tmp;
+        const Batch b = test::random_batch(cfg.vocab_size, 2, 10, 61);
+        QFile tokens(tmp.filePath("tokens.txt"));
+        QVERIFY(tokens.open(QIODevice::WriteOnly));
+        for (int64_t r = 0; r < b.batch; ++r) {
+            QStringList line;
+            for (int64_t t = 0; t < b.seq_len; ++t)
+                line << QString::number(b.tokens[r * (b.seq_len + 1) + t]);
+            tokens.write((line.join(' ') + "\n").toUtf8());
+        }
+        tokens.close();
+        const std::pair<const char*, std::unique_ptr<Model>> cases[] = {
+            {"experts", prune_experts(m, ep, be)}, {"channels", prune_channels(m, cp, be)}};
+        for (const auto& [name, pruned] : cases) {
+            const QString dir = tmp.filePath(name),
+                          out = tmp.filePath(QString(name) + "-ref.safetensors");
+            save_model_checkpoint(dir.toStdString(), *pruned);
+            QProcess p;
+            p.start(
+                MOE_REFERENCE_PYTHON,
+                {QString::fromStdString(test::source_path("tests/reference/deepseek_v3_ref.py")),
+                 "logits", "--checkpoint", dir, "--tokens", tokens.fileName(), "--out", out});
+            QVERIFY(p.waitForFinished(300000));
+            QVERIFY2(p.exitStatus() == QProcess::NormalExit && p.exitCode() == 0,
+                     qPrintable(QString::fromUtf8(p.readAllStandardError())));
+            const Tensor ref = SafetensorsReader(out.toStdString()).read_f32("logits");
+            const std::vector<float> got = logits_of(*pruned, b);
+            QCOMPARE(ref.numel(), int64_t(got.size()));
+            // max |a - b| / max |b|, tst_reference's measure and tolerance (fp32 against float64).
+            double diff = 0.0, top = 0.0;
+            for (int64_t i = 0; i < ref.numel(); ++i) {
+                diff = std::max(diff, std::abs(double(got[size_t(i)]) - double(ref[i])));
+                top = std::max(top, std::abs(double(ref[i])));
+            }
+            QVERIFY2(
+                diff < 1e-5 * top,
+                qPrintable(
+                    QString("%1: max |diff| %2, max |logit| %3").arg(name).arg(diff).arg(top)));
+        }
+    }
+
     // moe-prune end to end: a pruned checkpoint with its report and a fine-tune; an existing
     // --out is refused without --force; a bare checkpoint needs --project; bad fractions named.
     void commandLine() {
