@@ -6,7 +6,7 @@
 //   moe-train PROJECT.json --step                one forward/backward pass on a random batch
 //   moe-train PROJECT.json --save-init DIR        the initialized model as an HF checkpoint
 //   moe-train --logits CKPT_DIR --tokens FILE --out OUT.safetensors
-//   moe-train --quant-eval CKPT_DIR [--formats fp8,int8,int4-g128]   inference with quantized weights
+//   moe-train --quant-eval CKPT_DIR [--formats fp8,int8,int4-g128] [--reference REF_DIR]   quantized weights
 //   moe-train --export-quantized CKPT_DIR --format int4-g128 --out DIR   weights stored quantized
 #include <unistd.h>
 
@@ -212,7 +212,7 @@ int write_logits(const std::string& ckpt, const std::string& tokens_path, const 
 // Validation loss and routing of a checkpoint with its projection weights quantized to each
 // format (engine/inspect/weight_quantization.h), as a table.
 int quant_eval(const std::string& ckpt, const std::string& formats_csv, int threads,
-               const std::string& device) {
+               const std::string& device, const std::string& reference) {
     std::vector<moe::WeightFormat> formats;
     if (formats_csv.empty()) {
         formats = moe::default_weight_formats();
@@ -220,8 +220,8 @@ int quant_eval(const std::string& ckpt, const std::string& formats_csv, int thre
         std::stringstream ss(formats_csv);
         for (std::string f; std::getline(ss, f, ',');) formats.push_back(moe::WeightFormat::parse(f, "--formats"));
     }
-    const moe::CheckpointWeightFormats res = moe::evaluate_checkpoint_weight_formats(ckpt, formats, threads,
-                                                                                 device.empty() ? "cpu" : device);
+    const moe::CheckpointWeightFormats res = moe::evaluate_checkpoint_weight_formats(
+        ckpt, formats, threads, device.empty() ? "cpu" : device, reference);
     std::printf("%s (step %lld): projection weights quantized, %lld validation batches, routing "
                 "compared on %lld probe tokens\n",
                 ckpt.c_str(), static_cast<long long>(res.step), static_cast<long long>(res.eval_batches),
@@ -229,6 +229,9 @@ int quant_eval(const std::string& ckpt, const std::string& formats_csv, int thre
     if (!res.stored_format.empty())
         std::printf("  weights stored as %s, dequantized on load: the fp32 row is that model\n",
                     res.stored_format.c_str());
+    if (!reference.empty() && !res.results.empty())
+        std::printf("  change and routing against the reference %s (val loss %.4f)\n", reference.c_str(),
+                    res.results[0].reference_loss);
     std::printf("  %-15s %6s %10s %9s %9s %12s %10s\n", "format", "bits", "weight err", "val loss",
                 "change", "routing same", "top-1 same");
     for (const auto& r : res.results)
@@ -506,6 +509,10 @@ int main(int argc, char** argv) {
     app.add_option("--quant-eval", quant_eval_ckpt,
                    "Checkpoint directory: validation loss and routing with the projection weights "
                    "quantized to each of --formats");
+    std::string quant_reference;
+    app.add_option("--reference", quant_reference,
+                   "For --quant-eval: compare loss and routing with this checkpoint (e.g. the fp32 run a "
+                   "QAT run was fine-tuned from) instead of the checkpoint's own fp32 weights");
     app.add_option("--formats", formats, "For --quant-eval: comma-separated fp32, fp8, int8, int4, "
                    "int4-gN, ...-asym (default fp32,fp8,int8,int4-g128,int4)");
     std::string export_ckpt, export_format;
@@ -574,7 +581,8 @@ int main(int argc, char** argv) {
                                 overwrite);
         }
         if (!report.empty()) return report_run(report);
-        if (!quant_eval_ckpt.empty()) return quant_eval(quant_eval_ckpt, formats, threads, device);
+        if (!quant_eval_ckpt.empty())
+            return quant_eval(quant_eval_ckpt, formats, threads, device, quant_reference);
         if (!export_ckpt.empty()) return export_quantized(export_ckpt, export_format, out_path, overwrite);
         if (!resume_path.empty()) {
             const moe::TrainingState st = moe::load_training_state(resume_path);

@@ -175,6 +175,16 @@ private slots:
               size_of(ckpt_), size_of(exported("int8")), size_of(exported("int4")), size_of(out));
         QVERIFY(size_of(exported("int8")) < size_of(ckpt_));
         QVERIFY(size_of(exported("int4")) < size_of(exported("int8")));
+        // A reference of another shape cannot be compared with.
+        CpuBackend be2(1);
+        Model other(test::tiny_full_config(), be2);
+        other.init_weights(1);
+        save_model_checkpoint(path("other-model"), other);
+        const QString msg = thrown([&] {
+            evaluate_checkpoint_weight_formats(out, {WeightFormat::parse("fp32")}, 1, "cpu",
+                                               path("other-model"));
+        });
+        QVERIFY2(msg.contains("other-model") && msg.contains("another model"), qPrintable(msg));
     }
 
     // Loading an export gives the weights of the in-memory PTQ bit for bit (every other tensor
@@ -216,6 +226,13 @@ private slots:
         QCOMPARE(loaded.step, ptq.step);
         QCOMPARE(loaded.results[0].val_loss, ptq.results[1].val_loss);
         QVERIFY(ptq.results[1].val_loss != ptq.results[0].val_loss);
+        // Against the source as reference, the export is measured as the in-memory PTQ is.
+        const CheckpointWeightFormats vs_source =
+            evaluate_checkpoint_weight_formats(out, {WeightFormat::parse("fp32")}, 1, "cpu", ckpt_);
+        QCOMPARE(vs_source.results[0].reference_loss, ptq.results[0].val_loss);
+        QCOMPARE(vs_source.results[0].loss_change, ptq.results[1].loss_change);
+        QCOMPARE(vs_source.results[0].routing.exact, ptq.results[1].routing.exact);
+        QCOMPARE(vs_source.results[0].routing.top1, ptq.results[1].routing.top1);
     }
 
     // Packed codes: a known answer for the nibble order, and odd widths round-trip through a

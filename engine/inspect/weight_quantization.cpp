@@ -87,7 +87,8 @@ double quantize_weight(const WeightFormat& f, float* w, int64_t rows, int64_t co
 std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader& data,
                                                         int64_t eval_batches,
                                                         const std::vector<int32_t>& probe_tokens,
-                                                        const std::vector<WeightFormat>& formats) {
+                                                        const std::vector<WeightFormat>& formats,
+                                                        Model* reference) {
     // The fp32 weights, to measure against and to restore.
     std::vector<Parameter*> weights;
     std::map<std::string, std::vector<float>> saved;
@@ -101,9 +102,10 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
     };
     const bool has_moe = !model.moe_layers().empty();
     const double lambda = 0.0;  // main loss only: MTP modules are not used for inference
-    const EvalReport base = evaluate(model, data, eval_batches, lambda);
+    Model& base_model = reference ? *reference : model;
+    const EvalReport base = evaluate(base_model, data, eval_batches, lambda);
     Inspection base_routing;
-    if (has_moe) base_routing = inspect_tokens(model, probe_tokens);
+    if (has_moe) base_routing = inspect_tokens(base_model, probe_tokens);
 
     std::vector<WeightFormatResult> out;
     try {
@@ -130,6 +132,7 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
             r.weight_rel_error = norm2 > 0 ? std::sqrt(err2 / norm2) : 0.0;
             r.val_loss = evaluate(model, data, eval_batches, lambda).loss;
             r.loss_change = (r.val_loss - base.loss) / base.loss;
+            r.reference_loss = base.loss;
             if (has_moe) r.routing = routing_agreement(base_routing, inspect_tokens(model, probe_tokens));
             out.push_back(r);
             restore();
@@ -144,7 +147,8 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
 CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& checkpoint_dir,
                                                            const std::vector<WeightFormat>& formats,
                                                            int threads,
-                                                           const std::string& device) {
+                                                           const std::string& device,
+                                                           const std::string& reference_dir) {
     const TrainingState st = load_training_state(checkpoint_dir);
     const TrainingSettings& tr = st.project.training;
     const ModelConfig cfg = load_checkpoint_config(checkpoint_dir);
@@ -152,6 +156,18 @@ CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& ch
         make_backend(device, threads > 0 ? threads : static_cast<int>(tr.threads));
     Model model(cfg, *be);
     load_model_weights(checkpoint_dir, model);
+    std::unique_ptr<Model> reference;
+    if (!reference_dir.empty()) {
+        ModelConfig ref_cfg = load_checkpoint_config(reference_dir), own = cfg;
+        ref_cfg.passthrough.clear();  // bookkeeping such as quantization_config may differ
+        own.passthrough.clear();
+        if (!(ref_cfg == own))
+            throw FileError(reference_dir + "/config.json",
+                            "the reference is another model than " + checkpoint_dir +
+                                " (its config.json differs): routing and loss cannot be compared");
+        reference = std::make_unique<Model>(cfg, *be);
+        load_model_weights(reference_dir, *reference);
+    }
     DataLoader data(tr.data, static_cast<uint64_t>(tr.seed), tr.batch_size, tr.seq_len);
     const ProbeBatch probe = data.probe_batch(tr.probe_tokens);
     const std::vector<int32_t> probe_tokens(probe.batch.tokens.begin(),
@@ -161,7 +177,8 @@ CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& ch
     out.stored_format = checkpoint_quantization(checkpoint_dir);
     out.eval_batches = tr.eval_batches;
     out.probe_tokens = static_cast<int64_t>(probe_tokens.size());
-    out.results = evaluate_weight_formats(model, data, tr.eval_batches, probe_tokens, formats);
+    out.results =
+        evaluate_weight_formats(model, data, tr.eval_batches, probe_tokens, formats, reference.get());
     return out;
 }
 

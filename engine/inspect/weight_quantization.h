@@ -36,13 +36,17 @@ struct WeightFormatResult {
     double val_loss = 0;           // mean next-token loss over the validation batches
     double loss_change = 0;        // (val_loss - fp32 val_loss) / fp32 val_loss
     RoutingAgreement routing;      // decisions on the probe tokens against the fp32 model
+    double reference_loss = 0;     // that fp32 val_loss (the model's own, or the reference's)
 };
 
-// Runs every format on `model` (its weights are restored afterwards, even on error).
+// Runs every format on `model` (its weights are restored afterwards, even on error). Loss
+// change and routing agreement are against `reference` when given (another model of the same
+// shape: e.g. the fp32 run a QAT run was fine-tuned from), else against the model's own weights.
 std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader& data,
                                                         int64_t eval_batches,
                                                         const std::vector<int32_t>& probe_tokens,
-                                                        const std::vector<WeightFormat>& formats);
+                                                        const std::vector<WeightFormat>& formats,
+                                                        Model* reference = nullptr);
 
 // The same for a training checkpoint directory (trainer_state.json gives the data and the
 // probe): loads it on a CPU backend with `threads` threads (0 = the project's setting).
@@ -53,11 +57,14 @@ struct CheckpointWeightFormats {
     int64_t probe_tokens = 0;
     std::vector<WeightFormatResult> results;
 };
-// device: where the model runs, "cpu" or "cuda:N" (make_backend).
+// device: where the model runs, "cpu" or "cuda:N" (make_backend). reference_dir: a checkpoint
+// of the same model config to compare loss and routing with (its weights as stored), instead of
+// the checkpoint's own fp32 weights; the data and probe stay the checkpoint's.
 CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& checkpoint_dir,
                                                            const std::vector<WeightFormat>& formats,
                                                            int threads = 0,
-                                                           const std::string& device = "cpu");
+                                                           const std::string& device = "cpu",
+                                                           const std::string& reference_dir = "");
 
 // Writes the checkpoint `checkpoint_dir` with its projection weights stored quantized to `format`
 // (an INT format; store/int_weights.h gives the layout) into `out_dir`: config.json with its
