@@ -248,6 +248,9 @@ int export_quantized(const std::string& ckpt, const std::string& format, const s
     if (format.empty() || out.empty())
         throw moe::Error("--export-quantized needs --format (int8, int4-g128, int3, ...) and --out DIR");
     const moe::WeightFormat f = moe::WeightFormat::parse(format, "--format");
+    if (f.kind != moe::WeightFormat::Kind::INT)
+        throw moe::ConfigError("--format", "a quantized checkpoint stores int8, int4, int3 or int2 weights "
+                                           "(per channel, -gN, -asym), got \"" + format + "\"");
     const moe::QuantizedExport e = moe::export_quantized_checkpoint(ckpt, out, f, overwrite);
     std::printf("wrote %s: step %lld, projection weights as %s; tensors %.2f MB (fp32 %.2f MB, %.1fx "
                 "smaller)\n",
