@@ -201,6 +201,9 @@ private:
     std::vector<int64_t> cursor_;      // route plan fill positions [E]
     std::vector<float> seq_f_;         // seq aux loss f_i per sequence [B, E]
     std::vector<float> quant_a_, quant_b_;  // gemm_quantized: the cast copies of A and B
+    // sparse_attention_backward: the reverse index (queries of each key) and dS.
+    std::vector<int64_t> sparse_key_start_, sparse_key_entries_;
+    std::vector<float> sparse_ds_;
 };
 
 }  // namespace moe

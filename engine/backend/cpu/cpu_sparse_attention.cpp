@@ -231,15 +231,39 @@ void CpuBackend::sparse_attention_forward(const float* q, const float* k, const 
 }
 
 // Query t, chosen key s: dP = dout_t . v_s; dS = P (dP - sum P dP) scale;
-// dq_t += dS k_s; dk_s += dS q_t; dv_s += P dout_t. A pair's thread owns its head's columns
-// of dq, dk_ and dv_, so the key rows' sums need no atomics.
+// dq_t += dS k_s; dk_s += dS q_t; dv_s += P dout_t. Two passes per (sequence, head) pair, whose
+// thread owns that head's columns: the queries' pass computes dS (kept) and dq; the keys' pass
+// walks, for each key, the queries that chose it (a reverse index built once for all heads) and
+// adds their terms into the key's dk and dv rows while those stay in cache, instead of scattering
+// a read-modify-write into them from every query. Each sum runs in query order.
 void CpuBackend::sparse_attention_backward(const float* dout, const float* q, const float* k,
                                            const float* v, const float* probs, const int32_t* idx,
                                            int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv,
                                            int64_t K, float scale, float* dq, float* dk_,
                                            float* dv_) {
     check_sparse_shapes("sparse_attention_backward", B, T, H, K);
-    const int64_t pairs = B * H;
+    const int64_t pairs = B * H, rows = B * T;
+    // Reverse index: entries (row * K + c) of key (b, s) at [start[b*T+s], start[b*T+s+1]),
+    // rows ascending.
+    std::vector<int64_t>& start = sparse_key_start_;
+    std::vector<int64_t>& entries = sparse_key_entries_;
+    start.assign(static_cast<size_t>(rows + 1), 0);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < K; ++c) {
+            const int32_t s = idx[r * K + c];
+            if (s >= 0) ++start[static_cast<size_t>((r / T) * T + s + 1)];
+        }
+    for (int64_t i = 0; i < rows; ++i) start[size_t(i + 1)] += start[size_t(i)];
+    entries.resize(static_cast<size_t>(start[size_t(rows)]));
+    {
+        std::vector<int64_t> fill(start.begin(), start.end() - 1);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < K; ++c) {
+                const int32_t s = idx[r * K + c];
+                if (s >= 0) entries[size_t(fill[size_t((r / T) * T + s)]++)] = r * K + c;
+            }
+    }
+    float* ds_all = grow(sparse_ds_, static_cast<size_t>(rows * H * K));
     const int nt = static_cast<int>(
         std::min<int64_t>(team(2 * B * H * T * K * (dk + dv)), std::max<int64_t>(1, pairs)));
     float* scratch = grow(row_scratch_, static_cast<size_t>(nt) * K);
@@ -253,6 +277,7 @@ void CpuBackend::sparse_attention_backward(const float* dout, const float* q, co
                 const int64_t row = b * T + t;
                 const int32_t* sel = idx + row * K;
                 const float* p = probs + (row * H + h) * K;
+                float* ds = ds_all + (row * H + h) * K;
                 const float* dot = dout + (row * H + h) * dv;
                 double D = 0.0;
                 for (int64_t c = 0; c < K; ++c) {
@@ -261,16 +286,26 @@ void CpuBackend::sparse_attention_backward(const float* dout, const float* q, co
                     D += static_cast<double>(p[c]) * dp[c];
                 }
                 const float Df = static_cast<float>(D);
-                const float* qt = q + (row * H + h) * dk;
                 float* dqt = dq + (row * H + h) * dk;
                 for (int64_t c = 0; c < K; ++c) {
                     const int32_t s = sel[c];
-                    if (s < 0) continue;
-                    const int64_t key = (b * T + s) * H + h;
-                    const float ds = p[c] * (dp[c] - Df) * scale;
-                    vec8_axpy(ds, k + key * dk, dqt, dk);
-                    vec8_axpy(ds, qt, dk_ + key * dk, dk);
-                    vec8_axpy(p[c], dot, dv_ + key * dv, dv);
+                    if (s < 0) {
+                        ds[c] = 0.0f;
+                        continue;
+                    }
+                    ds[c] = p[c] * (dp[c] - Df) * scale;
+                    vec8_axpy(ds[c], k + ((b * T + s) * H + h) * dk, dqt, dk);
+                }
+            }
+            for (int64_t s = 0; s < T; ++s) {
+                const int64_t key = (b * T + s) * H + h;
+                float* dks = dk_ + key * dk;
+                float* dvs = dv_ + key * dv;
+                for (int64_t e = start[size_t(b * T + s)]; e < start[size_t(b * T + s + 1)]; ++e) {
+                    const int64_t row = entries[size_t(e)] / K, c = entries[size_t(e)] % K;
+                    const int64_t at = (row * H + h) * K + c;
+                    vec8_axpy(ds_all[at], q + (row * H + h) * dk, dks, dk);
+                    vec8_axpy(probs[at], dout + (row * H + h) * dv, dvs, dv);
                 }
             }
         }
