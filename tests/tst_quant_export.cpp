@@ -402,6 +402,15 @@ private slots:
             [&] { export_quantized_checkpoint(ckpt_, notes, WeightFormat::parse("int4"), true); });
         QVERIFY2(msg.contains("not a checkpoint folder"), qPrintable(msg));
         QVERIFY(fs::exists(fs::path(notes) / "notes.txt"));
+        // Nor is a folder in the way of the temporary export removed without overwrite.
+        fs::create_directories(path("fresh.tmp"));
+        std::ofstream(fs::path(path("fresh.tmp")) / "notes.txt") << "mine";
+        msg = thrown([&] {
+            export_quantized_checkpoint(ckpt_, path("fresh"), WeightFormat::parse("int4"));
+        });
+        QVERIFY2(msg.contains("fresh.tmp") && msg.contains("--overwrite"), qPrintable(msg));
+        QVERIFY(fs::exists(fs::path(path("fresh.tmp")) / "notes.txt") &&
+                !fs::exists(path("fresh")));
         msg = thrown(
             [&] { export_quantized_checkpoint(ckpt_, ckpt_, WeightFormat::parse("int4"), true); });
         QVERIFY2(msg.contains("being exported"), qPrintable(msg));

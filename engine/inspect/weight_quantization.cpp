@@ -199,6 +199,11 @@ QuantizedExport export_quantized_checkpoint(const std::string& checkpoint_dir,
             throw FileError(out_dir, "is not a checkpoint folder (no config.json): not replacing "
                                      "it, even with --overwrite");
     }
+    // Written whole into a sibling folder, then put in place: never a half-written export.
+    const std::string tmp = out_dir + ".tmp";
+    if (fs::exists(tmp, ec) && !overwrite)
+        throw FileError(tmp, "already exists (an interrupted export?); remove it, or pass "
+                             "--overwrite to replace it");
     const TrainingState st = load_training_state(checkpoint_dir);
     const ModelConfig cfg = load_checkpoint_config(checkpoint_dir);
     const std::unique_ptr<Backend> be = make_backend("cpu", static_cast<int>(st.project.training.threads));
@@ -210,8 +215,6 @@ QuantizedExport export_quantized_checkpoint(const std::string& checkpoint_dir,
     for (const Parameter* p : model.parameters().all()) out.fp32_bytes += p->value.bytes();
     for (const auto& alias : model.checkpoint_aliases())
         out.fp32_bytes += model.parameters().at(alias.second).value.bytes();
-    // Written whole into a sibling folder, then put in place: never a half-written export.
-    const std::string tmp = out_dir + ".tmp";
     fs::remove_all(tmp, ec);
     try {
         out.stored_bytes = save_int_quantized_checkpoint(tmp, model, format.int_spec, format.name);

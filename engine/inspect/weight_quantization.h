@@ -71,7 +71,8 @@ CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& ch
 // "quantization_config", model.safetensors, and the source's trainer_state.json (so --quant-eval
 // finds the data and probe of the run). Loading it gives exactly the in-memory post-training
 // quantization of the same format. An existing out_dir is a FileError unless `overwrite`, and
-// even then only a checkpoint folder (one holding config.json) is replaced, whole.
+// even then only a checkpoint folder (one holding config.json) is replaced, whole. It is
+// written into "<out_dir>.tmp" first, which must not exist either unless `overwrite`.
 struct QuantizedExport {
     int64_t step = 0;
     int64_t fp32_bytes = 0;    // the source's tensors in fp32
