@@ -6,12 +6,12 @@
 
 #include "backend/backend_registry.h"
 #include "core/error.h"
-#include "store/int_weights.h"
-#include "store/model_checkpoint.h"
-#include "train/training_checkpoint.h"
 #include "model/linear_precision.h"
 #include "quant/block_scaling.h"
+#include "store/int_weights.h"
+#include "store/model_checkpoint.h"
 #include "train/evaluator.h"
+#include "train/training_checkpoint.h"
 
 namespace moe {
 
@@ -44,9 +44,10 @@ WeightFormat WeightFormat::parse(const std::string& name, const std::string& fie
         } catch (const std::exception&) {
         }
     }
-    throw ConfigError(field, "expected fp32, fp8, int8, int4, int3, int2 or int4-gN / int8-gN / "
-                             "int3-gN / int2-gN (groups of N columns), optionally with -asym; got \"" +
-                             name + "\"");
+    throw ConfigError(field,
+                      "expected fp32, fp8, int8, int4, int3, int2 or int4-gN / int8-gN / "
+                      "int3-gN / int2-gN (groups of N columns), optionally with -asym; got \"" +
+                          name + "\"");
 }
 
 std::vector<WeightFormat> default_weight_formats() {
@@ -61,7 +62,8 @@ namespace {
 // Casts w [rows, cols] in place; returns the bits it takes to store.
 double quantize_weight(const WeightFormat& f, float* w, int64_t rows, int64_t cols) {
     switch (f.kind) {
-        case WeightFormat::Kind::FP32: return 32.0 * double(rows * cols);
+        case WeightFormat::Kind::FP32:
+            return 32.0 * double(rows * cols);
         case WeightFormat::Kind::FP8: {
             BlockQuantSpec spec;
             spec.format = ElementFormat::E4M3;
@@ -133,7 +135,8 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
             r.val_loss = evaluate(model, data, eval_batches, lambda).loss;
             r.loss_change = (r.val_loss - base.loss) / base.loss;
             r.reference_loss = base.loss;
-            if (has_moe) r.routing = routing_agreement(base_routing, inspect_tokens(model, probe_tokens));
+            if (has_moe)
+                r.routing = routing_agreement(base_routing, inspect_tokens(model, probe_tokens));
             out.push_back(r);
             restore();
         }
@@ -146,8 +149,7 @@ std::vector<WeightFormatResult> evaluate_weight_formats(Model& model, DataLoader
 
 CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& checkpoint_dir,
                                                            const std::vector<WeightFormat>& formats,
-                                                           int threads,
-                                                           const std::string& device,
+                                                           int threads, const std::string& device,
                                                            const std::string& reference_dir) {
     const TrainingState st = load_training_state(checkpoint_dir);
     const TrainingSettings& tr = st.project.training;
@@ -177,8 +179,8 @@ CheckpointWeightFormats evaluate_checkpoint_weight_formats(const std::string& ch
     out.stored_format = checkpoint_quantization(checkpoint_dir);
     out.eval_batches = tr.eval_batches;
     out.probe_tokens = static_cast<int64_t>(probe_tokens.size());
-    out.results =
-        evaluate_weight_formats(model, data, tr.eval_batches, probe_tokens, formats, reference.get());
+    out.results = evaluate_weight_formats(model, data, tr.eval_batches, probe_tokens, formats,
+                                          reference.get());
     return out;
 }
 
@@ -187,26 +189,30 @@ QuantizedExport export_quantized_checkpoint(const std::string& checkpoint_dir,
                                             bool overwrite) {
     namespace fs = std::filesystem;
     if (format.kind != WeightFormat::Kind::INT)
-        throw ConfigError("format", "a quantized checkpoint stores int8, int4, int3 or int2 weights "
-                                    "(per channel, -gN, -asym), got \"" + format.name + "\"");
+        throw ConfigError("format",
+                          "a quantized checkpoint stores int8, int4, int3 or int2 weights "
+                          "(per channel, -gN, -asym), got \"" +
+                              format.name + "\"");
     std::error_code ec;
     if (fs::exists(out_dir, ec)) {
-        if (!overwrite)
-            throw FileError(out_dir, "already exists; pass --overwrite to replace it");
+        if (!overwrite) throw FileError(out_dir, "already exists; pass --overwrite to replace it");
         if (fs::equivalent(out_dir, checkpoint_dir, ec))
             throw FileError(out_dir, "is the checkpoint being exported; write to another folder");
         if (!fs::is_directory(out_dir, ec) || !fs::exists(fs::path(out_dir) / "config.json", ec))
-            throw FileError(out_dir, "is not a checkpoint folder (no config.json): not replacing "
-                                     "it, even with --overwrite");
+            throw FileError(out_dir,
+                            "is not a checkpoint folder (no config.json): not replacing "
+                            "it, even with --overwrite");
     }
     // Written whole into a sibling folder, then put in place: never a half-written export.
     const std::string tmp = out_dir + ".tmp";
     if (fs::exists(tmp, ec) && !overwrite)
-        throw FileError(tmp, "already exists (an interrupted export?); remove it, or pass "
-                             "--overwrite to replace it");
+        throw FileError(tmp,
+                        "already exists (an interrupted export?); remove it, or pass "
+                        "--overwrite to replace it");
     const TrainingState st = load_training_state(checkpoint_dir);
     const ModelConfig cfg = load_checkpoint_config(checkpoint_dir);
-    const std::unique_ptr<Backend> be = make_backend("cpu", static_cast<int>(st.project.training.threads));
+    const std::unique_ptr<Backend> be =
+        make_backend("cpu", static_cast<int>(st.project.training.threads));
     Model model(cfg, *be);
     load_model_weights(checkpoint_dir, model);
 

@@ -22,7 +22,8 @@ struct WeightFormat {
     IntQuantSpec int_spec;  // Kind::INT
 
     // "fp32", "fp8" (E4M3, 128x128 blocks), "int8", "int4", "int3", "int2" (per channel),
-    // "int8-gN", "int4-gN", ... (groups of N), each optionally with "-asym". ConfigError naming `field` otherwise.
+    // "int8-gN", "int4-gN", ... (groups of N), each optionally with "-asym". ConfigError naming
+    // `field` otherwise.
     static WeightFormat parse(const std::string& name, const std::string& field = "format");
 };
 
@@ -31,12 +32,12 @@ std::vector<WeightFormat> default_weight_formats();
 
 struct WeightFormatResult {
     std::string format;
-    double bits_per_weight = 32;   // storage per projection weight, scales included
-    double weight_rel_error = 0;   // over all projection weights, ||Wq - W|| / ||W||
-    double val_loss = 0;           // mean next-token loss over the validation batches
-    double loss_change = 0;        // (val_loss - fp32 val_loss) / fp32 val_loss
-    RoutingAgreement routing;      // decisions on the probe tokens against the fp32 model
-    double reference_loss = 0;     // that fp32 val_loss (the model's own, or the reference's)
+    double bits_per_weight = 32;  // storage per projection weight, scales included
+    double weight_rel_error = 0;  // over all projection weights, ||Wq - W|| / ||W||
+    double val_loss = 0;          // mean next-token loss over the validation batches
+    double loss_change = 0;       // (val_loss - fp32 val_loss) / fp32 val_loss
+    RoutingAgreement routing;     // decisions on the probe tokens against the fp32 model
+    double reference_loss = 0;    // that fp32 val_loss (the model's own, or the reference's)
 };
 
 // Runs every format on `model` (its weights are restored afterwards, even on error). Loss

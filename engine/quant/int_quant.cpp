@@ -34,9 +34,13 @@ int64_t groups_in_row(const IntQuantSpec& spec, int64_t cols) {
     return spec.group_size == 0 ? 1 : cols / spec.group_size;
 }
 
-int64_t row_bytes(int bits, int64_t cols) { return bits == 8 ? cols : (cols + 1) / 2; }
+int64_t row_bytes(int bits, int64_t cols) {
+    return bits == 8 ? cols : (cols + 1) / 2;
+}
 
-int team_for(int64_t elements) { return elements >= (1 << 15) ? omp_get_max_threads() : 1; }
+int team_for(int64_t elements) {
+    return elements >= (1 << 15) ? omp_get_max_threads() : 1;
+}
 
 // One group's parameters: w ~ (q - zero) * scale.
 struct GroupParams {
@@ -74,7 +78,9 @@ int quantize_value(float w, const GroupParams& p, const IntQuantSpec& spec) {
 // A code's storage: low 8 (int8) or 4 (int4, int3, int2) bits of its two's complement
 // (symmetric) or unsigned value (asymmetric), and back. Narrower codes sign-extend from their
 // nibble like int4's.
-uint8_t to_storage(int q) { return static_cast<uint8_t>(q); }
+uint8_t to_storage(int q) {
+    return static_cast<uint8_t>(q);
+}
 
 int from_storage(uint8_t stored, const IntQuantSpec& spec) {
     if (!spec.symmetric) return stored;
@@ -84,7 +90,9 @@ int from_storage(uint8_t stored, const IntQuantSpec& spec) {
 
 }  // namespace
 
-int64_t IntQuantized::groups_per_row() const { return groups_in_row(spec, cols); }
+int64_t IntQuantized::groups_per_row() const {
+    return groups_in_row(spec, cols);
+}
 
 int64_t IntQuantized::bytes() const {
     return static_cast<int64_t>(data.size() + scales.size() * sizeof(float) + zeros.size());

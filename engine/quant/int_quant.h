@@ -1,9 +1,9 @@
 #pragma once
-// Integer weight quantization for inference: INT8, INT4, INT3 or INT2, per output channel (a row of the
-// [out, in] weight) or per group of `group_size` consecutive input columns, symmetric
-// (q in [-2^(b-1)+1, 2^(b-1)-1], w ~ q * scale) or asymmetric (q in [0, 2^b - 1],
-// w ~ (q - zero) * scale with an integer zero point). INT4 codes are packed two per byte, the
-// even column in the low nibble; each row starts on a byte (odd cols: the last high nibble is 0).
+// Integer weight quantization for inference: INT8, INT4, INT3 or INT2, per output channel (a row of
+// the [out, in] weight) or per group of `group_size` consecutive input columns, symmetric (q in
+// [-2^(b-1)+1, 2^(b-1)-1], w ~ q * scale) or asymmetric (q in [0, 2^b - 1], w ~ (q - zero) * scale
+// with an integer zero point). INT4 codes are packed two per byte, the even column in the low
+// nibble; each row starts on a byte (odd cols: the last high nibble is 0).
 //   symmetric:  scale = amax / (2^(b-1) - 1), q = clamp(rne(w / scale)); -2^(b-1) is never used
 //   asymmetric: [lo, hi] = [min(min w, 0), max(max w, 0)] (the range always holds 0, so a zero
 //               weight stays exact), scale = (hi - lo) / (2^b - 1), zero = rne(-lo / scale)
@@ -19,9 +19,9 @@
 namespace moe {
 
 struct IntQuantSpec {
-    int bits = 8;              // 8, 4, 3 or 2
-    int64_t group_size = 0;    // 0: one group per row (per channel); else must divide cols
-                               // (no partial last group: every group has one width)
+    int bits = 8;            // 8, 4, 3 or 2
+    int64_t group_size = 0;  // 0: one group per row (per channel); else must divide cols
+                             // (no partial last group: every group has one width)
     bool symmetric = true;
     bool operator==(const IntQuantSpec&) const = default;
 };
@@ -29,10 +29,10 @@ struct IntQuantSpec {
 struct IntQuantized {
     int64_t rows = 0, cols = 0;
     IntQuantSpec spec;
-    std::vector<uint8_t> data;    // int8: [rows*cols] two's complement (sym) or unsigned (asym);
-                                  // int4, int3, int2: [rows * ceil(cols/2)] packed
-    std::vector<float> scales;    // [rows, groups]
-    std::vector<uint8_t> zeros;   // [rows, groups], asymmetric only
+    std::vector<uint8_t> data;   // int8: [rows*cols] two's complement (sym) or unsigned (asym);
+                                 // int4, int3, int2: [rows * ceil(cols/2)] packed
+    std::vector<float> scales;   // [rows, groups]
+    std::vector<uint8_t> zeros;  // [rows, groups], asymmetric only
 
     int64_t groups_per_row() const;
     int64_t bytes() const;  // data + scales + zeros: the memory the format really needs
