@@ -448,7 +448,12 @@ int train(moe::Trainer& trainer, const moe::app::FaultPlan& fault = {}) {
             throw;
         }
         if (speak && (tty || r.step % print_every == 0 || r.step == r.total_steps || r.skipped)) {
-            std::printf("%sstep %lld/%lld  loss %.4f  mtp %.4f  aux %.5f  lr %.2e  |g| %.3f  "
+            // Sparse attention: the indexers' KL, and whether the step was the dense warm-up.
+            char index[64] = "";
+            if (trainer.project().model.index_topk > 0)
+                std::snprintf(index, sizeof index, "  indexer KL %.4f%s", r.indexer_loss,
+                              r.index_warmup ? " (dense warm-up)" : "");
+            std::printf("%sstep %lld/%lld  loss %.4f  mtp %.4f  aux %.5f%s  lr %.2e  |g| %.3f  "
                         "%.0f tok/s  ETA %s%s%s",
                         tty ? "\r\033[K" : "", static_cast<long long>(r.step),
                         static_cast<long long>(r.total_steps), r.loss, r.mtp_loss, r.aux_loss,
