@@ -162,6 +162,29 @@ class TestReference : public QObject {
         QVERIFY2(worst < kGradTolerance, worst_name.c_str());
     }
 
+    // The reference's side of a comparison, in `dir`: config.json of `cfg`, a checkpoint the
+    // reference makes from it (ckpt/, weights from `seed`), a batch of `batch` x `seq` tokens
+    // (batch.txt) and the reference's forward and backward on it (ref.safetensors). Empty on
+    // success, else what failed.
+    QString make_reference_case(const QTemporaryDir& dir, const ModelConfig& cfg, int seed,
+                                int batch, int seq, int batch_seed) {
+        const QString cfg_path = dir.filePath("config.json"), ckpt = dir.filePath("ckpt");
+        cfg.save(cfg_path.toStdString());
+        QString err;
+        if (!run_reference({"make-checkpoint", "--config", cfg_path, "--seed",
+                            QString::number(seed), "--out", ckpt},
+                           &err) ||
+            !run_reference({"make-batch", "--vocab", QString::number(cfg.vocab_size), "--batch",
+                            QString::number(batch), "--seq", QString::number(seq), "--seed",
+                            QString::number(batch_seed), "--out", dir.filePath("batch.txt")},
+                           &err) ||
+            !run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
+                            "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"},
+                           &err))
+            return err.isEmpty() ? QStringLiteral("the reference failed") : err;
+        return {};
+    }
+
     // The checkpoint's weights under another config (one feature switched off): its logits'
     // error against the reference's, which must then be large.
     double logits_error(const ModelConfig& cfg, const QString& ckpt, const QString& batch_path,
@@ -192,23 +215,11 @@ private slots:
     // A checkpoint written by another program (the reference), MTP alias tensors included.
     void everyFeatureFromForeignCheckpoint() {
         QTemporaryDir dir;
-        const QString cfg_path = dir.filePath("config.json"), ckpt = dir.filePath("ckpt");
+        const QString ckpt = dir.filePath("ckpt");
         ModelConfig cfg = tiny_full_config();
         cfg.hidden_size = 32;
-        cfg.save(cfg_path.toStdString());
-        QString err;
-        QVERIFY2(run_reference(
-                     {"make-checkpoint", "--config", cfg_path, "--seed", "7", "--out", ckpt}, &err),
-                 qPrintable(err));
-        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "3", "--seq", "12",
-                                "--seed", "3", "--out", dir.filePath("batch.txt")},
-                               &err),
-                 qPrintable(err));
-        QVERIFY2(
-            run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
-                           "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"},
-                          &err),
-            qPrintable(err));
+        const QString err = make_reference_case(dir, cfg, 7, 3, 12, 3);
+        QVERIFY2(err.isEmpty(), qPrintable(err));
 
         const ModelConfig loaded = load_checkpoint_config(ckpt.toStdString());
         Model model(loaded, be_);
@@ -221,24 +232,12 @@ private slots:
     // must disagree with the reference, so the comparison cannot pass by ignoring the field.
     void slidingWindowFromForeignCheckpoint() {
         QTemporaryDir dir;
-        const QString cfg_path = dir.filePath("config.json"), ckpt = dir.filePath("ckpt");
+        const QString ckpt = dir.filePath("ckpt");
         ModelConfig cfg = tiny_full_config();
         cfg.hidden_size = 32;
         cfg.sliding_window = 4;
-        cfg.save(cfg_path.toStdString());
-        QString err;
-        QVERIFY2(run_reference(
-                     {"make-checkpoint", "--config", cfg_path, "--seed", "8", "--out", ckpt}, &err),
-                 qPrintable(err));
-        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "12",
-                                "--seed", "5", "--out", dir.filePath("batch.txt")},
-                               &err),
-                 qPrintable(err));
-        QVERIFY2(
-            run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
-                           "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"},
-                          &err),
-            qPrintable(err));
+        const QString err = make_reference_case(dir, cfg, 8, 2, 12, 5);
+        QVERIFY2(err.isEmpty(), qPrintable(err));
 
         const ModelConfig loaded = load_checkpoint_config(ckpt.toStdString());
         QCOMPARE(loaded.sliding_window, int64_t(4));
@@ -260,26 +259,14 @@ private slots:
     // every key (index_topk = T) must disagree, so the comparison cannot pass by attending densely.
     void sparseAttentionFromForeignCheckpoint() {
         QTemporaryDir dir;
-        const QString cfg_path = dir.filePath("config.json"), ckpt = dir.filePath("ckpt");
+        const QString ckpt = dir.filePath("ckpt");
         ModelConfig cfg = tiny_full_config();
         cfg.hidden_size = 32;
         cfg.index_topk = 4;
         cfg.index_n_heads = 2;
         cfg.index_head_dim = cfg.qk_rope_head_dim + 6;
-        cfg.save(cfg_path.toStdString());
-        QString err;
-        QVERIFY2(run_reference(
-                     {"make-checkpoint", "--config", cfg_path, "--seed", "9", "--out", ckpt}, &err),
-                 qPrintable(err));
-        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "12",
-                                "--seed", "6", "--out", dir.filePath("batch.txt")},
-                               &err),
-                 qPrintable(err));
-        QVERIFY2(
-            run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
-                           "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"},
-                          &err),
-            qPrintable(err));
+        const QString err = make_reference_case(dir, cfg, 9, 2, 12, 6);
+        QVERIFY2(err.isEmpty(), qPrintable(err));
 
         const ModelConfig loaded = load_checkpoint_config(ckpt.toStdString());
         QCOMPARE(loaded.index_topk, int64_t(4));
@@ -304,7 +291,7 @@ private slots:
     // rope_scaling.
     void yarnRopeFromForeignCheckpoint() {
         QTemporaryDir dir;
-        const QString cfg_path = dir.filePath("config.json"), ckpt = dir.filePath("ckpt");
+        const QString ckpt = dir.filePath("ckpt");
         ModelConfig cfg = tiny_full_config();
         cfg.hidden_size = 32;
         cfg.max_position_embeddings = 64;
@@ -317,21 +304,8 @@ private slots:
         cfg.rope_scaling.mscale = 3.0;
         cfg.rope_scaling.mscale_all_dim = 1.0;
         cfg.validate();
-        cfg.save(cfg_path.toStdString());
-        QString err;
-        QVERIFY2(
-            run_reference({"make-checkpoint", "--config", cfg_path, "--seed", "11", "--out", ckpt},
-                          &err),
-            qPrintable(err));
-        QVERIFY2(run_reference({"make-batch", "--vocab", "32", "--batch", "2", "--seq", "14",
-                                "--seed", "6", "--out", dir.filePath("batch.txt")},
-                               &err),
-                 qPrintable(err));
-        QVERIFY2(
-            run_reference({"forward", "--checkpoint", ckpt, "--batch", dir.filePath("batch.txt"),
-                           "--out", dir.filePath("ref.safetensors"), "--mtp-lambda", "0.3"},
-                          &err),
-            qPrintable(err));
+        const QString err = make_reference_case(dir, cfg, 11, 2, 14, 6);
+        QVERIFY2(err.isEmpty(), qPrintable(err));
 
         const ModelConfig loaded = load_checkpoint_config(ckpt.toStdString());
         QVERIFY(loaded.rope_scaling == cfg.rope_scaling);
