@@ -261,11 +261,12 @@ void SparsityView::setRoutingMask(RoutingMaskData data)
     mask_plot_->setRowLabels(labels, kMaxTokenLabels);
     mask_plot_->setColumnLabels({}, 0);
     mask_plot_->setColorRange(0, 1);
-    QString title = QStringLiteral("Routing mask");
+    // Short enough for the narrow column beside the attention plots (the token axis says T).
+    QString title = QStringLiteral("Routing");
     if (!mask_.layer_name.isEmpty())
         title += QStringLiteral(", %1").arg(mask_.layer_name);
     if (ok)
-        title += QStringLiteral(" (%1 tokens, top-%2 of %3)").arg(T).arg(k).arg(E);
+        title += QStringLiteral(": top-%1 of %2").arg(k).arg(E);
     mask_plot_->setTitle(title);
     mask_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
