@@ -167,19 +167,84 @@ private slots:
                  qPrintable(QString("QAT %1, PTQ %2, fp32 %3").arg(o.qat).arg(o.ptq).arg(o.fp32)));
     }
 
+    // Learned scales, the mechanics: a group whose loss falls as its step size shrinks
+    // (dL/dalpha > 0 by LSQ's gradient) has its masters clamped to (1 - scale_lr) of its range;
+    // the others keep theirs, bit for bit.
+    void learnedClipMechanics() {
+        ParameterStore store;
+        Parameter& w = store.add("model.layers.0.self_attn.o_proj.weight", {6, 8});
+        const std::vector<float> values = test::random_vector(48, 31, 1.0f);
+        const std::vector<float> grads = test::random_vector(48, 32, 1.0f);
+        w.value.copy_from_host(values.data());
+        w.grad.copy_from_host(grads.data());
+        IntQuantSpec spec;
+        spec.bits = 2;
+        spec.group_size = 4;
+        const double lr = 0.1, qmax = 1.0;
+        WeightFakeQuant q(store, spec, lr);
+        QVERIFY(q.learns_scales());
+        q.prepare_clips();
+        q.apply_clips();
+        const std::vector<float> after = w.value.to_host();
+        int clipped = 0, kept = 0;
+        for (int g = 0; g < 12; ++g) {
+            double amax = 0, d_alpha = 0;
+            for (int j = 0; j < 4; ++j) amax = std::max(amax, double(std::fabs(values[g * 4 + j])));
+            for (int j = 0; j < 4; ++j) {
+                const double v = values[g * 4 + j] / (amax / qmax);
+                d_alpha += grads[g * 4 + j] * (std::nearbyint(v) - v);
+            }
+            const float clip = float((d_alpha > 0 ? 1.0 - lr : 1.0) * amax);
+            for (int j = 0; j < 4; ++j)
+                QCOMPARE(after[g * 4 + j], std::clamp(values[g * 4 + j], -clip, clip));
+            (d_alpha > 0 ? clipped : kept) += 1;
+        }
+        qInfo("%d of 12 groups clipped, mean alpha %.3f", clipped, q.mean_clip_ratio());
+        QVERIFY(clipped > 0 && kept > 0);
+        QCOMPARE(q.mean_clip_ratio(), (clipped * (1.0 - lr) + kept) / 12.0);
+        // Only symmetric schemes learn scales.
+        PrecisionSettings bad;
+        bad.qat.bits = 4;
+        bad.qat.scheme = "asymmetric";
+        bad.qat.scale_lr = 0.01;
+        try {
+            bad.validate();
+            QFAIL("learned scales accepted with an asymmetric scheme");
+        } catch (const ConfigError& e) {
+            QCOMPARE(e.field(), std::string("training.precision.qat.scale_lr"));
+        }
+    }
+
+    // Learned scales in training (INT2 per channel, the study's format): the clip moves (some
+    // range is given up) and the quantized model is at least as good as with fixed scales. It is
+    // evaluated as every QAT run is, by quantizing its masters with scales from their ranges:
+    // the learned clips live in the weights, so that is the model the clips trained.
+    void learnedScalesInt2() {
+        const Outcome fixed = fine_tune(2);
+        const Outcome learned = fine_tune(2, 0.001);
+        qInfo("INT2 QAT: fixed scales %.4f, learned %.4f (fp32 %.4f)", fixed.qat, learned.qat, learned.fp32);
+        QVERIFY2(learned.qat < fixed.qat + 0.01,
+                 qPrintable(QString("learned %1 vs fixed %2").arg(learned.qat).arg(fixed.qat)));
+        QVERIFY2(learned.mean_clip < 1.0, qPrintable(QString::number(learned.mean_clip)));
+        QVERIFY2(learned.qat - learned.fp32 < 0.5 * (learned.ptq - learned.fp32), "learned INT2 QAT recovers PTQ");
+    }
+
 private:
     struct Outcome {
         double fp32 = 0, ptq = 0, qat = 0;
+        double mean_clip = 1.0;  // learned scales: the last step's mean alpha
     };
     // The shrunk tiny-tasks run for 400 steps, plain and with QAT per channel at `bits` from
     // step 300: the plain run in fp32 and quantized (PTQ), the QAT run as its quantized model.
-    Outcome fine_tune(int bits) {
+    Outcome fine_tune(int bits, double scale_lr = 0.0) {
         Project base = test::shrunk_tiny_tasks(400);
         base.training.eval_every = 0;
         Project qat = base;
         qat.training.precision.qat.bits = bits;
         qat.training.precision.qat.start_step = 300;
-        const std::string tag = std::to_string(bits);
+        qat.training.precision.qat.scale_lr = scale_lr;
+        static int calls = 0;  // every run its own file (a run file is never overwritten)
+        const std::string tag = std::to_string(bits) + "-" + std::to_string(++calls);
         Trainer plain(base, paths(("plain" + tag).c_str()), 1),
             tuned(qat, paths(("qat" + tag).c_str()), 1);
         while (!plain.finished()) plain.step();
@@ -192,6 +257,7 @@ private:
             o.ptq = plain.evaluate().loss;
         }
         o.qat = tuned.evaluate().loss;  // evaluated as the quantized model
+        if (scale_lr > 0) o.mean_clip = tuned.qat()->mean_clip_ratio();
         qInfo("fp32 %.4f, INT%d PTQ %.4f (%+.4f), INT%d QAT %.4f (%+.4f)", o.fp32, bits, o.ptq,
               o.ptq - o.fp32, bits, o.qat, o.qat - o.fp32);
         if (!(std::isfinite(o.qat) && std::isfinite(o.ptq)))

@@ -316,6 +316,7 @@ const std::vector<Field<QatSettings>>& qat_fields() {
         {"group_size", &QatSettings::group_size},
         {"scheme", &QatSettings::scheme},
         {"start_step", &QatSettings::start_step},
+        {"scale_lr", &QatSettings::scale_lr},
     };
     return t;
 }
@@ -388,6 +389,12 @@ void QatSettings::validate(const std::string& prefix) const {
           "must be 0 (per output channel) or a group width", double(group_size));
     check_kind(scheme, kQatSchemes, prefix + ".scheme");
     check(start_step >= 0, prefix, "start_step", "must be >= 0", double(start_step));
+    check(std::isfinite(scale_lr) && scale_lr >= 0.0 && scale_lr <= 1.0, prefix, "scale_lr",
+          "must be in [0, 1] (0: scales from each group's range)", scale_lr);
+    if (scale_lr > 0.0 && scheme != "symmetric")
+        throw ConfigError(prefix + ".scale_lr",
+                          "learned scales need scheme \"symmetric\" (an asymmetric group's zero "
+                          "point would move with its range), got scheme \"" + scheme + "\"");
 }
 
 QatSettings QatSettings::from_json(const json& j, const std::string& prefix) {

@@ -135,8 +135,15 @@ struct QatSettings {
     int64_t group_size = 0;
     std::string scheme = "symmetric";
     int64_t start_step = 0;
+    // Learned scales (LSQ's step-size gradient, applied as a learned clip): 0 = each group's
+    // scale from its range, amax / qmax; > 0 = after every applied step each group's clip moves
+    // by this learning rate along -dL/dalpha (alpha = clip / amax, at most 1) and the master
+    // weights are clamped to it, so the checkpoint holds the learned range and its
+    // quantization is the one QAT trained (symmetric only; weight_fake_quant.h).
+    double scale_lr = 0.0;
 
     bool enabled() const { return bits > 0; }
+    bool learns_scales() const { return enabled() && scale_lr > 0.0; }
     bool active_at(int64_t step) const { return enabled() && step >= start_step; }
     IntQuantSpec spec() const;
     void validate(const std::string& prefix = "training.precision.qat") const;

@@ -75,7 +75,8 @@ Trainer::Trainer(const Project& project, const TrainerPaths& paths, int threads,
     moe_layers_ = model_->moe_layers();
     probe_ = data_->probe_batch(tr.probe_tokens);
     if (tr.precision.qat.enabled())  // every rank, before any file is made
-        qat_ = std::make_unique<WeightFakeQuant>(model_->parameters(), tr.precision.qat.spec());
+        qat_ = std::make_unique<WeightFakeQuant>(model_->parameters(), tr.precision.qat.spec(),
+                                                 tr.precision.qat.scale_lr);
     if (fresh) {
         if (par_.root()) open_run_file(backend_->describe());
         write_routing_snapshot();  // step 0: routing of the untrained model
@@ -275,7 +276,12 @@ StepReport Trainer::step() {
     const bool apply = scaler_->update(finite_loss && gn.finite) && finite_loss;
     const bool expected_overflow = finite_loss && scaler_->last_was_overflow();
     if (apply) {
+        // Learned QAT scales: the clips from this step's gradients, applied to the updated
+        // masters (weight_fake_quant.h).
+        WeightFakeQuant* learning = qat_now() && qat_->learns_scales() ? qat_.get() : nullptr;
+        if (learning) learning->prepare_clips();
         optimizer_->step(r.lr, gn.factor * unscale);
+        if (learning) learning->apply_clips();
         // The guard above saw finite gradients, but an update can still overflow (a learning
         // rate of 1e300): then the previous weights are gone, and the run cannot go on.
         if (!weights_finite()) {

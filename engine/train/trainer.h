@@ -69,6 +69,8 @@ public:
     const Project& project() const { return project_; }
     int64_t steps_done() const { return step_; }
     Model& model() { return *model_; }
+    // QAT's fake quantization (null without QAT), e.g. for its learned clips.
+    const WeightFakeQuant* qat() const { return qat_.get(); }
     Backend& backend() { return *backend_; }
     DataLoader& data() { return *data_; }
     const std::string& run_file() const { return paths_.run_file; }
