@@ -524,7 +524,7 @@ void TestViewExperts::sparsityMaskAndAttention()
         for (int j = 0; j < k; ++j)
             mask.mask[static_cast<size_t>(t) * E + (group * 4 + j + (j == 3 ? t % 3 : 0)) % E] = 1;
     }
-    AttentionData att{2, 4, T, {}, tokens};
+    AttentionData att{2, 4, T, {}, tokens, 0, 0, {}};
     att.weights.resize(static_cast<size_t>(2) * 4 * T * T);
     for (int l = 0; l < 2; ++l)
         for (int h = 0; h < 4; ++h)
@@ -778,7 +778,7 @@ void TestViewExperts::sparsitySlidingWindow()
     const QStringList tokens = {"def", " f", "(", "x", ")", ":", "\n", " ", " return", " x", " *", " 2",
                                 "\n", "print", "(", "f", "(", "3", ")", ")", "\n", "#", " ok", "."};
     const int T = tokens.size(), W = 6, L = 2, H = 2;
-    AttentionData att{L, H, T, {}, tokens, W};
+    AttentionData att{L, H, T, {}, tokens, W, 0, {}};
     att.weights.assign(static_cast<size_t>(L) * H * T * T, 0.5f);  // garbage where masked
     for (int l = 0; l < L; ++l)
         for (int h = 0; h < H; ++h)
@@ -873,7 +873,7 @@ void TestViewExperts::sparsityTopkAttention()
     QStringList tokens;
     for (int t = 0; t < T; ++t)
         tokens << QString("t%1").arg(t);
-    AttentionData att{L, H, T, {}, tokens, 0};
+    AttentionData att{L, H, T, {}, tokens, 0, 0, {}};
     att.topk = K;
     att.weights.assign(static_cast<size_t>(L) * H * T * T, 0.0f);
     att.chosen.assign(static_cast<size_t>(L) * T * T, 0);

@@ -183,6 +183,10 @@ ProjectForm::ProjectForm(QWidget* parent) : QWidget(parent) {
     add_int(f, tr("QAT from step"), "training.precision.qat.start_step",
             [](Project& p) -> int64_t& { return p.training.precision.qat.start_step; },
             tr("The step QAT starts at: fine-tune a run trained in fp32"));
+    add_real(f, tr("QAT scale learning"), "training.precision.qat.scale_lr",
+             [](Project& p) -> double& { return p.training.precision.qat.scale_lr; },
+             tr("0: each group's scale from its range. > 0: learned scales - each group's clip "
+                "follows LSQ's step-size gradient by this step (e.g. 0.001); symmetric only"));
     groups_->addStretch(1);
 }
 
