@@ -12,7 +12,8 @@
 #     equal the QAT run's in-memory quantized loss;
 #   - writes the table as CSV and the figure docs/images/qat-study.png (moe-bar-figure).
 # Runs already in OUT_DIR are kept. Usage: scripts/qat-study.sh [OUT_DIR] [extra moe-train args]
-# (e.g. --threads 1). ~25 min of CPU on 2 cores (four 600-step runs of ~5 min, evaluations).
+# (e.g. --threads 1). ~30 min of CPU on 2 cores (five 600-step runs of ~5 min, evaluations); the
+# last run is INT2 with learned scales (projects/qat-study-int2-learned.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/qat-study}
@@ -56,3 +57,10 @@ if [ -x build/bench/moe-bar-figure ]; then
   build/bench/moe-bar-figure --csv "$out/qat-study.csv" --out docs/images/qat-study.png --log "val loss above the fp32 run (% log scale)" \
     --title "tiny-tasks, projection weights per channel: PTQ of the fp32 run vs QAT (its last 150 of 600 steps)"
 fi
+
+# Learned scales (training.precision.qat.scale_lr): the INT2 run again with each group's clip
+# learned, its export, against the fp32 run (docs/precision.md, "Learned scales").
+[ -e "$out/int2-learned.h5" ] || $train projects/qat-study-int2-learned.json --out "$out/int2-learned.h5" "$@" > "$out/int2-learned.log"
+$train --export-quantized "$(last int2-learned)" --format int2 --out "$out/int2-learned-export" --overwrite
+echo "== INT2 QAT with learned scales, exported: $out/int2-learned-export (against the fp32 run)"
+$train --quant-eval "$out/int2-learned-export" --formats fp32 --reference "$(last fp32)" | tee "$out/eval-int2-learned-export.txt"
