@@ -77,6 +77,19 @@ void check_indexer_shapes(const char* op, int64_t B, int64_t Tq, int64_t Tk, int
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Query row r of the indexer (sequence r / Tq): its HI query heads, weights and the sequence's
+// keys; it sees keys [0, last].
+struct IndexerRow {
+    const float* q;
+    const float* w;
+    const float* keys;
+    int64_t last;
+};
+IndexerRow indexer_row(const float* qi, const float* ki, const float* w, int64_t r, int64_t Tq,
+                       int64_t Tk, int64_t start, int64_t HI, int64_t dI) {
+    return {qi + r * HI * dI, w + r * HI, ki + (r / Tq) * Tk * dI, start + r % Tq};
+}
+
 }  // namespace
 
 // Row (b, i) sees keys [0, start + i]; the others are -inf.
@@ -88,20 +101,17 @@ void CpuBackend::indexer_scores_forward(const float* qi, const float* ki, const 
     const int nt = team(rows * Tk * HI * dI / 2);
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nt)
     for (int64_t r = 0; r < rows; ++r) {
-        const int64_t b = r / Tq, last = start + r % Tq;
-        const float* q = qi + r * HI * dI;
-        const float* wr = w + r * HI;
-        const float* kb = ki + b * Tk * dI;
+        const IndexerRow row = indexer_row(qi, ki, w, r, Tq, Tk, start, HI, dI);
         float* out = scores + r * Tk;
-        for (int64_t s = 0; s <= last; ++s) {
+        for (int64_t s = 0; s <= row.last; ++s) {
             float acc = 0.0f;
             for (int64_t j = 0; j < HI; ++j) {
-                const float x = scale * vec8_dot(q + j * dI, kb + s * dI, dI);
-                if (x > 0.0f) acc += wr[j] * x;
+                const float x = scale * vec8_dot(row.q + j * dI, row.keys + s * dI, dI);
+                if (x > 0.0f) acc += row.w[j] * x;
             }
             out[s] = acc;
         }
-        std::fill(out + last + 1, out + Tk, kNegInf);
+        std::fill(out + row.last + 1, out + Tk, kNegInf);
     }
 }
 
@@ -117,19 +127,16 @@ void CpuBackend::indexer_scores_backward(const float* dscores, const float* qi, 
     const int nt = team(rows * Tk * HI * dI / 2);
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nt)
     for (int64_t r = 0; r < rows; ++r) {
-        const int64_t b = r / Tq, last = start + r % Tq;
-        const float* q = qi + r * HI * dI;
-        const float* wr = w + r * HI;
-        const float* kb = ki + b * Tk * dI;
+        const IndexerRow row = indexer_row(qi, ki, w, r, Tq, Tk, start, HI, dI);
         const float* ds = dscores + r * Tk;
         float* dq = dqi + r * HI * dI;
-        for (int64_t s = 0; s <= last; ++s) {
+        for (int64_t s = 0; s <= row.last; ++s) {
             if (ds[s] == 0.0f) continue;
             for (int64_t j = 0; j < HI; ++j) {
-                const float x = scale * vec8_dot(q + j * dI, kb + s * dI, dI);
+                const float x = scale * vec8_dot(row.q + j * dI, row.keys + s * dI, dI);
                 if (x <= 0.0f) continue;
                 dw[r * HI + j] += ds[s] * x;
-                vec8_axpy(ds[s] * wr[j] * scale, kb + s * dI, dq + j * dI, dI);
+                vec8_axpy(ds[s] * row.w[j] * scale, row.keys + s * dI, dq + j * dI, dI);
             }
         }
     }
