@@ -12,15 +12,17 @@ namespace moe {
 WeightFakeQuant::WeightFakeQuant(ParameterStore& params, const IntQuantSpec& spec, double scale_lr)
     : spec_(spec), scale_lr_(scale_lr) {
     if (scale_lr > 0.0 && !spec.symmetric)
-        throw ConfigError("training.precision.qat.scale_lr", "learned scales need a symmetric scheme");
+        throw ConfigError("training.precision.qat.scale_lr",
+                          "learned scales need a symmetric scheme");
     for (Parameter* p : params.all()) {
         if (!is_projection_weight(p->name, p->value.rank())) continue;
         const int64_t cols = p->value.shape()[1];
         if (spec.group_size > 0 && cols % spec.group_size != 0)
-            throw ConfigError("training.precision.qat.group_size",
-                              std::to_string(spec.group_size) + " does not divide the input width " +
-                                  std::to_string(cols) + " of " + p->name +
-                                  " (use a divisor of every projection's input width, or 0 for per channel)");
+            throw ConfigError(
+                "training.precision.qat.group_size",
+                std::to_string(spec.group_size) + " does not divide the input width " +
+                    std::to_string(cols) + " of " + p->name +
+                    " (use a divisor of every projection's input width, or 0 for per channel)");
         weights_.push_back(p);
     }
     master_.resize(weights_.size());
@@ -93,10 +95,11 @@ void WeightFakeQuant::prepare_clips() {
             }
     }
     mean_ratio_ = groups_total > 0 ? ratio_sum / double(groups_total) : 1.0;
+    clips_ready_ = true;
 }
 
 void WeightFakeQuant::apply_clips() {
-    if (!learns_scales() || clip_.size() != weights_.size()) return;
+    if (!learns_scales() || !clips_ready_) return;
     for (size_t i = 0; i < weights_.size(); ++i) {
         Parameter& p = *weights_[i];
         const int64_t rows = p.value.shape()[0], cols = p.value.shape()[1];
@@ -111,7 +114,7 @@ void WeightFakeQuant::apply_clips() {
             }
         p.value.allocator().upload(p.value.data(), w.data(), p.value.bytes());
     }
-    clip_.clear();
+    clips_ready_ = false;  // the buffers stay for the next step
 }
 
 void WeightFakeQuant::restore() {

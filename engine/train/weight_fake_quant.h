@@ -52,6 +52,7 @@ private:
     std::vector<std::vector<float>> clip_;  // per weight, per group: the clip to apply (|w| <= clip)
     std::vector<float> grad_scratch_;
     double mean_ratio_ = 1.0;
+    bool clips_ready_ = false;  // prepare_clips ran and apply_clips has not yet
     std::vector<std::vector<float>> master_;
     std::vector<float> scratch_;
     bool quantized_ = false;

@@ -202,8 +202,10 @@ private:
     std::vector<float> seq_f_;         // seq aux loss f_i per sequence [B, E]
     std::vector<float> quant_a_, quant_b_;  // gemm_quantized: the cast copies of A and B
     // sparse_attention_backward: the reverse index (queries of each key) and dS.
-    std::vector<int64_t> sparse_key_start_, sparse_key_entries_;
+    std::vector<int64_t> sparse_key_start_, sparse_key_entries_, sparse_key_fill_;
     std::vector<float> sparse_ds_;
+    std::vector<int32_t> sparse_cand_;    // top-k candidates, the KL's key sets (per thread)
+    std::vector<double> sparse_target_, sparse_kl_;  // the KL's targets (per thread), row losses
 };
 
 }  // namespace moe

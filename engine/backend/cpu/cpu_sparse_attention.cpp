@@ -166,9 +166,10 @@ void CpuBackend::topk_keys(const float* scores, int64_t B, int64_t Tq, int64_t T
     if (K < 1) throw Error("topk_keys: K must be >= 1, got " + std::to_string(K));
     const int64_t rows = B * Tq;
     const int nt = team(rows * std::min(Tk, int64_t(4096)) * 8);
+    int32_t* cand_all = grow(sparse_cand_, static_cast<size_t>(nt) * static_cast<size_t>(Tk));
 #pragma omp parallel num_threads(nt)
     {
-        std::vector<int32_t> cand;
+        int32_t* cand = cand_all + static_cast<int64_t>(omp_get_thread_num()) * Tk;
 #pragma omp for schedule(dynamic, 16)
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t n = start + r % Tq + 1;  // causal keys [0, n)
@@ -178,15 +179,14 @@ void CpuBackend::topk_keys(const float* scores, int64_t B, int64_t Tq, int64_t T
                 for (int64_t c = 0; c < K; ++c) out[c] = c < n ? static_cast<int32_t>(c) : -1;
                 continue;
             }
-            cand.resize(static_cast<size_t>(n));
-            for (int64_t s = 0; s < n; ++s) cand[size_t(s)] = static_cast<int32_t>(s);
+            for (int64_t s = 0; s < n; ++s) cand[s] = static_cast<int32_t>(s);
             // A strict total order (score, then the lower index), so the choice is unique.
             auto better = [sc](int32_t a, int32_t b) {
                 return sc[a] > sc[b] || (sc[a] == sc[b] && a < b);
             };
-            std::nth_element(cand.begin(), cand.begin() + (K - 1), cand.end(), better);
-            std::sort(cand.begin(), cand.begin() + K);
-            std::copy(cand.begin(), cand.begin() + K, out);
+            std::nth_element(cand, cand + (K - 1), cand + n, better);
+            std::sort(cand, cand + K);
+            std::copy(cand, cand + K, out);
         }
     }
 }
@@ -263,7 +263,8 @@ void CpuBackend::sparse_attention_backward(const float* dout, const float* q, co
     for (int64_t i = 0; i < rows; ++i) start[size_t(i + 1)] += start[size_t(i)];
     entries.resize(static_cast<size_t>(start[size_t(rows)]));
     {
-        std::vector<int64_t> fill(start.begin(), start.end() - 1);
+        std::vector<int64_t>& fill = sparse_key_fill_;
+        fill.assign(start.begin(), start.end() - 1);
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t c = 0; c < K; ++c) {
                 const int32_t s = idx[r * K + c];
@@ -327,40 +328,41 @@ double CpuBackend::indexer_loss(const float* scores, const float* probs, const i
                     " H=" + std::to_string(H) + " K=" + std::to_string(K));
     const int64_t rows = B * T;
     if (rows == 0) return 0.0;
-    std::vector<double> kl(static_cast<size_t>(rows), 0.0);
+    double* kl = grow(sparse_kl_, static_cast<size_t>(rows));
     const float row_scale = grad_scale / static_cast<float>(rows);
     const int64_t width = idx ? K : T;
     const int nt = team(rows * width * (H + 4));
+    // Per-thread key sets and targets, in member buffers (a training step allocates nothing).
+    double* target_all = grow(sparse_target_, static_cast<size_t>(nt) * static_cast<size_t>(width));
+    int32_t* keys_all = grow(sparse_cand_, static_cast<size_t>(nt) * static_cast<size_t>(width));
 #pragma omp parallel num_threads(nt)
     {
-        std::vector<double> target, logq;
-        std::vector<int32_t> keys;
+        double* target = target_all + static_cast<int64_t>(omp_get_thread_num()) * width;
+        int32_t* keys = keys_all + static_cast<int64_t>(omp_get_thread_num()) * width;
 #pragma omp for schedule(dynamic, 16)
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t b = r / T, t = r % T;
             const float* sc = scores + r * T;
             float* ds = dscores + r * T;
             std::fill(ds, ds + T, 0.0f);
-            keys.clear();
-            target.clear();
+            size_t n = 0;
             if (idx) {
                 for (int64_t c = 0; c < K; ++c) {
                     const int32_t s = idx[r * K + c];
                     if (s < 0) continue;
                     double p = 0.0;
                     for (int64_t h = 0; h < H; ++h) p += probs[(r * H + h) * K + c];
-                    keys.push_back(s);
-                    target.push_back(p / double(H));
+                    keys[n] = s;
+                    target[n++] = p / double(H);
                 }
             } else {
                 for (int64_t s = 0; s <= t; ++s) {
                     double p = 0.0;
                     for (int64_t h = 0; h < H; ++h) p += probs[((b * H + h) * T + t) * T + s];
-                    keys.push_back(static_cast<int32_t>(s));
-                    target.push_back(p / double(H));
+                    keys[n] = static_cast<int32_t>(s);
+                    target[n++] = p / double(H);
                 }
             }
-            const size_t n = keys.size();
             if (n == 0) continue;
             double mx = -INFINITY;
             for (size_t c = 0; c < n; ++c) mx = std::max(mx, double(sc[keys[c]]));
@@ -373,11 +375,11 @@ double CpuBackend::indexer_loss(const float* scores, const float* probs, const i
                 if (target[c] > 0.0) acc += target[c] * (std::log(target[c]) - lq);
                 ds[keys[c]] = static_cast<float>(row_scale * (std::exp(lq) - target[c]));
             }
-            kl[size_t(r)] = acc;
+            kl[r] = acc;
         }
     }
     double total = 0.0;
-    for (double x : kl) total += x;
+    for (int64_t r = 0; r < rows; ++r) total += kl[r];
     return total / double(rows);
 }
 
